@@ -1,0 +1,1 @@
+"""corruptions package (see docs/architecture.md)."""

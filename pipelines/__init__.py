@@ -1,0 +1,1 @@
+"""pipelines package (see docs/architecture.md)."""

@@ -1,0 +1,190 @@
+"""The NAS-Bench-201 macro network (Dong & Yang, ICLR 2020), built from a cell string.
+
+Stem 3x3 conv (C) + BN; three stages of ``N`` cells at C, 2C, 4C channels separated by ResNet basic reduction
+blocks; BN + ReLU + global average pool + linear head. Ops are ReLU -> Conv(bias=False) -> BN; avg pool 3x3
+stride 1 pad 1 with ``count_include_pad=False``; ``none`` is the zero op. The first layer normalises the input,
+so the network takes pixels in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..search_spaces import Cell, get_search_space
+from ..search_spaces.nb201 import EDGES
+
+#: NAS-Bench-201's CIFAR normalisation (pixel units / 255).
+CIFAR_MEAN: tuple[float, float, float] = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD: tuple[float, float, float] = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel; ``x`` of shape ``(N, C, H, W)`` in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std differ in length: {len(mean)} vs {len(std)}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {list(std)}")
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv2d(bias=False) -> BatchNorm2d (affine, running stats)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the input's shape (stride 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def make_op(op: str, channels: int) -> nn.Module:
+    """One NB201 edge op at stride 1 with ``channels`` in and out."""
+    if op == "none":
+        return Zero()
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1, 1, 0)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3, 1, 1)
+    if op == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown NB201 op {op!r}")
+
+
+class InferCell(nn.Module):
+    """A NB201 cell: node ``j`` = sum over ``i < j`` of ``op_ij(node_i)``; output = node 3."""
+
+    def __init__(self, cell: Cell, channels: int) -> None:
+        super().__init__()
+        self.cell = cell
+        self.edges = nn.ModuleList(make_op(op, channels) for op in cell.ops)
+        self._sources = [[k for k, (j, _) in enumerate(EDGES) if j == t] for t in (1, 2, 3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for ks in self._sources:
+            out = None
+            for k in ks:
+                y = self.edges[k](nodes[EDGES[k][1]])
+                out = y if out is None else out + y
+            nodes.append(out)
+        return nodes[3]
+
+    def extra_repr(self) -> str:
+        return str(self.cell)
+
+
+class ResNetBasicBlock(nn.Module):
+    """NB201's reduction block: stride-2 ReLU-Conv3x3-BN, ReLU-Conv3x3-BN, shortcut AvgPool2d(2) + Conv1x1."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, 1, stride=1, padding=0, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Network(nn.Module):
+    """The NB201 macro network for one cell.
+
+    Arguments:
+        arch: NB201 string, index or :class:`Cell`.
+        num_classes: size of the linear head.
+        C: channels of the first stage (NB201: 16).
+        N: cells per stage (NB201: 5).
+        mean, std: per-channel normalisation applied by the first layer.
+        in_channels: image channels.
+
+    Shape:
+        input ``(B, in_channels, H, W)`` in [0, 1]; output logits ``(B, num_classes)``.
+
+    Example:
+        >>> net = NB201Network("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+        >>> net(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        arch: object,
+        num_classes: int = 10,
+        C: int = 16,
+        N: int = 5,
+        mean: Sequence[float] = CIFAR_MEAN,
+        std: Sequence[float] = CIFAR_STD,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        space = get_search_space("nb201")
+        cell = arch if isinstance(arch, Cell) else space.cell(arch)
+        if C < 1 or N < 1 or num_classes < 1:
+            raise ValueError(f"C, N and num_classes must be positive, got C={C} N={N} num_classes={num_classes}")
+        self.arch_str = str(cell)
+        self.config = {
+            "arch": self.arch_str,
+            "num_classes": int(num_classes),
+            "C": int(C),
+            "N": int(N),
+            "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std],
+            "in_channels": int(in_channels),
+        }
+        self.normalize = Normalize(mean, std)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        layers: list[nn.Module] = []
+        c_prev = C
+        for stage, c in enumerate((C, 2 * C, 4 * C)):
+            if stage > 0:
+                layers.append(ResNetBasicBlock(c_prev, c))
+            layers.extend(InferCell(cell, c) for _ in range(N))
+            c_prev = c
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-pooling feature map ``(B, 4C, H/4, W/4)`` (used by proxies such as Zen)."""
+        return self.lastact(self.cells(self.stem(self.normalize(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.global_pooling(self.features(x)).flatten(1)
+        return self.classifier(out)
+
+
+def build_model(
+    arch: object,
+    num_classes: int = 10,
+    C: int = 16,
+    N: int = 5,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
+    in_channels: int = 3,
+) -> NB201Network:
+    """Build the NB201 network of ``arch`` (string, index or cell); see :class:`NB201Network`."""
+    return NB201Network(arch, num_classes=num_classes, C=C, N=N, mean=mean, std=std, in_channels=in_channels)
