@@ -1,0 +1,53 @@
+"""Options and helpers shared by ``rbnas`` subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+
+def dataset_options(default: str = "digits") -> Callable[[Callable], Callable]:
+    """``--dataset NAME --data-root PATH`` (the root, or the file for ``npz``)."""
+
+    def deco(f: Callable) -> Callable:
+        f = click.option(
+            "--data-root",
+            type=click.Path(),
+            default=None,
+            help="Dataset root folder (or the .npz file for --dataset npz). Not needed for 'digits'.",
+        )(f)
+        f = click.option("--dataset", default=default, show_default=True, help="Dataset name (see `rbnas data list`).")(f)
+        return f
+
+    return deco
+
+
+def echo_json(obj: Any) -> None:
+    """Print ``obj`` as JSON on stdout (numpy scalars and arrays converted)."""
+
+    def default(o: Any) -> Any:
+        try:
+            import numpy as np
+
+            if isinstance(o, np.generic):
+                return o.item()
+            if isinstance(o, np.ndarray):
+                return o.tolist()
+        except ImportError:  # pragma: no cover
+            pass
+        if hasattr(o, "__dataclass_fields__"):
+            import dataclasses
+
+            return dataclasses.asdict(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    json.dump(obj, sys.stdout, default=default, indent=2)
+    sys.stdout.write("\n")
+
+
+def fail(message: str) -> None:
+    """Abort the command with a one-line error (exit code 2)."""
+    raise click.UsageError(message)

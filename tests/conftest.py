@@ -1,0 +1,40 @@
+"""Shared test fixtures: one torch thread per test process, the shared reference data, a tiny trained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("RBNAS_TEST_THREADS", "1")))
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RBNAS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (the team's reference data); skips the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared reference data not found at {SHARED_DATA} (set RBNAS_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar10_npz(shared_data: Path) -> Path:
+    """Path of the shared CIFAR-10 test set (x uint8 NHWC, y int64)."""
+    p = shared_data / "cifar10_test.npz"
+    if not p.is_file():
+        pytest.skip(f"{p} not found")
+    return p
+
+
+@pytest.fixture(scope="session")
+def jung2023_root(shared_data: Path) -> Path:
+    """Root of the published Jung et al. 2023 release (meta.json + cifar10/)."""
+    p = shared_data / "jung2023"
+    if not (p / "meta.json").is_file():
+        pytest.skip(f"{p}/meta.json not found")
+    return p
