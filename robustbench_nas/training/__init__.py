@@ -1,0 +1,19 @@
+"""Training: typed profiles, a reproducible trainer on device-resident data, safe checkpoints."""
+
+from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .profiles import TrainProfile, get_profile, list_profiles, register_profile
+from .trainer import TrainResult, lr_at, train_model
+
+__all__ = [
+    "CheckpointError",
+    "TrainProfile",
+    "TrainResult",
+    "get_profile",
+    "list_profiles",
+    "load_checkpoint",
+    "lr_at",
+    "read_checkpoint_meta",
+    "register_profile",
+    "save_checkpoint",
+    "train_model",
+]

@@ -1,0 +1,142 @@
+"""Named, typed training profiles (NB201's settings, a tiny CPU profile, PGD adversarial training)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_PROFILES: dict[str, Callable[[], "TrainProfile"]] = {}
+
+
+@dataclass(frozen=True)
+class TrainProfile:
+    """Everything that defines how a cell is trained.
+
+    Attributes:
+        name: profile name.
+        epochs: training epochs.
+        batch_size: images per step.
+        lr: peak learning rate.
+        momentum, nesterov, weight_decay: SGD settings (weight decay on all parameters, as NB201).
+        schedule: ``"cosine"`` (per step, to 0, NB201), ``"onecycle"`` (linear up to ``lr`` over the first
+            ``warmup_fraction`` of steps then linear down to 0; NAS-RobBench-201) or ``"constant"``.
+        warmup_fraction: fraction of steps of the one-cycle ramp-up.
+        C, N: network width (channels of the first stage) and cells per stage.
+        augment: random crop (dataset padding) + horizontal flip (if the dataset allows).
+        label_smoothing: cross-entropy label smoothing.
+        max_train_images: train on a class-balanced seeded subset of this size (``None``: all).
+        channels_last, amp, compile: GPU speed options (``amp``: ``"bf16"`` autocast or ``None``).
+        adv_eps, adv_steps, adv_step_size, adv_random_start: PGD adversarial training (Madry et al.) when
+            ``adv_eps`` is set; eps and step size in [0, 1] pixel units.
+        eval_every: evaluate test accuracy every this many epochs (and always after the last).
+    """
+
+    name: str
+    epochs: int
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.0
+    C: int = 16
+    N: int = 5
+    augment: bool = True
+    label_smoothing: float = 0.0
+    max_train_images: int | None = None
+    channels_last: bool = False
+    amp: str | None = None
+    compile: bool = False
+    adv_eps: float | None = None
+    adv_steps: int = 7
+    adv_step_size: float = 2 / 255
+    adv_random_start: bool = True
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"profile {self.name!r}: epochs and batch_size must be positive")
+        if self.schedule not in ("cosine", "onecycle", "constant"):
+            raise ValueError(f"profile {self.name!r}: unknown schedule {self.schedule!r} (cosine, onecycle, constant)")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"profile {self.name!r}: amp must be None or 'bf16', got {self.amp!r}")
+        if self.adv_eps is not None and not 0 <= self.adv_eps <= 1:
+            raise ValueError(
+                f"profile {self.name!r}: adv_eps={self.adv_eps} is outside [0, 1]; eps is in pixel units "
+                "(8/255 = 0.0314), not /255"
+            )
+
+    def replace(self, **overrides: Any) -> "TrainProfile":
+        """A copy with some fields changed (unknown fields are an error)."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown training profile fields {sorted(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def register_profile(name: str) -> Callable[[Callable[[], TrainProfile]], Callable[[], TrainProfile]]:
+    """Decorator registering a profile factory under ``name``."""
+
+    def deco(f: Callable[[], TrainProfile]) -> Callable[[], TrainProfile]:
+        _PROFILES[name] = f
+        return f
+
+    return deco
+
+
+def list_profiles() -> list[str]:
+    return sorted(_PROFILES)
+
+
+def get_profile(name: str, **overrides: Any) -> TrainProfile:
+    """The profile ``name`` with ``overrides`` applied (e.g. ``get_profile("tiny", epochs=2)``)."""
+    if name not in _PROFILES:
+        raise KeyError(f"unknown training profile {name!r}; known: {list_profiles()}")
+    return _PROFILES[name]().replace(**overrides) if overrides else _PROFILES[name]()
+
+
+@register_profile("nb201-200e")
+def _nb201_200e() -> TrainProfile:
+    """NAS-Bench-201's main setting (hp=200): SGD nesterov 0.9, lr 0.1 cosine to 0, wd 5e-4, batch 256."""
+    return TrainProfile(name="nb201-200e", epochs=200)
+
+
+@register_profile("nb201-12e")
+def _nb201_12e() -> TrainProfile:
+    """NAS-Bench-201's short setting (hp=12)."""
+    return TrainProfile(name="nb201-12e", epochs=12)
+
+
+@register_profile("tiny")
+def _tiny() -> TrainProfile:
+    """Small network (C=4, N=1), few epochs: for CPUs, CI and the embedded ``digits`` data."""
+    return TrainProfile(name="tiny", epochs=6, batch_size=64, lr=0.05, C=4, N=1)
+
+
+@register_profile("pgd-at")
+def _pgd_at() -> TrainProfile:
+    """NAS-RobBench-201's adversarial training: PGD-7 at 8/255, step 2/255, random start; 50 epochs one-cycle 0.1."""
+    return TrainProfile(
+        name="pgd-at",
+        epochs=50,
+        lr=0.1,
+        nesterov=False,
+        schedule="onecycle",
+        warmup_fraction=0.3,
+        adv_eps=8 / 255,
+        adv_steps=7,
+        adv_step_size=2 / 255,
+    )
+
+
+@register_profile("tiny-at")
+def _tiny_at() -> TrainProfile:
+    """The ``tiny`` profile with PGD-3 adversarial training at 2/255 (CPU/CI check of the adversarial path)."""
+    return TrainProfile(
+        name="tiny-at", epochs=6, batch_size=64, lr=0.05, C=4, N=1, adv_eps=2 / 255, adv_steps=3, adv_step_size=1 / 255
+    )

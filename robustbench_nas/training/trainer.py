@@ -1,0 +1,185 @@
+"""Train one cell of a search space on a dataset with a profile, reproducibly."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import Dataset, DeviceLoader
+from ..evaluation import evaluate_clean
+from ..models import NB201Network, build_model
+from ..utils import resolve_device
+from .profiles import TrainProfile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """A trained network and its per-epoch history.
+
+    Attributes:
+        model: the trained network (eval mode).
+        history: one dict per epoch: ``epoch``, ``lr`` (at the epoch's end), ``train_loss``, ``train_acc``,
+            ``test_acc`` (NaN on epochs without evaluation), ``seconds``.
+        meta: what defines the run (arch, dataset, profile, seed, device) for the checkpoint.
+    """
+
+    model: NB201Network
+    history: list[dict[str, float]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_test_acc(self) -> float:
+        return float(self.history[-1]["test_acc"])
+
+
+def lr_at(profile: TrainProfile, step: int, total_steps: int) -> float:
+    """Learning rate at optimiser step ``step`` (0-based) of ``total_steps``."""
+    t = step / max(1, total_steps)
+    if profile.schedule == "cosine":
+        return 0.5 * profile.lr * (1.0 + math.cos(math.pi * t))
+    if profile.schedule == "onecycle":
+        w = profile.warmup_fraction
+        if w > 0 and t < w:
+            return profile.lr * t / w
+        return profile.lr * max(0.0, (1.0 - t) / max(1e-12, 1.0 - w))
+    return profile.lr
+
+
+def _adversary(profile: TrainProfile) -> Callable[..., torch.Tensor] | None:
+    if profile.adv_eps is None:
+        return None
+    from attacks.training import adversarial_batch  # the attacks package owns PGD
+
+    def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return adversarial_batch(
+            model,
+            x,
+            y,
+            eps=profile.adv_eps,
+            steps=profile.adv_steps,
+            step_size=profile.adv_step_size,
+            random_start=profile.adv_random_start,
+            generator=g,
+        )
+
+    return perturb
+
+
+def train_model(
+    arch: object,
+    dataset: Dataset,
+    profile: TrainProfile,
+    seed: int = 0,
+    device: torch.device | str | None = "auto",
+    eval_split: str = "test",
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``arch`` (NB201 string or index) on ``dataset`` with ``profile``.
+
+    Reproducible: the seed fixes initialisation (through a forked global RNG, so the caller's RNG state is left
+    alone), data order and augmentation; on the CPU the same seed gives the same weights bit for bit.
+
+    Arguments:
+        arch: cell string, index or ``Cell``.
+        dataset: from :func:`robustbench_nas.data.get_dataset`; trains on its ``train`` split.
+        profile: :class:`TrainProfile`.
+        seed: run seed.
+        device: ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda:0"``...
+        eval_split: split whose accuracy is recorded per epoch.
+        progress: show a progress bar.
+        on_epoch: called with each epoch's history row.
+    """
+    dev = resolve_device(device)
+    info = dataset.info
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = build_model(arch, num_classes=info.num_classes, C=profile.C, N=profile.N, mean=info.mean, std=info.std,
+                            in_channels=info.channels)
+    model = model.to(dev)
+    if profile.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward: nn.Module = torch.compile(model) if profile.compile else model
+
+    train_split = dataset.split("train")
+    if profile.max_train_images is not None:
+        train_split = train_split.subset(profile.max_train_images, seed=seed)
+    eval_data = dataset.split(eval_split)
+    g = torch.Generator().manual_seed(seed + 1)
+    loader = DeviceLoader(train_split, profile.batch_size, dev, shuffle=True, augment=profile.augment, generator=g,
+                          channels_last=profile.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum, nesterov=profile.nesterov,
+                          weight_decay=profile.weight_decay)
+    perturb = _adversary(profile)
+    autocast = (
+        torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if profile.amp == "bf16" else contextlib.nullcontext()
+    )
+    total = profile.epochs * len(loader)
+    step = 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=total, desc=f"train {model.arch_str[:40]}", disable=not progress, leave=False, unit="step")
+    for epoch in range(1, profile.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        for xb, yb in loader:
+            lr = lr_at(profile, step, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if perturb is not None:
+                xb = perturb(model, xb, yb, g)
+            with autocast:
+                logits = forward(xb)
+                loss = F.cross_entropy(logits.float(), yb, label_smoothing=profile.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * yb.shape[0]
+            correct += (logits.detach().argmax(1) == yb).sum()
+            seen += yb.shape[0]
+            step += 1
+            bar.update(1)
+        test_acc = float("nan")
+        if epoch % profile.eval_every == 0 or epoch == profile.epochs:
+            test_acc = evaluate_clean(model, eval_data.images(dev), eval_data.labels(dev)).accuracy
+        row = {
+            "epoch": epoch,
+            "lr": lr_at(profile, step, total),
+            "train_loss": float(loss_sum) / max(1, seen),
+            "train_acc": float(correct) / max(1, seen),
+            "test_acc": test_acc,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{test_acc:.3f}")
+        log.info("epoch %d/%d loss %.4f train %.3f test %.3f", epoch, profile.epochs, row["train_loss"],
+                 row["train_acc"], test_acc)
+        if on_epoch is not None:
+            on_epoch(row)
+    bar.close()
+    model.eval()
+    if profile.channels_last:
+        model = model.to(memory_format=torch.contiguous_format)
+    meta = {
+        "arch": model.arch_str,
+        "dataset": info.name,
+        "profile": profile.to_dict(),
+        "seed": int(seed),
+        "device": str(dev),
+        "eval_split": eval_split,
+        "history": history,
+    }
+    return TrainResult(model=model, history=history, meta=meta)
