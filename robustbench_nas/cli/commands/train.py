@@ -1,0 +1,67 @@
+"""``rbnas train``: train one cell and write its checkpoint and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ...data import DataError, get_dataset
+from ...search_spaces import ArchitectureError, get_search_space
+from ...training import get_profile, list_profiles, save_checkpoint, train_model
+from ...utils import set_torch_threads
+from ..common import dataset_options, echo_json, fail
+
+
+def parse_overrides(items: tuple[str, ...]) -> dict:
+    """``key=value`` pairs, values read as JSON when possible (``epochs=3``, ``amp=null``)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            fail(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@click.command(name="train")
+@click.argument("arch")
+@dataset_options()
+@click.option("--profile", default="tiny", show_default=True, help=f"Training profile: {', '.join(list_profiles())}.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile field (repeatable).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def command(arch, dataset, data_root, profile, overrides, seed, device, threads, out_dir, as_json) -> None:
+    """Train ARCH (NB201 string or index) and write OUT/model.safetensors and OUT/metrics.json."""
+    set_torch_threads(threads)
+    try:
+        index = get_search_space("nb201").index_of(arch)
+        prof = get_profile(profile, **parse_overrides(overrides))
+        ds = get_dataset(dataset, data_root)
+    except (ArchitectureError, KeyError, ValueError, DataError) as e:
+        fail(str(e))
+    result = train_model(index, ds, prof, seed=seed, device=device, progress=not as_json)
+    out = Path(out_dir)
+    ckpt = save_checkpoint(out, result.model, result.meta)
+    metrics = {
+        "arch_str": result.model.arch_str,
+        "index": index,
+        "dataset": dataset,
+        "profile": prof.name,
+        "seed": seed,
+        "final_test_acc": result.final_test_acc,
+        "history": result.history,
+        "checkpoint": str(ckpt),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if as_json:
+        echo_json(metrics)
+    else:
+        click.echo(f"{result.model.arch_str}  test accuracy {result.final_test_acc:.4f}  -> {ckpt}")
