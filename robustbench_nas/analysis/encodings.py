@@ -1,0 +1,179 @@
+"""Zero-cost architecture encodings of NB201 cells: one-hot ops, op counts, paths and GRAF-style graph features.
+
+None of these needs a network: they are functions of the cell's six edge ops only. ``params`` and ``flops`` (two of
+the 13 standard zero-cost proxies) are exact linear functions of the op counts in NB201 (every op of a kind has the
+same cost in a stage), so :func:`arch_costs` measures the per-op costs once on built networks
+(:func:`robustbench_nas.models.count_params` / ``count_flops``) and evaluates every cell from its counts.
+
+GRAF-style features follow Kadlecova et al., "Surprisingly Strong Performance Prediction with Neural Graph Features"
+(ICML 2024): for every non-empty subset S of the non-zero ops, the graph that keeps only edges with an op in S, and
+its number of input->output paths, shortest and longest such path, in-degree of the output node and out-degree of the
+input node.
+
+Example:
+    >>> X = encode(["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"], "opcount")
+    >>> X.loc[0, "count_nor_conv_3x3"], X.loc[0, "count_none"]
+    (1, 2)
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..search_spaces import EDGES, OPS, Cell, get_search_space
+
+_ENCODERS: dict[str, Callable[[Cell], dict[str, float]]] = {}
+_REAL_OPS: tuple[str, ...] = tuple(op for op in OPS if op != "none")
+#: The four input->output paths of the NB201 cell, as edge positions (string order).
+_PATHS: tuple[tuple[int, ...], ...] = ((3,), (0, 4), (1, 5), (0, 2, 5))
+_SHORT = {"skip_connect": "skip", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3", "avg_pool_3x3": "pool", "none": "none"}
+
+
+def register_encoding(name: str) -> Callable[[Callable[[Cell], dict[str, float]]], Callable[[Cell], dict[str, float]]]:
+    """Register ``f(cell) -> {feature: value}`` as an encoding named ``name``."""
+
+    def deco(f: Callable[[Cell], dict[str, float]]) -> Callable[[Cell], dict[str, float]]:
+        _ENCODERS[name] = f
+        return f
+
+    return deco
+
+
+def list_encodings() -> list[str]:
+    """Registered encoding names (plus ``all``)."""
+    return sorted(_ENCODERS) + ["all"]
+
+
+@register_encoding("onehot")
+def onehot(cell: Cell) -> dict[str, float]:
+    """30 binary features ``e<k>=<op>``: the op on each of the 6 edges (edge k in string order, k=0..5)."""
+    return {f"e{k}({j}<-{i})={op}": float(cell.ops[k] == op) for k, (j, i) in enumerate(EDGES) for op in OPS}
+
+
+@register_encoding("opcount")
+def opcount(cell: Cell) -> dict[str, float]:
+    """5 counts ``count_<op>`` of each op over the 6 edges, and 4 counts ``live_<op>`` over live edges only.
+
+    An edge is live when it lies on an input->output path whose edges are all non-``none`` (a dead edge cannot
+    change the output).
+    """
+    out = {f"count_{op}": cell.ops.count(op) for op in OPS}
+    live: set[int] = set()
+    for path in _PATHS:
+        if all(cell.ops[e] != "none" for e in path):
+            live.update(path)
+    for op in _REAL_OPS:
+        out[f"live_{op}"] = sum(1 for e in live if cell.ops[e] == op)
+    return out
+
+
+@register_encoding("path")
+def path_encoding(cell: Cell) -> dict[str, float]:
+    """Path encoding (White et al., BANANAS): one binary feature per op sequence of a live input->output path.
+
+    4 + 16 + 64 = 84 features ``path=<op>-<op>...``; a path with a ``none`` edge carries no signal.
+    """
+    out = {f"path={'-'.join(_SHORT[o] for o in seq)}": 0.0 for L in (1, 2, 3) for seq in itertools.product(_REAL_OPS, repeat=L)}
+    for path in _PATHS:
+        seq = [cell.ops[e] for e in path]
+        if "none" not in seq:
+            out[f"path={'-'.join(_SHORT[o] for o in seq)}"] = 1.0
+    return out
+
+
+def _subsets() -> list[tuple[str, ...]]:
+    return [s for L in range(1, len(_REAL_OPS) + 1) for s in itertools.combinations(_REAL_OPS, L)]
+
+
+@register_encoding("graf")
+def graf(cell: Cell) -> dict[str, float]:
+    """GRAF-style graph features (15 op subsets x 5 features = 75).
+
+    For each non-empty subset S of {skip, c1, c3, pool}: ``npaths[S]`` (input->output paths using only ops in S),
+    ``minlen[S]`` / ``maxlen[S]`` (their shortest / longest length in edges, 0 when there is none),
+    ``indeg_out[S]`` (edges with an op in S entering the output node), ``outdeg_in[S]`` (leaving the input node).
+    """
+    out: dict[str, float] = {}
+    for S in _subsets():
+        tag = "+".join(_SHORT[o] for o in S)
+        lens = [len(p) for p in _PATHS if all(cell.ops[e] in S for e in p)]
+        out[f"npaths[{tag}]"] = float(len(lens))
+        out[f"minlen[{tag}]"] = float(min(lens)) if lens else 0.0
+        out[f"maxlen[{tag}]"] = float(max(lens)) if lens else 0.0
+        out[f"indeg_out[{tag}]"] = float(sum(cell.ops[k] in S for k, (j, _i) in enumerate(EDGES) if j == 3))
+        out[f"outdeg_in[{tag}]"] = float(sum(cell.ops[k] in S for k, (_j, i) in enumerate(EDGES) if i == 0))
+    return out
+
+
+def _cells(archs: Iterable[object]) -> tuple[list[int], list[Cell]]:
+    space = get_search_space("nb201")
+    idx = [space.index_of(a) for a in archs]
+    return idx, [space.cell(i) for i in idx]
+
+
+def encode(archs: Sequence[object], kind: str | Sequence[str] = "all") -> pd.DataFrame:
+    """Encode cells (NB201 strings, indices or :class:`Cell`) as a feature table.
+
+    Arguments:
+        archs: the cells, length ``n``.
+        kind: an encoding name (``onehot``, ``opcount``, ``path``, ``graf``), a list of them, or ``all``.
+
+    Returns:
+        DataFrame ``(n, F)`` indexed by NB201 index (name ``arch``), one column per feature (float).
+    """
+    kinds = list(_ENCODERS) if kind == "all" else [kind] if isinstance(kind, str) else list(kind)
+    unknown = [k for k in kinds if k not in _ENCODERS]
+    if unknown:
+        raise ValueError(f"unknown encoding(s) {unknown}; known: {list_encodings()}")
+    idx, cells = _cells(archs)
+    rows = []
+    for c in cells:
+        row: dict[str, float] = {}
+        for k in kinds:
+            row.update(_cached(k, c))
+        rows.append(row)
+    df = pd.DataFrame(rows, index=pd.Index(idx, name="arch"), dtype=np.float64)
+    return df
+
+
+@lru_cache(maxsize=None)
+def _cached(kind: str, cell: Cell) -> dict[str, float]:
+    return _ENCODERS[kind](cell)
+
+
+@lru_cache(maxsize=None)
+def _cost_coefficients(num_classes: int, C: int, N: int, image_size: int) -> np.ndarray:
+    """Per-op costs measured on built networks: rows params / flops_nb201 / flops_plain, columns base + 4 ops."""
+    from ..models import build_model, count_flops, count_params
+
+    def measure(op: str) -> np.ndarray:
+        cell = Cell((op,) * 6)
+        m = build_model(str(cell), num_classes=num_classes, C=C, N=N)
+        f = count_flops(m, (3, image_size, image_size))
+        return np.array([count_params(m), f.nb201, f.plain], dtype=np.float64)
+
+    base = measure("none")
+    # skip/none/pool have no parameters, but pool has NB201-convention FLOPs: measure every op, 6 edges at once
+    per_op = [(measure(op) - base) / 6.0 for op in _REAL_OPS]
+    return np.stack([base, *per_op], axis=1)
+
+
+def arch_costs(
+    archs: Sequence[object], *, num_classes: int = 10, C: int = 16, N: int = 5, image_size: int = 32
+) -> pd.DataFrame:
+    """Parameter count and FLOPs of each cell's network, from per-op costs measured once on built networks.
+
+    Returns:
+        DataFrame indexed by NB201 index with ``params`` (count), ``flops`` (NB201 convention, multiply-adds,
+        see :class:`robustbench_nas.models.counting.FlopCount`) and ``flops_plain``; all in units of 1 (not 1e6).
+    """
+    coef = _cost_coefficients(num_classes, C, N, image_size)
+    idx, cells = _cells(archs)
+    counts = np.array([[1.0] + [c.ops.count(op) for op in _REAL_OPS] for c in cells])
+    vals = np.rint(counts @ coef.T)
+    return pd.DataFrame(vals, index=pd.Index(idx, name="arch"), columns=["params", "flops", "flops_plain"])
