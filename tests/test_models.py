@@ -1,0 +1,80 @@
+"""NB201 networks: published parameter counts and FLOPs, structure, normalisation inside the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustbench_nas.models import CIFAR_MEAN, CIFAR_STD, build_model, count_flops, count_params
+from robustbench_nas.search_spaces import get_search_space
+
+# (arch, params in M, FLOPs in M) as published by NAS-Bench-201 (CIFAR-10 head).
+PUBLISHED = [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|", 1.531546, 222.860992),
+    ("|nor_conv_1x1~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|none~1|skip_connect~2|", 0.101306, 14.886592),
+    ("|skip_connect~0|+|none~0|avg_pool_3x3~1|+|nor_conv_3x3~0|none~1|nor_conv_1x1~2|", 0.344346, 49.415872),
+]
+
+
+@pytest.mark.parametrize("arch, params, flops", PUBLISHED)
+def test_published_params_and_flops(arch, params, flops):
+    model = build_model(arch)
+    assert count_params(model) == round(params * 1e6)
+    fc = count_flops(model, (3, 32, 32))
+    assert fc.nb201 == round(flops * 1e6)
+    assert fc.plain < fc.nb201
+
+
+def test_params_by_hand_for_all_skip_cell():
+    """A cell of skip/none ops has no parameters: the count is stem + reductions + head, computed by hand."""
+    model = build_model("|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|")
+    stem = 3 * 16 * 9 + 2 * 16
+    red1 = 16 * 32 * 9 + 2 * 32 + 32 * 32 * 9 + 2 * 32 + 16 * 32
+    red2 = 32 * 64 * 9 + 2 * 64 + 64 * 64 * 9 + 2 * 64 + 32 * 64
+    head = 2 * 64 + 64 * 10 + 10
+    assert count_params(model) == stem + red1 + red2 + head
+
+
+def test_plain_flops_by_hand_tiny():
+    """Plain multiply-adds of a C=2, N=1 all-1x1 network on 4x4 inputs, counted by hand."""
+    model = build_model("|nor_conv_1x1~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|", C=2, N=1)
+    hw = [16, 4, 1]  # spatial positions per stage for a 4x4 input
+    c = [2, 4, 8]
+    stem = hw[0] * 2 * 3 * 9
+    cells = sum(2 * hw[s] * c[s] * c[s] for s in range(3))
+    reds = sum(hw[s + 1] * (c[s + 1] * c[s] * 9 + c[s + 1] * c[s + 1] * 9 + c[s + 1] * c[s]) for s in range(2))
+    head = 8 * 10
+    assert count_flops(model, (3, 4, 4)).plain == stem + cells + reds + head
+
+
+def test_structure_and_shapes():
+    model = build_model(1462, num_classes=7, C=8, N=2)
+    assert len(model.cells) == 3 * 2 + 2
+    out = model(torch.rand(3, 3, 32, 32))
+    assert out.shape == (3, 7)
+    assert model.features(torch.rand(1, 3, 32, 32)).shape == (1, 32, 8, 8)
+    assert model.arch_str == get_search_space().arch_str(1462)
+
+
+def test_normalization_is_first_layer():
+    torch.manual_seed(0)
+    model = build_model(1462, C=4, N=1).eval()
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    inner = model.stem(model.normalize(x))
+    assert torch.allclose(model.normalize(x), (x - mean) / std)
+    assert torch.allclose(inner, model.stem((x - mean) / std))
+
+
+def test_zero_cell_output_does_not_depend_on_cell_input():
+    """With every edge `none`, each cell outputs zeros: the logits are the same for any input."""
+    model = build_model("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|", C=4, N=1).eval()
+    a = model(torch.rand(1, 3, 16, 16))
+    b = model(torch.rand(1, 3, 16, 16))
+    assert torch.allclose(a, b)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="positive"):
+        build_model(0, C=0)
