@@ -1,0 +1,38 @@
+"""The robustbench-nas Zarr (format 3) store: schema, writers and readers (see ``docs/storage.md``).
+
+Example:
+    >>> from robustbench_nas.storage import StoreSpec, create_store, open_dataset, to_dataframe
+    >>> spec = StoreSpec(archs=[0], arch_str=["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"], seeds=[0])
+    >>> store = create_store("/tmp/doc.zarr", spec, overwrite=True)
+    >>> store.write_cell(0, 0, {"clean_accuracy": 0.25}, stage=None)
+"""
+
+from .schema import (
+    DONE,
+    FAILED,
+    PENDING,
+    PER_ARCH_STAGES,
+    SCHEMA_VERSION,
+    STAGES,
+    ArraySpec,
+    StoreSpec,
+    array_specs,
+    eps_label,
+    stage_arrays,
+)
+from .store import (
+    RobustnessStore,
+    StoreError,
+    create_store,
+    mask_not_done,
+    open_dataset,
+    open_store,
+    software_versions,
+    to_dataframe,
+)
+
+__all__ = [
+    "ArraySpec", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "RobustnessStore", "SCHEMA_VERSION", "STAGES",
+    "StoreError", "StoreSpec", "array_specs", "create_store", "eps_label", "mask_not_done", "open_dataset",
+    "open_store", "software_versions", "stage_arrays", "to_dataframe",
+]
