@@ -78,3 +78,18 @@ def test_zero_cell_output_does_not_depend_on_cell_input():
 def test_bad_config():
     with pytest.raises(ValueError, match="positive"):
         build_model(0, C=0)
+
+
+def test_fast_cost_equals_built_model_counts():
+    """nb201_cost (additive per-edge increments) equals counting on the built network, on a seeded sample."""
+    from robustbench_nas.models import nb201_cost
+
+    space = get_search_space()
+    for idx in space.sample(12, seed=7, unique=False) + [1462]:
+        m = build_model(idx)
+        c = nb201_cost(idx)
+        assert c.params == count_params(m)
+        assert c.flops == count_flops(m, (3, 32, 32))
+    small = nb201_cost(5, num_classes=10, C=4, N=1, input_shape=(3, 16, 16))
+    m = build_model(5, C=4, N=1)
+    assert small.params == count_params(m) and small.flops == count_flops(m, (3, 16, 16))

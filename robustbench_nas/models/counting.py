@@ -82,3 +82,53 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> F
     plain = conv_macs + lin_macs
     nb201 = plain + lin_bias + 3 * conv_out + 9 * pool_out + NB201_FLOPS_CONSTANT
     return FlopCount(plain=plain, nb201=nb201)
+
+
+@dataclass(frozen=True)
+class CellCost:
+    """Parameters and FLOPs of one NB201 network (see :class:`FlopCount` for the two FLOP conventions)."""
+
+    params: int
+    flops: FlopCount
+
+
+_COST_TABLES: dict[tuple, tuple[CellCost, dict[str, CellCost]]] = {}
+
+
+def nb201_cost(arch: object, num_classes: int = 10, C: int = 16, N: int = 5,
+               input_shape: Sequence[int] = (3, 32, 32)) -> CellCost:
+    """Parameters and FLOPs of the NB201 network of ``arch`` without building it.
+
+    Every edge of a NB201 cell sees the same channels and resolution, so a network's counts are the counts of the
+    all-``none`` network plus one increment per edge op. The increments are measured once (per configuration) on
+    built networks with a single non-zero edge, so the result equals :func:`count_params` / :func:`count_flops`
+    on the built network exactly (tested), about 1000x faster: ``rbnas space list`` covers 15625 cells in seconds.
+    """
+    from ..search_spaces import Cell, get_search_space
+    from ..search_spaces.nb201 import OPS
+    from .nb201 import build_model
+
+    key = (num_classes, C, N, tuple(input_shape))
+    if key not in _COST_TABLES:
+
+        def measure(ops: tuple[str, ...]) -> CellCost:
+            m = build_model(Cell(ops), num_classes=num_classes, C=C, N=N, in_channels=input_shape[0])
+            return CellCost(count_params(m), count_flops(m, input_shape))
+
+        base = measure(("none",) * 6)
+        deltas = {}
+        for op in OPS:
+            one = measure((op,) + ("none",) * 5)
+            deltas[op] = CellCost(
+                one.params - base.params,
+                FlopCount(one.flops.plain - base.flops.plain, one.flops.nb201 - base.flops.nb201),
+            )
+        _COST_TABLES[key] = (base, deltas)
+    base, deltas = _COST_TABLES[key]
+    cell = arch if isinstance(arch, Cell) else get_search_space("nb201").cell(arch)
+    params, plain, nb = base.params, base.flops.plain, base.flops.nb201
+    for op in cell.ops:
+        params += deltas[op].params
+        plain += deltas[op].flops.plain
+        nb += deltas[op].flops.nb201
+    return CellCost(params, FlopCount(plain, nb))

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import click
 
-from ...models import build_model, count_flops, count_params
+from ...models import nb201_cost
 from ...search_spaces import ArchitectureError, get_search_space
 from ..common import echo_json, fail
 
@@ -17,15 +17,14 @@ from ..common import echo_json, fail
 def cell_row(space_name: str, index: int) -> dict:
     """index, arch_str, uid, params (M) and FLOPs (M, NB201 convention, CIFAR-10 head) of one cell."""
     space = get_search_space(space_name)
-    model = build_model(index)
-    fl = count_flops(model, (3, 32, 32))
+    cost = nb201_cost(index)
     return {
         "index": index,
         "arch_str": space.arch_str(index),
         "uid": space.uid(index),
-        "params": count_params(model) / 1e6,
-        "flops": fl.nb201 / 1e6,
-        "flops_plain": fl.plain / 1e6,
+        "params": cost.params / 1e6,
+        "flops": cost.flops.nb201 / 1e6,
+        "flops_plain": cost.flops.plain / 1e6,
     }
 
 
@@ -80,7 +79,7 @@ def show_cmd(space, arch: str, as_json: bool) -> None:
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @click.pass_obj
 def list_cmd(space, unique: bool, fmt: str, limit: int | None, progress: bool) -> None:
-    """One row per cell: index, arch_str, uid, params, flops (building every network takes about a minute)."""
+    """One row per cell: index, arch_str, uid, params, flops."""
     from tqdm.auto import tqdm
 
     indices = space.unique_indices() if unique else list(range(space.num_cells))
