@@ -1,0 +1,135 @@
+"""``list_proxies`` / ``compute_proxies``: zero-cost proxies of a cell at initialisation."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import zlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..models import CIFAR_MEAN, CIFAR_STD, build_model
+from .registry import ProxyContext, get_proxy, registered
+
+log = logging.getLogger(__name__)
+
+
+def list_proxies(robust: bool | None = None) -> list[str]:
+    """Registered proxy names (registration order); ``robust=True/False`` filters robust proxies in/out."""
+    return [n for n, s in registered().items() if robust is None or s.robust == robust]
+
+
+def describe_proxies() -> list[dict[str, object]]:
+    """One dict per proxy: name, summary, reference, uses_data, uses_labels, robust (for docs and ``--list``)."""
+    return [
+        {"name": s.name, "summary": s.summary, "reference": s.reference, "uses_data": s.uses_data,
+         "uses_labels": s.uses_labels, "robust": s.robust}
+        for s in registered().values()
+    ]
+
+
+def proxy_generator(name: str, seed: int) -> torch.Generator:
+    """The CPU generator a proxy gets: a fixed function of (name, seed), independent of the other proxies run."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+
+
+def init_model(arch: object, seed: int, **model_kwargs: object) -> nn.Module:
+    """Build ``arch`` with PyTorch's default initialisation drawn from ``seed`` (the global RNG is restored)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build_model(arch, **model_kwargs)  # type: ignore[arg-type]
+
+
+def _check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor (N, C, H, W) in [0, 1], got {getattr(x, 'shape', type(x))}")
+    if x.shape[0] < 2:
+        raise ValueError(f"proxies need a batch of at least 2 images, got {x.shape[0]}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+        raise ValueError(f"x must be in [0, 1] (the models normalise internally), got [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+        raise ValueError(f"y must be integer labels of shape ({x.shape[0]},), got {tuple(y.shape)} {y.dtype}")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
+
+
+def compute_model_proxies(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    names: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    num_classes: int | None = None,
+) -> dict[str, float]:
+    """Proxies of an already-built ``model`` (left unchanged: every proxy works on its own deep copy).
+
+    Arguments:
+        model: network taking [0, 1] images (NB201 networks for ``zen``/``croze``).
+        x: one batch of images in [0, 1] on the device to use; y: their labels.
+        names: proxies (default: all of :func:`list_proxies`).
+        seed: seeds each proxy's own generator (:func:`proxy_generator`).
+        num_classes: classes of the head (default: the model's ``config['num_classes']``).
+
+    Shape:
+        x ``(N, C, H, W)``, y ``(N,)``.
+    """
+    names = list(names) if names is not None else list_proxies()
+    specs = [get_proxy(n) for n in names]
+    k = int(num_classes if num_classes is not None else getattr(model, "config", {}).get("num_classes", 10))
+    _check_batch(x, y, k)
+    model = model.to(x.device)
+    out: dict[str, float] = {}
+    for spec in specs:
+        net = copy.deepcopy(model)
+        ctx = ProxyContext(generator=proxy_generator(spec.name, seed), num_classes=k, seed=int(seed))
+        value = float(spec.fn(net, x, y, ctx))
+        if not math.isfinite(value):
+            log.warning("proxy %s is not finite (%s) for %s", spec.name, value, getattr(model, "arch_str", "model"))
+        out[spec.name] = value
+        del net
+    return out
+
+
+def compute_proxies(
+    arch: object,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    names: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    num_classes: int = 10,
+    C: int = 16,
+    N: int = 5,
+    mean: Sequence[float] = CIFAR_MEAN,
+    std: Sequence[float] = CIFAR_STD,
+) -> dict[str, float]:
+    """Zero-cost proxies of cell ``arch`` at initialisation, on one batch.
+
+    Builds the NB201 network with PyTorch's default initialisation drawn from ``seed`` (global RNG restored),
+    on the device of ``x``, then computes each proxy on a private copy (BN handling per proxy as in the
+    reference implementations: train-mode BN, or BN removed for synflow/croze).
+
+    Arguments:
+        arch: NB201 string, index or cell.
+        x: images in [0, 1]; y: labels in [0, num_classes).
+        names: proxies to compute (default: all registered, see :func:`list_proxies`).
+        seed: initialisation seed and the proxies' random streams.
+        num_classes, C, N, mean, std: network settings as in :func:`robustbench_nas.models.build_model`.
+
+    Shape:
+        x ``(N, C, H, W)`` with N >= 2, y ``(N,)``.
+
+    Returns:
+        ``{proxy name: value}`` in the order of ``names``.
+
+    Example:
+        >>> compute_proxies(arch, x, y, ["synflow", "nwot"], seed=0, C=8, N=1)
+    """
+    model = init_model(arch, seed, num_classes=num_classes, C=C, N=N, mean=mean, std=std, in_channels=int(x.shape[1]))
+    return compute_model_proxies(model.to(x.device), x, y, names, seed=seed, num_classes=num_classes)

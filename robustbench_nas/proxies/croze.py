@@ -1,0 +1,149 @@
+"""``croze``: CRoZe (Ha, Kim & Hwang, NeurIPS 2023), consistency of a clean and a perturbed surrogate network.
+
+Definition followed (the public reference code, ``zero_cost_methods/pruners/measures/croze.py`` and
+``p_utils.adj_weights`` of HyeonjeongHa/CRoZe):
+
+1. Copy the network without BN, in float64, with every parameter replaced by its absolute value (as synflow).
+2. Perturbed network: one gradient-ascent step on the cross-entropy; each conv/linear weight moves by
+   ``gamma * ||w|| * g / ||g||`` with ``gamma = 2.0`` (the reference rescales the SGD update to the weight's norm).
+3. Perturbed input: ``x' = clip(x - eps * sign(dL/dx), 0, 1)`` on the perturbed network, ``eps = 0.01``
+   (the sign is the reference code's).
+4. One backward of ``CE(f(x)) + CE(f_r(x'))`` gives the gradients of both networks.
+5. Per conv/linear layer ``m``: ``|sum(1 + cos(w_r, w)) * sum|cos(g_r, g)| * sum(1 + cos(z_r, z))|``, cosines
+   along dimension 0 (as ``nn.CosineSimilarity(dim=0)`` in the reference), ``z`` the feature map the reference
+   pairs with the layer (stem, after reduction 1, after reduction 2, last stage, pooled); summed over layers.
+
+Deliberate difference: our networks take [0, 1] pixels and normalise inside, so ``eps`` is in pixel units and
+the clip to [0, 1] acts on pixels; the reference clips already-normalised images to [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._utils import remove_batchnorm, weight_layers
+from .registry import ProxyContext, register_proxy
+
+CROZE_WEIGHT_GAMMA = 2.0
+CROZE_INPUT_EPS = 0.01
+_TINY = 1e-30
+
+
+def _cell_type() -> type:
+    from ..models.nb201 import InferCell
+
+    return InferCell
+
+
+def _feature_modules(net: nn.Module) -> list[nn.Module]:
+    """Modules whose outputs are the reference's five ``activated_feats`` (NB201 layout)."""
+    cells = net.cells
+    cell_t = _cell_type()
+    reductions = [m for m in cells if not isinstance(m, cell_t)]
+    if len(reductions) != 2:
+        raise TypeError("croze expects an NB201 network (two reduction blocks in .cells)")
+    return [net.stem, reductions[0], reductions[1], cells, net.global_pooling]
+
+
+def _layer_feature_index(net: nn.Module, cells_per_stage: int) -> dict[nn.Module, int]:
+    """The reference's pairing of each conv/linear layer with a feature: (cells seen so far) // N, +1 for linear."""
+    cell_t = _cell_type()
+    seen = 0
+    index: dict[nn.Module, int] = {}
+    for m in net.modules():
+        if isinstance(m, cell_t):
+            seen += 1
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            index[m] = seen // cells_per_stage + (1 if isinstance(m, nn.Linear) else 0)
+    return index
+
+
+def _forward_with_feats(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    mods = _feature_modules(net)
+    feats: list[torch.Tensor | None] = [None] * len(mods)
+    handles = []
+    for i, m in enumerate(mods):
+        def hook(_m: nn.Module, _i: tuple, out: torch.Tensor, i: int = i) -> None:
+            feats[i] = out.flatten(1) if out.dim() == 4 and out.shape[-1] == 1 and out.shape[-2] == 1 else out
+
+        handles.append(m.register_forward_hook(hook))
+    try:
+        out = net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, [f for f in feats if f is not None]
+
+
+def _perturb_weights(net: nn.Module, x: torch.Tensor, y: torch.Tensor, gamma: float) -> None:
+    """In place: ``w += gamma * ||w|| * g / ||g||`` for conv/linear weights, ``g = dCE/dw`` (ascent direction)."""
+    net.zero_grad(set_to_none=True)
+    F.cross_entropy(net(x), y).backward()
+    with torch.no_grad():
+        for layer in weight_layers(net):
+            g = layer.weight.grad
+            if g is None:
+                continue
+            layer.weight.add_(gamma * layer.weight.norm() / (g.norm() + _TINY) * g)
+    net.zero_grad(set_to_none=True)
+
+
+def _perturb_input(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    xp = x.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(net(xp), y), xp)
+    return (x - eps * g.sign()).clamp(0.0, 1.0).detach()
+
+
+def croze_score(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    cells_per_stage: int,
+    gamma: float = CROZE_WEIGHT_GAMMA,
+    eps: float = CROZE_INPUT_EPS,
+) -> float:
+    """CRoZe of ``net`` (modified in place: pass a copy) on images ``x`` in [0, 1] with labels ``y``."""
+    remove_batchnorm(net)
+    net.double().train()
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            t.abs_()
+    x = x.double()
+    adv = copy.deepcopy(net)
+    _perturb_weights(adv, x, y, gamma)
+    x_adv = _perturb_input(adv, x, y, eps)
+    adv.zero_grad(set_to_none=True)
+    net.zero_grad(set_to_none=True)
+    out, feats = _forward_with_feats(net, x)
+    out_adv, feats_adv = _forward_with_feats(adv, x_adv)
+    (F.cross_entropy(out, y) + F.cross_entropy(out_adv, y)).backward()
+    index = _layer_feature_index(net, cells_per_stage)
+    total = 0.0
+    with torch.no_grad():
+        for layer, layer_adv in zip(weight_layers(net), weight_layers(adv)):
+            if layer.weight.grad is None or layer_adv.weight.grad is None:
+                continue
+            w_sim = (1 + F.cosine_similarity(layer_adv.weight, layer.weight, dim=0)).sum()
+            g_sim = F.cosine_similarity(layer_adv.weight.grad, layer.weight.grad, dim=0).abs().sum()
+            k = index[layer]
+            f_sim = (1 + F.cosine_similarity(feats_adv[k], feats[k], dim=0)).sum()
+            total += float((w_sim * g_sim * f_sim).abs())
+    return total
+
+
+@register_proxy(
+    "croze",
+    summary="sum_m |feature sim * parameter sim * gradient sim| between clean and perturbed surrogate (float64)",
+    reference="Ha, Kim & Hwang, NeurIPS 2023 (CRoZe); HyeonjeongHa/CRoZe croze.py",
+    robust=True,
+)
+def croze(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
+    n = getattr(net, "config", {}).get("N")
+    if n is None:
+        raise TypeError("croze expects an NB201Network (needs .config['N'] for the reference's layer pairing)")
+    return croze_score(net, x, y, cells_per_stage=int(n))

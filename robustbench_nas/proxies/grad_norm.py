@@ -1,0 +1,24 @@
+"""``grad_norm``: sum over conv/linear layers of the L2 norm of the cross-entropy weight gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._utils import cross_entropy_grads, weight_layers
+from .registry import ProxyContext, register_proxy
+
+
+@register_proxy(
+    "grad_norm",
+    summary="sum_l ||dL/dW_l||_2 over conv/linear weights (cross-entropy, BN in train mode)",
+    reference="Abdelfattah et al. 2021, zero-cost-nas / NASLib grad_norm.py",
+)
+def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
+    net.train()
+    cross_entropy_grads(net, x, y)
+    total = 0.0
+    for layer in weight_layers(net):
+        if layer.weight.grad is not None:
+            total += float(layer.weight.grad.norm())
+    return total

@@ -1,0 +1,37 @@
+"""Robust proxies: the input-Jacobian and input-Hessian measures evaluated at initialisation.
+
+BN statistics are first set to those of the batch (then eval mode), so that per-image derivatives exist and the
+network is in the regime it would see on that data; see :func:`._utils.calibrate_batchnorm`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..measures import hessian_max_eig, jacobian_norms
+from ._utils import calibrate_batchnorm
+from .registry import ProxyContext, register_proxy
+
+
+@register_proxy(
+    "jacobian_fro",
+    summary="mean ||d logits/dx||_F over the batch at initialisation (x in [0,1]; BN calibrated on the batch)",
+    reference="Jung et al. 2023 measure / Hoffman et al. 2019, at initialisation (Lukasik et al. 2023)",
+    uses_labels=False,
+    robust=True,
+)
+def jacobian_fro(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
+    calibrate_batchnorm(net, x)
+    return jacobian_norms(net, x).mean_fro
+
+
+@register_proxy(
+    "hessian_eig",
+    summary="mean largest eigenvalue of the input Hessian of CE at initialisation (power iteration, 20 it, tol 1e-3)",
+    reference="Jung et al. 2023 measure, at initialisation (Lukasik et al. 2023)",
+    robust=True,
+)
+def hessian_eig(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
+    calibrate_batchnorm(net, x)
+    return hessian_max_eig(net, x, y, max_iter=20, tol=1e-3, generator=ctx.generator).mean
