@@ -1,0 +1,318 @@
+"""Tensor building blocks shared by the corruptions: quantisation, border modes, filters, resampling, HSV.
+
+Every function works on batches ``(N, C, H, W)`` on any device. The border modes and filter definitions follow
+the libraries the CIFAR-10-C generator used (scipy.ndimage / scikit-image, OpenCV, Pillow), because those choices
+decide the pixels near the image border; each function names the library behaviour it reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# A value that is an exact 8-bit level ``k/255`` can land a few float32 ulps below ``k`` after ``x * 255``; the
+# margin keeps such values on level ``k`` (float32 error of ``x * 255`` is about 1.5e-5, far below the margin).
+_FLOOR_MARGIN = 1e-4
+
+BORDER_MODES = ("nearest", "reflect", "mirror", "wrap")
+
+
+def quantize_floor(x: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and truncate to 8-bit levels, as ``np.uint8(np.clip(v, 0, 1) * 255)`` stores the files.
+
+    The CIFAR-10-C generator ends every float corruption with ``np.uint8(...)``, which truncates (it does not
+    round), so the stored images are on average half a level darker than the float result.
+    """
+    return torch.floor(x.clamp(0.0, 1.0) * 255.0 + _FLOOR_MARGIN).div_(255.0)
+
+
+def quantize_round(x: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and round to 8-bit levels (what PIL / ImageMagick write for their 8-bit outputs)."""
+    return torch.round(x.clamp(0.0, 1.0) * 255.0).div_(255.0)
+
+
+def to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
+    """Integer levels ``round(x * 255)`` in [0, 255] as the same float dtype (for codecs that work on bytes)."""
+    return torch.round(x.clamp(0.0, 1.0) * 255.0)
+
+
+def extend_index(idx: torch.Tensor, n: int, mode: str) -> torch.Tensor:
+    """Map (possibly out-of-range) integer indices into ``[0, n)`` by a border rule.
+
+    Arguments:
+        idx: integer tensor of indices.
+        n: axis length.
+        mode: ``"nearest"`` (edge replicate: ``a a | a b c``; scipy 'nearest', cv2 BORDER_REPLICATE),
+            ``"reflect"`` (half-sample symmetric: ``b a | a b c``; scipy/skimage 'reflect'),
+            ``"mirror"`` (whole-sample symmetric: ``c b | a b c``; scipy 'mirror', cv2 BORDER_REFLECT_101),
+            ``"wrap"`` (periodic).
+    """
+    if mode == "nearest":
+        return idx.clamp(0, n - 1)
+    if mode == "reflect":
+        j = torch.remainder(idx, 2 * n)
+        return torch.where(j >= n, 2 * n - 1 - j, j)
+    if mode == "mirror":
+        if n == 1:
+            return torch.zeros_like(idx)
+        j = torch.remainder(idx, 2 * n - 2)
+        return torch.where(j >= n, 2 * n - 2 - j, j)
+    if mode == "wrap":
+        return torch.remainder(idx, n)
+    raise ValueError(f"unknown border mode {mode!r}; expected one of {BORDER_MODES}")
+
+
+def pad_axis(x: torch.Tensor, dim: int, before: int, after: int, mode: str) -> torch.Tensor:
+    """Pad ``x`` along ``dim`` by ``before``/``after`` samples using :func:`extend_index` border rules."""
+    n = x.shape[dim]
+    idx = torch.arange(-before, n + after, device=x.device)
+    return x.index_select(dim, extend_index(idx, n, mode))
+
+
+def correlate_separable(x: torch.Tensor, k_rows: np.ndarray | None, k_cols: np.ndarray | None, mode: str) -> torch.Tensor:
+    """Correlate every channel of ``x`` ``(N, C, H, W)`` with odd 1-D kernels along H and W (centred taps).
+
+    A ``None`` kernel skips that axis. Borders follow ``mode`` (see :func:`extend_index`).
+    """
+    n, c, h, w = x.shape
+    y = x.reshape(n * c, 1, h, w)
+    if k_rows is not None and len(k_rows) > 1:
+        r = len(k_rows) // 2
+        kt = torch.as_tensor(np.ascontiguousarray(k_rows), dtype=x.dtype, device=x.device).view(1, 1, -1, 1)
+        y = F.conv2d(pad_axis(y, 2, r, r, mode), kt)
+    if k_cols is not None and len(k_cols) > 1:
+        r = len(k_cols) // 2
+        kt = torch.as_tensor(np.ascontiguousarray(k_cols), dtype=x.dtype, device=x.device).view(1, 1, 1, -1)
+        y = F.conv2d(pad_axis(y, 3, r, r, mode), kt)
+    return y.reshape(n, c, h, w)
+
+
+def correlate2d(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
+    """Correlate every channel of ``x`` with one odd-sized 2-D kernel (cv2.filter2D with a centred anchor)."""
+    n, c, h, w = x.shape
+    kh, kw = kernel.shape
+    y = pad_axis(pad_axis(x.reshape(n * c, 1, h, w), 2, kh // 2, kh // 2, mode), 3, kw // 2, kw // 2, mode)
+    kt = torch.as_tensor(np.ascontiguousarray(kernel), dtype=x.dtype, device=x.device).view(1, 1, kh, kw)
+    return F.conv2d(y, kt).reshape(n, c, h, w)
+
+
+@lru_cache(maxsize=64)
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray | None:
+    """scipy.ndimage's Gaussian taps: radius ``int(truncate * sigma + 0.5)``, ``exp(-x^2 / 2 sigma^2)`` normalised.
+
+    Returns ``None`` for ``sigma <= 1e-15``, where scipy skips the axis (identity).
+    """
+    if sigma <= 1e-15:
+        return None
+    radius = int(truncate * float(sigma) + 0.5)
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 / (sigma * sigma) * t * t)
+    return k / k.sum()
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
+    """``skimage.filters.gaussian(x, sigma, mode, truncate, channel_axis=...)`` on the two spatial axes.
+
+    scikit-image's default border mode is ``"nearest"`` and its default truncation 4 sigma, both used by the
+    CIFAR-10-C generator except in ``elastic_transform`` (``mode='reflect', truncate=3``).
+    """
+    k = gaussian_kernel1d(float(sigma), float(truncate))
+    if k is None:
+        return x
+    return correlate_separable(x, k, k, mode)
+
+
+def gather_pixels(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``x[n, :, rows[n], cols[n]]`` for integer ``rows``, ``cols`` of shape ``(N, h, w)`` (already in range)."""
+    n, c, h, w = x.shape
+    flat = (rows * w + cols).reshape(n, 1, -1).expand(n, c, -1)
+    return x.reshape(n, c, h * w).gather(2, flat).reshape(n, c, *rows.shape[1:])
+
+
+def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
+    """Bilinear interpolation of ``x`` ``(N, C, H, W)`` at float pixel coordinates ``rows``, ``cols`` ``(N, h, w)``.
+
+    The two neighbours along each axis are mapped into the image by ``mode`` before interpolating, which is
+    what scipy's ``map_coordinates(order=1, mode=...)`` and OpenCV's ``remap`` borders do.
+    """
+    h, w = x.shape[-2:]
+    r0f = torch.floor(rows)
+    c0f = torch.floor(cols)
+    fr = (rows - r0f).to(x.dtype).unsqueeze(1)
+    fc = (cols - c0f).to(x.dtype).unsqueeze(1)
+    r0 = r0f.long()
+    c0 = c0f.long()
+    r_a, r_b = extend_index(r0, h, mode), extend_index(r0 + 1, h, mode)
+    c_a, c_b = extend_index(c0, w, mode), extend_index(c0 + 1, w, mode)
+    top = gather_pixels(x, r_a, c_a) * (1 - fc) + gather_pixels(x, r_a, c_b) * fc
+    bottom = gather_pixels(x, r_b, c_a) * (1 - fc) + gather_pixels(x, r_b, c_b) * fc
+    return top * (1 - fr) + bottom * fr
+
+
+def apply_axis_matrices(x: torch.Tensor, a_rows: torch.Tensor, a_cols: torch.Tensor) -> torch.Tensor:
+    """``A_rows @ x @ A_cols^T`` per channel: a separable linear resampling given as two dense matrices.
+
+    ``a_rows`` is ``(H_out, H)`` (or ``(K, H_out, H)`` to produce ``K`` results summed), same for ``a_cols``.
+    """
+    a_rows = a_rows.to(device=x.device, dtype=x.dtype)
+    a_cols = a_cols.to(device=x.device, dtype=x.dtype)
+    if a_rows.ndim == 2:
+        return a_rows @ x @ a_cols.T
+    # sum_k A_k x B_k^T: expand over k in one batched matmul, then reduce.
+    y = torch.matmul(a_rows[:, None, None], x.unsqueeze(0))  # (K, N, C, H_out, W)
+    y = torch.matmul(y, a_cols.transpose(1, 2)[:, None, None])
+    return y.sum(0)
+
+
+def scipy_zoom_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` matrix of ``scipy.ndimage.zoom(order=1)`` along one axis (grid_mode=False: the corner
+    samples map onto each other, output ``o`` reads input coordinate ``o * (n_in - 1) / (n_out - 1)``)."""
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    for o in range(n_out):
+        c = o * scale
+        i0 = int(math.floor(c))
+        f = c - i0
+        m[o, min(i0, n_in - 1)] += 1.0 - f
+        if f > 0:
+            m[o, min(i0 + 1, n_in - 1)] += f
+    return m
+
+
+@lru_cache(maxsize=256)
+def clipped_zoom_matrix(n: int, zoom: float) -> np.ndarray:
+    """``(n, n)`` matrix of the CIFAR-10-C generator's ``clipped_zoom`` along one axis.
+
+    Centre crop of ``ceil(n / zoom)`` samples, ``scipy.ndimage.zoom(order=1)`` to ``round(ch * zoom)`` samples,
+    then the centre ``n`` samples (``trim_top = (size - n) // 2``), as in make_cifar_c.py.
+    """
+    ch = int(np.ceil(n / zoom))
+    top = (n - ch) // 2
+    size = int(round(ch * zoom))
+    z = scipy_zoom_matrix(ch, size)
+    trim = (size - n) // 2
+    m = np.zeros((n, n), dtype=np.float64)
+    m[:, top : top + ch] = z[trim : trim + n]
+    return m
+
+
+@lru_cache(maxsize=64)
+def pil_box_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of Pillow's ``Image.resize(..., Image.BOX)`` along one axis.
+
+    Pillow's ``precompute_coeffs``: ``scale = n_in / n_out``, support ``0.5 * max(scale, 1)``, each tap weighted
+    by ``box((x - center + 0.5) / filterscale)`` (1 on ``(-0.5, 0.5]``, else 0), then normalised.
+    """
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    for o in range(n_out):
+        center = (o + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), n_in)
+        for i in range(xmin, xmax):
+            t = (i - center + 0.5) / filterscale
+            if -0.5 < t <= 0.5:
+                m[o, i] = 1.0
+        total = m[o].sum()
+        if total > 0:
+            m[o] /= total
+    return m
+
+
+def pil_resize_box(levels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pillow BOX resize of 8-bit ``levels`` (floats holding integers 0..255) to ``size = (H_out, W_out)``.
+
+    Horizontal pass first, rounded to 8 bit, then the vertical pass, rounded: Pillow's two-pass order for 8-bit
+    images (its fixed-point coefficients can move a value by one level where the float result is near .5).
+    """
+    h, w = levels.shape[-2:]
+    ho, wo = size
+    y = levels
+    if wo != w:
+        a = torch.as_tensor(pil_box_matrix(w, wo), dtype=levels.dtype, device=levels.device)
+        y = torch.round(y @ a.T).clamp_(0, 255)
+    if ho != h:
+        a = torch.as_tensor(pil_box_matrix(h, ho), dtype=levels.dtype, device=levels.device)
+        y = torch.round(a @ y).clamp_(0, 255)
+    return y
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma ``0.299 R + 0.587 G + 0.114 B`` ``(N, 1, H, W)`` (OpenCV's COLOR_RGB2GRAY weights)."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """``skimage.color.rgb2hsv`` for ``(N, 3, H, W)`` in [0, 1]; hue in [0, 1). Same tie rule (blue > green > red)."""
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    mn, _ = x.min(1)
+    delta = v - mn
+    safe_delta = torch.where(delta == 0, torch.ones_like(delta), delta)
+    safe_v = torch.where(v == 0, torch.ones_like(v), v)
+    s = torch.where(delta == 0, torch.zeros_like(v), delta / safe_v)
+    h = torch.where(r == v, (g - b) / safe_delta, torch.zeros_like(v))
+    h = torch.where(g == v, 2.0 + (b - r) / safe_delta, h)
+    h = torch.where(b == v, 4.0 + (r - g) / safe_delta, h)
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(delta == 0, torch.zeros_like(h), h)
+    return torch.stack([h, s, v], 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """``skimage.color.hsv2rgb`` for ``(N, 3, H, W)``: sector ``floor(6h) mod 6``, ``p, q, t`` as usual."""
+    h, s, v = x.unbind(1)
+    h6 = h * 6.0
+    hi = torch.floor(h6)
+    f = h6 - hi
+    hi = torch.remainder(hi, 6).long()
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    # rows: sector 0..5 -> (r, g, b)
+    table_r = torch.stack([v, q, p, p, t, v], 0)
+    table_g = torch.stack([t, v, v, q, p, p], 0)
+    table_b = torch.stack([p, p, t, v, v, q], 0)
+    idx = hi.unsqueeze(0)
+    r = table_r.gather(0, idx).squeeze(0)
+    g = table_g.gather(0, idx).squeeze(0)
+    b = table_b.gather(0, idx).squeeze(0)
+    return torch.stack([r, g, b], 1)
+
+
+def motion_blur_kernel(radius: float, sigma: float) -> np.ndarray:
+    """ImageMagick ``MotionBlurImage`` taps: width ``2 ceil(radius) + 1``, ``exp(-i^2 / 2 sigma^2)`` for
+    ``i = 0 .. width-1`` (one-sided), normalised."""
+    width = int(2 * math.ceil(radius) + 1)
+    i = np.arange(width, dtype=np.float64)
+    k = np.exp(-(i * i) / (2.0 * sigma * sigma))
+    return k / k.sum()
+
+
+def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's motion blur of each image ``x[n]`` along its own angle ``angle_deg[n]`` (degrees).
+
+    Tap ``i`` reads the pixel at ``(y + ceil(i sin a - 0.5), x + ceil(i cos a - 0.5))`` with edge-replicated
+    borders (ImageMagick's default virtual pixels), weighted by :func:`motion_blur_kernel`.
+    """
+    n, c, h, w = x.shape
+    k = motion_blur_kernel(radius, sigma)
+    a = torch.deg2rad(angle_deg.to(device=x.device, dtype=torch.float64))
+    sin, cos = torch.sin(a), torch.cos(a)
+    rr = torch.arange(h, device=x.device).view(1, h, 1)
+    cc = torch.arange(w, device=x.device).view(1, 1, w)
+    out = torch.zeros_like(x)
+    for i, weight in enumerate(k):
+        oy = torch.ceil(i * sin - 0.5).long().view(n, 1, 1)
+        ox = torch.ceil(i * cos - 0.5).long().view(n, 1, 1)
+        rows = (rr + oy).clamp(0, h - 1).expand(n, h, w)
+        cols = (cc + ox).clamp(0, w - 1).expand(n, h, w)
+        out.add_(gather_pixels(x, rows, cols), alpha=float(weight))
+    return out

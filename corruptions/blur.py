@@ -1,0 +1,153 @@
+"""Blur corruptions: defocus_blur, glass_blur, motion_blur, zoom_blur, gaussian_blur.
+
+Per-severity constants from ``ImageNet-C/create_c/make_cifar_c.py`` (github.com/hendrycks/robustness), the
+generator of CIFAR-10-C / CIFAR-100-C. Sizes that the generator hard-codes for 32x32 images (the glass-blur
+shuffle range) are taken from the actual image size here, so other sizes get the same per-pixel operation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ._ops import (
+    apply_axis_matrices,
+    clipped_zoom_matrix,
+    correlate2d,
+    gaussian_filter,
+    motion_blur as _motion_blur,
+    quantize_floor,
+    quantize_round,
+    to_uint8_levels,
+)
+from .registry import Rng, register_corruption
+
+# make_cifar_c.py: defocus_blur c = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)] (radius, alias_blur)
+DEFOCUS = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))
+# make_cifar_c.py: glass_blur c = [(0.05,1,1), (0.25,1,1), (0.4,1,1), (0.25,1,2), (0.4,1,2)] (sigma, max_delta, iterations)
+GLASS = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))
+# make_cifar_c.py: motion_blur c = [(6,1), (6,1.5), (6,2), (8,2), (9,2.5)] (ImageMagick radius, sigma); angle U(-45, 45)
+MOTION = ((6, 1.0), (6, 1.5), (6, 2.0), (8, 2.0), (9, 2.5))
+MOTION_ANGLE = (-45.0, 45.0)
+# make_cifar_c.py: zoom_blur c = np.arange(1, 1.06, 0.01) ... np.arange(1, 1.26, 0.01); numpy's float arange decides
+# the last factor (arange(1, 1.06, 0.01) includes 1.06 through rounding), so the same call is used here.
+ZOOM_FACTORS = tuple(
+    tuple(float(z) for z in np.arange(1, stop, 0.01)) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)
+)
+# make_cifar_c.py: gaussian_blur c = [.4, .6, 0.7, .8, 1] (sigma in pixels)
+GAUSSIAN_BLUR_SIGMA = (0.4, 0.6, 0.7, 0.8, 1.0)
+
+
+def _gaussian_taps_cv2(ksize: int, sigma: float) -> np.ndarray:
+    """``cv2.getGaussianKernel(ksize, sigma)`` for sigma > 0."""
+    t = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
+    k = np.exp(-(t * t) / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+@lru_cache(maxsize=16)
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The generator's ``disk``: an aliased disk on a 17x17 grid (or ``2r+1`` when r > 8), normalised, then
+    ``cv2.GaussianBlur`` with a 3x3 (5x5 when r > 8) kernel and reflect-101 borders; cropped to its support."""
+    if radius <= 8:
+        grid = np.arange(-8, 9)
+        ksize = 3
+    else:
+        grid = np.arange(-radius, radius + 1)
+        ksize = 5
+    xx, yy = np.meshgrid(grid, grid)
+    d = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    d /= d.sum()
+    g = _gaussian_taps_cv2(ksize, alias_blur)
+    r = ksize // 2
+    n = d.shape[0]
+    idx = np.arange(-r, n + r)
+    idx = np.where(idx < 0, -idx, idx)  # reflect-101
+    idx = np.where(idx >= n, 2 * n - 2 - idx, idx)
+    p = d[np.ix_(idx, idx)]
+    rows = sum(g[i] * p[i : i + n, :] for i in range(ksize))
+    k = sum(g[j] * rows[:, j : j + n] for j in range(ksize))
+    # Drop the all-zero margin: taps of weight 0 do not change a correlation (the centre stays the centre).
+    nz = np.nonzero(k)
+    half = int(max(np.abs(nz[0] - n // 2).max(), np.abs(nz[1] - n // 2).max()))
+    c = n // 2
+    return k[c - half : c + half + 1, c - half : c + half + 1]
+
+
+@register_corruption("defocus_blur", "blur", random=False)
+def defocus_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
+    """Convolution with an anti-aliased disk (radius 0.3 .. 1.5 px), reflect-101 borders (cv2.filter2D)."""
+    radius, alias = DEFOCUS[severity - 1]
+    return quantize_floor(correlate2d(x, disk_kernel(radius, alias), "mirror"))
+
+
+def _glass_permutation(n: int, h: int, w: int, delta: int, iterations: int, rng: Rng, device: torch.device) -> torch.Tensor:
+    """Flat source index ``(n, h*w)`` after the generator's sequential local pixel swaps.
+
+    For each iteration, rows ``h-delta .. delta+1`` and columns ``w-delta .. delta+1`` (descending), pixel
+    ``(r, c)`` swaps with ``(r + dy, c + dx)``, ``dx, dy = randint(-delta, delta)`` (numpy's exclusive upper
+    bound: with delta = 1 the partner is only ever up/left, a quirk of the published generator kept here).
+    The swaps are sequential (a pixel can travel several steps), so they run in order, vectorised over images.
+    """
+    rows = list(range(h - delta, delta, -1))
+    cols = list(range(w - delta, delta, -1))
+    perm = torch.arange(h * w, device=device).repeat(n, 1)
+    if not rows or not cols:
+        return perm
+    # One draw per (iteration, row, col): (dx, dy) as in the generator's randint(..., size=(2,)).
+    d = rng.integers((iterations, len(rows), len(cols), 2, n), -delta, delta).to(device)
+    for it in range(iterations):
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                dx, dy = d[it, i, j, 0], d[it, i, j, 1]
+                p = r * w + c
+                q = ((r + dy) * w + (c + dx)).unsqueeze(1)
+                a = perm[:, p].clone()
+                perm[:, p] = perm.gather(1, q).squeeze(1)
+                perm.scatter_(1, q, a.unsqueeze(1))
+    return perm
+
+
+@register_corruption("glass_blur", "blur", random=True)
+def glass_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
+    """Gaussian blur, 8-bit truncation, local pixel shuffling (1-2 passes), Gaussian blur again."""
+    sigma, delta, iterations = GLASS[severity - 1]
+    n, c, h, w = x.shape
+    y = quantize_floor(gaussian_filter(x, sigma))
+    perm = _glass_permutation(n, h, w, delta, iterations, rng, x.device)
+    y = y.reshape(n, c, h * w).gather(2, perm.unsqueeze(1).expand(n, c, h * w)).reshape(n, c, h, w)
+    return quantize_floor(gaussian_filter(y, sigma))
+
+
+@register_corruption("motion_blur", "blur", random=True)
+def motion_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
+    """ImageMagick motion blur (radius 6 .. 9, sigma 1 .. 2.5) along a random angle in [-45, 45) degrees.
+
+    The generator blurs the 8-bit image with Wand/ImageMagick and stores the rounded 8-bit result; this is the
+    same one-sided Gaussian line kernel (see :func:`corruptions._ops.motion_blur`).
+    """
+    radius, sigma = MOTION[severity - 1]
+    angle = rng.uniform((x.shape[0],), *MOTION_ANGLE, dtype=torch.float64)
+    levels = to_uint8_levels(x) / 255.0
+    return quantize_round(_motion_blur(levels, radius, sigma, angle))
+
+
+@register_corruption("zoom_blur", "blur", random=False)
+def zoom_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
+    """Mean of the image and its centre zooms by ``1, 1.01, ..`` up to 1.06 .. 1.26 (bilinear, scipy ``zoom``)."""
+    factors = ZOOM_FACTORS[severity - 1]
+    h, w = x.shape[-2:]
+    out = x.clone()
+    for z in factors:
+        a_r = torch.as_tensor(clipped_zoom_matrix(h, z))
+        a_c = torch.as_tensor(clipped_zoom_matrix(w, z))
+        out += apply_axis_matrices(x, a_r, a_c)
+    return quantize_floor(out / (len(factors) + 1))
+
+
+@register_corruption("gaussian_blur", "blur", random=False)
+def gaussian_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
+    """``skimage.filters.gaussian`` with sigma 0.4 .. 1 px (truncate 4, edge-replicated borders)."""
+    return quantize_floor(gaussian_filter(x, GAUSSIAN_BLUR_SIGMA[severity - 1]))

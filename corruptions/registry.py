@@ -1,0 +1,239 @@
+"""Registry of corruptions by name, input checks, and seeded random draws.
+
+A corruption is registered with :func:`register_corruption` and fetched with :func:`get`. ``get(name)`` returns
+a checked callable ``f(x, severity, generator=None) -> tensor``; the registered function itself receives
+an ``(N, 3, H, W)`` float tensor in [0, 1] and a :class:`Rng`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+#: The 15 corruptions of CIFAR-10-C / CIFAR-100-C (and of Jung et al. 2023), in Hendrycks & Dietterich's order.
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+#: The 4 held-out ("validation") corruptions of Hendrycks & Dietterich.
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+
+class CorruptionFn(Protocol):
+    """The public signature: ``f(x, severity, generator=None) -> tensor`` of the same shape and dtype."""
+
+    def __call__(self, x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+class Rng:
+    """Random draws from one ``torch.Generator``, returned on the images' device.
+
+    Numbers are drawn on the generator's device and moved to ``device``: a CPU generator gives the same
+    corruptions on CPU and GPU; a generator on the GPU keeps the draws there (faster, device-specific numbers).
+    """
+
+    def __init__(self, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> None:
+        self.generator = generator
+        self.device = device
+        self.dtype = dtype
+
+    def _move(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device)
+
+    def uniform(self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Uniform on ``[low, high)``."""
+        t = torch.rand(shape, generator=self.generator, device=self.generator.device, dtype=dtype or self.dtype)
+        return self._move(t * (high - low) + low)
+
+    def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Normal ``N(mean, std^2)``."""
+        t = torch.randn(shape, generator=self.generator, device=self.generator.device, dtype=dtype or self.dtype)
+        return self._move(t * std + mean)
+
+    def poisson(self, rate: torch.Tensor) -> torch.Tensor:
+        """Poisson counts with the given rates (drawn on the generator's device)."""
+        t = torch.poisson(rate.to(self.generator.device), generator=self.generator)
+        return self._move(t)
+
+    def integers(self, shape: tuple[int, ...], low: int, high: int) -> torch.Tensor:
+        """Integers uniform on ``[low, high)`` (numpy ``randint`` semantics), int64."""
+        t = torch.randint(low, high, shape, generator=self.generator, device=self.generator.device)
+        return self._move(t)
+
+
+@dataclass(frozen=True)
+class CorruptionInfo:
+    """A registered corruption.
+
+    Attributes:
+        name: registry key (the CIFAR-10-C file stem, e.g. ``"gaussian_noise"``).
+        family: ``"noise"``, ``"blur"``, ``"weather"`` or ``"digital"``.
+        random: whether the output depends on the generator.
+        fn: the raw function ``fn(x (N, 3, H, W) in [0, 1], severity, rng) -> tensor``.
+    """
+
+    name: str
+    family: str
+    random: bool
+    fn: Callable[[torch.Tensor, int, Rng], torch.Tensor]
+
+
+_REGISTRY: dict[str, CorruptionInfo] = {}
+FAMILIES: tuple[str, ...] = ("noise", "blur", "weather", "digital")
+
+
+def register_corruption(name: str, family: str, random: bool) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn(x, severity, rng)`` under ``name`` (error on duplicates or unknown family)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown corruption family {family!r}; expected one of {FAMILIES}")
+
+    def deco(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"corruption {name!r} is already registered")
+        _REGISTRY[name] = CorruptionInfo(name=name, family=family, random=random, fn=fn)
+        return fn
+
+    return deco
+
+
+def list_corruptions(subset: str = "all") -> list[str]:
+    """Names of the registered corruptions.
+
+    Arguments:
+        subset: ``"all"`` (the 15 benchmark ones then the 4 extras), ``"benchmark"`` (the 15 of CIFAR-10-C and
+            Jung et al. 2023), ``"extra"`` (speckle_noise, gaussian_blur, spatter, saturate), or a family name
+            (``"noise"``, ``"blur"``, ``"weather"``, ``"digital"``; extras included).
+    """
+    order = [n for n in BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS if n in _REGISTRY]
+    order += sorted(n for n in _REGISTRY if n not in order)
+    if subset == "all":
+        return order
+    if subset == "benchmark":
+        return [n for n in order if n in BENCHMARK_CORRUPTIONS]
+    if subset == "extra":
+        return [n for n in order if n in EXTRA_CORRUPTIONS]
+    if subset in FAMILIES:
+        return [n for n in order if _REGISTRY[n].family == subset]
+    raise ValueError(f"unknown corruption subset {subset!r}; expected 'all', 'benchmark', 'extra' or one of {FAMILIES}")
+
+
+def info(name: str) -> CorruptionInfo:
+    """The :class:`CorruptionInfo` of ``name`` (``KeyError`` listing the known names when unknown)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown corruption {name!r}; known: {', '.join(list_corruptions())}") from None
+
+
+def family_of(name: str) -> str:
+    """Family (``noise``/``blur``/``weather``/``digital``) of a corruption."""
+    return info(name).family
+
+
+def check_severity(severity: int) -> int:
+    """Return ``severity`` as int, or raise ``ValueError`` unless it is an integer in 1..5."""
+    if isinstance(severity, bool) or not isinstance(severity, int):
+        try:
+            import numpy as np
+
+            if isinstance(severity, np.integer):
+                severity = int(severity)
+            else:
+                raise TypeError
+        except TypeError:
+            raise ValueError(f"severity must be an integer in 1..5, got {severity!r}") from None
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in 1..5, got {severity}")
+    return severity
+
+
+def check_images(x: torch.Tensor) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float tensor ``(N, C, H, W)``, C in {1, 3}, values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype} (divide uint8 images by 255)")
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"expected 1 or 3 channels (N, C, H, W), got C={x.shape[1]} in shape {tuple(x.shape)}")
+    if x.shape[2] < 4 or x.shape[3] < 4:
+        raise ValueError(f"images must be at least 4x4 pixels, got {tuple(x.shape[2:])}")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
+            raise ValueError(f"pixel values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed))
+    return g
+
+
+def cell_seed(seed: int, name: str, severity: int) -> int:
+    """A seed for one (corruption, severity) cell, stable across runs and independent of evaluation order."""
+    return (int(seed) * 1_000_003 + zlib.crc32(f"{name}:{severity}".encode())) % (2**63 - 1)
+
+
+def get(name: str) -> CorruptionFn:
+    """The corruption ``name`` as ``f(x, severity, generator=None) -> tensor``.
+
+    Arguments:
+        name: a key of :func:`list_corruptions`.
+
+    The returned function checks its input (float ``(N, C, H, W)``, C in {1, 3}, values in [0, 1], severity
+    1..5) and returns a tensor of the same shape, dtype and device, clipped to [0, 1] on 8-bit levels.
+    ``generator=None`` uses a fresh generator seeded with 0 on the images' device (never the global RNG), so
+    repeated calls give the same output. Grey images (C=1) are corrupted as RGB with equal channels and
+    averaged back.
+
+    Shape:
+        x: ``(N, C, H, W)``; output: same.
+
+    Example:
+        >>> f = get("fog")
+        >>> y = f(torch.rand(8, 3, 32, 32), 3, generator=make_generator(0))
+    """
+    entry = info(name)
+
+    def corrupt(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        sev = check_severity(severity)
+        check_images(x)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if x.shape[0] == 0:
+            return x.clone()
+        gen = generator if generator is not None else make_generator(0, x.device)
+        work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        xin = x.to(work_dtype)
+        grey = xin.shape[1] == 1
+        if grey:
+            xin = xin.expand(-1, 3, -1, -1)
+        out = entry.fn(xin.contiguous(), sev, Rng(gen, x.device, work_dtype))
+        if grey:
+            # The channels stay (nearly) equal; the mean returns one 8-bit level per pixel.
+            out = torch.floor(out.mean(1, keepdim=True) * 255.0 + 1e-4) / 255.0
+        return out.to(x.dtype)
+
+    corrupt.__name__ = name
+    corrupt.__doc__ = entry.fn.__doc__
+    return corrupt
