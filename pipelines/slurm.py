@@ -69,9 +69,9 @@ class SlurmConfig:
         memory: memory per job (``--mem``), split evenly into the workers' memory limits, e.g. ``"32GB"``.
         lifetime: how long a worker lives before it retires gracefully (Dask duration such as ``"3h50m"`` or
             ``"600s"``), so that it leaves before SLURM kills it at the walltime. ``"auto"``: 90 % of
-            ``walltime``; ``None``: workers never retire on their own.
+            ``walltime``; ``None`` or ``"off"``: workers never retire on their own.
         lifetime_stagger: random +/- spread of ``lifetime`` per worker so that workers do not all retire at once.
-            ``"auto"``: 5 % of ``walltime``.
+            ``"auto"``: 5 % of ``walltime``; ``None`` or ``"off"``: no stagger.
         adapt: scale adaptively between ``minimum_jobs`` and ``jobs`` instead of holding ``jobs`` jobs.
         minimum_jobs: lower bound for ``adapt`` (``None``: 1).
         respawn: replace a job whose workers have all left (walltime, ``scancel``, preemption) by a new job.
@@ -125,6 +125,10 @@ class SlurmConfig:
     scheduler_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # "off" (or false) disables retirement also from keyword overrides, where None means "not given".
+        for name in ("lifetime", "lifetime_stagger"):
+            if getattr(self, name) in ("off", False):
+                setattr(self, name, None)
         self.validate()
 
     @property
