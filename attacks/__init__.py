@@ -1,1 +1,50 @@
-"""attacks package (see docs/architecture.md)."""
+"""Adversarial evaluation: FGSM, PGD, APGD and Square over epsilon grids (Jung et al., ICLR 2023 protocol).
+
+Public API (docs/architecture.md):
+
+- :func:`list_attacks` / :func:`get_attack` / :func:`register_attack`: the registry, keyed by the Jung'23 names
+  (``fgsm@Linf``, ``pgd@Linf``, ``aa_apgd-ce@Linf``, ``aa_square@Linf``) plus ``aa_apgd-dlr``, ``aa_apgd-t``, the
+  L2 variants and ``autoattack@Linf`` (alias ``autoattack``).
+- :func:`get_protocol`: named epsilon grids in [0, 1] pixel units (``jung2023``, ``tiny``, ``robbench2024``).
+- :func:`evaluate`: one attack over a grid -> one :class:`AttackResult` per epsilon.
+- :func:`attacks.training.adversarial_batch`: PGD examples for adversarial training.
+
+Example:
+    >>> import attacks
+    >>> grid = attacks.get_protocol("jung2023")["pgd@Linf"]
+    >>> results = attacks.evaluate(model.eval(), x, y, "pgd@Linf", grid, mode="early_exit")
+"""
+
+from __future__ import annotations
+
+from . import apgd as _apgd  # noqa: F401  (registers the APGD attacks)
+from . import autoattack as _autoattack  # noqa: F401  (registers autoattack)
+from . import gradient as _gradient  # noqa: F401  (registers FGSM and PGD)
+from . import square as _square  # noqa: F401  (registers Square)
+from . import training
+from .evaluate import MODES, AttackResult, evaluate
+from .params import APGDParams, AttackParams, AutoAttackParams, FGSMParams, PGDParams, SquareParams
+from .protocols import get_protocol, list_protocols, parse_eps, protocol_params
+from .registry import AttackSpec, get_attack, list_aliases, list_attacks, register_attack
+
+__all__ = [
+    "MODES",
+    "APGDParams",
+    "AttackParams",
+    "AttackResult",
+    "AttackSpec",
+    "AutoAttackParams",
+    "FGSMParams",
+    "PGDParams",
+    "SquareParams",
+    "evaluate",
+    "get_attack",
+    "get_protocol",
+    "list_aliases",
+    "list_attacks",
+    "list_protocols",
+    "parse_eps",
+    "protocol_params",
+    "register_attack",
+    "training",
+]

@@ -1,0 +1,209 @@
+"""Shared pieces of the attacks: input checks, losses, gradients, projections, the eval-mode guard.
+
+Conventions (docs/architecture.md): images ``(B, C, H, W)`` float in [0, 1]; the model normalises internally;
+``eps`` is a per-row float tensor ``(B,)`` in [0, 1] pixel units, so one batch can hold several radii (that is how
+all epsilons of a grid are attacked in one pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Epsilons above this look like /255 units passed where [0, 1] is expected.
+_MAX_EPS = 1.0
+
+
+def check_eps(eps: float | Sequence[float]) -> list[float]:
+    """Validate an epsilon or a grid of them (pixel units in [0, 1]) and return a list of floats.
+
+    Raises:
+        ValueError: empty grid, a non-finite or negative value, or a value above 1 (with a hint when it looks like
+            a /255 value, e.g. ``8`` instead of ``8/255``).
+    """
+    vals = [eps] if isinstance(eps, (int, float)) else list(eps)
+    if not vals:
+        raise ValueError("empty epsilon grid")
+    out: list[float] = []
+    for v in vals:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"epsilon {v!r} is not a number") from None
+        if not math.isfinite(f):
+            raise ValueError(f"epsilon {v!r} is not finite")
+        if f < 0:
+            raise ValueError(f"epsilon {f} is negative; epsilons are radii in [0, 1] pixel units")
+        if f > _MAX_EPS:
+            hint = (
+                f" It looks like a /255 value: pass {f:g}/255 = {f / 255:.6g} instead"
+                if f <= 255
+                else ""
+            )
+            raise ValueError(f"epsilon {f:g} is above 1; epsilons are in [0, 1] pixel units (8/255, not 8).{hint}")
+        out.append(f)
+    return out
+
+
+def check_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Check images ``(N, C, H, W)`` float in [0, 1] and labels ``(N,)`` integer; raise ``ValueError`` naming the problem."""
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("no images to attack (x is empty)")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"images must be float in [0, 1], got dtype {x.dtype} (convert uint8 with x.float() / 255)")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("images contain NaN or inf")
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"images must have pixels in [0, 1] (models normalise internally), got range [{lo:.4g}, {hi:.4g}]"
+        )
+
+
+def check_eval_mode(model: nn.Module) -> None:
+    """Attacks run in eval mode only (BN statistics fixed, dropout off); raise if any submodule is training."""
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(
+            f"model is in training mode ({len(training)} module(s), e.g. {training[0]!r}); attacks evaluate a model "
+            "in eval mode so that BatchNorm uses its running statistics: call model.eval() first"
+        )
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode and restore each one's own flag afterwards (frozen parts stay frozen)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, t in flags:
+            m.training = t
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a parameter-free model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def bshape(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-row values ``(B,)`` viewed as ``(B, 1, 1, 1)`` to broadcast against ``like``."""
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy ``(B,)``."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020): ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``, per row.
+
+    Needs at least 3 classes. The arithmetic follows AutoAttack's formula term by term so results match it bitwise.
+    """
+    zs, ind = logits.sort(dim=1)
+    top_is_y = (ind[:, -1] == y).float()
+    u = torch.arange(logits.shape[0], device=logits.device)
+    return -(logits[u, y] - zs[:, -2] * top_is_y - zs[:, -1] * (1.0 - top_is_y)) / (zs[:, -1] - zs[:, -3] + 1e-12)
+
+
+def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, y_target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR (APGD-T): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, per row; needs at least 4 classes."""
+    zs, _ = logits.sort(dim=1)
+    u = torch.arange(logits.shape[0], device=logits.device)
+    return -(logits[u, y] - logits[u, y_target]) / (zs[:, -1] - 0.5 * (zs[:, -3] + zs[:, -4]) + 1e-12)
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``z_y - max_{i != y} z_i`` per row (negative = misclassified)."""
+    z = logits.clone()
+    u = torch.arange(z.shape[0], device=z.device)
+    zy = z[u, y].clone()
+    z[u, y] = -float("inf")
+    return zy - z.max(dim=1)[0]
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed cross-entropy w.r.t. ``x`` (never w.r.t. the weights: no ``.grad`` is touched).
+
+    Returns:
+        ``(grad, logits)``, both detached; the sum (not the mean) keeps each row's gradient independent of the
+        batch size, which matters when rows of several epsilons share a batch.
+    """
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        loss = ce_loss(logits, y).sum()
+        (g,) = torch.autograd.grad(loss, [xg])
+    return g.detach(), logits.detach()
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps_b: torch.Tensor) -> torch.Tensor:
+    """Project onto the Linf ball of per-row radius ``eps_b`` ``(B, 1, 1, 1)`` around ``x``, then onto [0, 1]."""
+    return torch.clamp(torch.min(torch.max(x_adv, x - eps_b), x + eps_b), 0.0, 1.0)
+
+
+def l2_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-row L2 norm ``(B, 1, 1, 1)``."""
+    return v.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (v.ndim - 1)))
+
+
+def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps_b: torch.Tensor) -> torch.Tensor:
+    """Project onto the L2 ball of per-row radius ``eps_b`` around ``x`` (radial scaling), then onto [0, 1]."""
+    d = x_adv - x
+    n = l2_norm(d)
+    factor = torch.where(n > eps_b, eps_b / (n + 1e-12), torch.ones_like(n))
+    return torch.clamp(x + d * factor, 0.0, 1.0)
+
+
+def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-row ``||x_adv - x||`` in ``norm`` (``"Linf"`` or ``"L2"``), shape ``(B,)``."""
+    d = (x_adv - x).flatten(1)
+    return d.abs().max(dim=1)[0] if norm == "Linf" else d.norm(p=2, dim=1)
+
+
+def make_generator(device: torch.device, *keys: int) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded from integer ``keys`` (well mixed through NumPy's SeedSequence)."""
+    state = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, dtype=np.uint64)
+    g = torch.Generator(device=device)
+    g.manual_seed(int(state[0] & np.uint64(0x7FFFFFFFFFFFFFFF)))
+    return g
+
+
+__all__ = [
+    "bshape",
+    "ce_loss",
+    "check_data",
+    "check_eps",
+    "check_eval_mode",
+    "dlr_loss",
+    "dlr_targeted_loss",
+    "eval_mode",
+    "input_grad",
+    "l2_norm",
+    "make_generator",
+    "margin",
+    "model_device",
+    "perturbation_norm",
+    "project_l2",
+    "project_linf",
+]
