@@ -1,0 +1,351 @@
+"""Protocol configs: everything that defines a robustness dataset run, typed and saved into the store.
+
+A :class:`ProtocolConfig` names the search space, data, training profile, seeds, attack grid, corruption set,
+measures and proxies. Its :meth:`~ProtocolConfig.fingerprint` (a hash of every field that changes results) is
+written into the store; re-running on a store made with another protocol is refused.
+
+Example:
+    >>> p = get_protocol("tiny")
+    >>> p.dataset, p.train_profile, len(p.resolve_archs())
+    ('digits', 'tiny', 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from robustbench_nas.storage.schema import STAGES
+
+_PROTOCOLS: dict[str, Callable[[], "ProtocolConfig"]] = {}
+
+#: Fields that say *where* things are, not what is computed: left out of the fingerprint.
+RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description"})
+
+#: The 15 CIFAR-10-C corruptions of Hendrycks & Dietterich (2019), as in the Jung et al. 2023 release.
+CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+
+_FGSM_EPS_255 = (0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255)
+_OTHER_EPS_255 = (0.1, 0.5, 1, 2, 3, 4, 8)
+
+
+def register_protocol(name: str) -> Callable[[Callable[[], "ProtocolConfig"]], Callable[[], "ProtocolConfig"]]:
+    """Decorator registering a protocol factory under ``name``."""
+
+    def deco(f: Callable[[], "ProtocolConfig"]) -> Callable[[], "ProtocolConfig"]:
+        if name in _PROTOCOLS:
+            raise KeyError(f"protocol {name!r} registered twice")
+        _PROTOCOLS[name] = f
+        return f
+
+    return deco
+
+
+def list_protocols() -> list[str]:
+    """Names of the registered protocols."""
+    return sorted(_PROTOCOLS)
+
+
+def get_protocol(name: str, **overrides: Any) -> "ProtocolConfig":
+    """The protocol ``name`` with ``overrides`` applied (unknown fields are an error)."""
+    if name not in _PROTOCOLS:
+        raise KeyError(f"unknown protocol {name!r}; known: {list_protocols()}")
+    p = _PROTOCOLS[name]()
+    return p.replace(**overrides) if overrides else p
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """One run's definition (saved as ``attrs["protocol"]`` in the store).
+
+    Attributes:
+        name: protocol name.
+        search_space: registered search space (``nb201``).
+        dataset: registered dataset (``digits``, ``cifar10``, ...); ``data_root`` says where it is (runtime).
+        train_profile: training profile name; ``profile_overrides`` changes fields of it (e.g. ``{"epochs": 2}``).
+        archs: ``"all"`` (every unique cell), an int N (a seeded sample of N unique cells, ``arch_seed``), or a
+            list of strings / indices (mapped to their isomorphism-class uid, duplicates dropped).
+        seeds: training and initialisation seeds (one trained network per cell and seed).
+        attacks: ``{attack key: [eps in [0, 1] units]}``; ``attack_params`` per-attack parameter overrides,
+            ``attack_mode`` ``"independent"`` or ``"early_exit"``.
+        corruptions, severities: corruption names and severities; ``corruption_source`` ``None`` (generated on
+            the device) or a folder of CIFAR-10-C ``.npy`` files.
+        proxies: zero-cost proxies at initialisation on ``proxy_images`` training images.
+        measures: Jacobian / Hessian measures of the trained network on ``measure_images`` training images.
+        eval_split: split used for clean / adversarial / corruption evaluation; ``eval_images``,
+            ``attack_images``, ``corruption_images``: images used (``None``: the whole split; a seeded
+            class-balanced subset otherwise, the same for every cell).
+        batch_size: evaluation batch size.
+        stages: stages allocated in the store (a run may execute a subset).
+        retries: extra attempts of a failing stage before the cell is marked failed.
+    """
+
+    name: str
+    search_space: str = "nb201"
+    dataset: str = "digits"
+    data_root: str | None = None
+    train_profile: str = "tiny"
+    profile_overrides: dict[str, Any] = field(default_factory=dict)
+    archs: Any = 8
+    arch_seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    attacks: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attack_mode: str = "independent"
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruption_source: str | None = None
+    proxies: tuple[str, ...] = ()
+    proxy_images: int = 64
+    measures: tuple[str, ...] = ()
+    measure_images: int = 64
+    eval_split: str = "test"
+    eval_images: int | None = None
+    attack_images: int | None = None
+    corruption_images: int | None = None
+    batch_size: int = 256
+    stages: tuple[str, ...] = STAGES
+    retries: int = 2
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # normalise containers so equal protocols compare (and hash) equal whatever the input types were
+        set_ = object.__setattr__
+        set_(self, "seeds", tuple(int(s) for s in self.seeds))
+        set_(self, "attacks", {str(k): tuple(float(e) for e in v) for k, v in dict(self.attacks).items()})
+        set_(self, "corruptions", tuple(str(c) for c in self.corruptions))
+        set_(self, "severities", tuple(int(s) for s in self.severities))
+        set_(self, "proxies", tuple(str(p) for p in self.proxies))
+        set_(self, "measures", tuple(str(m) for m in self.measures))
+        set_(self, "stages", tuple(str(s) for s in self.stages))
+        if isinstance(self.archs, (list, tuple)):
+            set_(self, "archs", tuple(int(a) if isinstance(a, int) else str(a) for a in self.archs))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"protocol {self.name!r}: seeds must be non-empty and distinct, got {self.seeds}")
+        for attack, eps in self.attacks.items():
+            bad = [e for e in eps if not 0 <= e <= 1]
+            if bad:
+                raise ValueError(
+                    f"protocol {self.name!r}: attack {attack!r} has eps {bad} outside [0, 1]; eps is in pixel units "
+                    "(8/255 = 0.0314), not /255"
+                )
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"protocol {self.name!r}: unknown stages {unknown}; known {list(STAGES)}")
+        if self.attack_mode not in ("independent", "early_exit"):
+            raise ValueError(f"protocol {self.name!r}: attack_mode must be 'independent' or 'early_exit'")
+        if isinstance(self.archs, str) and self.archs != "all":
+            raise ValueError(f"protocol {self.name!r}: archs must be 'all', an int or a list, got {self.archs!r}")
+        if isinstance(self.archs, int) and self.archs < 1:
+            raise ValueError(f"protocol {self.name!r}: archs={self.archs}: need at least one cell")
+        if self.retries < 0 or self.batch_size < 1:
+            raise ValueError(f"protocol {self.name!r}: retries >= 0 and batch_size >= 1 required")
+
+    def replace(self, **overrides: Any) -> "ProtocolConfig":
+        """A copy with some fields changed (unknown fields are an error naming them)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown protocol fields {sorted(unknown)}; known: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (inverse: :meth:`from_dict`)."""
+        d = dataclasses.asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["attacks"] = {k: list(v) for k, v in self.attacks.items()}
+        for k in ("corruptions", "severities", "proxies", "measures", "stages"):
+            d[k] = list(d[k])
+        if isinstance(self.archs, tuple):
+            d["archs"] = list(self.archs)
+        return json.loads(json.dumps(d))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ProtocolConfig":
+        """Rebuild a protocol saved with :meth:`to_dict` (unknown keys are an error)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"saved protocol has unknown fields {sorted(unknown)} (written by a newer version?)")
+        return cls(**d)
+
+    def fingerprint(self) -> str:
+        """sha256 (16 hex digits) of every field that changes results (``data_root`` and ``description`` excluded)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def diff(self, other: "ProtocolConfig") -> dict[str, tuple[Any, Any]]:
+        """Fields (outside the runtime ones) whose values differ: ``{field: (self's, other's)}``."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if k not in RUNTIME_FIELDS and a[k] != b[k]}
+
+    # ---- resolution ----------------------------------------------------------------------------------------------
+    def profile(self) -> Any:
+        """The :class:`~robustbench_nas.training.TrainProfile` (with ``profile_overrides``)."""
+        from robustbench_nas.training import get_profile
+
+        return get_profile(self.train_profile, **self.profile_overrides)
+
+    def resolve_archs(self) -> list[tuple[int, int, str]]:
+        """The cells of the run: ``[(uid, requested nb201 index, arch string)]``, sorted by uid, unique."""
+        from robustbench_nas.search_spaces import get_search_space
+
+        space = get_search_space(self.search_space)
+        if self.archs == "all":
+            idx = space.unique_indices()
+        elif isinstance(self.archs, int):
+            idx = space.sample(self.archs, seed=self.arch_seed, unique=True)
+        else:
+            idx = space.resolve(list(self.archs))
+        seen: dict[int, int] = {}
+        for i in idx:
+            seen.setdefault(space.uid(i), i)
+        return [(u, seen[u], space.arch_str(seen[u])) for u in sorted(seen)]
+
+    def measure_outputs(self) -> list[str]:
+        """The ``measure`` coordinate: every value :func:`compute_measures` returns for ``measures``."""
+        if not self.measures:
+            return []
+        from robustbench_nas.measures import measure_outputs
+
+        return list(measure_outputs(list(self.measures)))
+
+    def store_spec(self) -> Any:
+        """The :class:`~robustbench_nas.storage.StoreSpec` of a store for this protocol."""
+        from robustbench_nas.data import get_dataset
+        from robustbench_nas.storage import StoreSpec
+
+        cells = self.resolve_archs()
+        info = get_dataset(self.dataset, root=self.data_root).info
+        profile = self.profile()
+        return StoreSpec(
+            archs=[c[0] for c in cells],
+            nb201_index=[c[1] for c in cells],
+            arch_str=[c[2] for c in cells],
+            seeds=list(self.seeds),
+            attacks={k: list(v) for k, v in self.attacks.items()},
+            corruptions=list(self.corruptions),
+            severities=list(self.severities),
+            proxies=list(self.proxies),
+            measures=self.measure_outputs(),
+            num_classes=info.num_classes,
+            class_names=list(info.class_names) if info.class_names else None,
+            epochs=profile.epochs,
+            stages=list(self.stages),
+            search_space=self.search_space,
+        )
+
+
+def parse_archs(text: str) -> Any:
+    """Read ``--archs``: ``all``, an int N, a comma list of indices / strings, or ``@file`` (one per line)."""
+    from pathlib import Path
+
+    text = text.strip()
+    if text == "all":
+        return "all"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise ValueError(f"--archs file {path} not found")
+        items = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        return [int(s) if s.isdigit() else s for s in items]
+    if text.isdigit():
+        return int(text)
+    if text.startswith("|"):
+        return [s for s in text.split(",") if s]  # arch strings contain no commas
+    try:
+        return [int(s) for s in text.split(",") if s]
+    except ValueError:
+        raise ValueError(f"--archs {text!r}: expected 'all', N, a comma list of indices or strings, or @FILE") from None
+
+
+def shard_cells(cells: Sequence[int], shard: tuple[int, int] | None) -> list[int]:
+    """Cells of shard ``(i, n)``: positions ``p`` of the uid-sorted list with ``p % n == i`` (deterministic, balanced)."""
+    cells = sorted(cells)
+    if shard is None:
+        return cells
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: need n >= 1 and 0 <= i < n")
+    return [c for p, c in enumerate(cells) if p % n == i]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` (0-based i)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    shard_cells([], (i, n))
+    return i, n
+
+
+# ---- the registered protocols ------------------------------------------------------------------------------------
+@register_protocol("tiny")
+def _tiny() -> ProtocolConfig:
+    """The README's main job: 8 sampled cells, embedded ``digits`` data, tiny training and grids (minutes on a CPU)."""
+    return ProtocolConfig(
+        name="tiny",
+        dataset="digits",
+        train_profile="tiny",
+        archs=8,
+        arch_seed=0,
+        seeds=(0,),
+        attacks={"fgsm@Linf": (1 / 255, 8 / 255), "pgd@Linf": (1 / 255, 8 / 255)},
+        attack_params={"pgd@Linf": {"steps": 5}},
+        corruptions=("gaussian_noise", "contrast", "brightness"),
+        severities=(1, 3, 5),
+        proxies=("params", "flops", "synflow", "snip", "grad_norm", "jacob_cov", "nwot"),
+        proxy_images=32,
+        measures=("jacobian_fro",),
+        measure_images=32,
+        attack_images=100,
+        corruption_images=100,
+        batch_size=128,
+        description="8 cells, digits, tiny training, small grids: a few minutes on a laptop CPU",
+    )
+
+
+@register_protocol("jung2023")
+def _jung2023() -> ProtocolConfig:
+    """Jung, Lukasik & Keuper (ICLR 2023): all 6466 cells, CIFAR-10, the published attack / eps grid, CIFAR-10-C."""
+    return ProtocolConfig(
+        name="jung2023",
+        dataset="cifar10",
+        train_profile="nb201-200e",
+        archs="all",
+        seeds=(777,),
+        attacks={
+            "fgsm@Linf": tuple(e / 255 for e in _FGSM_EPS_255),
+            "pgd@Linf": tuple(e / 255 for e in _OTHER_EPS_255),
+            "aa_apgd-ce@Linf": tuple(e / 255 for e in _OTHER_EPS_255),
+            "aa_square@Linf": tuple(e / 255 for e in _OTHER_EPS_255),
+        },
+        corruptions=CIFAR10C_CORRUPTIONS,
+        severities=(1, 2, 3, 4, 5),
+        proxies=("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacob_cov", "l2_norm", "nwot", "params",
+                 "plain", "snip", "synflow", "zen", "croze"),
+        proxy_images=64,
+        measures=("jacobian_fro", "hessian_eig"),
+        measure_images=256,
+        batch_size=256,
+        description="Jung et al. 2023 (all 6466 NB201 cells, CIFAR-10, FGSM/PGD/APGD-CE/Square grid, CIFAR-10-C)",
+    )
+
+
+__all__ = [
+    "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_shard",
+    "register_protocol", "shard_cells",
+]

@@ -1,0 +1,420 @@
+"""The Dask pipeline: one task per (cell, seed, stage), results written by the workers into the Zarr store.
+
+``run_pipeline(store, protocol)`` creates the store (or resumes it), submits every stage that is not done yet to a
+Dask cluster (a ``LocalCluster`` of spawned single-threaded processes by default, any scheduler address, or SLURM
+through ``pipelines.slurm``), shows a progress bar, and returns a :class:`RunReport`.
+
+Fault tolerance comes from the store, not from the client: a task writes its values and only then marks the stage
+done, so a run killed at any moment is finished by running the same command again; a stage that raises is retried
+``protocol.retries`` times in the task and then marked failed with its error text, without stopping other cells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from robustbench_nas.storage import DONE, RobustnessStore, StoreError
+
+from .protocol import ProtocolConfig, shard_cells
+from .stages import StageContext, get_stage, list_stages, with_dependencies
+
+log = logging.getLogger(__name__)
+
+
+# ---- store preparation -------------------------------------------------------------------------------------------
+def saved_protocol(store: RobustnessStore) -> ProtocolConfig:
+    """The protocol a store was made with (``attrs["protocol"]``)."""
+    if "protocol" not in store.attrs:
+        raise StoreError(f"{store.path} has no saved protocol (it was not made by `rbnas run`); cannot run on it")
+    return ProtocolConfig.from_dict(store.attrs["protocol"])
+
+
+def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> tuple[RobustnessStore, ProtocolConfig]:
+    """Open the store at ``path`` for ``protocol``, creating it if needed.
+
+    An existing store made with another protocol is refused with the differing fields named; it is never
+    overwritten. With ``protocol=None`` the store's saved protocol is used (e.g. to add a stage later).
+    Creation is atomic (built in a temporary folder, then renamed), so shards started together create it once.
+    """
+    path = Path(path)
+    if path.exists():
+        store = RobustnessStore.open(path, mode="r+")
+        saved = saved_protocol(store)
+        if protocol is None:
+            return store, saved
+        if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
+            diff = saved.diff(protocol)
+            details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
+                                ((k, *v) for k, v in list(diff.items())[:6]))
+            raise StoreError(
+                f"{path} was made with another protocol ({saved.name}, fingerprint "
+                f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
+                "Use a new --store path, or omit --protocol to continue the store's own protocol."
+            )
+        if store.spec.arch_chunk != 1:
+            raise StoreError(f"{path} is a compacted store (arch_chunk={store.spec.arch_chunk}); run on the original")
+        return store, protocol.replace(data_root=protocol.data_root or saved.data_root)
+    if protocol is None:
+        raise StoreError(f"no store at {path}; pass a protocol (e.g. --protocol tiny) to create it")
+    spec = protocol.store_spec()
+    tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    RobustnessStore.create(tmp, spec, attrs={"protocol": protocol.to_dict(),
+                                             "protocol_fingerprint": protocol.fingerprint()})
+    try:
+        os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not path.exists():
+            raise
+        return prepare_store(path, protocol)
+    return RobustnessStore.open(path, mode="r+"), protocol
+
+
+# ---- the task run on a worker -------------------------------------------------------------------------------------
+_OPEN: dict[str, RobustnessStore] = {}
+
+
+def _open_cached(path: str) -> RobustnessStore:
+    # metadata never changes after creation, so one handle per worker process is enough
+    if path not in _OPEN:
+        _OPEN[path] = RobustnessStore.open(path, mode="r+")
+    return _OPEN[path]
+
+
+def execute_unit(
+    store_path: str,
+    protocol: dict[str, Any],
+    uid: int,
+    seed: int,
+    stage: str,
+    device: str = "auto",
+    threads: int = 1,
+    upstream: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """Run one stage for one (cell, seed) and write it to the store. Runs on a worker; never raises for a stage error.
+
+    Arguments:
+        store_path: the store folder.
+        protocol: ``ProtocolConfig.to_dict()``.
+        uid, seed: the cell and seed.
+        stage: stage name.
+        device: torch device name (``auto``: CUDA when present).
+        threads: torch intra-op threads.
+        upstream: results of the stages this one needs (Dask passes them once they are done).
+
+    Returns:
+        ``{"uid", "seed", "stage", "status": "done"|"failed"|"skipped", "seconds", "attempts", "error"}``.
+    """
+    import torch
+
+    from robustbench_nas.utils import resolve_device
+
+    torch.set_num_threads(max(1, int(threads)))
+    store = _open_cached(store_path)
+    proto = ProtocolConfig.from_dict(protocol)
+    out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": ""}
+    if store.is_done(uid, seed, stage):  # e.g. a worker died after writing, and Dask re-ran the task
+        out["status"] = "skipped"
+        return out
+    bad = [u for u in upstream if u.get("status") not in ("done", "skipped")]
+    if bad:
+        msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
+        store.mark_failed(uid, seed, stage, msg)
+        return {**out, "status": "failed", "error": msg}
+    definition = get_stage(stage)
+    i = store.arch_pos(uid)
+    ctx = StageContext(protocol=proto, uid=uid, arch_str=store.spec.arch_str[i], seed=seed,
+                       store_path=Path(store_path), device=resolve_device(device))
+    if "train" in definition.needs:
+        ctx.checkpoint_rel = str(store.read_cell(uid, seed, "checkpoint"))
+    error = ""
+    for attempt in range(proto.retries + 1):
+        out["attempts"] = store.add_attempt(uid, seed, stage)
+        t0 = time.perf_counter()
+        try:
+            values = definition.fn(ctx)
+            seconds = time.perf_counter() - t0
+            store.write_cell(uid, seed, values, stage=stage, seconds=seconds)
+            out["seconds"] = seconds
+            return out
+        except Exception as e:  # noqa: BLE001  (any stage error is recorded, never propagated)
+            error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+            log.warning("stage %s failed for cell %d seed %d (attempt %d/%d): %s", stage, uid, seed, attempt + 1,
+                        proto.retries + 1, e)
+            out["seconds"] = time.perf_counter() - t0
+    store.mark_failed(uid, seed, stage, error, out["seconds"])
+    return {**out, "status": "failed", "error": error.splitlines()[0] if error else ""}
+
+
+# ---- clusters -----------------------------------------------------------------------------------------------------
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+@contextlib.contextmanager
+def make_client(
+    cluster: str = "local",
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    slurm_config: str | None = None,
+    jobs: int = 1,
+) -> Iterator[Any]:
+    """A ``distributed.Client``: on a scheduler address, a SLURM cluster, or a local cluster of processes.
+
+    The local cluster uses spawned processes with one thread each (``OMP_NUM_THREADS=1``; torch threads are set
+    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if cluster == "slurm":
+        from .slurm import make_slurm_cluster
+
+        with make_slurm_cluster(slurm_config, jobs) as sc, Client(sc) as client:
+            yield client
+        return
+    if cluster != "local":
+        raise ValueError(f"cluster must be 'local' or 'slurm', got {cluster!r}")
+    import torch
+
+    n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    n = n_workers or (n_gpu or max(1, (os.cpu_count() or 2) // 2))
+    with LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0" if _has_bokeh() else None,
+        resources={"GPU": 1} if n_gpu else None,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        silence_logs=logging.ERROR,
+    ) as lc, Client(lc) as client:
+        yield client
+
+
+def _cluster_has_gpu(client: Any) -> bool:
+    workers = client.scheduler_info().get("workers", {})
+    return any("GPU" in (w.get("resources") or {}) for w in workers.values())
+
+
+# ---- the client side ------------------------------------------------------------------------------------------------
+@dataclass
+class RunReport:
+    """What a run did.
+
+    Attributes:
+        store: the store path; protocol / fingerprint: the protocol's name and hash.
+        submitted: tasks submitted; counts: ``{stage: {"done", "failed", "skipped"}}`` of this run.
+        progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all shards).
+        failures: ``[{"arch", "seed", "stage", "error", ...}]`` recorded in the store.
+        seconds: wall time; dashboard: the Dask dashboard address (or None).
+    """
+
+    store: str
+    protocol: str
+    fingerprint: str
+    submitted: int
+    counts: dict[str, dict[str, int]]
+    progress: dict[str, dict[str, int]]
+    failures: list[dict[str, Any]]
+    seconds: float
+    dashboard: str | None = None
+    cells: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+
+def plan_units(store: RobustnessStore, protocol: ProtocolConfig, stages: Sequence[str],
+               shard: tuple[int, int] | None) -> list[tuple[int, int, str]]:
+    """The (uid, seed, stage) units to run: selected stages (+ their unfinished needs) not done yet, in order."""
+    status = store.status()
+    units = []
+    for uid in shard_cells(store.spec.archs, shard):
+        i = store.arch_pos(uid)
+        for j, seed in enumerate(store.spec.seeds):
+            for stage in stages:
+                d = get_stage(stage)
+                if not d.per_seed and j > 0:
+                    continue
+                if status[i, j, store.stage_pos(stage)] != DONE:
+                    units.append((uid, seed, stage))
+    return units
+
+
+def run_pipeline(
+    store_path: str | os.PathLike,
+    protocol: ProtocolConfig | None = None,
+    *,
+    stages: Sequence[str] | None = None,
+    force_stages: Sequence[str] = (),
+    shard: tuple[int, int] | None = None,
+    client: Any = None,
+    cluster: str = "local",
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    slurm_config: str | None = None,
+    jobs: int = 1,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> RunReport:
+    """Create or resume the store and run every unfinished stage of every cell (of this shard).
+
+    Arguments:
+        store_path: the store folder (created for ``protocol`` if missing).
+        protocol: the :class:`ProtocolConfig`; ``None`` continues the store's saved protocol.
+        stages: stages to run (default: all of the protocol's); their unfinished needs are added.
+        force_stages: stages recomputed on purpose (reset to pending first, for this shard's cells).
+        shard: ``(i, n)``: run only the cells of shard i of n (see :func:`~pipelines.protocol.shard_cells`).
+        client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
+        cluster, scheduler, n_workers, slurm_config, jobs: how to make the client (:func:`make_client`).
+        device: torch device on the workers; threads: torch threads per task.
+        progress: show a progress bar.
+
+    Example:
+        >>> report = run_pipeline("runs/tiny.zarr", get_protocol("tiny"))   # doctest: +SKIP
+        >>> report.progress["clean"]                                        # doctest: +SKIP
+        {'done': 8, 'failed': 0, 'pending': 0}
+    """
+    t0 = time.perf_counter()
+    store, protocol = prepare_store(store_path, protocol)
+    available = [s for s in protocol.stages if s in list_stages()]
+    wanted = list(stages) if stages else list(available)
+    unknown = [s for s in [*wanted, *force_stages] if s not in available]
+    if unknown:
+        raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
+    todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
+    cells = shard_cells(store.spec.archs, shard)
+    for stage in force_stages:
+        n = store.reset_stage(stage, cells)
+        log.info("--force-stage %s: %d slots reset to pending", stage, n)
+    units = plan_units(store, protocol, todo, shard)
+    counts = {s: {"done": 0, "failed": 0, "skipped": 0} for s in todo}
+    report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
+                         submitted=len(units), counts=counts, cells=len(cells))
+    if not units:
+        log.info("nothing to do: every selected stage is done for the %d cells", len(cells))
+        return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
+                         **report_kwargs)
+    ctx = contextlib.nullcontext(client) if client is not None else make_client(
+        cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs)
+    with ctx as cl:
+        dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
+        if dashboard and progress:
+            log.warning("Dask dashboard: %s", dashboard)
+        futures = _submit(cl, store, protocol, units, device, threads)
+        _collect(cl, store, futures, counts, progress)
+    return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
+                     dashboard=dashboard, **report_kwargs)
+
+
+def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units: list[tuple[int, int, str]],
+            device: str, threads: int) -> dict[Any, tuple[int, int, str]]:
+    gpu = _cluster_has_gpu(client)
+    run_id = uuid.uuid4().hex[:6]
+    pdict = protocol.to_dict()
+    futures: dict[tuple[int, int, str], Any] = {}
+    order = {uid: k for k, uid in enumerate(store.spec.archs)}
+    for uid, seed, stage in units:
+        d = get_stage(stage)
+        ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
+        # finish started cells before starting new ones: evaluations outrank training of later cells
+        priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
+        futures[(uid, seed, stage)] = client.submit(
+            execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
+            key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
+            resources={"GPU": 1} if (gpu and d.gpu) else None,
+        )
+    return {f: u for u, f in futures.items()}
+
+
+def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, int, str]],
+             counts: dict[str, dict[str, int]], progress: bool) -> None:
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(futures), desc="rbnas run", unit="task", disable=not progress, dynamic_ncols=True)
+    try:
+        for fut in as_completed(list(futures)):
+            uid, seed, stage = futures[fut]
+            try:
+                res = fut.result()
+                status = res["status"]
+                if status == "failed":
+                    log.warning("cell %d seed %d: stage %s failed: %s", uid, seed, stage, res["error"])
+            except Exception as e:  # noqa: BLE001  (e.g. KilledWorker: the task took down its worker repeatedly)
+                status = "failed"
+                log.error("cell %d seed %d: stage %s lost: %s", uid, seed, stage, e)
+                with contextlib.suppress(Exception):
+                    store.mark_failed(uid, seed, stage, f"{type(e).__name__}: {e}")
+            counts[stage][status] += 1
+            bar.update(1)
+            bar.set_postfix_str(_postfix(counts), refresh=False)
+    finally:
+        bar.close()
+
+
+def _postfix(counts: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for stage, c in counts.items():
+        done = c["done"] + c["skipped"]
+        parts.append(f"{stage} {done}" + (f"/{c['failed']}!" if c["failed"] else ""))
+    return " ".join(parts)
+
+
+def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
+    """Per-stage counts plus mean seconds per unit (for the run's closing table and ``rbnas status``)."""
+    import numpy as np
+
+    prog = store.progress()
+    secs = np.asarray(store._array("stage_seconds")[...])
+    st = store.status()
+    rows = []
+    for s, stage in enumerate(store.spec.stages):
+        done = st[:, :, s] == DONE
+        mean_s = float(np.nanmean(secs[:, :, s][done])) if done.any() else float("nan")
+        rows.append({"stage": stage, **prog[stage], "mean_s": mean_s})
+    return rows
+
+
+def headline(store: RobustnessStore) -> dict[str, float]:
+    """A few mean results over done cells (clean accuracy, mean adversarial and corruption accuracy)."""
+    import numpy as np
+
+    out: dict[str, float] = {}
+    ds = store.to_xarray(done_only=True)
+    if "clean_accuracy" in ds:
+        out["clean_accuracy"] = float(ds.clean_accuracy.mean(skipna=True))
+    if "adv_accuracy" in ds:
+        for attack in ds.attack.values:
+            v = ds.adv_accuracy.sel(attack=attack).where(ds.attack_grid.sel(attack=attack))
+            for eps in ds.eps.values[np.asarray(ds.attack_grid.sel(attack=attack))]:
+                out[f"{attack}@{round(float(eps) * 255, 4):g}/255"] = float(v.sel(eps=eps).mean(skipna=True))
+    if "corruption_accuracy" in ds:
+        out["corruption_accuracy"] = float(ds.corruption_accuracy.mean(skipna=True))
+    return {k: v for k, v in out.items() if v == v}
+
+
+__all__ = [
+    "RunReport", "execute_unit", "headline", "make_client", "plan_units", "prepare_store", "run_pipeline",
+    "saved_protocol", "summary_rows",
+]

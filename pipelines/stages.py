@@ -1,0 +1,304 @@
+"""Pipeline stages: one registered function per named stage, called once per (cell, seed).
+
+A stage function takes a :class:`StageContext` and returns ``{store array name: value}`` for that cell (values
+shaped as in ``docs/storage.md``); the runner writes them and marks the stage done. Stages plug in by name::
+
+    @register_stage("my_stage", needs=("train",), gpu=True)
+    def my_stage(ctx: StageContext) -> dict[str, Any]:
+        model = ctx.trained_model()
+        ...
+
+Each stage calls its part of the project through the APIs of ``docs/architecture.md``; the part is imported
+lazily inside the stage, so a missing part only fails the stages that need it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from robustbench_nas.storage.schema import STAGES
+
+from .protocol import ProtocolConfig
+
+StageFn = Callable[["StageContext"], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """A registered stage.
+
+    Attributes:
+        name: stage name (one of the store's ``stage`` coordinate values).
+        fn: ``fn(ctx) -> {array: value}``.
+        needs: stages that must be done for the same (cell, seed) first.
+        gpu: runs on an accelerator when there is one (declares the Dask resource ``GPU``).
+        per_seed: False for results that do not depend on the seed (written once per cell).
+    """
+
+    name: str
+    fn: StageFn
+    needs: tuple[str, ...] = ()
+    gpu: bool = False
+    per_seed: bool = True
+
+
+_STAGES: dict[str, StageDef] = {}
+
+
+def register_stage(name: str, *, needs: tuple[str, ...] = (), gpu: bool = False,
+                   per_seed: bool = True) -> Callable[[StageFn], StageFn]:
+    """Decorator registering a stage function under ``name`` (must be a store stage, see ``STAGES``)."""
+
+    def deco(fn: StageFn) -> StageFn:
+        if name not in STAGES:
+            raise ValueError(f"stage {name!r} has no arrays in the store schema; known stages: {list(STAGES)}")
+        _STAGES[name] = StageDef(name, fn, tuple(needs), gpu, per_seed)
+        return fn
+
+    return deco
+
+
+def get_stage(name: str) -> StageDef:
+    """The :class:`StageDef` of ``name``."""
+    try:
+        return _STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known: {list(_STAGES)}") from None
+
+
+def list_stages() -> list[str]:
+    """Registered stage names in pipeline order."""
+    return [s for s in STAGES if s in _STAGES]
+
+
+def with_dependencies(stages: list[str], available: list[str]) -> list[str]:
+    """``stages`` plus everything they need (transitively) among ``available``, in pipeline order."""
+    want: set[str] = set()
+
+    def add(s: str) -> None:
+        if s in want:
+            return
+        want.add(s)
+        for d in get_stage(s).needs:
+            if d in available:
+                add(d)
+
+    for s in stages:
+        add(s)
+    return [s for s in STAGES if s in want]
+
+
+def derived_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process)."""
+    h = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, root: str | None) -> Any:
+    from robustbench_nas.data import get_dataset
+
+    return get_dataset(name, root=root)
+
+
+@functools.lru_cache(maxsize=16)
+def _split(name: str, root: str | None, split: str, n: int | None, seed: int | None) -> Any:
+    s = _dataset(name, root).split(split)
+    return s.subset(n, seed=seed) if n is not None else s
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the cell, the seed, the protocol, where things are, and cached helpers.
+
+    Attributes:
+        protocol: the run's :class:`ProtocolConfig`.
+        uid: the cell (its uid); ``arch_str`` its string.
+        seed: the training / initialisation seed.
+        store_path: the store folder (checkpoints live next to it).
+        device: torch device of this worker.
+        checkpoint_rel: the cell's checkpoint path (relative to the store's parent) recorded by ``train``.
+    """
+
+    protocol: ProtocolConfig
+    uid: int
+    arch_str: str
+    seed: int
+    store_path: Path
+    device: torch.device
+    checkpoint_rel: str = ""
+    _model: Any = field(default=None, repr=False)
+
+    @property
+    def dataset(self) -> Any:
+        """The protocol's dataset (cached per worker process)."""
+        return _dataset(self.protocol.dataset, self.protocol.data_root)
+
+    def split(self, name: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x float [0, 1], y)`` of split ``name`` on the device; ``n``: a seeded class-balanced subset.
+
+        The subset seed depends only on the protocol, so every cell is evaluated on the same images.
+        """
+        sub_seed = derived_seed(self.protocol.name, name, n) if n is not None else None
+        s = _split(self.protocol.dataset, self.protocol.data_root, name, n, sub_seed)
+        return s.images(self.device), s.labels(self.device)
+
+    def checkpoint_path(self) -> Path:
+        """Where ``train`` writes this cell's checkpoint: ``<store>.checkpoints/<uid>_s<seed>.safetensors``."""
+        return self.store_path.parent / f"{self.store_path.name}.checkpoints" / f"{self.uid}_s{self.seed}.safetensors"
+
+    def trained_model(self) -> torch.nn.Module:
+        """The trained network from the checkpoint recorded by ``train`` (eval mode, on the device)."""
+        if self._model is None:
+            from robustbench_nas.training import load_checkpoint
+
+            if not self.checkpoint_rel:
+                raise RuntimeError(f"cell {self.uid} seed {self.seed}: no checkpoint recorded (is 'train' done?)")
+            path = self.store_path.parent / self.checkpoint_rel
+            model, _meta = load_checkpoint(path, device=self.device)
+            self._model = model.eval()
+        return self._model
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """``num_classes, C, N, mean, std`` of the protocol's network (as the trainer builds it)."""
+        info = self.dataset.info
+        prof = self.protocol.profile()
+        return {"num_classes": info.num_classes, "C": prof.C, "N": prof.N, "mean": info.mean, "std": info.std}
+
+
+# ---- the stages --------------------------------------------------------------------------------------------------
+@register_stage("info", per_seed=False)
+def info_stage(ctx: StageContext) -> dict[str, Any]:
+    """Parameters and FLOPs of the network (no training, no data)."""
+    from robustbench_nas.models import build_model, count_flops, count_params
+
+    info = ctx.dataset.info
+    model = build_model(ctx.arch_str, in_channels=info.channels, **ctx.network_kwargs())
+    flops = count_flops(model, (info.channels, info.image_size, info.image_size))
+    return {"params": count_params(model), "flops": flops.nb201_m, "flops_plain": flops.plain_m}
+
+
+@register_stage("proxies", gpu=True)
+def proxies_stage(ctx: StageContext) -> dict[str, Any]:
+    """Zero-cost proxies at initialisation (seeded by the cell's seed) on ``proxy_images`` training images."""
+    from robustbench_nas.proxies import compute_proxies
+
+    x, y = ctx.split("train", ctx.protocol.proxy_images)
+    values = compute_proxies(ctx.arch_str, x, y, list(ctx.protocol.proxies), seed=ctx.seed, **ctx.network_kwargs())
+    return {"proxy_value": np.array([values[p] for p in ctx.protocol.proxies], dtype=np.float64)}
+
+
+@register_stage("train", gpu=True)
+def train_stage(ctx: StageContext) -> dict[str, Any]:
+    """Train the cell with the protocol's profile; keep the checkpoint (its path is recorded)."""
+    from robustbench_nas.storage.schema import DEFAULT_HISTORY
+    from robustbench_nas.training import save_checkpoint, train_model
+
+    profile = ctx.protocol.profile()
+    result = train_model(ctx.arch_str, ctx.dataset, profile, seed=ctx.seed, device=ctx.device,
+                         eval_split=ctx.protocol.eval_split, progress=False)
+    path = save_checkpoint(ctx.checkpoint_path(), result.model, result.meta)
+    out: dict[str, Any] = {"checkpoint": str(path.relative_to(ctx.store_path.parent))}
+    for key in DEFAULT_HISTORY:
+        out[f"history_{key}"] = np.array([float(row.get(key, np.nan)) for row in result.history], dtype=np.float64)
+    ctx._model = result.model.eval()
+    return out
+
+
+def _stats_values(prefix: str, stats: Any) -> dict[str, Any]:
+    return {
+        f"{prefix}_accuracy": stats.accuracy,
+        f"{prefix}_confidence": stats.confidence_pred,
+        f"{prefix}_confidence_true": stats.confidence_true,
+        f"{prefix}_confusion": np.asarray(stats.confusion),
+    }
+
+
+@register_stage("clean", needs=("train",), gpu=True)
+def clean_stage(ctx: StageContext) -> dict[str, Any]:
+    """Clean accuracy / confidence / confusion on ``eval_images`` of the evaluation split."""
+    from robustbench_nas.evaluation import evaluate_clean
+
+    x, y = ctx.split(ctx.protocol.eval_split, ctx.protocol.eval_images)
+    return _stats_values("clean", evaluate_clean(ctx.trained_model(), x, y, batch_size=ctx.protocol.batch_size))
+
+
+def _grid_values(prefix: str, shape: tuple[int, int], k: int, results: list[tuple[int, int, Any]]) -> dict[str, Any]:
+    acc = np.full(shape, np.nan)
+    conf = np.full(shape, np.nan)
+    conf_t = np.full(shape, np.nan)
+    cm = np.full((*shape, k, k), -1, dtype=np.int64)
+    for i, j, st in results:
+        acc[i, j], conf[i, j], conf_t[i, j] = st.accuracy, st.confidence_pred, st.confidence_true
+        cm[i, j] = st.confusion
+    return {f"{prefix}_accuracy": acc, f"{prefix}_confidence": conf, f"{prefix}_confidence_true": conf_t,
+            f"{prefix}_confusion": cm}
+
+
+@register_stage("adversarial", needs=("train",), gpu=True)
+def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
+    """Every attack of the protocol at every eps of its grid, on ``attack_images`` evaluation images."""
+    import attacks
+
+    from robustbench_nas.storage import StoreSpec
+
+    p = ctx.protocol
+    spec = StoreSpec(archs=[ctx.uid], arch_str=[ctx.arch_str], attacks={k: list(v) for k, v in p.attacks.items()})
+    x, y = ctx.split(p.eval_split, p.attack_images)
+    model = ctx.trained_model()
+    found: list[tuple[int, int, Any]] = []
+    for attack, eps in p.attacks.items():
+        res = attacks.evaluate(model, x, y, attack, list(eps), params=p.attack_params.get(attack),
+                               batch_size=p.batch_size, seed=derived_seed(ctx.seed, attack), mode=p.attack_mode)
+        if len(res) != len(eps):
+            raise RuntimeError(f"attacks.evaluate({attack!r}) returned {len(res)} results for {len(eps)} eps")
+        for r in res:
+            i, j = spec.eps_index(attack, r.eps)
+            found.append((i, j, r.stats))
+    return _grid_values("adv", (len(p.attacks), len(spec.eps_values())), ctx.dataset.info.num_classes, found)
+
+
+@register_stage("corruptions", needs=("train",), gpu=True)
+def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
+    """Every corruption at every severity, on ``corruption_images`` evaluation images."""
+    import corruptions
+
+    p = ctx.protocol
+    x, y = ctx.split(p.eval_split, p.corruption_images)
+    res = corruptions.evaluate(ctx.trained_model(), x, y, list(p.corruptions), tuple(p.severities),
+                               batch_size=p.batch_size, seed=derived_seed(ctx.seed, "corruptions"),
+                               source=p.corruption_source)
+    found = [(p.corruptions.index(r.corruption), p.severities.index(int(r.severity)), r.stats) for r in res]
+    if len(found) != len(p.corruptions) * len(p.severities):
+        raise RuntimeError(f"corruptions.evaluate returned {len(found)} results for "
+                           f"{len(p.corruptions)} x {len(p.severities)}")
+    return _grid_values("corruption", (len(p.corruptions), len(p.severities)), ctx.dataset.info.num_classes, found)
+
+
+@register_stage("measures", needs=("train",), gpu=True)
+def measures_stage(ctx: StageContext) -> dict[str, Any]:
+    """Jacobian / Hessian measures of the trained network on ``measure_images`` training images (as Jung'23)."""
+    from robustbench_nas.measures import compute_measures
+
+    p = ctx.protocol
+    x, y = ctx.split("train", p.measure_images)
+    values = compute_measures(ctx.trained_model(), x, y, list(p.measures), seed=derived_seed(ctx.seed, "measures"))
+    return {"measure_value": np.array([values[k] for k in p.measure_outputs()], dtype=np.float64)}
+
+
+def worker_threads() -> int:
+    """Torch threads for one stage: ``$RBNAS_TORCH_THREADS`` or 1 (one task per worker process)."""
+    return int(os.environ.get("RBNAS_TORCH_THREADS", "1"))
+
+
+__all__ = [
+    "StageContext", "StageDef", "derived_seed", "get_stage", "list_stages", "register_stage", "with_dependencies",
+]

@@ -1,0 +1,118 @@
+"""``rbnas run``: build (or resume) a robustness dataset store with the Dask pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ..common import echo_json, fail
+
+
+def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            fail(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def print_summary(store: Any, out: Any = None) -> None:
+    """The closing table: per-stage done / failed / pending and mean seconds, then headline results."""
+    from pipelines.runner import headline, summary_rows
+
+    out = out or sys.stdout
+    rows = summary_rows(store)
+    out.write(f"{'stage':<12} {'done':>6} {'failed':>6} {'pending':>7} {'mean s':>8}\n")
+    for r in rows:
+        out.write(f"{r['stage']:<12} {r['done']:>6} {r['failed']:>6} {r['pending']:>7} {r['mean_s']:>8.2f}\n")
+    heads = headline(store)
+    if heads:
+        out.write("mean over cells: " + ", ".join(f"{k} {v:.3f}" for k, v in heads.items()) + "\n")
+
+
+@click.command(name="run")
+@click.option("--protocol", "protocol_name", default=None,
+              help="Named protocol (tiny, jung2023). Omit to continue an existing store's own protocol.")
+@click.option("--store", "store_path", required=True, type=click.Path(), help="The Zarr store (created if missing).")
+@click.option("--archs", default=None, help="all | N (seeded sample) | comma list of indices/strings | @FILE.")
+@click.option("--arch-seed", default=None, type=int, help="Seed of the --archs N sample.")
+@click.option("--seeds", default=None, help="Comma list of training seeds (overrides the protocol's).")
+@click.option("--dataset", default=None, help="Dataset name (overrides the protocol's).")
+@click.option("--data-root", default=None, type=click.Path(), help="Dataset root folder (not part of the protocol).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a protocol field, JSON values (e.g. --set profile_overrides='{\"epochs\": 2}').")
+@click.option("--stages", default=None, help="Comma list of stages to run (default: all of the protocol's).")
+@click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable).")
+@click.option("--shard", default=None, help="i/n: run only shard i (0-based) of n, a fixed partition of the cells.")
+@click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:port).")
+@click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
+@click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
+@click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
+@click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
+@click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
+            shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
+    """Run the pipeline into STORE: every stage of every cell that is not done yet.
+
+    Re-running the same command resumes; a store made with another protocol is refused. Example:
+    `rbnas run --protocol tiny --store runs/tiny.zarr`.
+    """
+    from pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
+    from robustbench_nas.storage import StoreError
+
+    logging.getLogger("pipelines").setLevel(min(logging.getLogger().level, logging.WARNING))
+    try:
+        changes = _overrides(overrides)
+        if archs is not None:
+            changes["archs"] = parse_archs(archs)
+        if arch_seed is not None:
+            changes["arch_seed"] = arch_seed
+        if seeds is not None:
+            changes["seeds"] = [int(s) for s in seeds.split(",") if s]
+        if dataset is not None:
+            changes["dataset"] = dataset
+        if data_root is not None:
+            changes["data_root"] = data_root
+        protocol = None
+        if protocol_name is not None:
+            protocol = get_protocol(protocol_name, **changes)
+        elif changes and set(changes) - {"data_root"}:
+            fail("protocol changes (--archs, --seeds, --set, ...) need --protocol; without it the store's own "
+                 "protocol is continued unchanged")
+        stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+        shard_t = parse_shard(shard)
+        report = run_pipeline(
+            store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
+            cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
+            device=device, threads=threads, progress=not (no_progress or as_json),
+        )
+    except (StoreError, ValueError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    if as_json:
+        from dataclasses import asdict
+
+        echo_json(asdict(report))
+        return
+    from robustbench_nas.storage import open_store
+
+    store = open_store(store_path)
+    click.echo(f"ran {report.submitted} tasks on {report.cells} cells in {report.seconds:.1f} s "
+               f"(protocol {report.protocol}, fingerprint {report.fingerprint})")
+    print_summary(store)
+    for f in report.failures[:10]:
+        click.echo(f"FAILED cell {f['arch']} seed {f['seed']} stage {f['stage']}: {f['error'].splitlines()[0]}")
+    if len(report.failures) > 10:
+        click.echo(f"... {len(report.failures) - 10} more failures (rbnas status {store_path})")
+    click.echo(f"store: {store.path.resolve()}  (open with robustbench_nas.storage.open_dataset or xarray.open_zarr)")

@@ -1,0 +1,40 @@
+"""``rbnas status STORE``: progress of a store, read from the store alone."""
+
+from __future__ import annotations
+
+import click
+
+from ..common import echo_json, fail
+
+
+@click.command(name="status")
+@click.argument("store_path", type=click.Path())
+@click.option("--failures", "n_failures", default=10, show_default=True, type=int, help="Failures to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def command(store_path: str, n_failures: int, as_json: bool) -> None:
+    """Per stage: cells done / failed / pending, mean seconds, headline results and the failures."""
+    from pipelines.runner import headline, summary_rows
+    from robustbench_nas.storage import StoreError, open_store
+
+    from .run import print_summary
+
+    try:
+        store = open_store(store_path)
+    except StoreError as e:
+        fail(str(e))
+    protocol = store.attrs.get("protocol", {})
+    failures = store.failures()
+    if as_json:
+        echo_json({"store": str(store.path), "protocol": protocol.get("name"),
+                   "fingerprint": store.attrs.get("protocol_fingerprint"), "cells": len(store.spec.archs),
+                   "seeds": store.spec.seeds, "stages": summary_rows(store), "headline": headline(store),
+                   "failures": failures})
+        return
+    click.echo(f"{store.path}: protocol {protocol.get('name', '?')} ({store.attrs.get('protocol_fingerprint', '-')}), "
+               f"{len(store.spec.archs)} cells x {len(store.spec.seeds)} seeds")
+    print_summary(store)
+    for f in failures[:n_failures]:
+        click.echo(f"FAILED cell {f['arch']} seed {f['seed']} stage {f['stage']} "
+                   f"({f['attempts']} attempts): {f['error'].splitlines()[0] if f['error'] else ''}")
+    if len(failures) > n_failures:
+        click.echo(f"... {len(failures) - n_failures} more failures")
