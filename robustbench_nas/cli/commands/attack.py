@@ -1,0 +1,157 @@
+"""``rbnas attack``: adversarial evaluation of one checkpoint over an epsilon grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from ..common import dataset_options, echo_json, fail
+
+log = logging.getLogger(__name__)
+
+
+def _parse_params(items: tuple[str, ...]) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            fail(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@click.command(name="attack")
+@click.argument("checkpoint", required=False, type=click.Path())
+@click.option("--attack", "attack_names", multiple=True, default=("pgd@Linf",), show_default=True,
+              help="Attack name (repeatable); see --list.")
+@click.option("--eps", "eps_text", default=None,
+              help="Comma-separated epsilons: '1/255,8/255' or '0.03' ([0, 1] pixel units). Default: the protocol's.")
+@click.option("--protocol", default=None, help="Named protocol (jung2023, tiny, robbench2024): its attacks and grids.")
+@dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
+@click.option("--split", default="test", show_default=True, help="Data split to attack.")
+@click.option("--n", "n_images", default=1000, show_default=True, type=int,
+              help="Images (class-stratified seeded subset); 0 = the whole split.")
+@click.option("--mode", type=click.Choice(["independent", "early_exit"]), default="independent", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Attack parameter override (repeatable).")
+@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--list", "list_only", is_flag=True, help="List the attacks and protocols and exit.")
+def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, mode, overrides,
+            batch_size, seed, device, correct_bits, out_file, as_json, list_only) -> None:
+    """Attack the model in CHECKPOINT at each epsilon; print accuracy and confidences per (attack, eps)."""
+    import attacks
+    from attacks._common import check_eps
+
+    if list_only:
+        info = {
+            "attacks": {a: attacks.get_attack(a).description for a in attacks.list_attacks()},
+            "aliases": attacks.list_aliases(),
+            "protocols": {p: {a: [round(e * 255, 4) for e in g] for a, g in attacks.get_protocol(p).items()}
+                          for p in attacks.list_protocols()},
+        }
+        if as_json:
+            echo_json(info)
+        else:
+            for a, d in info["attacks"].items():
+                click.echo(f"{a:20s} {d}")
+            for p, grid in info["protocols"].items():
+                click.echo(f"protocol {p}: " + "; ".join(f"{a} {g} /255" for a, g in grid.items()))
+        return
+    if checkpoint is None:
+        fail("missing CHECKPOINT (a model.safetensors file or its folder)")
+
+    from ...data import DataError, get_dataset
+    from ...evaluation import evaluate_clean
+    from ...training.checkpoint import CheckpointError, load_checkpoint
+    from ...utils import resolve_device
+
+    # what to run: (attack, eps grid, protocol params)
+    try:
+        if protocol is not None:
+            grid = attacks.get_protocol(protocol)
+            extra = attacks.protocol_params(protocol)
+            names = list(grid) if attack_names == ("pgd@Linf",) else list(attack_names)
+            plan = []
+            for a in names:
+                a_key = attacks.get_attack(a).name
+                eps = attacks.parse_eps(eps_text) if eps_text else grid.get(a_key)
+                if eps is None:
+                    fail(f"protocol {protocol!r} has no grid for {a_key!r}; pass --eps")
+                plan.append((a_key, eps, extra.get(a_key, {})))
+        else:
+            if not eps_text:
+                fail("pass --eps (e.g. --eps 1/255,8/255) or --protocol")
+            eps = attacks.parse_eps(eps_text)
+            plan = [(attacks.get_attack(a).name, eps, {}) for a in attack_names]
+        user = _parse_params(overrides)
+        for _, eps, _ in plan:
+            check_eps(eps)
+    except (KeyError, ValueError) as e:
+        fail(str(e.args[0]) if e.args else str(e))
+
+    try:
+        dev = resolve_device(device)
+        model, meta = load_checkpoint(checkpoint, dev)
+    except (CheckpointError, RuntimeError) as e:
+        fail(str(e))
+    ds_name = dataset or meta.get("dataset")
+    if not ds_name:
+        fail("the checkpoint does not record its dataset: pass --dataset")
+    if meta.get("dataset") not in (None, ds_name):
+        log.warning("checkpoint was trained on %s, attacking it on %s", meta.get("dataset"), ds_name)
+    try:
+        data = get_dataset(ds_name, data_root).split(split)
+    except (DataError, KeyError, ValueError) as e:
+        fail(str(e))
+    if n_images and n_images < len(data):
+        data = data.subset(n_images, seed=seed)
+    x = data.images("cpu")
+    y = data.labels("cpu")
+    clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
+
+    # --set KEY=VALUE applies to every planned attack that has the field KEY
+    fields = {a: {f.name for f in dataclasses.fields(attacks.get_attack(a).defaults)} for a, _, _ in plan}
+    unused = sorted(k for k in user if not any(k in f for f in fields.values()))
+    if unused:
+        fail(f"--set {', '.join(unused)}: no such parameter for {', '.join(a for a, _, _ in plan)}")
+    rows = []
+    for a_key, eps, extra in plan:
+        params = {**extra, **{k: v for k, v in user.items() if k in fields[a_key]}}
+        try:
+            results = attacks.evaluate(model, x, y, a_key, eps, params=params or None, batch_size=batch_size,
+                                       seed=seed, mode=mode, progress=not as_json)
+        except (KeyError, ValueError, TypeError) as e:
+            fail(str(e.args[0]) if e.args else str(e))
+        rows += [r.to_dict(correct_bits=correct_bits) for r in results]
+        if not as_json:
+            for r in results:
+                click.echo(f"{a_key:18s} eps {r.eps * 255:8.4g}/255  accuracy {r.stats.accuracy:.4f}  "
+                           f"conf(pred) {r.stats.confidence_pred:.3f}  conf(true) {r.stats.confidence_true:.3f}")
+    out = {
+        "checkpoint": str(checkpoint),
+        "arch_str": getattr(model, "arch_str", None),
+        "dataset": ds_name,
+        "split": split,
+        "n": int(x.shape[0]),
+        "clean_accuracy": clean.accuracy,
+        "mode": mode,
+        "seed": seed,
+        "results": rows,
+    }
+    if out_file:
+        Path(out_file).write_text(json.dumps(out, indent=2))
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(f"clean accuracy {clean.accuracy:.4f} on {x.shape[0]} {ds_name} {split} images")
