@@ -31,8 +31,13 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
 )
 
-_FGSM_EPS_255 = (0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255)
-_OTHER_EPS_255 = (0.1, 0.5, 1, 2, 3, 4, 8)
+
+
+def _attack_grid(name: str) -> tuple[dict[str, tuple[float, ...]], dict[str, dict[str, Any]]]:
+    """The attacks part's named grid and its parameter overrides (one source of truth for eps grids)."""
+    from attacks.protocols import get_protocol as attack_protocol, protocol_params
+
+    return {k: tuple(v) for k, v in attack_protocol(name).items()}, protocol_params(name)
 
 
 def register_protocol(name: str) -> Callable[[Callable[[], "ProtocolConfig"]], Callable[[], "ProtocolConfig"]]:
@@ -296,6 +301,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @register_protocol("tiny")
 def _tiny() -> ProtocolConfig:
     """The README's main job: 8 sampled cells, embedded ``digits`` data, tiny training and grids (minutes on a CPU)."""
+    grid, params = _attack_grid("tiny")
     return ProtocolConfig(
         name="tiny",
         dataset="digits",
@@ -303,8 +309,8 @@ def _tiny() -> ProtocolConfig:
         archs=8,
         arch_seed=0,
         seeds=(0,),
-        attacks={"fgsm@Linf": (1 / 255, 8 / 255), "pgd@Linf": (1 / 255, 8 / 255)},
-        attack_params={"pgd@Linf": {"steps": 5}},
+        attacks=grid,  # FGSM, PGD, APGD-CE, Square at 1/255 and 8/255, short budgets
+        attack_params=params,
         corruptions=("gaussian_noise", "contrast", "brightness"),
         severities=(1, 3, 5),
         proxies=("params", "flops", "synflow", "snip", "grad_norm", "jacob_cov", "nwot"),
@@ -321,18 +327,15 @@ def _tiny() -> ProtocolConfig:
 @register_protocol("jung2023")
 def _jung2023() -> ProtocolConfig:
     """Jung, Lukasik & Keuper (ICLR 2023): all 6466 cells, CIFAR-10, the published attack / eps grid, CIFAR-10-C."""
+    grid, params = _attack_grid("jung2023")
     return ProtocolConfig(
         name="jung2023",
         dataset="cifar10",
         train_profile="nb201-200e",
         archs="all",
         seeds=(777,),
-        attacks={
-            "fgsm@Linf": tuple(e / 255 for e in _FGSM_EPS_255),
-            "pgd@Linf": tuple(e / 255 for e in _OTHER_EPS_255),
-            "aa_apgd-ce@Linf": tuple(e / 255 for e in _OTHER_EPS_255),
-            "aa_square@Linf": tuple(e / 255 for e in _OTHER_EPS_255),
-        },
+        attacks=grid,  # FGSM {0.1..8, 255}/255, PGD / APGD-CE / Square {0.1, 0.5, 1, 2, 3, 4, 8}/255
+        attack_params=params,
         corruptions=CIFAR10C_CORRUPTIONS,
         severities=(1, 2, 3, 4, 5),
         proxies=("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacob_cov", "l2_norm", "nwot", "params",

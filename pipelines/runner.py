@@ -308,7 +308,7 @@ def run_pipeline(
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
     units = plan_units(store, protocol, todo, shard)
-    counts = {s: {"done": 0, "failed": 0, "skipped": 0} for s in todo}
+    counts = {s: {"done": 0, "failed": 0, "skipped": 0} for s in todo if any(u[2] == s for u in units)}
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
                          submitted=len(units), counts=counts, cells=len(cells))
     if not units:

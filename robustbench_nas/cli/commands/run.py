@@ -39,6 +39,10 @@ def print_summary(store: Any, out: Any = None) -> None:
         out.write("mean over cells: " + ", ".join(f"{k} {v:.3f}" for k, v in heads.items()) + "\n")
 
 
+def _quiet_distributed(record: logging.LogRecord) -> bool:
+    return not record.name.startswith("distributed") or record.levelno >= logging.ERROR
+
+
 @click.command(name="run")
 @click.option("--protocol", "protocol_name", default=None,
               help="Named protocol (tiny, jung2023). Omit to continue an existing store's own protocol.")
@@ -72,7 +76,12 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
     from pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
     from robustbench_nas.storage import StoreError
 
-    logging.getLogger("pipelines").setLevel(min(logging.getLogger().level, logging.WARNING))
+    root_level = logging.getLogger().level
+    logging.getLogger("pipelines").setLevel(min(root_level, logging.WARNING))
+    # distributed sets its own INFO level; without -v keep only its errors (shutdown chatter is not news)
+    if root_level >= logging.WARNING:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_distributed)
     try:
         changes = _overrides(overrides)
         if archs is not None:
