@@ -9,7 +9,9 @@ field                   meaning
 ======================  =====================================================================================
 ``name``                unique record name, also the file name ``benchmarks/results/<name>.json``
                         (letters, digits, ``_``, ``-``, ``.``)
-``ours_s``              wall seconds of our code for the measured work (> 0)
+``ours_s``              seconds of our code for the measured work (> 0): wall seconds, or this process's
+                        CPU seconds where the record says ``"clock": "process_cpu"`` (single-threaded CPU
+                        benchmarks on a shared machine, where other jobs inflate wall time)
 ``baseline_s``          wall seconds of the baseline for the *same* work (> 0), or ``None`` when there is no
                         baseline (then ``ratio`` is ``None`` too, e.g. a pure cost-per-cell figure)
 ``ratio``               ``baseline_s / ours_s`` (> 1 means we are faster)
@@ -94,6 +96,10 @@ def machine_description() -> str:
     except ImportError:  # pragma: no cover
         parts.append("no torch")
     parts.append(f"python {platform.python_version()}, {platform.system()}")
+    try:
+        parts.append(f"load avg {os.getloadavg()[0]:.1f}")  # a busy shared machine inflates wall times
+    except OSError:  # pragma: no cover
+        pass
     return "; ".join(parts)
 
 
@@ -132,6 +138,7 @@ class Timing:
 
     times: tuple[float, ...]
     value: Any = field(default=None, repr=False, compare=False)
+    cpu_times: tuple[float, ...] = ()
 
     @property
     def best(self) -> float:
@@ -146,32 +153,45 @@ class Timing:
     def mean(self) -> float:
         return statistics.fmean(self.times)
 
+    @property
+    def best_cpu(self) -> float:
+        """Smallest process CPU time (see :class:`Timer`)."""
+        return min(self.cpu_times) if self.cpu_times else float("nan")
+
     def as_dict(self) -> dict[str, Any]:
-        return {"best_s": self.best, "median_s": self.median, "times_s": list(self.times)}
+        return {"best_s": self.best, "median_s": self.median, "times_s": list(self.times),
+                "cpu_times_s": list(self.cpu_times)}
 
 
 class Timer:
-    """Context manager measuring wall seconds (CUDA synchronised on entry and exit).
+    """Context manager measuring wall seconds and this process's CPU seconds (CUDA synchronised on entry and exit).
+
+    ``cpu_seconds`` (all threads of this process, ``time.process_time``) is the robust figure for single-threaded
+    CPU work on a machine shared with other jobs: their load inflates wall time but not our CPU time.
 
     Example::
 
         with Timer() as t:
             work()
-        print(t.seconds)
+        print(t.seconds, t.cpu_seconds)
     """
 
     def __init__(self) -> None:
         self.seconds: float = float("nan")
+        self.cpu_seconds: float = float("nan")
         self._t0 = 0.0
+        self._c0 = 0.0
 
     def __enter__(self) -> "Timer":
         synchronize()
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         return self
 
     def __exit__(self, *exc: object) -> None:
         synchronize()
         self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = time.process_time() - self._c0
 
 
 def time_call(fn: Callable[[], Any], *, repeat: int = 3, warmup: int = 1, max_seconds: float | None = None) -> Timing:
@@ -194,14 +214,16 @@ def time_call(fn: Callable[[], Any], *, repeat: int = 3, warmup: int = 1, max_se
     for _ in range(warmup):
         fn()
     times: list[float] = []
+    cpu: list[float] = []
     value: Any = None
     for _ in range(repeat):
         with Timer() as t:
             value = fn()
         times.append(t.seconds)
+        cpu.append(t.cpu_seconds)
         if max_seconds is not None and sum(times) >= max_seconds:
             break
-    return Timing(tuple(times), value)
+    return Timing(tuple(times), value, tuple(cpu))
 
 
 @contextmanager
