@@ -297,17 +297,22 @@ def stage_arrays(spec: StoreSpec, stage: str) -> list[ArraySpec]:
     return [a for a in array_specs(spec).values() if a.stage == stage]
 
 
-def as_cell_value(a: ArraySpec, value: Any, sizes: dict[str, int]) -> np.ndarray:
-    """Check and convert one cell's value for array ``a`` (shape = its ``cell_dims``); ValueError naming the problem."""
-    shape = tuple(sizes[d] for d in a.cell_dims)
+def as_cell_value(a: ArraySpec, value: Any, sizes: dict[str, int],
+                  dims: Sequence[str] | None = None) -> np.ndarray:
+    """Check and convert one cell's value for array ``a`` (shape: ``dims``, default its ``cell_dims``).
+
+    Raises ``ValueError`` naming the array and the problem (shape, non-numbers, non-integers, range).
+    """
+    dims = a.cell_dims if dims is None else tuple(dims)
+    shape = tuple(sizes[d] for d in dims)
     if a.dtype == "str":
         arr = np.asarray(value, dtype=object)
         if arr.shape != shape:
-            raise ValueError(f"{a.name}: expected shape {shape} {a.cell_dims}, got {arr.shape}")
+            raise ValueError(f"{a.name}: expected shape {shape} {dims}, got {arr.shape}")
         return np.asarray(arr.astype(str), dtype=np.dtypes.StringDType())
     arr = np.asarray(value)
     if arr.shape != shape:
-        raise ValueError(f"{a.name}: expected shape {shape} {a.cell_dims}, got {arr.shape}")
+        raise ValueError(f"{a.name}: expected shape {shape} {dims}, got {arr.shape}")
     target = np.dtype(a.dtype)
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{a.name}: expected numbers, got dtype {arr.dtype}")

@@ -351,8 +351,7 @@ class RobustnessStore:
         arr = np.asarray(values) if a.dtype != "str" else np.asarray(values, dtype=object)
         if arr.shape != (len(pos), *rest):
             raise ValueError(f"{name}: expected shape {(len(pos), *rest)} {a.dims}, got {arr.shape}")
-        flat = ArraySpec(a.name, a.dims[1:], a.dtype, a.fill, a.stage, a.description)
-        rows = np.stack([as_cell_value(flat, r, self.sizes) for r in arr]) if len(pos) else arr
+        rows = as_cell_value(a, arr, {**self.sizes, "arch": len(pos)}, dims=a.dims)
         target = self._array(name)
         contiguous = bool(pos) and pos == list(range(pos[0], pos[0] + len(pos)))
         if contiguous:
