@@ -1,0 +1,81 @@
+"""``rbnas proxies``: zero-cost proxies of cells at initialisation, one row per cell."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import click
+
+from ..common import dataset_options, echo_json, fail
+
+
+def _parse_names(text: str | None, known: list[str]) -> list[str]:
+    if not text:
+        return known
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        fail(f"unknown proxy {', '.join(bad)}; known: {', '.join(known)}")
+    return names
+
+
+@click.command(name="proxies")
+@click.argument("archs", nargs=-1)
+@dataset_options()
+@click.option("--split", default="train", show_default=True, help="Split the batch is drawn from.")
+@click.option("--batch-size", default=64, show_default=True, type=int, help="Images in the (seeded, random) batch.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Initialisation, batch and proxy seed.")
+@click.option("--proxies", "names", default=None, help="Comma-separated proxies (default: all; see --list).")
+@click.option("--C", "channels", default=16, show_default=True, type=int, help="Channels of the first stage.")
+@click.option("--N", "cells", default=5, show_default=True, type=int, help="Cells per stage.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
+def command(archs, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt, list_only) -> None:
+    """Proxies of each ARCH (NB201 string or index) at initialisation: csv with arch_str first, one column per proxy."""
+    from ...data import DataError, get_dataset
+    from ...proxies import compute_proxies, describe_proxies, list_proxies
+    from ...search_spaces import ArchitectureError, get_search_space
+    from ...utils import resolve_device, set_torch_threads
+
+    if list_only:
+        rows = describe_proxies()
+        if fmt == "json":
+            echo_json(rows)
+        else:
+            for r in rows:
+                click.echo(f"{r['name']:<13} {'robust ' if r['robust'] else ''}{r['summary']}  [{r['reference']}]")
+        return
+    if not archs:
+        fail("give at least one ARCH (NB201 string or index), or --list")
+    set_torch_threads(threads)
+    selected = _parse_names(names, list_proxies())
+    space = get_search_space("nb201")
+    try:
+        indices = [space.index_of(int(a) if a.isdigit() else a) for a in archs]
+        dev = resolve_device(device)
+        ds = get_dataset(dataset, data_root)
+        part = ds.split(split)
+        if batch_size < 2:
+            raise ValueError(f"--batch-size must be >= 2, got {batch_size}")
+        sub = part.subset(batch_size, seed=seed, stratified=False)
+    except (ArchitectureError, KeyError, ValueError, DataError, RuntimeError) as e:
+        fail(str(e))
+    x, y = sub.images(dev), sub.labels(dev)
+    info = ds.info
+    from tqdm import tqdm
+
+    rows = []
+    for index in tqdm(indices, desc="proxies", unit="cell", disable=fmt == "json" or len(indices) < 2, file=sys.stderr):
+        vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels, N=cells,
+                               mean=info.mean, std=info.std)
+        rows.append({"arch_str": space.arch_str(index), **vals})
+    if fmt == "json":
+        echo_json(rows)
+        return
+    w = csv.DictWriter(sys.stdout, fieldnames=["arch_str", *selected], lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
