@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._ops import correlate2d, gaussian_filter, pad_axis, quantize_floor
+from ._ops import correlate2d, correlate_separable, gaussian_filter, pad_axis, quantize_floor
 from .registry import Rng, register_corruption
 
 # make_cifar_c.py: spatter c = (loc, scale, sigma, threshold, intensity / mud sigma, mud?) per severity
@@ -90,9 +90,13 @@ def chamfer_distance(zero: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
 
 
 def _box3(p: torch.Tensor) -> torch.Tensor:
-    """``cv2.blur(p, (3, 3))``: 3x3 mean, reflect-101 borders; ``p`` ``(N, H, W)``."""
-    k = np.full((3, 3), 1.0 / 9.0)
-    return correlate2d(p.unsqueeze(1), k, "mirror").squeeze(1)
+    """``cv2.blur(p, (3, 3))`` of a float32 image: horizontal then vertical 3-tap sums in float32, times
+    ``float32(1/9)``, reflect-101 borders; ``p`` ``(N, H, W)``. Summing first (not weighting each tap by 1/9)
+    keeps a flat patch of 20s at exactly 20, which the later 8-bit truncation depends on."""
+    ones = np.ones(3)
+    s = correlate_separable(p.to(torch.float32).unsqueeze(1), None, ones, "mirror")
+    s = correlate_separable(s, ones, None, "mirror")
+    return (s * np.float32(1.0 / 9.0)).squeeze(1)
 
 
 def equalize_hist(p: torch.Tensor) -> torch.Tensor:
@@ -126,13 +130,15 @@ def spatter(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     liquid = gaussian_filter(liquid, sigma)
     liquid = torch.where(liquid < thresh, torch.zeros_like(liquid), liquid).squeeze(1)
     if not mud:
-        lvl = torch.floor((liquid * 255.0).clamp(0, 255))  # astype(np.uint8)
-        dist = chamfer_distance(~canny(lvl))
-        dist = torch.floor(_box3(dist.to(torch.float64)))  # blur, astype(np.uint8)
+        # (liquid * 255).astype(np.uint8): liquid can exceed 1 at severity 3; numpy's cast then wraps modulo 256
+        # on x86 (the generator's behaviour, reproduced here), which turns the brightest drop cores into edges.
+        lvl = torch.remainder(torch.floor(liquid * 255.0), 256.0)
+        dist = chamfer_distance(canny(lvl))  # distance to the nearest edge pixel
+        dist = torch.floor(_box3(dist)).double()  # blur, astype(np.uint8)
         dist = equalize_hist(dist)
         emboss = np.array([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]])
         dist = correlate2d(dist.unsqueeze(1).double(), emboss, "mirror").squeeze(1).round().clamp(0, 255)
-        dist = torch.round(_box3(dist))
+        dist = torch.round(_box3(dist).double())  # 8-bit blur rounds
         m = lvl * dist
         mx = m.amax((1, 2), keepdim=True)
         m = torch.where(mx > 0, m / mx.clamp(min=1e-12), torch.zeros_like(m)) * k
