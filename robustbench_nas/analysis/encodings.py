@@ -169,11 +169,13 @@ def arch_costs(
     """Parameter count and FLOPs of each cell's network, from per-op costs measured once on built networks.
 
     Returns:
-        DataFrame indexed by NB201 index with ``params`` (count), ``flops`` (NB201 convention, multiply-adds,
-        see :class:`robustbench_nas.models.counting.FlopCount`) and ``flops_plain``; all in units of 1 (not 1e6).
+        DataFrame indexed by NB201 index with ``params`` (count), ``flops`` (NB201 convention, see
+        :class:`robustbench_nas.models.counting.FlopCount`) and ``flops_plain``, both in **1e6 multiply-adds** as in
+        the store (``docs/storage.md``).
     """
     coef = _cost_coefficients(num_classes, C, N, image_size)
     idx, cells = _cells(archs)
     counts = np.array([[1.0] + [c.ops.count(op) for op in _REAL_OPS] for c in cells])
-    vals = np.rint(counts @ coef.T)
+    vals = np.rint(counts @ coef.T)  # exact integers (the costs are sums of integers)
+    vals[:, 1:] /= 1e6
     return pd.DataFrame(vals, index=pd.Index(idx, name="arch"), columns=["params", "flops", "flops_plain"])

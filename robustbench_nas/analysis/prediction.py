@@ -1,0 +1,268 @@
+"""Predicting robustness targets from zero-cost features: train-size curves, k-fold, permutation importance.
+
+Feature groups follow issue 8: (a) each single proxy / measure, (b) all proxies and measures, (c) the cell
+encodings (one-hot, op counts, paths, GRAF-style graph features, params/FLOPs), (d) everything. Models are
+scikit-learn regressors registered by name (``rf``, ``gbm``, ``et``, ``ridge``). Every split is seeded: the same
+seed gives the same cells, the same fits and the same scores.
+
+Scores on the held-out cells: R^2 and Spearman's rho (and Kendall's tau-b) between predicted and true target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import RegressorMixin
+from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import RidgeCV
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from .stats import kendall, spearman
+
+_MODELS: dict[str, Callable[[int], RegressorMixin]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[[int], RegressorMixin]], Callable[[int], RegressorMixin]]:
+    """Register ``factory(seed) -> regressor`` under ``name``."""
+
+    def deco(f: Callable[[int], RegressorMixin]) -> Callable[[int], RegressorMixin]:
+        _MODELS[name] = f
+        return f
+
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def make_model(name: str, seed: int) -> RegressorMixin:
+    """A fresh regressor ``name`` seeded with ``seed``."""
+    if name not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {list_models()}")
+    return _MODELS[name](seed)
+
+
+@register_model("rf")
+def _rf(seed: int) -> RegressorMixin:
+    # 300 trees: the held-out Spearman is stable to ~0.005 beyond that; one job (CPU is shared)
+    return RandomForestRegressor(n_estimators=300, max_features=1.0, random_state=seed, n_jobs=1)
+
+
+@register_model("et")
+def _et(seed: int) -> RegressorMixin:
+    return ExtraTreesRegressor(n_estimators=300, random_state=seed, n_jobs=1)
+
+
+@register_model("gbm")
+def _gbm(seed: int) -> RegressorMixin:
+    return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=seed)
+
+
+@register_model("ridge")
+def _ridge(seed: int) -> RegressorMixin:
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+
+
+@dataclass
+class PredictionConfig:
+    """Settings of :func:`train_size_curve`.
+
+    Attributes:
+        models: registered model names.
+        train_sizes: numbers of training cells; every other cell with a finite target is held out.
+        repeats: random splits per train size (seeds ``seed, seed+1, ...``).
+        seed: base seed of splits and models.
+        max_test: score on at most this many held-out cells (a seeded subset; ``None``: all).
+    """
+
+    models: tuple[str, ...] = ("rf", "gbm")
+    train_sizes: tuple[int, ...] = (100, 1000)
+    repeats: int = 3
+    seed: int = 0
+    max_test: int | None = None
+
+
+def feature_groups(
+    features: pd.DataFrame, *, singles: bool = True, encoding_prefixes: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """The feature groups (a)-(d) of issue 8 present in ``features``.
+
+    Proxy / measure columns are those named ``proxy:*`` / ``measure:*`` (and ``params``, ``flops``, two of the 13
+    standard proxies); every other column is an encoding.
+
+    Returns:
+        ``{"single:<feature>": [feature], ..., "proxies": [...], "encodings": [...], "all": [...]}`` (groups that
+        would be empty are left out).
+    """
+    cols = list(features.columns)
+    prox = [c for c in cols if c.startswith(("proxy:", "measure:")) or c in ("params", "flops")]
+    enc = [c for c in cols if c not in prox]
+    if encoding_prefixes is not None:
+        enc = [c for c in enc if c.startswith(tuple(encoding_prefixes))]
+    groups: dict[str, list[str]] = {}
+    if singles:
+        for c in prox:
+            groups[f"single:{c}"] = [c]
+    if prox:
+        groups["proxies"] = prox
+    if enc:
+        groups["encodings"] = enc + [c for c in ("params", "flops") if c in prox]
+    if prox and enc:
+        groups["all"] = prox + enc
+    return groups
+
+
+def random_splits(n: int, train_size: int, repeats: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(repeat, train_idx, test_idx)`` of seeded random splits of ``range(n)``."""
+    if not 0 < train_size < n:
+        raise ValueError(f"train size {train_size} must be between 1 and {n - 1} (cells with a finite target)")
+    for r in range(repeats):
+        perm = np.random.default_rng(seed + r).permutation(n)
+        yield r, np.sort(perm[:train_size]), np.sort(perm[train_size:])
+
+
+def kfold_splits(n: int, k: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """``(fold, train_idx, test_idx)`` of a seeded k-fold partition of ``range(n)``."""
+    if not 2 <= k <= n:
+        raise ValueError(f"k must be in 2..{n}, got {k}")
+    perm = np.random.default_rng(seed).permutation(n)
+    folds = np.array_split(perm, k)
+    for f in range(k):
+        test = np.sort(folds[f])
+        train = np.sort(np.concatenate([folds[g] for g in range(k) if g != f]))
+        yield f, train, test
+
+
+def _score(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    return {
+        "r2": float(r2_score(y_true, y_pred)),
+        "spearman": spearman(y_pred, y_true),
+        "kendall": kendall(y_pred, y_true),
+    }
+
+
+def _xy(features: pd.DataFrame, target: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
+    common = features.index.intersection(target.index)
+    y = target.loc[common].to_numpy(np.float64)
+    ok = np.isfinite(y)
+    X = features.loc[common[ok]]
+    return X, y[ok]
+
+
+def train_size_curve(
+    features: pd.DataFrame,
+    target: pd.Series,
+    groups: dict[str, list[str]],
+    config: PredictionConfig | None = None,
+    *,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Held-out scores of every (group, model, train size, repeat).
+
+    Arguments:
+        features: ``(cells, F)`` indexed by ``arch``; NaN features are filled with the training median.
+        target: one value per cell (``arch`` index); cells with NaN are dropped.
+        groups: name -> feature columns (see :func:`feature_groups`).
+        config: models, sizes, repeats, seed.
+
+    Returns:
+        Long table with ``group``, ``model``, ``train_size``, ``repeat``, ``n_test``, ``r2``, ``spearman``,
+        ``kendall``, ``target``.
+
+    Example:
+        >>> curve = train_size_curve(F, T["pgd@Linf@1/255"], {"graf": graf_cols})  # doctest: +SKIP
+        >>> curve.groupby(["group", "model", "train_size"]).spearman.mean()  # doctest: +SKIP
+    """
+    cfg = config or PredictionConfig()
+    X, y = _xy(features, target)
+    rows = []
+    jobs = [(g, m, s) for g in groups for m in cfg.models for s in cfg.train_sizes]
+    for gname, mname, size in tqdm(jobs, desc=f"predict {target.name}", disable=not progress):
+        Xg = X[groups[gname]].to_numpy(np.float64)
+        for r, tr, te in random_splits(len(y), size, cfg.repeats, cfg.seed):
+            if cfg.max_test is not None and te.size > cfg.max_test:
+                te = np.sort(np.random.default_rng(cfg.seed + 10_000 + r).choice(te, cfg.max_test, replace=False))
+            Xtr, Xte = _impute(Xg[tr], Xg[te])
+            model = make_model(mname, cfg.seed + r).fit(Xtr, y[tr])
+            s = _score(y[te], model.predict(Xte))
+            rows.append({"target": target.name, "group": gname, "model": mname, "train_size": size, "repeat": r,
+                         "n_test": int(te.size), **s})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def kfold_scores(
+    features: pd.DataFrame, target: pd.Series, groups: dict[str, list[str]], *, models: Sequence[str] = ("rf",),
+    k: int = 5, seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """k-fold cross-validated held-out scores of every (group, model, fold); columns as :func:`train_size_curve`."""
+    X, y = _xy(features, target)
+    rows = []
+    for gname, cols in groups.items():
+        Xg = X[cols].to_numpy(np.float64)
+        for mname in models:
+            for f, tr, te in kfold_splits(len(y), k, seed):
+                Xtr, Xte = _impute(Xg[tr], Xg[te])
+                model = make_model(mname, seed + f).fit(Xtr, y[tr])
+                rows.append({"target": target.name, "group": gname, "model": mname, "train_size": int(tr.size),
+                             "repeat": f, "n_test": int(te.size), **_score(y[te], model.predict(Xte))})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _impute(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill NaN with the training column median (0 when the column is all NaN): a proxy can fail on a cell."""
+    if not (np.isnan(Xtr).any() or np.isnan(Xte).any()):
+        return Xtr, Xte
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(np.where(np.isnan(Xtr).all(axis=0), 0.0, Xtr), axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    return np.where(np.isnan(Xtr), med, Xtr), np.where(np.isnan(Xte), med, Xte)
+
+
+def summarize_curve(curve: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over repeats of every (target, group, model, train size)."""
+    g = curve.groupby(["target", "group", "model", "train_size"], sort=False)
+    out = g[["r2", "spearman", "kendall"]].agg(["mean", "std"])
+    out.columns = [f"{a}_{b}" for a, b in out.columns]
+    out["repeats"] = g.size()
+    return out.reset_index()
+
+
+@dataclass
+class ImportanceResult:
+    """Permutation importance of the features of one fitted model on held-out cells."""
+
+    table: pd.DataFrame
+    score: dict[str, float] = field(default_factory=dict)
+
+
+def feature_importance(
+    features: pd.DataFrame, target: pd.Series, columns: Sequence[str], *, model: str = "rf",
+    train_size: int = 1000, n_repeats: int = 5, seed: int = 0, max_test: int | None = 2000,
+) -> ImportanceResult:  # fmt: skip
+    """Permutation importance (drop in held-out R^2 when a feature is shuffled) of ``columns`` for ``target``.
+
+    Returns:
+        :class:`ImportanceResult` with a table (``feature``, ``importance_mean``, ``importance_std``, sorted
+        descending) and the held-out scores of the fitted model.
+    """
+    X, y = _xy(features, target)
+    Xg = X[list(columns)].to_numpy(np.float64)
+    _, tr, te = next(random_splits(len(y), min(train_size, len(y) - 1), 1, seed))
+    if max_test is not None and te.size > max_test:
+        te = np.sort(np.random.default_rng(seed + 10_000).choice(te, max_test, replace=False))
+    Xtr, Xte = _impute(Xg[tr], Xg[te])
+    m = make_model(model, seed).fit(Xtr, y[tr])
+    pi = permutation_importance(m, Xte, y[te], n_repeats=n_repeats, random_state=seed, scoring="r2", n_jobs=1)
+    table = pd.DataFrame(
+        {"feature": list(columns), "importance_mean": pi.importances_mean, "importance_std": pi.importances_std}
+    ).sort_values("importance_mean", ascending=False, ignore_index=True)
+    table.insert(0, "target", target.name)
+    return ImportanceResult(table=table, score=_score(y[te], m.predict(Xte)))
