@@ -1,0 +1,130 @@
+"""Per-cell cost of every zero-cost proxy and robustness measure (full-size NB201 cells), plus two speed checks.
+
+Records:
+
+* ``proxies_<name>_<device>``: seconds per cell of one proxy at initialisation (C=16, N=5, batch of 64 real
+  CIFAR-10 test images; random images when the shared data is absent). No baseline (a pure cost figure).
+* ``measures_<name>_<device>``: seconds per cell of one measure on 32 images (eval mode).
+* ``measures_jacobian_exact_vs_jacrev_<device>``: our batched exact Jacobian norm (one backward per class for the
+  whole batch) vs the per-image ``torch.func.jacrev`` a user would write; agreement to 1e-4 relative.
+* ``measures_hessian_batched_vs_loop_<device>``: our batched power iteration (one HVP per iteration for all images)
+  vs the same power iteration run image by image; agreement of the eigenvalues to 1e-2 relative (tol 1e-4).
+
+On CPU the figures are process CPU seconds on one torch thread (``clock="process_cpu"``): on a shared machine
+wall time mostly measures the other jobs. On GPU they are wall seconds (CUDA synchronised).
+``python -m benchmarks.bench_proxies [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.common import Timer, make_result, save_result, shared_cifar10, torch_threads
+
+log = logging.getLogger(__name__)
+
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def _batch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    data = shared_cifar10(n, stratified=False)
+    if data is None:
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(n, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (n,), generator=g).to(device), "random"
+    x, y = data
+    return x.to(device), y.to(device), "cifar10_test"
+
+
+def _seconds(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
+    """(reported seconds, wall seconds, value): process CPU time on CPU, wall time on GPU."""
+    with Timer() as t:
+        value = fn()
+    return (t.cpu_seconds if device.type == "cpu" else t.seconds), t.seconds, value
+
+
+def _per_image_jacrev(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = []
+    for i in range(x.shape[0]):
+        J = torch.func.jacrev(lambda xi: model(xi.unsqueeze(0))[0])(x[i])
+        out.append(J.pow(2).sum())
+    return torch.stack(out)
+
+
+def _per_image_power(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
+    from robustbench_nas.measures import hessian_max_eig
+
+    return torch.cat([hessian_max_eig(model, x[i : i + 1], y[i : i + 1], max_iter=iters, tol=tol, seed=i).eig
+                      for i in range(x.shape[0])])
+
+
+def run_device(device: torch.device, quick: bool) -> list[dict[str, Any]]:
+    from robustbench_nas.measures import MeasureConfig, compute_measures, hessian_max_eig, jacobian_norms, list_measures
+    from robustbench_nas.proxies import compute_proxies, init_model, list_proxies
+
+    C, N = (8, 1) if quick else (16, 5)
+    n_proxy = 16 if quick else 64
+    n_meas = 8 if quick else 32
+    clock = "process_cpu" if device.type == "cpu" else "wall"
+    x, y, source = _batch(max(n_proxy, n_meas), device)
+    common = dict(device=str(device), C=C, N=N, arch=ARCH, data=source, clock=clock)
+    records = []
+    for name in list_proxies():
+        s, wall, v = _seconds(lambda: compute_proxies(ARCH, x[:n_proxy], y[:n_proxy], [name], seed=0, C=C, N=N), device)
+        records.append(make_result(f"proxies_{name}_{device.type}", s, None, None, unit="s/cell", wall_s=wall,
+                                   n_images=n_proxy, value=v[name], **common))
+        log.info("proxy %-12s %.3f s/cell", name, s)
+    model = init_model(ARCH, 0, C=C, N=N).to(device).eval()
+    cfg = MeasureConfig()
+    for name in list_measures():
+        s, wall, v = _seconds(lambda: compute_measures(model, x[:n_meas], y[:n_meas], [name], seed=0, config=cfg), device)
+        records.append(make_result(f"measures_{name}_{device.type}", s, None, None, unit="s/cell", wall_s=wall,
+                                   n_images=n_meas, value=v[name], config=cfg.__dict__, **common))
+        log.info("measure %-18s %.3f s/cell", name, s)
+    # exact Jacobian: batched class-by-class backward vs per-image jacrev
+    n_j = 4 if quick else 16
+    s_ours, w_ours, ours = _seconds(lambda: jacobian_norms(model, x[:n_j]).sq, device)
+    s_base, w_base, base = _seconds(lambda: _per_image_jacrev(model, x[:n_j]), device)
+    agree = bool(torch.allclose(ours, base.to(ours.dtype), rtol=1e-4, atol=0))
+    records.append(make_result(f"measures_jacobian_exact_vs_jacrev_{device.type}", s_ours, s_base, agree,
+                               baseline="torch.func.jacrev per image", tolerance="rtol 1e-4", n_images=n_j,
+                               wall_ours_s=w_ours, wall_baseline_s=w_base, **common))
+    # Hessian eigenvalue: batched power iteration vs the same iteration one image at a time
+    n_h = 2 if quick else 8
+    iters, tol = 100, 1e-4
+    s_ours, w_ours, ours = _seconds(lambda: hessian_max_eig(model, x[:n_h], y[:n_h], max_iter=iters, tol=tol).eig, device)
+    s_base, w_base, base = _seconds(lambda: _per_image_power(model, x[:n_h], y[:n_h], iters, tol), device)
+    agree = bool(torch.allclose(ours, base, rtol=1e-2, atol=0))
+    records.append(make_result(f"measures_hessian_batched_vs_loop_{device.type}", s_ours, s_base, agree,
+                               baseline="same power iteration, one image at a time", tolerance="rtol 1e-2 (tol 1e-4)",
+                               n_images=n_h, max_iter=iters, wall_ours_s=w_ours, wall_baseline_s=w_base, **common))
+    return records
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """CPU records on one torch thread; the same on GPU when CUDA is available."""
+    records = []
+    with torch_threads(1):
+        records += run_device(torch.device("cpu"), quick)
+    if torch.cuda.is_available():
+        records += run_device(torch.device("cuda"), quick)
+    for r in records:
+        save_result(r)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from benchmarks.__main__ import format_table
+
+    print(format_table(run(quick=args.quick)))
+
+
+if __name__ == "__main__":
+    main()
