@@ -1,0 +1,241 @@
+"""The pipeline: protocols, sharding, a real Dask run checked against direct computation, failures, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines import (
+    ProtocolConfig,
+    get_protocol,
+    list_stages,
+    parse_archs,
+    parse_shard,
+    plan_units,
+    run_pipeline,
+    shard_cells,
+)
+from pipelines import stages as stages_mod
+from robustbench_nas.storage import FAILED, StoreError, open_dataset, open_store
+
+# Three cells, one seed, one training epoch on 256 digits, small grids: the whole protocol runs in seconds.
+MICRO = dict(
+    archs=["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+           "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|", 6],
+    profile_overrides={"epochs": 2, "max_train_images": 256},
+    attacks={"fgsm@Linf": (2 / 255, 8 / 255)},
+    attack_params={},
+    corruptions=("brightness",),
+    severities=(1, 5),
+    proxies=("params", "snip"),
+    proxy_images=16,
+    measures=("jacobian_fro",),
+    measure_images=8,
+    eval_images=None,
+    attack_images=48,
+    corruption_images=48,
+    batch_size=64,
+    retries=1,
+)
+
+
+def micro(**kw) -> ProtocolConfig:
+    return get_protocol("tiny", **{**MICRO, **kw})
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    # in-process workers: the tests can patch stage functions; real processes are covered by the slow tests
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, client):
+    path = tmp_path_factory.mktemp("run") / "micro.zarr"
+    report = run_pipeline(path, micro(), client=client, progress=False)
+    return path, report
+
+
+# ---- protocols --------------------------------------------------------------------------------------------------
+def test_protocol_fingerprint_and_roundtrip() -> None:
+    p = get_protocol("tiny")
+    q = ProtocolConfig.from_dict(p.to_dict())
+    assert q == p and q.fingerprint() == p.fingerprint()
+    assert p.replace(data_root="/elsewhere").fingerprint() == p.fingerprint()  # where, not what
+    r = p.replace(seeds=(0, 1))
+    assert r.fingerprint() != p.fingerprint() and set(p.diff(r)) == {"seeds"}
+    with pytest.raises(ValueError, match="unknown protocol fields"):
+        p.replace(epochs=3)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
+        p.replace(attacks={"fgsm@Linf": (8,)})
+
+
+def test_jung2023_protocol_is_the_published_grid() -> None:
+    p = get_protocol("jung2023")
+    assert p.archs == "all" and p.dataset == "cifar10" and len(p.corruptions) == 15
+    eps255 = {k: [round(e * 255, 3) for e in v] for k, v in p.attacks.items()}
+    assert eps255["fgsm@Linf"] == [0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255]
+    for k in ("pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf"):
+        assert eps255[k] == [0.1, 0.5, 1, 2, 3, 4, 8]
+    assert len(p.resolve_archs()) == 6466
+
+
+def test_archs_resolve_to_unique_uids() -> None:
+    from robustbench_nas.search_spaces import get_search_space
+
+    space = get_search_space("nb201")
+    dup = next(i for i in range(200) if space.uid(i) != i)  # a cell isomorphic to a smaller index
+    cells = micro(archs=[space.uid(dup), dup, 6]).resolve_archs()
+    assert [c[0] for c in cells] == sorted({space.uid(dup), 6})
+    assert parse_archs("3,1,2") == [3, 1, 2] and parse_archs("all") == "all" and parse_archs("5") == 5
+    with pytest.raises(ValueError, match="--archs"):
+        parse_archs("1,x")
+
+
+def test_shards_partition_the_cells() -> None:
+    cells = list(range(0, 100, 3))
+    parts = [shard_cells(cells[::-1], (i, 4)) for i in range(4)]
+    assert sorted(c for p in parts for c in p) == cells  # disjoint, complete, independent of input order
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert parse_shard("1/4") == (1, 4)
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard("4/4")
+
+
+# ---- a real run, checked against direct computation ----------------------------------------------------------------
+def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None:
+    import torch
+
+    from robustbench_nas.data import get_dataset
+    from robustbench_nas.evaluation import evaluate_clean
+    from robustbench_nas.models import count_params
+    from robustbench_nas.training import load_checkpoint, train_model
+
+    path, report = finished
+    assert report.ok, report.failures
+    store = open_store(path)
+    assert report.submitted == 3 * len(list_stages())
+    assert all(v["pending"] == 0 and v["failed"] == 0 for v in store.progress().values())
+    ds = open_dataset(path, done_only=True).load()
+    data = get_dataset("digits")
+    test = data.split("test")
+    p = micro()
+    uid = int(ds.arch.values[0])
+    # training: same seed, same curve, bit for bit (CPU)
+    direct = train_model(str(ds.arch_str.values[0]), data, p.profile(), seed=0, device="cpu", progress=False)
+    np.testing.assert_array_equal(ds.history_train_loss.sel(arch=uid, seed=0).values,
+                                  [r["train_loss"] for r in direct.history])
+    # the kept checkpoint is that network; clean stats recomputed from it on the whole test split
+    model, _ = load_checkpoint(path.parent / str(ds.checkpoint.sel(arch=uid, seed=0).values), "cpu")
+    for a, b in zip(model.state_dict().values(), direct.model.state_dict().values()):
+        assert torch.equal(a, b)
+    stats = evaluate_clean(model, test.images(), test.labels())
+    assert float(ds.clean_accuracy.sel(arch=uid, seed=0)) == stats.accuracy
+    np.testing.assert_array_equal(ds.clean_confusion.sel(arch=uid, seed=0).values, stats.confusion)
+    assert int(ds.params.sel(arch=uid)) == count_params(model)
+    # invariants of the grids
+    cm = ds.adv_confusion.sel(seed=0).values
+    assert (cm.sum(axis=(-1, -2)) == 48).all()  # attack_images per (attack, eps)
+    acc = ds.adv_accuracy.sel(seed=0).values
+    np.testing.assert_allclose(acc, np.trace(cm, axis1=-2, axis2=-1) / 48)
+    assert (ds.corruption_confusion.sel(seed=0).values.sum(axis=(-1, -2)) == 48).all()
+    assert np.isfinite(ds.proxy_value.values).all() and np.isfinite(ds.measure_value.values).all()
+    # the `params` proxy counts in millions (NASLib's unit)
+    np.testing.assert_allclose(ds.proxy_value.sel(proxy="params").values[:, 0] * 1e6, ds.params.values)
+
+
+def test_rerun_resumes_and_does_nothing_when_done(finished, client) -> None:
+    path, _ = finished
+    again = run_pipeline(path, micro(), client=client, progress=False)
+    assert again.submitted == 0 and again.ok
+    # continuing with the store's own protocol works too (e.g. to add a stage later)
+    assert run_pipeline(path, None, client=client, progress=False).submitted == 0
+
+
+def test_store_of_another_protocol_is_refused_untouched(finished, client) -> None:
+    path, _ = finished
+    before = {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+    with pytest.raises(StoreError, match=r"another protocol.*seeds"):
+        run_pipeline(path, micro(seeds=(1,)), client=client, progress=False)
+    assert before == {p: p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+
+
+def test_force_stage_recomputes_identically(finished, client) -> None:
+    path, _ = finished
+    old = open_dataset(path).load()
+    rep = run_pipeline(path, micro(), client=client, stages=["clean"], force_stages=["clean"], progress=False)
+    assert rep.submitted == 3 and rep.ok
+    new = open_dataset(path).load()
+    np.testing.assert_array_equal(new.clean_accuracy.values, old.clean_accuracy.values)
+    assert (new.attempts.sel(stage="clean").values == 2).all()
+    assert (new.attempts.sel(stage="train").values == 1).all()  # the network was not retrained
+
+
+def test_failing_stage_is_recorded_retried_and_isolated(tmp_path: Path, client, monkeypatch) -> None:
+    p = micro(stages=("info", "train", "clean", "adversarial"), archs=MICRO["archs"][:2])
+    cells = [c[0] for c in p.resolve_archs()]
+    bad = cells[0]
+    real_train = stages_mod.get_stage("train")
+    calls = []
+
+    def flaky(ctx):
+        calls.append(ctx.uid)
+        if ctx.uid == bad:
+            raise RuntimeError(f"injected failure for cell {ctx.uid}")
+        return real_train.fn(ctx)
+
+    monkeypatch.setitem(stages_mod._STAGES, "train", stages_mod.StageDef("train", flaky, (), True, True))
+    rep = run_pipeline(tmp_path / "f.zarr", p, client=client, progress=False)
+    store = open_store(tmp_path / "f.zarr")
+    assert calls.count(bad) == p.retries + 1  # bounded retries
+    fails = {(f["arch"], f["stage"]): f for f in rep.failures}
+    assert set(fails) == {(bad, "train"), (bad, "clean"), (bad, "adversarial")}
+    assert "injected failure for cell" in fails[(bad, "train")]["error"]
+    assert fails[(bad, "train")]["attempts"] == p.retries + 1
+    assert "needs train" in fails[(bad, "clean")]["error"]
+    assert store.is_done(cells[1], 0, "adversarial")  # the other cell went on
+    assert store.is_done(bad, 0, "info")
+    # fixed: the same command finishes the failed cell only
+    monkeypatch.setitem(stages_mod._STAGES, "train", real_train)
+    rep2 = run_pipeline(tmp_path / "f.zarr", p, client=client, progress=False)
+    assert rep2.submitted == 3 and rep2.ok
+    assert open_store(tmp_path / "f.zarr").status().min() == 1
+
+
+def test_shards_fill_one_store(tmp_path: Path, client) -> None:
+    p = micro(stages=("info",))
+    for i in range(2):
+        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, shard=(i, 2), progress=False)
+        assert rep.cells in (1, 2)
+    store = open_store(tmp_path / "s.zarr")
+    assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
+    assert plan_units(store, p, ["info"], None) == []
+
+
+def test_bad_stage_names_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not in this store's protocol"):
+        run_pipeline(tmp_path / "x.zarr", micro(stages=("info",)), stages=["train"], progress=False)
+    with pytest.raises(StoreError, match="pass a protocol"):
+        run_pipeline(tmp_path / "missing.zarr", None, progress=False)
+    assert not (tmp_path / "missing.zarr").exists()
+
+
+def test_status_and_failures_are_read_back(finished) -> None:
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    path, _ = finished
+    res = CliRunner().invoke(cli, ["status", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "protocol tiny" in res.output and "clean_accuracy" in res.output
+    lines = {ln.split()[0]: ln.split()[1:4] for ln in res.output.splitlines() if ln.split() and ln.split()[0] in
+             list_stages()}
+    assert lines["adversarial"] == ["3", "0", "0"]
+    assert FAILED == 2
