@@ -1,0 +1,141 @@
+"""The Jung 2023 importer: value-by-value round trip of the shared CIFAR-10 release, partial downloads, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustbench_nas.analysis.importer import import_jung2023
+from robustbench_nas.analysis.jung2023 import ReleaseFormatError, read_release
+from robustbench_nas.search_spaces import get_search_space
+from robustbench_nas.storage import DONE, StoreError, open_dataset, open_store
+
+
+@pytest.fixture(scope="module")
+def imported(jung2023_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("jung") / "jung2023_cifar10.zarr"
+    import_jung2023(jung2023_root, out)
+    return out
+
+
+def test_round_trip_every_uid_key_eps(imported: Path, jung2023_root: Path):
+    meta = json.loads((jung2023_root / "meta.json").read_text())
+    ds = open_dataset(imported, done_only=True).load()
+    uids = sorted({int(v["isomorph"]) for v in meta["ids"].values()})
+    assert ds["arch"].values.tolist() == uids and len(uids) == 6466
+    pos = {u: i for i, u in enumerate(uids)}
+    store_eps255 = np.asarray(ds["eps"].values) * 255
+    checked = 0
+    for f in sorted((jung2023_root / "cifar10").glob("*_accuracy.json")):
+        key = f.name[: -len("_accuracy.json")]
+        vals = json.loads(f.read_text())["cifar10"][key]["accuracy"]
+        assert len(vals) == 6466, f
+        if key == "clean":
+            got = ds["clean_accuracy"].sel(seed=0).values
+            want = np.full(len(uids), np.nan)
+            for u, v in vals.items():
+                want[pos[int(u)]] = v
+        elif key in meta["epsilons"]:
+            cols = [int(np.argmin(np.abs(store_eps255 - e))) for e in meta["epsilons"][key]]
+            assert np.allclose(store_eps255[cols], meta["epsilons"][key])  # eps stored as /255 -> [0, 1]
+            got = ds["adv_accuracy"].sel(seed=0, attack=key).values[:, cols]
+            want = np.full(got.shape, np.nan)
+            for u, v in vals.items():
+                want[pos[int(u)]] = v
+            # off-grid eps of this attack stay NaN (nothing invented)
+            off = [j for j in range(len(store_eps255)) if j not in cols]
+            assert np.isnan(ds["adv_accuracy"].sel(seed=0, attack=key).values[:, off]).all()
+        else:
+            got = ds["corruption_accuracy"].sel(seed=0, corruption=key).values
+            want = np.full(got.shape, np.nan)
+            for u, v in vals.items():
+                want[pos[int(u)]] = v
+        np.testing.assert_array_equal(got, want, err_msg=key)
+        checked += want.size
+    assert checked == 6466 * (1 + 11 + 3 * 7 + 15 * 5)
+    cm = json.loads((jung2023_root / "cifar10" / "clean_cm.json").read_text())["cifar10"]["clean"]["cm"]
+    got_cm = ds["clean_confusion"].sel(seed=0).values
+    for u in uids[:: 97]:
+        np.testing.assert_array_equal(got_cm[pos[u]], np.asarray(cm[str(u)]))
+    assert (ds["status"].values == DONE).all()
+
+
+def test_isomorphic_cells_link_to_uid(imported: Path, jung2023_root: Path):
+    meta = json.loads((jung2023_root / "meta.json").read_text())
+    space = get_search_space("nb201")
+    ds = open_dataset(imported)
+    table = space.uid_table()
+    for k, v in meta["ids"].items():
+        assert table[int(k)] == int(v["isomorph"])
+        assert space.arch_str(int(k)) == v["nb201-string"]
+    # a non-representative index finds its published results through its uid
+    idx = next(int(k) for k, v in meta["ids"].items() if int(k) != int(v["isomorph"]))
+    assert space.uid(idx) in set(ds["arch"].values.tolist())
+    assert ds.attrs["import_report"]["mismatches"] == []
+
+
+def _partial_root(src: Path, dst: Path, keep: dict[str, int | None]) -> Path:
+    """A copy of the release with only the files in ``keep`` (value: keep the first n uids, None: all)."""
+    (dst / "cifar10").mkdir(parents=True)
+    shutil.copy(src / "meta.json", dst / "meta.json")
+    for key, n in keep.items():
+        doc = json.loads((src / "cifar10" / f"{key}_accuracy.json").read_text())
+        if n is not None:
+            vals = doc["cifar10"][key]["accuracy"]
+            doc["cifar10"][key]["accuracy"] = dict(list(vals.items())[:n])
+        (dst / "cifar10" / f"{key}_accuracy.json").write_text(json.dumps(doc))
+    return dst
+
+
+def test_partial_download_warns_and_leaves_nan(jung2023_root: Path, tmp_path: Path, caplog):
+    root = _partial_root(jung2023_root, tmp_path / "rel", {"clean": None, "pgd@Linf": 100})
+    with caplog.at_level(logging.WARNING):
+        rep = import_jung2023(root, tmp_path / "s.zarr", measures=("accuracy",))
+    assert "cifar10/fgsm@Linf_accuracy.json" in rep.files_missing
+    assert rep.missing_uids == {"cifar10/pgd@Linf_accuracy.json": 6466 - 100}
+    assert any("missing" in r.message or "lacks" in r.message for r in caplog.records)
+    ds = open_dataset(tmp_path / "s.zarr", done_only=True)
+    pgd = ds["adv_accuracy"].sel(seed=0, attack="pgd@Linf").values
+    assert np.isfinite(pgd).any(axis=1).sum() == 100
+    assert np.isnan(ds["adv_accuracy"].sel(seed=0, attack="fgsm@Linf").values).all()
+    assert np.isfinite(ds["clean_accuracy"].values).all()
+    store = open_store(tmp_path / "s.zarr")
+    assert store.progress()["adversarial"]["done"] == 100
+    assert ds.attrs["import_report"]["missing_uids"] == {"cifar10/pgd@Linf_accuracy.json": 6366}
+
+
+def test_bad_input_writes_nothing(jung2023_root: Path, tmp_path: Path):
+    root = _partial_root(jung2023_root, tmp_path / "rel", {"clean": None})
+    doc = json.loads((root / "cifar10" / "clean_accuracy.json").read_text())
+    doc["cifar10"]["clean"]["accuracy"]["0"] = [0.1, 0.2]  # two values for a scalar
+    (root / "cifar10" / "clean_accuracy.json").write_text(json.dumps(doc))
+    with pytest.raises(ReleaseFormatError, match="uid 0 has 2 values"):
+        import_jung2023(root, tmp_path / "bad.zarr")
+    assert not (tmp_path / "bad.zarr").exists()
+    assert not list(tmp_path.glob(".bad.zarr.partial*"))
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        read_release(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown release dataset"):
+        read_release(root, "mnist")
+
+
+def test_existing_store_is_never_overwritten(imported: Path, jung2023_root: Path):
+    before = sorted(p.relative_to(imported).as_posix() for p in imported.rglob("*"))
+    with pytest.raises(StoreError, match="already exists"):
+        import_jung2023(jung2023_root, imported)
+    assert sorted(p.relative_to(imported).as_posix() for p in imported.rglob("*")) == before
+
+
+def test_meta_mismatch_is_refused(jung2023_root: Path, tmp_path: Path):
+    root = _partial_root(jung2023_root, tmp_path / "rel", {"clean": None})
+    meta = json.loads((root / "meta.json").read_text())
+    meta["ids"]["5"]["isomorph"] = "0"  # link a cell to the wrong class
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="disagrees with the NB201 search space"):
+        import_jung2023(root, tmp_path / "m.zarr")
+    assert not (tmp_path / "m.zarr").exists()
