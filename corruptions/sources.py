@@ -120,7 +120,7 @@ class CifarCFiles:
         n = self.num_images()
         stop = n if stop is None else min(stop, n)
         base = (sev - 1) * self.per_severity
-        x = torch.from_numpy(np.ascontiguousarray(arr[base + start : base + stop])).permute(0, 3, 1, 2).contiguous()
+        x = torch.from_numpy(np.array(arr[base + start : base + stop])).permute(0, 3, 1, 2).contiguous()
         return x, torch.from_numpy(self._labels[start:stop].copy())
 
     def batches(self, name: str, severity: int, batch_size: int) -> Iterator[Batch]:
