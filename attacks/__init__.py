@@ -6,7 +6,8 @@ Public API (docs/architecture.md):
   (``fgsm@Linf``, ``pgd@Linf``, ``aa_apgd-ce@Linf``, ``aa_square@Linf``) plus ``aa_apgd-dlr``, ``aa_apgd-t``, the
   L2 variants and ``autoattack@Linf`` (alias ``autoattack``).
 - :func:`get_protocol`: named epsilon grids in [0, 1] pixel units (``jung2023``, ``tiny``, ``robbench2024``).
-- :func:`evaluate`: one attack over a grid -> one :class:`AttackResult` per epsilon.
+- :func:`evaluate`: one attack over a grid -> one :class:`AttackResult` per epsilon;
+  :func:`evaluate_protocol`: every attack of a named protocol with its parameters.
 - :func:`attacks.training.adversarial_batch`: PGD examples for adversarial training.
 
 Example:
@@ -22,7 +23,7 @@ from . import autoattack as _autoattack  # noqa: F401  (registers autoattack)
 from . import gradient as _gradient  # noqa: F401  (registers FGSM and PGD)
 from . import square as _square  # noqa: F401  (registers Square)
 from . import training
-from .evaluate import MODES, AttackResult, evaluate
+from .evaluate import MODES, AttackResult, evaluate, evaluate_protocol
 from .params import APGDParams, AttackParams, AutoAttackParams, FGSMParams, PGDParams, SquareParams
 from .protocols import get_protocol, list_protocols, parse_eps, protocol_params
 from .registry import AttackSpec, get_attack, list_aliases, list_attacks, register_attack
@@ -38,6 +39,7 @@ __all__ = [
     "PGDParams",
     "SquareParams",
     "evaluate",
+    "evaluate_protocol",
     "get_attack",
     "get_protocol",
     "list_aliases",

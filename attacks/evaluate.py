@@ -183,7 +183,7 @@ def evaluate(
         prm = p.resolved(e)
         prm["norm"] = spec.norm
         results.append(AttackResult(spec.name, e, st, prm, mode, seed, elapsed))
-        log.info("%s eps=%.4g/255 (%s): accuracy %.4f", spec.name, e * 255, mode, st.accuracy)
+        log.debug("%s eps=%.4g/255 (%s): accuracy %.4f", spec.name, e * 255, mode, st.accuracy)
     return results
 
 
@@ -250,4 +250,40 @@ def _run_early_exit(
     bar.close()
 
 
-__all__ = ["MODES", "AttackResult", "Mode", "evaluate"]
+def evaluate_protocol(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    protocol: str,
+    *,
+    params: dict[str, dict[str, Any]] | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    mode: Mode = "independent",
+    progress: bool = False,
+) -> list[AttackResult]:
+    """Every attack of a named protocol (:func:`attacks.get_protocol`) at its grid, with the protocol's parameters.
+
+    Arguments:
+        params: per-attack overrides on top of the protocol's (``{"pgd@Linf": {"steps": 10}}``).
+        (the others as in :func:`evaluate`)
+
+    Returns:
+        The results of all attacks, attack by attack in the protocol's order, epsilons ascending.
+    """
+    from .protocols import get_protocol, protocol_params
+
+    grid = get_protocol(protocol)
+    base = protocol_params(protocol)
+    unknown = sorted(set(params or {}) - set(grid))
+    if unknown:
+        raise ValueError(f"params for attacks not in protocol {protocol!r}: {unknown}; it has {sorted(grid)}")
+    out: list[AttackResult] = []
+    for name, eps in grid.items():
+        prm = {**base.get(name, {}), **(params or {}).get(name, {})}
+        out += evaluate(model, x, y, name, eps, params=prm or None, batch_size=batch_size, seed=seed, mode=mode,
+                        progress=progress)
+    return out
+
+
+__all__ = ["MODES", "AttackResult", "Mode", "evaluate", "evaluate_protocol"]

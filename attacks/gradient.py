@@ -74,23 +74,28 @@ def pgd_loop(
     (a valid adversarial example of its ball): the loop then runs only on rows not yet broken.
     """
     x_adv = x_start.detach().clone()
-    active = torch.arange(x.shape[0], device=x.device)
+    active: torch.Tensor | None = None  # None: all rows (no gather/scatter copies while nobody has left)
+    xa, xo, ya, ea, aa = x_adv, x, y, eb, alpha
     for _ in range(steps):
-        xa, xo, ya, ea, aa = x_adv[active], x[active], y[active], eb[active], alpha[active]
         g, logits = input_grad(model, xa, ya)
         if early_stop:
             keep = logits.argmax(dim=1) == ya
             if not bool(keep.all()):
+                if active is None:
+                    active = torch.arange(x.shape[0], device=x.device)
                 active, xa, xo, ya, ea, aa, g = (t[keep] for t in (active, xa, xo, ya, ea, aa, g))
-            if active.numel() == 0:
+            if xa.shape[0] == 0:
                 break
         if norm == "Linf":
             # torchattacks' order of operations (clip the difference, then add), for bitwise agreement with it
             d = xa + aa * g.sign() - xo
-            x_new = torch.clamp(xo + torch.max(torch.min(d, ea), -ea), 0.0, 1.0)
+            xa = torch.clamp(xo + torch.max(torch.min(d, ea), -ea), 0.0, 1.0)
         else:
-            x_new = project_l2(xa + aa * g / (l2_norm(g) + 1e-10), xo, ea)
-        x_adv[active] = x_new
+            xa = project_l2(xa + aa * g / (l2_norm(g) + 1e-10), xo, ea)
+        if active is None:
+            x_adv = xa
+        else:
+            x_adv[active] = xa
     return x_adv.detach()
 
 

@@ -284,3 +284,17 @@ def test_adversarial_batch_keeps_bn_and_modes_and_stays_in_ball() -> None:
     assert torch.equal(adversarial_batch(model, x, y, eps=eps, steps=0, step_size=0.0, random_start=False), x)
     with pytest.raises(ValueError, match="/255"):
         adversarial_batch(model, x, y, eps=8, steps=1, step_size=2 / 255)
+
+
+def test_evaluate_protocol_runs_every_attack_at_its_grid() -> None:
+    model = small_cnn(2)
+    x, y = data(model, n=6)
+    res = attacks.evaluate_protocol(model, x, y, "tiny", params={"aa_square@Linf": {"n_queries": 5}},
+                                    mode="early_exit")
+    grid = attacks.get_protocol("tiny")
+    assert [(r.attack, r.eps) for r in res] == [(a, e) for a, g in grid.items() for e in g]
+    by = {(r.attack, r.eps): r for r in res}
+    assert by[("pgd@Linf", 1 / 255)].params["steps"] == 10  # the protocol's own budget
+    assert by[("aa_square@Linf", 8 / 255)].params["n_queries"] == 5  # the caller's override on top
+    with pytest.raises(ValueError, match="not in protocol"):
+        attacks.evaluate_protocol(model, x, y, "tiny", params={"autoattack@Linf": {}})

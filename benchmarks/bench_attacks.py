@@ -1,0 +1,209 @@
+"""Adversarial evaluation speed: ``attacks.evaluate`` vs torchattacks called once per epsilon, same model and data.
+
+Work measured: the ``jung2023`` protocol (FGSM at 11 epsilons; PGD, APGD-CE and Square at 7) on real CIFAR-10
+test images (``../shared/data/cifar10_test.npz``, 1,000 by default) against one NB201 network trained here with
+the project's trainer on the other images of the same file (its seeded 80/20 split; the attacked images are
+from the held-out 20 %).
+
+* **baseline**: torchattacks 3.5 (``FGSM``, ``PGD``, ``APGD``, ``Square``), one call per epsilon on all images, in
+  batches of ``batch_size`` images, with the same budgets as ours;
+* **ours, independent**: ``attacks.evaluate(..., mode="independent")``: the reference protocol, every epsilon
+  attacked from scratch, all epsilons of the grid in one pass (rows = image x epsilon);
+* **ours, early_exit**: ``mode="early_exit"``: an image broken at a smaller epsilon (or misclassified clean) is not
+  attacked again, and rows leave an attack when they are misclassified.
+
+``results_agree``: independent mode: every epsilon's accuracy within ``tolerance`` of torchattacks' (FGSM is
+deterministic and must agree to one image; the others use other random streams); early exit: never more than
+``tolerance`` above torchattacks' accuracy (it is at least as strong by construction).
+
+Budgets: PGD 40 steps (step 2.5 eps / 40), APGD-CE 100 steps, Square 5000 queries (the reference budgets). On a CPU
+(no GPU here) the full budget of Square is out of reach, so the CPU run uses ``--square-queries`` (default 500 on
+CPU) and says so in the records; ``--quick`` shrinks everything (200 images, small budgets) for a smoke run.
+
+Run: ``python -m benchmarks.bench_attacks [--quick] [--n 1000] [--square-queries Q] [--attacks fgsm@Linf,...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from benchmarks.common import SHARED_DATA, Timer, cuda_available, make_result, save_result
+
+log = logging.getLogger(__name__)
+
+ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+TOL = {"fgsm@Linf": 0.002, "pgd@Linf": 0.02, "aa_apgd-ce@Linf": 0.02, "aa_square@Linf": 0.03}
+
+
+def _train_model(quick: bool, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    from robustbench_nas.data import get_dataset
+    from robustbench_nas.training import get_profile, train_model
+
+    ds = get_dataset("npz", str(SHARED_DATA / "cifar10_test.npz"))
+    on_gpu = device.type == "cuda"
+    prof = get_profile(
+        "tiny",
+        epochs=2 if quick else (30 if on_gpu else 8),
+        batch_size=128,
+        lr=0.05,
+        C=16 if on_gpu else 8,
+        N=5 if on_gpu else 1,
+        max_train_images=2000 if quick else None,
+    )
+    t = time.perf_counter()
+    res = train_model(ARCH, ds, prof, seed=0, device=device, progress=False)
+    info = {"train_s": time.perf_counter() - t, "C": prof.C, "N": prof.N, "epochs": prof.epochs,
+            "test_acc_2000": res.final_test_acc}
+    log.info("trained %s C=%d N=%d: test accuracy %.4f", ARCH, prof.C, prof.N, res.final_test_acc)
+    return res.model.eval(), ds, info
+
+
+def _baseline(name: str, model: torch.nn.Module, eps: float, p: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    import torchattacks
+
+    if name == "fgsm@Linf":
+        atk = torchattacks.FGSM(model, eps=eps)
+    elif name == "pgd@Linf":
+        atk = torchattacks.PGD(model, eps=eps, alpha=p["step_size"], steps=p["steps"], random_start=True)
+    elif name == "aa_apgd-ce@Linf":
+        atk = torchattacks.APGD(model, norm="Linf", eps=eps, steps=p["steps"], n_restarts=1, seed=0, loss="ce", rho=0.75)
+    elif name == "aa_square@Linf":
+        atk = torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p["n_queries"], n_restarts=1, p_init=0.8,
+                                  loss="margin", resc_schedule=False, seed=0)
+    else:  # pragma: no cover
+        raise KeyError(name)
+    return atk
+
+
+def _run_baseline(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, grid: list[float],
+                  params: list[dict[str, Any]], bs: int) -> list[float]:
+    accs = []
+    torch.manual_seed(0)
+    for e, p in zip(grid, params):
+        atk = _baseline(name, model, e, p)
+        correct = 0
+        for s in range(0, x.shape[0], bs):
+            adv = atk(x[s : s + bs], y[s : s + bs])
+            with torch.no_grad():
+                correct += int((model(adv).argmax(1) == y[s : s + bs]).sum())
+        accs.append(correct / x.shape[0])
+    return accs
+
+
+def run(quick: bool = False, n: int | None = None, square_queries: int | None = None,
+        attack_names: list[str] | None = None, batch_size: int | None = None) -> list[dict]:
+    """Run the comparison; returns (and writes) one record per (attack, mode) and a total per mode."""
+    import attacks
+
+    if not (SHARED_DATA / "cifar10_test.npz").is_file():
+        log.warning("skipping: %s/cifar10_test.npz not found", SHARED_DATA)
+        return []
+    device = torch.device("cuda" if cuda_available() else "cpu")
+    on_gpu = device.type == "cuda"
+    n = n or (200 if quick else 1000)
+    bs = batch_size or (1024 if on_gpu else 256)
+    if square_queries is None:
+        square_queries = 5000 if on_gpu else (100 if quick else 500)
+    overrides = {
+        "fgsm@Linf": {},
+        "pgd@Linf": {"steps": 10} if quick else {},
+        "aa_apgd-ce@Linf": {"steps": 20} if quick else {},
+        "aa_square@Linf": {"n_queries": square_queries},
+    }
+    model, ds, info = _train_model(quick, device)
+    split = ds.split("test").subset(n, seed=0)
+    x, y = split.images(device), split.labels(device)
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).float().mean())
+    grid_all = attacks.get_protocol("jung2023")
+    names = attack_names or list(grid_all)
+    records: list[dict] = []
+    totals = {"independent": [0.0, 0.0, True], "early_exit": [0.0, 0.0, True]}
+    for name in names:
+        grid = grid_all[name]
+        spec = attacks.get_attack(name)
+        prm = attacks.params.make_params(type(spec.defaults), spec.defaults, overrides[name])
+        resolved = [prm.resolved(e) for e in grid]
+        with Timer() as tb:
+            base = _run_baseline(name, model, x, y, grid, resolved, bs)
+        log.info("%s torchattacks: %.1f s %s", name, tb.seconds, [round(a, 4) for a in base])
+        for mode in ("independent", "early_exit"):
+            with Timer() as to:
+                res = attacks.evaluate(model, x, y, name, grid, params=overrides[name] or None, batch_size=bs,
+                                       seed=0, mode=mode)
+            ours = [r.stats.accuracy for r in res]
+            diff = [o - b for o, b in zip(ours, base)]
+            tol = TOL[name]
+            agree = all(abs(d) <= tol + 1e-9 for d in diff) if mode == "independent" else all(d <= tol + 1e-9 for d in diff)
+            log.info("%s ours (%s): %.1f s %s", name, mode, to.seconds, [round(a, 4) for a in ours])
+            # single-threaded CPU work on a shared machine: process CPU seconds (others' load inflates wall time)
+            o_s, b_s = (to.seconds, tb.seconds) if on_gpu else (to.cpu_seconds, tb.cpu_seconds)
+            rec = make_result(
+                f"attacks_{name.split('@')[0]}_{mode}" + ("_quick" if quick else ""),
+                o_s,
+                b_s,
+                agree,
+                clock="wall" if on_gpu else "process_cpu",
+                ours_wall_s=to.seconds,
+                baseline_wall_s=tb.seconds,
+                attack=name,
+                mode=mode,
+                eps_255=[round(e * 255, 4) for e in grid],
+                ours_accuracy=ours,
+                baseline_accuracy=base,
+                max_abs_diff=max(abs(d) for d in diff),
+                tolerance=tol,
+                params=resolved[-1],
+                n_images=int(x.shape[0]),
+                clean_accuracy=clean,
+                batch_size=bs,
+                device=str(device),
+                model={"arch": ARCH, **info},
+                baseline="torchattacks 3.5, one call per eps",
+                quick=quick,
+                full_budget=(name != "aa_square@Linf" or square_queries == 5000) and not quick,
+            )
+            save_result(rec)
+            records.append(rec)
+            t = totals[mode]
+            t[0] += o_s
+            t[1] += b_s
+            t[2] = t[2] and agree
+            print(f"{name:16s} {mode:11s} ours {o_s:8.1f} s  torchattacks {b_s:8.1f} s  "
+                  f"ratio {b_s / o_s:5.2f}  agree {agree}\n"
+                  f"    ours {np.round(ours, 3).tolist()}\n    base {np.round(base, 3).tolist()}")
+    if set(names) == set(grid_all):
+        for mode, (o, b, ok) in totals.items():
+            rec = make_result(f"attacks_jung2023_{mode}" + ("_quick" if quick else ""), o, b, ok, mode=mode,
+                              clock="wall" if on_gpu else "process_cpu",
+                              n_images=int(x.shape[0]), clean_accuracy=clean, square_queries=square_queries,
+                              device=str(device), model={"arch": ARCH, **info}, quick=quick)
+            save_result(rec)
+            records.append(rec)
+            print(f"jung2023 total {mode:11s} ours {o:8.1f} s  torchattacks {b:8.1f} s  ratio {b / o:5.2f}  agree {ok}")
+    return records
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--square-queries", type=int, default=None)
+    ap.add_argument("--attacks", default=None, help="comma-separated subset of the jung2023 attacks")
+    ap.add_argument("--batch-size", type=int, default=None)
+    a = ap.parse_args()
+    if not cuda_available():
+        torch.set_num_threads(1)  # 2 shared cores: one thread, timed in process CPU seconds
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    run(quick=a.quick, n=a.n, square_queries=a.square_queries,
+        attack_names=a.attacks.split(",") if a.attacks else None, batch_size=a.batch_size)
+
+
+if __name__ == "__main__":
+    main()
