@@ -34,3 +34,21 @@ def test_cheap_proxies_rank_cells_like_the_literature(cifar10_npz: Path, jung202
     for name in PROXIES:
         assert rows[name].n_cells >= 28, rows[name]
         assert rows[name].spearman > 0.45, rows[name]
+
+
+def test_targets_from_the_jung_release(jung2023_root: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from robustbench_nas.proxies.study import load_target
+
+    clean = load_target(jung2023_root, "clean")
+    assert len(clean) == 6466 and np.mean(list(clean.values())) == pytest.approx(0.898, abs=5e-4)  # protocols.md
+    raw = json.loads((jung2023_root / "cifar10" / "fgsm@Linf_accuracy.json").read_text())["cifar10"]["fgsm@Linf"]
+    uid = next(iter(clean))
+    r = raw["accuracy"][str(uid)][9]  # eps grid [0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255]: index 9 is 8/255
+    assert load_target(jung2023_root, "fgsm@Linf:8")[uid] == r
+    assert load_target(jung2023_root, "hrs:fgsm@Linf:8")[uid] == pytest.approx(2 * clean[uid] * r / (clean[uid] + r))
+    with pytest.raises(ValueError, match="not in the"):
+        load_target(jung2023_root, "fgsm@Linf:9")

@@ -59,6 +59,49 @@ def load_batch(npz: str | Path, n: int, seed: int) -> tuple[torch.Tensor, torch.
     return x.contiguous(), y
 
 
+#: Corruption groups of Hendrycks & Dietterich (2019), as used by CRoZe's evaluation.
+CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+}
+
+
+def load_target(root: str | Path, spec: str, dataset: str = "cifar10") -> dict[int, float]:
+    """A per-cell target from the Jung et al. 2023 release, by a short spec.
+
+    Specs: ``clean``; ``<attack key>:<eps in 1/255>`` (e.g. ``fgsm@Linf:4``); ``hrs:<attack key>:<eps>`` (harmonic
+    robustness score ``2 C R / (C + R)``, C clean and R robust accuracy, as in CRoZe); ``corr:<group>`` (mean over
+    the group's corruptions and severities 1-5, groups in :data:`CORRUPTION_GROUPS`, or ``all``).
+    """
+    if spec == "clean":
+        return load_jung_accuracy(root, "clean", dataset)
+    if spec.startswith("corr:"):
+        group = spec.split(":", 1)[1]
+        names = [c for g in CORRUPTION_GROUPS.values() for c in g] if group == "all" else CORRUPTION_GROUPS.get(group)
+        if names is None:
+            raise ValueError(f"unknown corruption group {group!r}; known: all, {', '.join(CORRUPTION_GROUPS)}")
+        per = []
+        for c in names:
+            path = Path(root) / dataset / f"{c}_accuracy.json"
+            acc = json.loads(path.read_text())[dataset][c]["accuracy"]
+            per.append({int(u): float(np.mean(v)) for u, v in acc.items()})
+        return {u: float(np.mean([p[u] for p in per])) for u in per[0]}
+    if spec.startswith("hrs:"):
+        robust = load_target(root, spec[4:], dataset)
+        clean = load_jung_accuracy(root, "clean", dataset)
+        return {u: (2 * clean[u] * r / (clean[u] + r) if clean[u] + r > 0 else 0.0) for u, r in robust.items()}
+    key, _, eps = spec.rpartition(":")
+    if not key:
+        raise ValueError(f"target spec {spec!r}: expected clean, KEY:EPS, hrs:KEY:EPS or corr:GROUP")
+    meta = json.loads((Path(root) / "meta.json").read_text())
+    grid = [float(e) for e in meta["epsilons"][key]]
+    if float(eps) not in grid:
+        raise ValueError(f"eps {eps}/255 not in the {key} grid {grid}")
+    return load_jung_accuracy(root, key, dataset, eps_index=grid.index(float(eps)))
+
+
 @dataclass(frozen=True)
 class CorrelationRow:
     proxy: str
@@ -152,12 +195,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--targets", default="clean", help="comma list of target specs (see load_target)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     names = [p for p in a.proxies.split(",") if p]
     vals = run_study(a.npz, a.n, names, out=a.out, seed=a.seed, batch_size=a.batch_size, sample_seed=a.sample_seed)
-    clean = load_jung_accuracy(a.jung, "clean")
-    print(format_table(rank_correlations(vals, clean)))
+    for spec in a.targets.split(","):
+        print(f"\ntarget: {spec}")
+        print(format_table(rank_correlations(vals, load_target(a.jung, spec))))
 
 
 if __name__ == "__main__":
