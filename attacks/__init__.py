@@ -10,6 +10,18 @@ Public API (docs/architecture.md):
   :func:`evaluate_protocol`: every attack of a named protocol with its parameters.
 - :func:`attacks.training.adversarial_batch`: PGD examples for adversarial training.
 
+Defaults and deliberate differences from the references (details in each module's docstring):
+
+- budgets: PGD 40 steps with step ``2.5 * eps / steps`` (Madry et al.; the reference dataset's step size is not
+  published), APGD 100 iterations and 1 restart (AutoAttack standard; AutoAttack's "custom" version would use 5),
+  Square 5000 queries with ``p_init=0.8`` and AutoAttack's un-rescaled schedule;
+- FGSM/PGD follow torchattacks' update rules bitwise, APGD and Square AutoAttack's (tests check both), but draw
+  random numbers from explicit generators instead of (re)seeding the global RNG;
+- APGD and Square attack only images correctly classified on the clean input, as AutoAttack does; FGSM and PGD
+  attack every image, as torchattacks does (in ``"independent"`` mode);
+- robust images report the statistics of the attack's best (highest-loss) point, not of the clean image;
+- ``autoattack@Linf`` runs FAB-T through torchattacks' ``FAB``; no Square for L2 (so no L2 AutoAttack).
+
 Example:
     >>> import attacks
     >>> grid = attacks.get_protocol("jung2023")["pgd@Linf"]

@@ -16,9 +16,10 @@ from the held-out 20 %).
 deterministic and must agree to one image; the others use other random streams); early exit: never more than
 ``tolerance`` above torchattacks' accuracy (it is at least as strong by construction).
 
-Budgets: PGD 40 steps (step 2.5 eps / 40), APGD-CE 100 steps, Square 5000 queries (the reference budgets). On a CPU
-(no GPU here) the full budget of Square is out of reach, so the CPU run uses ``--square-queries`` (default 500 on
-CPU) and says so in the records; ``--quick`` shrinks everything (200 images, small budgets) for a smoke run.
+Budgets: PGD 40 steps (step 2.5 eps / steps), APGD-CE 100 steps, Square 5000 queries (the reference budgets) by
+default. On a shared 2-core CPU the reference budgets are out of reach for 1,000 images, so CPU runs pass smaller
+ones (``--pgd-steps``, ``--apgd-steps``, ``--square-queries``); every record states its budget and whether it is
+the reference one (``reference_budget``). ``--quick`` shrinks everything (200 images, small budgets).
 
 Run: ``python -m benchmarks.bench_attacks [--quick] [--n 1000] [--square-queries Q] [--attacks fgsm@Linf,...]``.
 """
@@ -41,7 +42,7 @@ ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_con
 TOL = {"fgsm@Linf": 0.002, "pgd@Linf": 0.02, "aa_apgd-ce@Linf": 0.02, "aa_square@Linf": 0.03}
 
 
-def _train_model(quick: bool, device: torch.device) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+def _train_model(quick: bool, device: torch.device, epochs: int | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     from robustbench_nas.data import get_dataset
     from robustbench_nas.training import get_profile, train_model
 
@@ -49,7 +50,7 @@ def _train_model(quick: bool, device: torch.device) -> tuple[torch.nn.Module, An
     on_gpu = device.type == "cuda"
     prof = get_profile(
         "tiny",
-        epochs=2 if quick else (30 if on_gpu else 8),
+        epochs=epochs or (2 if quick else (30 if on_gpu else 8)),
         batch_size=128,
         lr=0.05,
         C=16 if on_gpu else 8,
@@ -97,7 +98,8 @@ def _run_baseline(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.T
 
 
 def run(quick: bool = False, n: int | None = None, square_queries: int | None = None,
-        attack_names: list[str] | None = None, batch_size: int | None = None) -> list[dict]:
+        attack_names: list[str] | None = None, batch_size: int | None = None, pgd_steps: int | None = None,
+        apgd_steps: int | None = None, epochs: int | None = None) -> list[dict]:
     """Run the comparison; returns (and writes) one record per (attack, mode) and a total per mode."""
     import attacks
 
@@ -110,13 +112,17 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
     bs = batch_size or (1024 if on_gpu else 256)
     if square_queries is None:
         square_queries = 5000 if on_gpu else (100 if quick else 500)
+    pgd_steps = pgd_steps or (10 if quick else 40)
+    apgd_steps = apgd_steps or (20 if quick else 100)
     overrides = {
         "fgsm@Linf": {},
-        "pgd@Linf": {"steps": 10} if quick else {},
-        "aa_apgd-ce@Linf": {"steps": 20} if quick else {},
+        "pgd@Linf": {"steps": pgd_steps},
+        "aa_apgd-ce@Linf": {"steps": apgd_steps},
         "aa_square@Linf": {"n_queries": square_queries},
     }
-    model, ds, info = _train_model(quick, device)
+    reference_budget = {"fgsm@Linf": True, "pgd@Linf": pgd_steps == 40, "aa_apgd-ce@Linf": apgd_steps == 100,
+                        "aa_square@Linf": square_queries == 5000}
+    model, ds, info = _train_model(quick, device, epochs)
     split = ds.split("test").subset(n, seed=0)
     x, y = split.images(device), split.labels(device)
     with torch.no_grad():
@@ -167,7 +173,7 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
                 model={"arch": ARCH, **info},
                 baseline="torchattacks 3.5, one call per eps",
                 quick=quick,
-                full_budget=(name != "aa_square@Linf" or square_queries == 5000) and not quick,
+                reference_budget=reference_budget[name],
             )
             save_result(rec)
             records.append(rec)
@@ -197,12 +203,16 @@ def main() -> None:
     ap.add_argument("--square-queries", type=int, default=None)
     ap.add_argument("--attacks", default=None, help="comma-separated subset of the jung2023 attacks")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--pgd-steps", type=int, default=None, help="default 40 (the reference budget); quick 10")
+    ap.add_argument("--apgd-steps", type=int, default=None, help="default 100 (the reference budget); quick 20")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs of the attacked network")
     a = ap.parse_args()
     if not cuda_available():
         torch.set_num_threads(1)  # 2 shared cores: one thread, timed in process CPU seconds
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     run(quick=a.quick, n=a.n, square_queries=a.square_queries,
-        attack_names=a.attacks.split(",") if a.attacks else None, batch_size=a.batch_size)
+        attack_names=a.attacks.split(",") if a.attacks else None, batch_size=a.batch_size,
+        pgd_steps=a.pgd_steps, apgd_steps=a.apgd_steps, epochs=a.epochs)
 
 
 if __name__ == "__main__":
