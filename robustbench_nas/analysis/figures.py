@@ -1,0 +1,110 @@
+"""Figures of the analysis (matplotlib, Agg backend). Every figure is saved as ``<name>.png`` next to the data
+behind it, ``<name>.csv``, so that it can be re-plotted or checked without rerunning the analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig: plt.Figure, data: pd.DataFrame, out: Path, name: str, index: bool = False) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}.png"
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data.to_csv(out / f"{name}.csv", index=index)
+    return png
+
+
+def plot_eps_curves(curves: pd.DataFrame, out: Path, name: str = "eps_curves") -> Path:
+    """Accuracy vs eps (x in units of 1/255, symlog) per attack: mean line and 10-90 % band across cells."""
+    attacks = list(dict.fromkeys(curves["attack"]))
+    fig, axes = plt.subplots(1, len(attacks), figsize=(3.6 * len(attacks), 3.2), sharey=True, squeeze=False)
+    for ax, a in zip(axes[0], attacks):
+        c = curves[(curves["attack"] == a) & (curves["eps_255"] <= 64)].sort_values("eps")
+        ax.plot(c["eps_255"], c["mean"], marker="o", ms=3, label="mean")
+        if {"q10", "q90"} <= set(c.columns):
+            ax.fill_between(c["eps_255"], c["q10"], c["q90"], alpha=0.25, label="10-90 %")
+        ax.plot(c["eps_255"], c["max"], ls="--", lw=0.8, label="best cell")
+        ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_title(a)
+        ax.set_xlabel("eps (x/255)")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, curves, out, name)
+
+
+def plot_scatter(x: pd.Series, y: pd.Series, out: Path, name: str, *, color: pd.Series | None = None,
+                 xlabel: str = "", ylabel: str = "", logx: bool = False) -> Path:  # fmt: skip
+    """Scatter of ``y`` vs ``x`` (one dot per cell), optionally coloured."""
+    data = pd.DataFrame({"x": x, "y": y, **({"color": color} if color is not None else {})}).dropna()
+    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    sc = ax.scatter(data["x"], data["y"], s=3, alpha=0.5, c=data["color"] if color is not None else None,
+                    cmap="viridis")  # fmt: skip
+    if color is not None:
+        fig.colorbar(sc, ax=ax, label=str(color.name))
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or str(x.name))
+    ax.set_ylabel(ylabel or str(y.name))
+    data.columns = [xlabel or str(x.name), ylabel or str(y.name)] + (["color"] if color is not None else [])
+    return _save(fig, data.reset_index(), out, name)
+
+
+def plot_heatmap(table: pd.DataFrame, out: Path, name: str, *, title: str = "", cmap: str = "RdBu_r",
+                 center: float | None = 0.0, fmt: str = "{:.2f}") -> Path:  # fmt: skip
+    """Heatmap of a square or rectangular numeric table (rows x columns), values written in the cells."""
+    vals = table.to_numpy(np.float64)
+    fig, ax = plt.subplots(figsize=(0.6 * vals.shape[1] + 2.5, 0.35 * vals.shape[0] + 1.5))
+    vmax = np.nanmax(np.abs(vals)) if center is not None and np.isfinite(vals).any() else None
+    im = ax.imshow(vals, cmap=cmap, vmin=-vmax if vmax else None, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(vals.shape[1]), [str(c) for c in table.columns], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(vals.shape[0]), [str(r) for r in table.index], fontsize=7)
+    if vals.size <= 400:
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                if np.isfinite(vals[i, j]):
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, table, out, name, index=True)
+
+
+def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path, name: str, *,
+               err: str | None = None, logx: bool = False, logy: bool = False, title: str = "") -> Path:  # fmt: skip
+    """One line per combination of the ``hue`` columns, optional error band from column ``err``."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for key, g in data.groupby(list(hue), sort=False):
+        g = g.sort_values(x)
+        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
+        if err is not None and err in g:
+            ax.fill_between(g[x], g[y] - g[err].fillna(0), g[y] + g[err].fillna(0), alpha=0.15)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    return _save(fig, data, out, name)
+
+
+def plot_bars(data: pd.DataFrame, label: str, value: str, out: Path, name: str, *, err: str | None = None,
+              title: str = "", top: int = 20) -> Path:  # fmt: skip
+    """Horizontal bars of the ``top`` rows by ``value``."""
+    d = data.sort_values(value, ascending=False).head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 0.25 * len(d) + 1.2))
+    ax.barh(d[label].astype(str), d[value], xerr=d[err] if err else None)
+    ax.tick_params(axis="y", labelsize=6)
+    ax.set_xlabel(value)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, data, out, name)
