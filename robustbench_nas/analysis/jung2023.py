@@ -240,7 +240,7 @@ def read_release(
         path = root / rel
         if not path.is_file():
             report.files_missing.append(rel)
-            log.warning("release file %s is missing: skipped (its values stay NaN)", rel)
+            log.debug("release file %s is missing: skipped (its values stay NaN)", rel)
             continue
         values = _load_key(path, dataset, key, m)
         cm = m == "cm"
@@ -271,6 +271,13 @@ def read_release(
             report.missing_uids[rel] = missing
             log.warning("%s lacks %d of %d uids: left NaN", rel, missing, n)
 
+    for m in measures:  # one warning per measure, not one per file (a partial download is normal)
+        gone = [f for f in report.files_missing if f.endswith(f"_{m}.json")]
+        if gone:
+            log.warning(
+                "%d of %d release files for measure %r are missing (skipped, values left NaN), e.g. %s",
+                len(gone), sum(1 for _k, mm in jobs if mm == m), m, ", ".join(gone[:3]),
+            )
     coords = {
         "arch": ("arch", uids.astype(np.int64)),
         "arch_str": ("arch", np.asarray([meta.arch_str[u] for u in uids], dtype=str)),

@@ -1,0 +1,44 @@
+"""``rbnas import``: import published robustness datasets into a robustbench-nas store."""
+
+from __future__ import annotations
+
+import click
+
+from ..common import echo_json, fail
+
+
+@click.group(name="import")
+def command() -> None:
+    """Import a published robustness dataset into a new Zarr store."""
+
+
+@command.command(name="jung2023")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("--store", "store_path", required=True, type=click.Path(), help="New store to create (never overwritten).")
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100", "ImageNet16-120"]), default="cifar10",
+              show_default=True, help="Dataset folder of the release.")
+@click.option("--measures", default="accuracy,confidence,cm", show_default=True,
+              help="Comma-separated release measures to import (missing files are reported, not errors).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def jung2023(root: str, store_path: str, dataset: str, measures: str, progress: bool) -> None:
+    """Import the Jung, Lukasik & Keuper (ICLR 2023) NAS-Bench-201 robustness release at ROOT.
+
+    ROOT holds meta.json and <dataset>/<key>_<measure>.json. Eps are converted from /255 to [0, 1]; every cell is
+    stored under its uid (isomorphic cells share it); missing files and uids are warned about and left empty.
+    Prints a JSON summary of what was read and what is missing.
+    """
+    from robustbench_nas.analysis.importer import import_jung2023
+    from robustbench_nas.analysis.jung2023 import ReleaseFormatError
+    from robustbench_nas.storage import StoreError
+
+    ms = tuple(m.strip() for m in measures.split(",") if m.strip())
+    try:
+        report = import_jung2023(root, store_path, dataset=dataset, measures=ms, progress=progress)
+    except (StoreError, FileNotFoundError, ReleaseFormatError, ValueError) as e:
+        fail(str(e))
+    summary = report.summary()
+    missing = summary.pop("files_missing")
+    summary["files_missing"] = len(missing)
+    summary["files_missing_examples"] = missing[:5]
+    summary["store"] = store_path
+    echo_json(summary)
