@@ -199,7 +199,7 @@ def make_client(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":0" if _has_bokeh() else None,
+        dashboard_address=":0",  # a free port: several clusters may share a machine
         resources={"GPU": 1} if n_gpu else None,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
         silence_logs=logging.ERROR,
