@@ -236,3 +236,23 @@ def test_export_cli_parquet_and_csv(store, tmp_path: Path) -> None:
         assert df[["arch", "seed", "group", "name", "value"]].values.tolist() == [[0, 7, "measure", "jacobian_fro", 2.5]]
     res = runner.invoke(cli, ["export", str(tmp_path / "missing.zarr")])
     assert res.exit_code == 2 and "no Zarr store" in res.output
+
+
+def test_compact_copy_is_identical_with_bigger_chunks(store, tmp_path: Path) -> None:
+    from robustbench_nas.storage.compact import compact_store
+
+    rng = np.random.default_rng(0)
+    for a in ARCHS:
+        store.write_cell(a, 7, {"adv_accuracy": rng.random((2, 3)), "adv_confusion": rng.integers(0, 9, (2, 3, 3, 3))},
+                         stage="adversarial")
+    store.mark_failed(6, 8, "train", "boom")
+    out = compact_store(store.path, tmp_path / "pub.zarr", arch_chunk=2, shard_archs=4)
+    meta = json.loads((out.path / "adv_confusion" / "zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"][:2] == [4, 2]  # the shard: 4 cells, both seeds
+    assert meta["codecs"][0]["name"] == "sharding_indexed"
+    a, b = open_dataset(store.path).load(), open_dataset(out.path).load()
+    for v in a.data_vars:
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    assert out.failures() == store.failures()
+    with pytest.raises(StoreError, match="refusing to overwrite"):
+        compact_store(store.path, out.path)

@@ -101,6 +101,7 @@ class RobustnessStore:
         attrs: dict[str, Any] | None = None,
         *,
         overwrite: bool = False,
+        shard_archs: int | None = None,
     ) -> "RobustnessStore":
         """Create an empty store for ``spec``: coordinates written, every value at its fill (NaN / -1 / pending).
 
@@ -109,6 +110,8 @@ class RobustnessStore:
             spec: the coordinates (:class:`StoreSpec`).
             attrs: extra JSON-able group attributes (the pipeline saves ``protocol`` and ``protocol_fingerprint``).
             overwrite: replace an existing store; without it an existing path is an error (never overwritten).
+            shard_archs: group ``shard_archs`` cells per shard file (a multiple of ``spec.arch_chunk``); for
+                published, single-writer stores only -- a shard written partially by several writers is clobbered.
         """
         import zarr
 
@@ -120,6 +123,8 @@ class RobustnessStore:
         if attrs and reserved & set(attrs):
             raise ValueError(f"attrs may not set the reserved keys {sorted(reserved & set(attrs))}")
         sizes = spec.dim_sizes()
+        if shard_archs is not None and (shard_archs < 1 or shard_archs % spec.arch_chunk):
+            raise ValueError(f"shard_archs={shard_archs} must be a positive multiple of arch_chunk={spec.arch_chunk}")
         meta = {
             "rbnas_schema": SCHEMA_VERSION,
             "spec": spec.to_dict(),
@@ -137,11 +142,18 @@ class RobustnessStore:
             cls._write_coords(group, spec)
             for a in array_specs(spec).values():
                 shape = tuple(sizes[d] for d in a.dims)
+                chunks = chunk_shape(a, sizes, spec.arch_chunk)
+                shards = None
+                if shard_archs is not None:
+                    # a shard: shard_archs cells (a multiple of the chunk), every seed / stage, the rest whole
+                    n_arch = min(shard_archs, -(-sizes["arch"] // chunks[0]) * chunks[0])
+                    shards = tuple(n_arch if d == "arch" else max(c, sizes[d]) for d, c in zip(a.dims, chunks))
                 group.create_array(
                     a.name,
                     shape=shape,
                     dtype=_zarr_dtype(a),
-                    chunks=chunk_shape(a, sizes, spec.arch_chunk),
+                    chunks=chunks,
+                    shards=shards,
                     fill_value=a.fill,
                     dimension_names=list(a.dims),
                     attributes={
