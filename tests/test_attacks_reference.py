@@ -162,3 +162,41 @@ def test_apgd_ce_through_evaluate_agrees_with_reference(aa, setup) -> None:
     for r, e in zip(ours, grid):
         ref = APGDAttack(model, n_iter=20, norm="Linf", eps=e, seed=1, device="cpu").perturb(x, y)
         assert abs(r.stats.accuracy - float(robust(model, ref, y).float().mean())) <= 0.05
+
+
+def test_apgd_and_square_on_real_cifar10_with_nb201(aa, cifar10_npz) -> None:
+    """The same bitwise agreement on real CIFAR-10 images and an NB201 network (BN in eval mode, 32x32 input)."""
+    from pyautoattack.autopgd_base import APGDAttack
+    from pyautoattack.square import SquareAttack
+
+    from robustbench_nas.models import build_model
+
+    with np.load(cifar10_npz) as z:
+        idx = np.arange(0, 10000, 625)  # 16 images, all classes (the file is sorted by class)
+        x = torch.from_numpy(z["x"][idx].transpose(0, 3, 1, 2).copy()).float() / 255
+        y = torch.from_numpy(z["y"][idx].astype(np.int64))
+    torch.manual_seed(0)
+    model = build_model("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+                        C=4, N=1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)  # BN statistics of these images, so that the untrained network's logits depend on its input
+    model.eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # labels the network gets right: every image is attacked
+    eps = 1 / 255
+    ref = APGDAttack(model, n_iter=8, norm="Linf", eps=eps, seed=2, device="cpu").perturb(x, y)
+    ours = apgd_perturb(model, x, y, torch.full((16,), eps), APGDParams(steps=8), norm="Linf",
+                        generator=torch.Generator().manual_seed(2), early_stop=False)
+    r_ref = robust(model, ref, y)
+    assert int((~r_ref).sum()) > 0  # not vacuous
+    assert torch.equal(r_ref, robust(model, ours, y)) and torch.equal(ref[~r_ref], ours[~r_ref])
+    ref = SquareAttack(model, n_queries=40, eps=eps, seed=2, resc_schedule=False, device="cpu").perturb(x, y)
+    ours = square_perturb(model, x, y, torch.full((16,), eps), SquareParams(n_queries=40), norm="Linf",
+                          generator=torch.Generator().manual_seed(2), early_stop=False)
+    r_ref = robust(model, ref, y)
+    assert int((~r_ref).sum()) > 0  # not vacuous
+    assert torch.equal(r_ref, robust(model, ours, y)) and torch.equal(ref[~r_ref], ours[~r_ref])
