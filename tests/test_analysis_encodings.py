@@ -54,6 +54,7 @@ def test_index_string_and_unknown_kind():
     X1 = encode([space.index_of(CHAIN)], "all")
     X2 = encode([CHAIN], "all")
     assert X1.equals(X2) and X1.index[0] == space.index_of(CHAIN)
+    assert encode([CHAIN], ["all"]).equals(X2)
     assert "all" in list_encodings()
     with pytest.raises(ValueError, match="unknown encoding"):
         encode([CHAIN], "bogus")

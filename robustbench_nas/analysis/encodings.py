@@ -126,7 +126,9 @@ def encode(archs: Sequence[object], kind: str | Sequence[str] = "all") -> pd.Dat
     Returns:
         DataFrame ``(n, F)`` indexed by NB201 index (name ``arch``), one column per feature (float).
     """
-    kinds = list(_ENCODERS) if kind == "all" else [kind] if isinstance(kind, str) else list(kind)
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    if "all" in kinds:
+        kinds = list(_ENCODERS)
     unknown = [k for k in kinds if k not in _ENCODERS]
     if unknown:
         raise ValueError(f"unknown encoding(s) {unknown}; known: {list_encodings()}")

@@ -94,7 +94,7 @@ def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path
     ax.set_xlabel(x)
     ax.set_ylabel(y)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, data, out, name)
 
 

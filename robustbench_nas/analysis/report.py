@@ -133,8 +133,10 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         big = "all" if "all" in groups else ("encodings" if "encodings" in groups else next(iter(groups), None))
         if big is not None:
             for t in targets:
-                size = min(cfg.importance_train_size, int(T[t].notna().sum()) - 1)
-                res = feature_importance(F_all, T[t], groups[big], train_size=size, seed=cfg.seed, n_repeats=3)
+                # at most 80 % of the cells for training: the importance is measured on the held-out rest
+                size = max(1, min(cfg.importance_train_size, int(0.8 * T[t].notna().sum())))
+                res = feature_importance(F_all, T[t], groups[big], model=cfg.prediction.models[0], train_size=size,
+                                         seed=cfg.seed, n_repeats=3)  # fmt: skip
                 res.table.to_csv(out / f"importance_{_safe(t)}.csv", index=False)
                 imp_tables.append(res.table.head(15))
                 png = figs.plot_bars(res.table, "feature", "importance_mean", fig_dir, f"importance_{_safe(t)}",
