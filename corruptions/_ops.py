@@ -73,31 +73,59 @@ def pad_axis(x: torch.Tensor, dim: int, before: int, after: int, mode: str) -> t
     return x.index_select(dim, extend_index(idx, n, mode))
 
 
+@lru_cache(maxsize=512)
+def _axis_filter_matrix(n: int, taps: tuple[float, ...], mode: str) -> np.ndarray:
+    """``(n, n)`` matrix of a centred 1-D correlation with ``taps`` along an axis of length ``n``, the border rule
+    ``mode`` folded in (output ``o`` reads input ``extend(o + t - r)`` with weight ``taps[t]``)."""
+    r = len(taps) // 2
+    m = np.zeros((n, n), dtype=np.float64)
+    out = np.arange(n)
+    for t, w in enumerate(taps):
+        src = extend_index(torch.as_tensor(out + t - r), n, mode).numpy()
+        np.add.at(m, (out, src), w)
+    return m
+
+
+def _matrix(n: int, taps: np.ndarray | None, mode: str, like: torch.Tensor) -> torch.Tensor | None:
+    if taps is None or len(taps) <= 1 and float(taps[0]) == 1.0:
+        return None
+    key = tuple(float(t) for t in np.asarray(taps, dtype=np.float64).ravel())
+    return torch.as_tensor(_axis_filter_matrix(n, key, mode), dtype=like.dtype, device=like.device)
+
+
 def correlate_separable(x: torch.Tensor, k_rows: np.ndarray | None, k_cols: np.ndarray | None, mode: str) -> torch.Tensor:
     """Correlate every channel of ``x`` ``(N, C, H, W)`` with odd 1-D kernels along H and W (centred taps).
 
-    A ``None`` kernel skips that axis. Borders follow ``mode`` (see :func:`extend_index`).
+    A ``None`` kernel skips that axis. Borders follow ``mode`` (see :func:`extend_index`). Each axis is applied
+    as one dense ``(n, n)`` matrix with the border folded in: a single large matrix product, far faster on CPU
+    than a one-channel convolution and exact up to float rounding.
     """
-    n, c, h, w = x.shape
-    y = x.reshape(n * c, 1, h, w)
-    if k_rows is not None and len(k_rows) > 1:
-        r = len(k_rows) // 2
-        kt = torch.as_tensor(np.ascontiguousarray(k_rows), dtype=x.dtype, device=x.device).view(1, 1, -1, 1)
-        y = F.conv2d(pad_axis(y, 2, r, r, mode), kt)
-    if k_cols is not None and len(k_cols) > 1:
-        r = len(k_cols) // 2
-        kt = torch.as_tensor(np.ascontiguousarray(k_cols), dtype=x.dtype, device=x.device).view(1, 1, 1, -1)
-        y = F.conv2d(pad_axis(y, 3, r, r, mode), kt)
-    return y.reshape(n, c, h, w)
+    h, w = x.shape[-2:]
+    a_r = _matrix(h, k_rows, mode, x)
+    a_c = _matrix(w, k_cols, mode, x)
+    y = x
+    if a_c is not None:
+        y = y @ a_c.T
+    if a_r is not None:
+        y = (y.transpose(-1, -2) @ a_r.T).transpose(-1, -2)
+    return y.contiguous() if y is not x else x.clone()
 
 
 def correlate2d(x: torch.Tensor, kernel: np.ndarray, mode: str) -> torch.Tensor:
-    """Correlate every channel of ``x`` with one odd-sized 2-D kernel (cv2.filter2D with a centred anchor)."""
-    n, c, h, w = x.shape
-    kh, kw = kernel.shape
-    y = pad_axis(pad_axis(x.reshape(n * c, 1, h, w), 2, kh // 2, kh // 2, mode), 3, kw // 2, kw // 2, mode)
-    kt = torch.as_tensor(np.ascontiguousarray(kernel), dtype=x.dtype, device=x.device).view(1, 1, kh, kw)
-    return F.conv2d(y, kt).reshape(n, c, h, w)
+    """Correlate every channel of ``x`` with one odd-sized 2-D kernel (cv2.filter2D with a centred anchor).
+
+    The kernel is split into rank-1 terms by SVD (``K = sum_i s_i u_i v_i^T``, exact up to float rounding) and
+    each term is applied as a separable filter.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    u, sv, vt = np.linalg.svd(k)
+    out = None
+    for i in range(len(sv)):
+        if sv[i] <= 1e-13 * sv[0]:
+            break
+        term = correlate_separable(x, u[:, i] * sv[i], vt[i], mode)
+        out = term if out is None else out + term
+    return out if out is not None else torch.zeros_like(x)
 
 
 @lru_cache(maxsize=64)
@@ -156,16 +184,13 @@ def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
 def apply_axis_matrices(x: torch.Tensor, a_rows: torch.Tensor, a_cols: torch.Tensor) -> torch.Tensor:
     """``A_rows @ x @ A_cols^T`` per channel: a separable linear resampling given as two dense matrices.
 
-    ``a_rows`` is ``(H_out, H)`` (or ``(K, H_out, H)`` to produce ``K`` results summed), same for ``a_cols``.
+    ``a_rows`` is ``(H_out, H)``, ``a_cols`` ``(W_out, W)``. Both products run as one large matrix product each
+    (the left one through a transpose), not as many small batched ones.
     """
     a_rows = a_rows.to(device=x.device, dtype=x.dtype)
     a_cols = a_cols.to(device=x.device, dtype=x.dtype)
-    if a_rows.ndim == 2:
-        return a_rows @ x @ a_cols.T
-    # sum_k A_k x B_k^T: expand over k in one batched matmul, then reduce.
-    y = torch.matmul(a_rows[:, None, None], x.unsqueeze(0))  # (K, N, C, H_out, W)
-    y = torch.matmul(y, a_cols.transpose(1, 2)[:, None, None])
-    return y.sum(0)
+    y = x @ a_cols.T
+    return (y.transpose(-1, -2) @ a_rows.T).transpose(-1, -2)
 
 
 def scipy_zoom_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -93,21 +93,24 @@ def _glass_permutation(n: int, h: int, w: int, delta: int, iterations: int, rng:
     """
     rows = list(range(h - delta, delta, -1))
     cols = list(range(w - delta, delta, -1))
-    perm = torch.arange(h * w, device=device).repeat(n, 1)
+    # perm[p, i] = source pixel now at position p of image i; kept position-major so that perm[p] is contiguous.
+    perm = torch.arange(h * w, device=device).unsqueeze(1).repeat(1, n)
     if not rows or not cols:
-        return perm
+        return perm.T
     # One draw per (iteration, row, col): (dx, dy) as in the generator's randint(..., size=(2,)).
     d = rng.integers((iterations, len(rows), len(cols), 2, n), -delta, delta).to(device)
+    # Flat index of the swap partner of pixel (r, c) in every image: (r + dy) * w + (c + dx), times n, plus image.
+    partner = (d[..., 1, :] * w + d[..., 0, :]) * n + torch.arange(n, device=device)
+    flat = perm.view(-1)
     for it in range(iterations):
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
-                dx, dy = d[it, i, j, 0], d[it, i, j, 1]
                 p = r * w + c
-                q = ((r + dy) * w + (c + dx)).unsqueeze(1)
-                a = perm[:, p].clone()
-                perm[:, p] = perm.gather(1, q).squeeze(1)
-                perm.scatter_(1, q, a.unsqueeze(1))
-    return perm
+                q = partner[it, i, j] + p * n
+                a = perm[p].clone()
+                perm[p] = flat[q]
+                flat[q] = a
+    return perm.T
 
 
 @register_corruption("glass_blur", "blur", random=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._ops import correlate2d, correlate_separable, gaussian_filter, pad_axis, quantize_floor
+from ._ops import correlate2d, correlate_separable, gaussian_filter, quantize_floor
 from .registry import Rng, register_corruption
 
 # make_cifar_c.py: spatter c = (loc, scale, sigma, threshold, intensity / mud sigma, mud?) per severity
@@ -39,10 +39,10 @@ def _shift(p: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
 def canny(img: torch.Tensor, low: float = 50.0, high: float = 150.0) -> torch.Tensor:
     """``cv2.Canny(img, low, high)`` (aperture 3, L1 gradient) of 8-bit levels ``(N, H, W)``; bool edges."""
     x = img.to(torch.float64).unsqueeze(1)
-    xp = pad_axis(pad_axis(x, 2, 1, 1, "nearest"), 3, 1, 1, "nearest")  # Sobel with BORDER_REPLICATE
-    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=torch.float64, device=x.device)
-    gx = F.conv2d(xp, kx.view(1, 1, 3, 3)).squeeze(1)
-    gy = F.conv2d(xp, kx.T.contiguous().view(1, 1, 3, 3)).squeeze(1)
+    # Sobel 3x3 with BORDER_REPLICATE; integer images give integer gradients (rounding removes float dust, so
+    # the tie rules of the non-maximum suppression below see exact values).
+    gx = correlate_separable(x, np.array([1.0, 2.0, 1.0]), np.array([-1.0, 0.0, 1.0]), "nearest").round().squeeze(1)
+    gy = correlate_separable(x, np.array([-1.0, 0.0, 1.0]), np.array([1.0, 2.0, 1.0]), "nearest").round().squeeze(1)
     mag = gx.abs() + gy.abs()
     ax, ay = gx.abs(), gy.abs() * 32768.0
     tg22x = ax * _TG22
@@ -73,20 +73,23 @@ def canny(img: torch.Tensor, low: float = 50.0, high: float = 150.0) -> torch.Te
 def chamfer_distance(zero: torch.Tensor, cap: float = 20.0) -> torch.Tensor:
     """``cv2.distanceTransform(src, DIST_L2, 5)`` truncated at ``cap``: distance of each pixel to the nearest
     pixel where ``zero`` is True, on the 5x5 chamfer graph (steps 1, 1.4, 2.1969; outside the image is far)."""
-    inf = float("inf")
-    d = torch.where(zero, 0.0, inf).to(torch.float32)
+    # Start non-edge pixels at the cap (not infinity): a distance <= cap is reached through pixels whose own
+    # distances are <= cap, so capping never changes it, and the relaxation settles in a few rounds.
+    d = torch.where(zero, 0.0, float(cap)).to(torch.float32)
     steps = [(dy, dx, 1.0) for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
     steps += [(dy, dx, 1.4) for dy in (-1, 1) for dx in (-1, 1)]
     steps += [(dy, dx, 2.1969) for dy, dx in ((1, 2), (2, 1), (-1, 2), (-2, 1), (1, -2), (2, -1), (-1, -2), (-2, -1))]
+    n, h, w = d.shape
     # Every chamfer step is >= 1, so paths up to the cap need at most cap relaxation rounds.
     for _ in range(int(np.ceil(cap)) + 1):
-        new = d
+        padded = F.pad(d, (2, 2, 2, 2), value=float(cap))  # outside the image: never closer than the cap
+        new = d.clone()
         for dy, dx, wgt in steps:
-            new = torch.minimum(new, _shift(d, dy, dx, inf) + wgt)
+            torch.minimum(new, padded[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + wgt, out=new)
         if torch.equal(new, d):
             break
         d = new
-    return d.clamp(max=cap)
+    return d
 
 
 def _box3(p: torch.Tensor) -> torch.Tensor:
