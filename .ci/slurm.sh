@@ -89,8 +89,10 @@ SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-# No cgroups in CI containers: track processes by parent pid, no task affinity.
-ProctrackType=proctrack/linuxproc
+# No cgroups in CI containers. Track a job's processes by process group, not by parent pid: with linuxproc a
+# process whose parent died (a Dask worker restarted by its nanny during scancel) is reparented to init, escapes
+# the job, and lives on as a worker of a cancelled job. Everything a job starts here stays in its process group.
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none

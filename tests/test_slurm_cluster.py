@@ -1,0 +1,183 @@
+"""The SLURM path against a real SLURM: real ``sbatch`` jobs running Dask workers.
+
+Needs the private one-node cluster of ``.ci/slurm.sh start`` (munge + slurmctld + slurmd, 4 fake GPUs whose ids
+SLURM hands out through CUDA_VISIBLE_DEVICES); every test here skips with the script's reason when it is not up.
+The work is trivial CPU work: what is tested is the SLURM/Dask plumbing (GPU pinning, resources, cancellation).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SLURM_DIR = Path(os.environ.get("RBNAS_SLURM_DIR", "/tmp/rbnas-slurm"))
+
+
+@dataclass(frozen=True)
+class SlurmTestCluster:
+    """The running CI cluster: its config file and state folder."""
+
+    conf: Path
+    dir: Path
+
+
+def _cli(*args: str, timeout: float = 20) -> str:
+    out = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({out.returncode}): {out.stderr.strip()}")
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm() -> SlurmTestCluster:
+    """The cluster started by ``bash .ci/slurm.sh start``; skips with the reason when it is not usable."""
+    status = SLURM_DIR / "status"
+    if not status.is_file():
+        pytest.skip(f"no SLURM test cluster ({status} missing): run `bash .ci/slurm.sh start` as root")
+    text = status.read_text().strip()
+    if text != "ok":
+        pytest.skip(f"SLURM test cluster not usable: {text} (logs in {SLURM_DIR / 'log'})")
+    conf = SLURM_DIR / "slurm.conf"
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)  # sbatch/squeue/scancel, also those dask-jobqueue runs, read it
+    try:
+        try:
+            state = _cli("sinfo", "-h", "-o", "%T", timeout=10).split()
+        except (RuntimeError, subprocess.TimeoutExpired, FileNotFoundError) as e:
+            pytest.skip(f"SLURM test cluster does not answer: {e}")
+        if not any(s.rstrip("*").startswith(("idle", "mixed", "allocated")) for s in state):
+            pytest.skip(f"SLURM test node not usable (state {state})")
+        yield SlurmTestCluster(conf=conf, dir=SLURM_DIR)
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture()
+def job_name(slurm: SlurmTestCluster) -> str:
+    """A unique SLURM job name; the test's jobs are cancelled by that name afterwards, whatever happened."""
+    name = f"rbnas-test-{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["scancel", "-n", name], capture_output=True, timeout=20)
+
+
+def _squeue(name: str) -> list[tuple[str, str, str]]:
+    """(job id, state, gres/tres per node) of the jobs called ``name``."""
+    rows = _cli("squeue", "-h", "-n", name, "-o", "%i|%T|%b").split()
+    return [tuple(r.split("|")) for r in rows]  # type: ignore[misc]
+
+
+def _wait(cond, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _cluster_kwargs(job_name: str, log_dir: Path, **kw) -> dict:
+    base = dict(walltime="00:10:00", memory="1GiB", job_name=job_name, log_directory=str(log_dir),
+                scheduler_options={"dashboard_address": ":0"}, respawn_grace_s=2.0)
+    base.update(kw)
+    return base
+
+
+def _probe_factory():
+    # Defined in a function so cloudpickle ships it by value (the tests folder is not importable on workers).
+    def probe(i: int, seconds: float) -> dict:
+        import os
+        import time
+
+        from distributed import get_worker
+
+        t0 = time.time()
+        time.sleep(seconds)
+        return dict(i=i, value=i * i, worker=get_worker().name, job=os.environ.get("SLURM_JOB_ID"),
+                    gpu=os.environ.get("CUDA_VISIBLE_DEVICES"), t0=t0, t1=time.time())
+
+    return probe
+
+
+def test_gpu_jobs_pin_one_gpu_per_worker(slurm: SlurmTestCluster, job_name: str, tmp_path: Path) -> None:
+    """2 jobs x --gres=gpu:2: 4 workers, each on its own SLURM-assigned GPU, one GPU task at a time."""
+    from distributed import Client
+
+    from pipelines.slurm import make_slurm_cluster
+
+    kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=2, cores=4)  # 2 threads per worker
+    with make_slurm_cluster(None, jobs=2, **kw) as cluster, Client(cluster) as client:
+        client.wait_for_workers(4, timeout=120)
+        queued = _squeue(job_name)
+        assert len(queued) == 2 and all(state == "RUNNING" for _, state, _ in queued), queued
+        assert all("gpu:2" in gres for _, _, gres in queued), queued  # SLURM itself booked 2 GPUs per job
+        probe = _probe_factory()
+        results = client.gather([client.submit(probe, i, 0.3, resources={"GPU": 1}, pure=False) for i in range(12)])
+        job_ids = {str(w.job_id): name for name, w in cluster.workers.items()}
+
+    assert sorted(r["value"] for r in results) == sorted(i * i for i in range(12))
+    assert {r["job"] for r in results} <= set(job_ids) and set(job_ids) == {q[0] for q in queued}
+    gpu_of: dict[str, str] = {}
+    for r in results:
+        assert r["gpu"] is not None and "," not in r["gpu"], f"worker {r['worker']} sees GPUs {r['gpu']!r}"
+        assert gpu_of.setdefault(r["worker"], r["gpu"]) == r["gpu"]
+        job = job_ids[r["job"]]
+        assert r["worker"] in (f"{job}-0", f"{job}-1"), (r["worker"], job)  # dask-jobqueue's group names
+    # Per job, the two workers hold the two different GPUs SLURM gave the job; the jobs got disjoint GPUs.
+    per_job: dict[str, set[str]] = {}
+    for r in results:
+        per_job.setdefault(r["job"], set()).add(gpu_of[r["worker"]])
+    all_gpus = [g for w, g in gpu_of.items()]
+    assert len(set(all_gpus)) == len(all_gpus), gpu_of
+    assert set(all_gpus) <= {"0", "1", "2", "3"}
+    # resources={"GPU": 1}: a worker with 2 threads still runs one GPU task at a time.
+    for worker in gpu_of:
+        spans = sorted((r["t0"], r["t1"]) for r in results if r["worker"] == worker)
+        assert all(b0 >= a1 - 1e-3 for (_, a1), (b0, _) in zip(spans, spans[1:])), f"overlap on {worker}: {spans}"
+    # Closing the cluster cancels its jobs.
+    _wait(lambda: not _squeue(job_name), 60, "the jobs to leave the queue after cluster.close()")
+
+
+def test_scancel_worker_job_mid_run_loses_nothing(slurm: SlurmTestCluster, job_name: str, tmp_path: Path) -> None:
+    """scancel one of two worker jobs while it runs a task: every result still arrives, and the job is replaced."""
+    from distributed import Client, as_completed
+
+    from pipelines.slurm import make_slurm_cluster
+
+    kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=1, cores=1)
+    n = 20
+    with make_slurm_cluster(None, jobs=2, **kw) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=120)
+        first_jobs = {str(w.job_id) for w in cluster.workers.values()}
+        probe = _probe_factory()
+        futures = [client.submit(probe, i, 0.4, resources={"GPU": 1}, pure=False) for i in range(n)]
+        done = 0
+        for _ in as_completed(futures):
+            done += 1
+            if done == 3:
+                break
+        busy = _wait(lambda: [a for a, keys in client.processing().items() if keys], 30, "a busy worker")[0]
+        victim_name = client.scheduler_info()["workers"][busy]["name"]
+        victim = str(cluster.workers[victim_name].job_id)
+        _cli("scancel", victim)
+        results = client.gather(futures)  # raises if any task was lost
+        respawner = cluster.rbnas_respawner
+        _wait(lambda: any(job_id == victim for _, job_id in respawner.replaced), 60, "the respawner to see the loss")
+        client.wait_for_workers(2, timeout=120)
+        now_jobs = {str(w.job_id) for w in cluster.workers.values()}
+
+    assert sorted(r["i"] for r in results) == list(range(n))
+    assert all(r["value"] == r["i"] ** 2 for r in results)
+    assert victim in first_jobs and victim not in now_jobs and len(now_jobs - first_jobs) == 1
+    # SLURM agrees: the cancelled job is not running any more.
+    state = _cli("scontrol", "show", "job", victim)
+    assert "JobState=CANCELLED" in state or "JobState=COMPLETED" in state or "Invalid job id" in state, state
