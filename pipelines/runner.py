@@ -208,6 +208,12 @@ def make_client(
 
 
 def _cluster_has_gpu(client: Any) -> bool:
+    """Whether GPU stages should request the ``GPU`` resource (a task asking for it never runs without one)."""
+    cfg = getattr(getattr(client, "cluster", None), "rbnas_config", None)
+    if cfg is not None:  # a SLURM cluster from pipelines.slurm: its workers join later, with GPU: 1 if gpus > 0
+        return int(getattr(cfg, "gpus", 0) or 0) > 0
+    if not client.scheduler_info().get("workers"):
+        client.wait_for_workers(1, timeout=600)  # a bare scheduler address: decide once a worker is there
     workers = client.scheduler_info().get("workers", {})
     return any("GPU" in (w.get("resources") or {}) for w in workers.values())
 
@@ -308,7 +314,8 @@ def run_pipeline(
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
     units = plan_units(store, protocol, todo, shard)
-    counts = {s: {"done": 0, "failed": 0, "skipped": 0} for s in todo if any(u[2] == s for u in units)}
+    counts = {s: {"done": 0, "failed": 0, "skipped": 0, "total": sum(u[2] == s for u in units)} for s in todo
+              if any(u[2] == s for u in units)}
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
                          submitted=len(units), counts=counts, cells=len(cells))
     if not units:
@@ -321,6 +328,8 @@ def run_pipeline(
         dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
         if dashboard and progress:
             log.warning("Dask dashboard: %s", dashboard)
+        log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units), len(cells), protocol.name,
+                 protocol.fingerprint())
         futures = _submit(cl, store, protocol, units, device, threads)
         _collect(cl, store, futures, counts, progress)
     return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
@@ -367,6 +376,7 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
                 with contextlib.suppress(Exception):
                     store.mark_failed(uid, seed, stage, f"{type(e).__name__}: {e}")
             counts[stage][status] += 1
+            log.info("cell %d seed %d: %s %s", uid, seed, stage, status)
             bar.update(1)
             bar.set_postfix_str(_postfix(counts), refresh=False)
     finally:
@@ -374,10 +384,11 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
 
 
 def _postfix(counts: dict[str, dict[str, int]]) -> str:
+    """``train 3/8 clean 2/8 (1 failed)``: per stage, finished of submitted, and failures."""
     parts = []
     for stage, c in counts.items():
         done = c["done"] + c["skipped"]
-        parts.append(f"{stage} {done}" + (f"/{c['failed']}!" if c["failed"] else ""))
+        parts.append(f"{stage} {done}/{c['total']}" + (f" ({c['failed']} failed)" if c["failed"] else ""))
     return " ".join(parts)
 
 

@@ -77,11 +77,23 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
     from robustbench_nas.storage import StoreError
 
     root_level = logging.getLogger().level
-    logging.getLogger("pipelines").setLevel(min(root_level, logging.WARNING))
     # distributed sets its own INFO level; without -v keep only its errors (shutdown chatter is not news)
-    if root_level >= logging.WARNING:
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:
+        # the console keeps the verbosity asked for (-v), though the file log below records INFO
+        handler.addFilter(lambda r, lvl=root_level: r.levelno >= lvl)
+        if root_level >= logging.WARNING:
             handler.addFilter(_quiet_distributed)
+    # the run's log next to the store (appended by every run of it): what ran, what failed, and why
+    from pathlib import Path
+
+    log_path = Path(f"{store_path.rstrip('/')}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    file_log = logging.FileHandler(log_path)
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_log.setLevel(logging.INFO)
+    file_log.addFilter(_quiet_distributed)
+    logging.getLogger("pipelines").addHandler(file_log)
+    logging.getLogger("pipelines").setLevel(logging.INFO)
     try:
         changes = _overrides(overrides)
         if archs is not None:
@@ -125,3 +137,4 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
     if len(report.failures) > 10:
         click.echo(f"... {len(report.failures) - 10} more failures (rbnas status {store_path})")
     click.echo(f"store: {store.path.resolve()}  (open with robustbench_nas.storage.open_dataset or xarray.open_zarr)")
+    click.echo(f"log: {log_path.resolve()}")
