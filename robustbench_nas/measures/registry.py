@@ -167,6 +167,7 @@ def compute_measures(
     *,
     seed: int = 0,
     config: MeasureConfig | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Jacobian / Hessian robustness measures of a trained ``model`` on the batch ``(x, y)``.
 
@@ -179,6 +180,7 @@ def compute_measures(
         names: measures to compute (default: all of :func:`list_measures`).
         seed: seeds the random projections / start vectors / probes (each measure its own stream).
         config: :class:`MeasureConfig` (projections, iterations, tolerance, batch size).
+        progress: show a progress bar over the measures (stderr).
 
     Shape:
         x ``(N, C, H, W)``, y ``(N,)``.
@@ -196,8 +198,10 @@ def compute_measures(
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
+    from tqdm import tqdm
+
     try:
-        for spec in specs:
+        for spec in tqdm(specs, desc="measures", disable=not progress, leave=False):
             vals = spec.fn(model, x, y, cfg, _generator_for(spec.name, seed))
             out.update({k: float(vals[k]) for k in spec.outputs})
     finally:

@@ -46,7 +46,8 @@ def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, powe
                             batch_size=batch_size)
     except (CheckpointError, KeyError, ValueError, DataError, RuntimeError) as e:
         fail(str(e))
-    values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg)
+    values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
+                              progress=not as_json)
     result = {"arch_str": model.arch_str, "checkpoint": str(ckpt), "dataset": dataset, "split": split,
               "n_images": len(sub), "seed": seed, "config": cfg.__dict__, "measures": values}
     if as_json:
