@@ -1,0 +1,264 @@
+"""End to end: cells per hour of the ``tiny`` protocol on this machine, and the cost of the full ``jung2023`` and
+``pgd-at`` protocols per cell on a GPU (a **projection**, clearly labelled, unless measured on a GPU).
+
+Measured (record ``end_to_end_tiny``): :func:`pipelines.run_pipeline` with the ``tiny`` protocol (8 cells of the
+embedded ``digits`` data; quick mode: 1 cell) on a local Dask cluster into a fresh store, timed wall-clock from
+store creation to the last stage, with the per-stage mean seconds read back from the store's ``stage_seconds``.
+There is no baseline tool that runs this whole protocol, so ``baseline_s`` is ``None``; ``results_agree`` says
+whether every stage of every cell finished with finite clean accuracies.
+
+Projected (records ``end_to_end_jung2023_projection`` and ``end_to_end_pgd_at_projection``): the per-cell cost of
+every stage in FLOPs, from the exact FLOP count of the mean unique NB201 cell and the protocol budgets (200 epochs
+x 50,000 images; FGSM 11 eps, PGD-40, APGD-CE-100, Square-5000 at 7 eps on 10,000 images; 15 x 5 corruptions;
+measures), then GPU time at stated fractions of the H100 bf16 peak. The number of images each attack must still
+attack in ``early_exit`` mode (a point broken at a smaller eps stays broken) is taken from the published
+Jung et al. 2023 accuracies (mean over all 6466 cells, ``../shared/data/jung2023``), so the saving of that option is
+a projection grounded in real robust accuracies. Square's queries depend on when each point breaks, which the
+release does not record: it is bounded between "survivors use all queries" and "every attacked point uses all".
+
+Run: ``python -m benchmarks.bench_end_to_end [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import SHARED_DATA, Timer, cuda_available, make_result, save_result
+
+log = logging.getLogger(__name__)
+
+TEST_IMAGES = 10_000
+TRAIN_IMAGES = 50_000
+NUM_UNIQUE = 6466
+H100_BF16_PEAK = 989e12
+#: achieved fractions of the peak for the scenarios (narrow NB201 nets reach a small fraction; see bench_training)
+FRACTIONS = (0.02, 0.05, 0.10, 0.20)
+CENTRAL = 0.05
+GOAL_MIN_PER_CELL = 10.0
+GOAL_PGD_AT_GPU_HOURS = 2500.0
+#: NAS-RobBench-201 (Wu et al. 2024) medians over cells, CIFAR-10: clean, PGD-20 at 8/255, AutoAttack at 8/255
+NASROB_MEDIAN = {"clean": 0.7064, "pgd20_8": 0.4275, "aa_8": 0.3870}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# measured: the tiny protocol
+# ----------------------------------------------------------------------------------------------------------------
+def run_tiny(n_cells: int | None, n_workers: int, workdir: Path) -> dict[str, Any]:
+    """Run the ``tiny`` protocol into a fresh store; returns wall seconds, cells, per-stage seconds, status."""
+    from pipelines import get_protocol, run_pipeline
+    from robustbench_nas.storage import DONE, open_store
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)  # the table, not the cluster's chatter
+    protocol = get_protocol("tiny", **({"archs": n_cells} if n_cells else {}))
+    store_path = workdir / "tiny.zarr"
+    with Timer() as t:
+        report = run_pipeline(store_path, protocol, n_workers=n_workers, threads=1, device="cpu", progress=False)
+    st = open_store(store_path)
+    secs = np.asarray(st._array("stage_seconds")[...])  # (arch, seed, stage)
+    stage_mean = {s: float(np.nanmean(secs[:, :, k])) for k, s in enumerate(st.spec.stages)}
+    clean = np.asarray(st.to_xarray()["clean_accuracy"].values)
+    all_done = bool((st.status() == DONE).all()) and bool(np.isfinite(clean).all()) and not report.failures
+    return {"seconds": t.seconds, "cells": len(st.spec.archs), "stage_mean_s": stage_mean, "all_done": all_done,
+            "failures": len(report.failures), "clean_accuracy_mean": float(np.nanmean(clean)),
+            "protocol_fingerprint": report.fingerprint}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# projection
+# ----------------------------------------------------------------------------------------------------------------
+def published_robust_fractions(root: Path | None = None) -> dict[str, Any] | None:
+    """Mean over cells of the published CIFAR-10 accuracies: ``{"clean": a, attack: [acc per eps ascending]}``."""
+    root = root or SHARED_DATA / "jung2023"
+    d = root / "cifar10"
+    if not d.is_dir():
+        return None
+    out: dict[str, Any] = {}
+    for key in ("clean", "fgsm@Linf", "pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf"):
+        with open(d / f"{key}_accuracy.json", encoding="utf-8") as fh:
+            vals = json.load(fh)["cifar10"][key]["accuracy"]
+        arr = np.array(list(vals.values()), dtype=float)
+        arr = arr / 100.0 if np.nanmax(arr) > 1.5 else arr  # percent or fraction
+        out[key] = float(np.nanmean(arr)) if arr.ndim == 1 else np.nanmean(arr, axis=0).tolist()
+    return out
+
+
+def _budgets() -> dict[str, int]:
+    """PGD steps, APGD steps, Square queries of ``jung2023`` (the attack package's defaults for the protocol)."""
+    try:
+        from attacks.params import APGDParams, PGDParams, SquareParams
+
+        return {"pgd": PGDParams().steps, "apgd": APGDParams().steps, "square": SquareParams().n_queries}
+    except Exception:  # the attacks package's reported budgets (protocols.md)
+        return {"pgd": 40, "apgd": 100, "square": 5000}
+
+
+def attacked_fractions(clean: float, robust: list[float], early_exit: bool) -> list[float]:
+    """Fraction of the test images attacked at each eps (ascending).
+
+    ``independent``: every image at every eps (the reference protocol; torchattacks too). ``early_exit``: only those
+    still correctly classified after the previous eps (the clean-correct ones at the first eps).
+    """
+    if not early_exit:
+        return [1.0] * len(robust)
+    return [clean, *robust[:-1]]
+
+
+def jung2023_cell_flops(f_fwd: float, fr: dict[str, Any] | None, early_exit: bool) -> dict[str, Any]:
+    """FLOPs per cell of every stage of ``jung2023`` for a network of ``f_fwd`` forward FLOPs per image.
+
+    A gradient step (forward + backward) is counted as 3 forwards. Returns ``{stage: flops}`` and, for Square, a
+    ``(low, high)`` bound in ``square_bounds``.
+    """
+    b = _budgets()
+    n = TEST_IMAGES
+    g = 3.0 * f_fwd  # one forward + backward
+    n_eps = {"fgsm@Linf": 11, "pgd@Linf": 7, "aa_apgd-ce@Linf": 7, "aa_square@Linf": 7}
+    frac: dict[str, list[float]] = {}
+    for key, k in n_eps.items():
+        if fr is not None:
+            frac[key] = attacked_fractions(fr["clean"], fr[key], early_exit)
+        else:
+            frac[key] = [1.0] * k
+    out: dict[str, Any] = {
+        "train": 200 * TRAIN_IMAGES * g,
+        "clean": n * f_fwd,
+        "fgsm@Linf": sum(frac["fgsm@Linf"]) * n * (g + f_fwd),
+        "pgd@Linf": sum(frac["pgd@Linf"]) * n * (b["pgd"] * g + f_fwd),
+        "aa_apgd-ce@Linf": sum(frac["aa_apgd-ce@Linf"]) * n * (b["apgd"] * g + f_fwd),
+        "corruptions": 15 * 5 * n * f_fwd,
+        "measures": 256 * (10 * g + 2 * 20 * 2 * g),  # Jacobian rows per class + ~20 Hessian-vector power steps
+        "proxies": 64 * 14 * 3 * g,
+    }
+    # Square stops per image once fooled: survivors of an eps use all queries (low), every attacked image (high)
+    attacked = frac["aa_square@Linf"]
+    survivors = fr["aa_square@Linf"] if fr is not None else [0.0] * len(attacked)
+    low = sum(survivors) * n * b["square"] * f_fwd
+    high = sum(attacked) * n * b["square"] * f_fwd
+    out["aa_square@Linf"] = 0.5 * (low + high)
+    out["square_bounds"] = (low, high)
+    out["budgets"] = b
+    out["attacked_fractions"] = frac
+    return out
+
+
+def pgd_at_cell_flops(f_fwd: float) -> dict[str, float]:
+    """FLOPs per cell of NAS-RobBench-201's protocol: PGD-7 adversarial training, 50 epochs; FGSM and PGD-20 at 3/255
+    and 8/255, AutoAttack (standard: APGD-CE, APGD-T 9 targets, FAB-T 9 targets, Square 5000) at 8/255, with every
+    AutoAttack component attacking only the points still robust (its own rule), using the published medians."""
+    n = TEST_IMAGES
+    g = 3.0 * f_fwd
+    c, p8, aa = NASROB_MEDIAN["clean"], NASROB_MEDIAN["pgd20_8"], NASROB_MEDIAN["aa_8"]
+    survive = 0.5 * (p8 + aa)  # robust fraction after APGD-CE (between PGD-20 and the full AutoAttack)
+    return {
+        "train": 50 * TRAIN_IMAGES * (7 + 1) * g,
+        "fgsm+pgd20": 2 * n * (g + f_fwd) + 2 * n * (20 * g + f_fwd),
+        "autoattack": n * (c * 100 * g + survive * 9 * 100 * g + aa * 9 * 100 * 2 * g + aa * 5000 * f_fwd),
+        "clean": n * f_fwd,
+    }
+
+
+def gpu_minutes(flops: float, fraction: float) -> float:
+    """Minutes of an H100 at ``fraction`` of its bf16 dense peak."""
+    return flops / (fraction * H100_BF16_PEAK) / 60.0
+
+
+def mean_cell_forward_flops() -> float:
+    """Mean forward FLOPs per 32x32 image over the 6466 unique cells (2 x plain multiply-adds, exact per-op costs)."""
+    from benchmarks.bench_training import op_flop_table, unique_cell_flops
+
+    return float(2.0 * unique_cell_flops(op_flop_table()).mean())
+
+
+def projection_records() -> list[dict[str, Any]]:
+    """The ``jung2023`` and ``pgd-at`` projections (no GPU number in them is measured)."""
+    f = mean_cell_forward_flops()
+    fr = published_robust_fractions()
+    recs = []
+    per_mode = {}
+    for early in (False, True):
+        per_mode[early] = jung2023_cell_flops(f, fr, early)
+    stages = [k for k, v in per_mode[False].items() if isinstance(v, float)]
+    total = {e: sum(per_mode[e][k] for k in stages) for e in per_mode}
+    scen = {f"{int(fr_ * 100)}pct_peak": {"min_per_cell": gpu_minutes(total[True], fr_),
+                                          "gpu_hours_all": gpu_minutes(total[True], fr_) * NUM_UNIQUE / 60}
+            for fr_ in FRACTIONS}
+    central = gpu_minutes(total[True], CENTRAL)
+    ours_s = central * 60
+    base_s = gpu_minutes(total[False], CENTRAL) * 60
+    recs.append(make_result(
+        "end_to_end_jung2023_projection", ours_s, base_s, None,
+        kind="projection (FLOP model; no GPU measured)" if not cuda_available() else "projection (FLOP model)",
+        unit="projected H100 GPU-s per cell at 5% of bf16 peak; ours = early_exit attacks, baseline = independent",
+        mean_cell_forward_flops=f, flops_per_stage_early_exit={k: per_mode[True][k] for k in stages},
+        flops_per_stage_independent={k: per_mode[False][k] for k in stages},
+        square_bounds_flops={"early_exit": per_mode[True]["square_bounds"],
+                             "independent": per_mode[False]["square_bounds"]},
+        attack_budgets=per_mode[True]["budgets"], attacked_fractions_early_exit=per_mode[True]["attacked_fractions"],
+        published_mean_accuracies=fr, early_exit_saving=1 - total[True] / total[False],
+        share_per_stage={k: per_mode[True][k] / total[True] for k in stages},
+        scenarios=scen, goal_min_per_cell=GOAL_MIN_PER_CELL, goal_gpu_hours=1100,
+        meets_goal_at_central=central <= GOAL_MIN_PER_CELL,
+        assumptions="FLOP = 2 x plain multiply-adds of the mean unique cell; gradient step = 3 forwards; GPU time = "
+                    "FLOP / (fraction x 989 TFLOP/s); Square cost midway between its bounds; corruption generation "
+                    "and data movement not counted. Attacked fractions from the published Jung 2023 mean accuracies.",
+        note=f"{central:.1f} GPU-min/cell, {central * NUM_UNIQUE / 60:.0f} GPU-h all (5% peak, projection)",
+    ))
+    at = pgd_at_cell_flops(f)
+    at_total = sum(at.values())
+    at_scen = {f"{int(fr_ * 100)}pct_peak": gpu_minutes(at_total, fr_) * NUM_UNIQUE / 60 for fr_ in FRACTIONS}
+    at_min = gpu_minutes(at_total, CENTRAL)
+    recs.append(make_result(
+        "end_to_end_pgd_at_projection", at_min * 60, None, None, kind="projection (FLOP model; no GPU measured)",
+        unit="projected H100 GPU-s per cell at 5% of bf16 peak", flops_per_stage=at,
+        gpu_hours_all_cells=at_scen, goal_gpu_hours=GOAL_PGD_AT_GPU_HOURS, reported_nas_robbench_gpu_hours=107_000,
+        meets_goal_at_central=at_min * NUM_UNIQUE / 60 <= GOAL_PGD_AT_GPU_HOURS, robust_fractions_used=NASROB_MEDIAN,
+        note=f"{at_min * NUM_UNIQUE / 60:.0f} GPU-h for 6466 cells (5% peak, projection)",
+    ))
+    return recs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# run
+# ----------------------------------------------------------------------------------------------------------------
+def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]:
+    """The measured ``tiny`` run and the projections."""
+    tmp = Path(tempfile.mkdtemp(prefix="rbnas_bench_e2e_", dir=workdir))
+    try:
+        r = run_tiny(1 if quick else None, 1 if quick else 2, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    per_hour = r["cells"] / (r["seconds"] / 3600.0)
+    records = [make_result(
+        "end_to_end_tiny", r["seconds"], None, r["all_done"], kind="measured",
+        unit=f"wall s for {r['cells']} cells of the tiny protocol (store creation to last stage)",
+        cells_per_hour=per_hour, **r, device="cpu", workers=1 if quick else 2,
+        note=f"{per_hour:.0f} cells/h on this CPU; slowest stage "
+             f"{max(r['stage_mean_s'], key=lambda s: r['stage_mean_s'][s] or 0)}",
+    )]
+    records += projection_records()
+    for rec in records:
+        save_result(rec)
+    return records
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from benchmarks.__main__ import format_table
+
+    print(format_table(run(quick=args.quick)))
+
+
+if __name__ == "__main__":
+    main()
