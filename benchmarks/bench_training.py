@@ -40,6 +40,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -383,132 +385,183 @@ class GpuUtilSampler:
         return float(np.mean(self.samples)) if self.samples else float("nan")
 
 
-def _gpu_rate(arch: str, dataset: Any, profile: Any, n: int) -> tuple[float, float]:
-    """(images/s, mean GPU utilisation %) of our trainer for ``profile`` (one warm-up run first, for compile)."""
-    dev = torch.device("cuda")
+@dataclass(frozen=True)
+class GpuBenchConfig:
+    """Sizes of the GPU-path measurements (the defaults are for a real GPU; tests shrink them to run on a CPU).
+
+    Arguments:
+        device: torch device.
+        n_train, n_test: images (from the shared CIFAR-10 test set, disjoint).
+        epochs: timed epochs per measurement (after one warm-up epoch).
+        variants: trainer options measured, keys of :data:`VARIANTS`.
+        processes: numbers of worker processes sharing the device for the aggregate-throughput measurement.
+        acc_epochs: epochs of the bf16-vs-fp32 accuracy check (0: skip it).
+        overrides: extra training-profile fields (tests: a small network).
+        loader_workers: DataLoader workers of the baseline.
+    """
+
+    device: str = "cuda"
+    n_train: int = 9000
+    n_test: int = 1000
+    epochs: int = 3
+    variants: tuple[str, ...] = ("fp32", "channels_last", "channels_last+bf16", "channels_last+bf16+compile")
+    processes: tuple[int, ...] = (2, 4, 8)
+    acc_epochs: int = 30
+    overrides: tuple[tuple[str, Any], ...] = ()
+    loader_workers: int = 8
+
+
+#: trainer options of each measured variant
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "channels_last": {"channels_last": True},
+    "channels_last+bf16": {"channels_last": True, "amp": "bf16"},
+    "channels_last+bf16+compile": {"channels_last": True, "amp": "bf16", "compile": True},
+}
+
+
+def _variant_profile(variant: str, epochs: int, overrides: dict[str, Any] | None = None):
+    from robustbench_nas.training import get_profile
+
+    return get_profile("nb201-200e", epochs=epochs, eval_every=10**6, **VARIANTS[variant], **(overrides or {}))
+
+
+def _gpu_rate(arch: str, dataset: Any, profile: Any, n: int, dev: torch.device) -> tuple[float, float]:
+    """(images/s, mean GPU utilisation %) of our trainer for ``profile`` (one warm-up epoch first, for compile)."""
     ours_train(arch, dataset, profile.replace(epochs=1), 0, dev)  # warm-up: cuDNN autotune, compile
     with GpuUtilSampler() as util, Timer() as t:
         ours_train(arch, dataset, profile, 0, dev)
     return profile.epochs * n / t.seconds, util.mean
 
 
-def _worker_main(arch: str, n: int, epochs: int, variant: str) -> None:
-    """Entry of one of several processes sharing the GPU: prints ``{"img_s": ...}`` after timing its training."""
-    x, y, xt, yt, _ = _load_images(n, 500)
+def _worker_main(spec_json: str) -> None:
+    """One of several processes sharing the device: warm up, wait for the others (files in ``sync``), time, print.
+
+    Prints ``{"images": ..., "start": t0, "end": t1}`` (wall-clock ``time.time()``), so the parent computes the
+    aggregate rate over the span in which all processes trained, not a sum of rates that may not overlap.
+    """
+    spec = json.loads(spec_json)
+    torch.set_num_threads(1)
+    x, y, xt, yt, _ = _load_images(spec["n"], 100)
     ds = _make_dataset(x, y, xt, yt)
-    prof = _variant_profile(variant, epochs)
-    dev = torch.device("cuda")
-    ours_train(arch, ds, prof.replace(epochs=1), 0, dev)
-    with Timer() as t:
-        ours_train(arch, ds, prof, 0, dev)
-    print(json.dumps({"img_s": epochs * n / t.seconds, "seconds": t.seconds}), flush=True)
+    prof = _variant_profile(spec["variant"], spec["epochs"], spec["overrides"])
+    dev = torch.device(spec["device"])
+    ours_train(spec["arch"], ds, prof.replace(epochs=1), 0, dev)
+    sync = Path(spec["sync"])
+    (sync / f"ready_{os.getpid()}").touch()
+    deadline = time.time() + 600
+    while len(list(sync.glob("ready_*"))) < spec["k"] and time.time() < deadline:
+        time.sleep(0.05)
+    t0 = time.time()
+    ours_train(spec["arch"], ds, prof, 0, dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps({"images": spec["epochs"] * spec["n"], "start": t0, "end": time.time()}), flush=True)
 
 
-def _variant_profile(variant: str, epochs: int):
-    from robustbench_nas.training import get_profile
+def _shared_rate(arch: str, cfg: GpuBenchConfig, variant: str, k: int) -> tuple[float, float]:
+    """Aggregate images/s of ``k`` processes each training ``arch`` on the one device, and mean utilisation."""
+    import tempfile
 
-    opts = {
-        "fp32": {},
-        "channels_last": {"channels_last": True},
-        "channels_last+bf16": {"channels_last": True, "amp": "bf16"},
-        "channels_last+bf16+compile": {"channels_last": True, "amp": "bf16", "compile": True},
-    }[variant]
-    return get_profile("nb201-200e", epochs=epochs, eval_every=10**6, **opts)
-
-
-def _shared_gpu_rate(arch: str, n: int, epochs: int, variant: str, k: int) -> tuple[float, float]:
-    """Aggregate images/s of ``k`` processes each training ``arch`` on the one GPU, and mean utilisation."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_training", "--worker", arch, str(n), str(epochs), variant]
-    with GpuUtilSampler() as util:
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(k)]
-        outs = [p.communicate()[0] for p in procs]
-    rates = [json.loads(o.strip().splitlines()[-1])["img_s"] for o in outs]
-    return float(sum(rates)), util.mean
+    with tempfile.TemporaryDirectory(prefix="rbnas_share_") as sync:
+        spec = json.dumps({"arch": arch, "n": cfg.n_train, "epochs": cfg.epochs, "variant": variant, "k": k,
+                           "overrides": dict(cfg.overrides), "device": cfg.device, "sync": sync})
+        cmd = [sys.executable, "-m", "benchmarks.bench_training", "--worker", spec]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        with GpuUtilSampler() as util:
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(k)]
+            outs = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError(f"a sharing worker failed (exit codes {[p.returncode for p in procs]})")
+    res = [json.loads(o.strip().splitlines()[-1]) for o in outs]
+    span = max(r["end"] for r in res) - min(r["start"] for r in res)
+    return float(sum(r["images"] for r in res) / span), util.mean
 
 
-def gpu_records(quick: bool, cell_flops: np.ndarray) -> list[dict[str, Any]]:
-    """The GPU-path records (call only with CUDA)."""
-    from robustbench_nas.training import get_profile
-
-    n = 4000 if quick else 9000
-    epochs = 1 if quick else 3
-    x, y, xt, yt, src = _load_images(n, 10000 - n if not quick else 1000)
+def gpu_records(cfg: GpuBenchConfig, cell_flops: np.ndarray) -> list[dict[str, Any]]:
+    """The GPU-path records: per-variant rates vs the DataLoader loop, device sharing, bf16 vs fp32, GPU-hours."""
+    n, epochs = cfg.n_train, cfg.epochs
+    ov = dict(cfg.overrides)
+    x, y, xt, yt, src = _load_images(n, cfg.n_test)
     ds = _make_dataset(x, y, xt, yt)
-    dev = torch.device("cuda")
+    dev = torch.device(cfg.device)
     records: list[dict[str, Any]] = []
     rates: dict[str, dict[str, float]] = {}
     flops_of = {}
     from robustbench_nas.models import build_model, count_flops
 
     for cname, arch in CELLS.items():
-        flops_of[cname] = float(count_flops(build_model(arch)).plain)
-        prof = get_profile("nb201-200e", epochs=epochs, eval_every=10**6)
-        # baseline: DataLoader with workers + pinned memory, fp32
-        baseline_train(arch, x[:1024], y[:1024], xt[:100], yt[:100], prof.replace(epochs=1), 0, dev,
-                       num_workers=min(8, os.cpu_count() or 1))
+        base_prof = _variant_profile("fp32", epochs, ov)
+        flops_of[cname] = float(count_flops(build_model(arch, C=base_prof.C, N=base_prof.N)).plain)
+        # baseline: DataLoader with worker processes + pinned memory, fp32, one warm-up epoch on a slice
+        w = min(n, 1024)
+        baseline_train(arch, x[:w], y[:w], xt[:10], yt[:10], base_prof.replace(epochs=1), 0, dev,
+                       num_workers=cfg.loader_workers)
         with GpuUtilSampler() as butil, Timer() as tb:
-            baseline_train(arch, x, y, xt, yt, prof, 0, dev, num_workers=min(8, os.cpu_count() or 1))
+            baseline_train(arch, x, y, xt, yt, base_prof, 0, dev, num_workers=cfg.loader_workers)
         base_rate = epochs * n / tb.seconds
         rates[cname] = {}
-        for variant in ("fp32", "channels_last", "channels_last+bf16", "channels_last+bf16+compile"):
+        for variant in cfg.variants:
             try:
-                r, u = _gpu_rate(arch, ds, _variant_profile(variant, epochs), n)
+                r, u = _gpu_rate(arch, ds, _variant_profile(variant, epochs, ov), n, dev)
             except Exception as e:  # compile can fail on some stacks: report, keep going
-                log.warning("GPU variant %s failed: %s", variant, e)
+                log.warning("variant %s failed: %s", variant, e)
                 continue
             rates[cname][variant] = r
             records.append(make_result(
                 f"training_gpu_{cname}_{variant.replace('+', '_')}", n * epochs / r, tb.seconds, None,
-                kind="measured", unit="s for the same images", cell=arch, variant=variant, images_per_s=r,
-                baseline_images_per_s=base_rate, gpu_util_pct=u, baseline_gpu_util_pct=butil.mean,
-                n_train=n, epochs=epochs, data=src,
-                note=f"{r:.0f} img/s vs DataLoader {base_rate:.0f} img/s",
+                kind="measured", device=cfg.device, unit="s for the same images", cell=arch, variant=variant,
+                images_per_s=r, baseline_images_per_s=base_rate, gpu_util_pct=u, baseline_gpu_util_pct=butil.mean,
+                baseline=f"torchvision DataLoader ({cfg.loader_workers} workers, pinned) + standard fp32 loop",
+                n_train=n, epochs=epochs, data=src, note=f"{r:.0f} img/s vs DataLoader {base_rate:.0f} img/s",
             ))
+        if not rates[cname]:
+            continue
         best_variant = max(rates[cname], key=rates[cname].get)
-        for k in (2, 4, 8) if not quick else (4,):
+        single = rates[cname][best_variant]
+        for k in cfg.processes:
             try:
-                agg, u = _shared_gpu_rate(arch, n, epochs, best_variant, k)
+                agg, u = _shared_rate(arch, cfg, best_variant, k)
             except Exception as e:
-                log.warning("shared GPU run k=%d failed: %s", k, e)
+                log.warning("sharing with %d processes failed: %s", k, e)
                 continue
             records.append(make_result(
-                f"training_gpu_{cname}_{k}proc", n * epochs / agg, n * epochs / rates[cname][best_variant], None,
-                kind="measured", unit="s per image-set, aggregate over processes", cell=arch, variant=best_variant,
-                processes=k, aggregate_images_per_s=agg, single_images_per_s=rates[cname][best_variant],
-                gpu_util_pct=u, note=f"{k} processes share the GPU: {agg:.0f} img/s total",
+                f"training_gpu_{cname}_{k}proc", n * epochs / agg, n * epochs / single, None,
+                kind="measured", device=cfg.device, unit="s per n_train x epochs images, aggregate over processes",
+                cell=arch, variant=best_variant, processes=k, aggregate_images_per_s=agg,
+                single_images_per_s=single, gpu_util_pct=u,
+                note=f"{k} processes share the device: {agg:.0f} img/s total vs {single:.0f} alone",
             ))
             rates[cname][f"{k}proc"] = agg
 
-    # bf16 vs fp32 accuracy on one cell (a short real training; same seed, same data)
-    acc_epochs = 5 if quick else 30
-    acc = {}
-    for amp in (None, "bf16"):
-        prof = get_profile("nb201-200e", epochs=acc_epochs, channels_last=True, amp=amp, eval_every=10**6)
-        with Timer() as t:
-            res = ours_train(ALL_CONV3X3, ds, prof, 0, dev)
-        acc[amp or "fp32"] = (res.final_test_acc, t.seconds)
-    diff = abs(acc["bf16"][0] - acc["fp32"][0])
-    se = math.sqrt(max(acc["fp32"][0] * (1 - acc["fp32"][0]), 1e-4) / len(yt))
-    records.append(make_result(
-        "training_gpu_bf16_vs_fp32", acc["bf16"][1], acc["fp32"][1], diff <= max(0.015, 3 * math.sqrt(2) * se),
-        kind="measured", cell=ALL_CONV3X3, epochs=acc_epochs, n_train=n, n_test=len(yt),
-        fp32_test_acc=acc["fp32"][0], bf16_test_acc=acc["bf16"][0], abs_diff=diff,
-        tolerance=max(0.015, 3 * math.sqrt(2) * se), note=f"acc fp32 {acc['fp32'][0]:.3f} bf16 {acc['bf16'][0]:.3f}",
-    ))
+    if cfg.acc_epochs > 0:  # bf16 vs fp32 accuracy on one cell: a short real training, same seed, same data
+        acc = {}
+        for amp in (None, "bf16"):
+            prof = _variant_profile("channels_last", cfg.acc_epochs, {**ov, "amp": amp})
+            with Timer() as t:
+                res = ours_train(ALL_CONV3X3, ds, prof, 0, dev)
+            acc[amp or "fp32"] = (res.final_test_acc, t.seconds)
+        diff = abs(acc["bf16"][0] - acc["fp32"][0])
+        # two independent binomial estimates on n_test images: 3 standard errors of their difference, >= 1.5 points
+        se = math.sqrt(2 * max(acc["fp32"][0] * (1 - acc["fp32"][0]), 1e-4) / len(yt))
+        tol = max(0.015, 3 * se)
+        records.append(make_result(
+            "training_gpu_bf16_vs_fp32", acc["bf16"][1], acc["fp32"][1], diff <= tol, kind="measured",
+            device=cfg.device, cell=ALL_CONV3X3, epochs=cfg.acc_epochs, n_train=n, n_test=len(yt),
+            fp32_test_acc=acc["fp32"][0], bf16_test_acc=acc["bf16"][0], abs_diff=diff, tolerance=tol,
+            note=f"test acc fp32 {acc['fp32'][0]:.3f} vs bf16 {acc['bf16'][0]:.3f}",
+        ))
 
-    # projection of all 6466 cells from the measured rates (best single-process variant, and best sharing)
-    def best(c: str) -> float:
-        return max(rates[c].values())
-
-    pts = [(flops_of[c], 1.0 / best(c)) for c in CELLS]
-    a, b = fit_time_per_image(pts)
-    hours = project_training_hours(cell_flops, a, b, JUNG_EPOCHS * JUNG_TRAIN_IMAGES)
-    records.append(make_result(
-        "training_gpu_hours_jung2023", hours * 3600 / NUM_UNIQUE, None, None, kind="projection from GPU measurements",
-        unit="GPU-s per cell (mean)", gpu_hours_all_cells=hours, fit_seconds_per_image={"a": a, "b_per_flop": b},
-        measured_images_per_s={c: rates[c] for c in CELLS},
-        note=f"{hours:.0f} GPU-h for 6466 cells x 200 epochs (training only)",
-    ))
+    if all(rates.get(c) for c in CELLS):  # all 6466 cells from the measured rates (fit through both cells)
+        pts = [(flops_of[c], 1.0 / max(rates[c].values())) for c in CELLS]
+        a, b = fit_time_per_image(pts)
+        hours = project_training_hours(cell_flops, a, b, JUNG_EPOCHS * JUNG_TRAIN_IMAGES)
+        records.append(make_result(
+            "training_gpu_hours_jung2023", hours * 3600 / NUM_UNIQUE, None, None,
+            kind="projection from measured rates", device=cfg.device, unit="device-s per cell (mean), training only",
+            gpu_hours_all_cells=hours, fit_seconds_per_image={"a": a, "b_per_flop": b},
+            measured_images_per_s=rates, note=f"{hours:.0f} device-h to train 6466 cells x 200 epochs",
+        ))
     return records
 
 
@@ -526,7 +579,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         records = _cpu_records(quick)
     cf = unique_cell_flops(op_flop_table())
     if cuda_available():
-        records.extend(gpu_records(quick, cf))
+        cfg = GpuBenchConfig(n_train=4000, epochs=1, processes=(4,), acc_epochs=5) if quick else GpuBenchConfig()
+        records.extend(gpu_records(cfg, cf))
     else:
         log.info("no CUDA device: GPU-path measurements skipped (%s)", machine_description())
     for r in records:
@@ -616,11 +670,10 @@ def _timed(fn) -> Timer:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--worker", nargs=4, metavar=("ARCH", "N", "EPOCHS", "VARIANT"), help=argparse.SUPPRESS)
+    p.add_argument("--worker", metavar="JSON", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        arch, n, epochs, variant = args.worker
-        _worker_main(arch, int(n), int(epochs), variant)
+        _worker_main(args.worker)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from benchmarks.__main__ import format_table
