@@ -131,8 +131,8 @@ def _unblocks(b: torch.Tensor) -> torch.Tensor:
 
 def _code_plane(p: torch.Tensor, q: np.ndarray) -> torch.Tensor:
     """ISLOW forward DCT, quantisation (round half away from zero, as jcdctmgr.c), dequantisation, ISLOW inverse
-    DCT with range limiting; integer samples 0..255 in and out (int64)."""
-    qt = torch.as_tensor(q, dtype=torch.int64, device=p.device)
+    DCT with range limiting; integer samples 0..255 in and out (int32: libjpeg sizes every intermediate for 32 bits)."""
+    qt = torch.as_tensor(q, dtype=p.dtype, device=p.device)
     b = _blocks(p - 128)
     coef = _along(_along(b, -1, _fdct_1d, True), -2, _fdct_1d, False)  # rows, then columns; scaled by 8
     div = qt * 8
@@ -207,7 +207,7 @@ def jpeg_roundtrip(levels: torch.Tensor, quality: int) -> torch.Tensor:
     yh, yw = 8 * -(-h // 8), 8 * -(-w // 8)
     ch, cw = 8 * -(-h2 // 8), 8 * -(-w2 // 8)
     hp, wp = max(yh, 2 * h2), max(yw, 2 * cw)
-    x = torch.round(levels).to(torch.int64)
+    x = torch.round(levels).to(torch.int32)
     if (hp, wp) != (h, w):
         rows = torch.arange(hp, device=x.device).clamp(max=h - 1)
         cols = torch.arange(wp, device=x.device).clamp(max=w - 1)

@@ -203,6 +203,24 @@ def test_jpeg_other_sizes_bit_exact(shape: tuple[int, int]) -> None:
     assert np.array_equal(_ours("jpeg_compression", imgs, 3), ref)
 
 
+@pytest.mark.parametrize("quality", [1, 10, 95, 100])
+def test_jpeg_codec_extreme_patterns_bit_exact(quality: int) -> None:
+    """Checkerboards and saturated noise give the largest DCT coefficients: the 32-bit integer pipeline must
+    still match libjpeg at every quality (no overflow, same clamping)."""
+    from corruptions.jpeg import jpeg_roundtrip
+
+    a = (np.indices((32, 32)).sum(0) % 2) * 255
+    imgs = [np.stack([a, 255 - a, a], -1), np.zeros((32, 32, 3)), np.full((32, 32, 3), 255),
+            np.random.default_rng(0).choice([0, 255], (32, 32, 3))]
+    for im in imgs:
+        im = im.astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "JPEG", quality=quality)
+        ref = np.asarray(Image.open(buf))
+        ours = jpeg_roundtrip(torch.from_numpy(im).permute(2, 0, 1)[None].float(), quality)[0].permute(1, 2, 0)
+        assert np.array_equal(ours.numpy().astype(np.uint8), ref)
+
+
 # ---------------------------------------------------------------- random corruptions, same draws
 
 
