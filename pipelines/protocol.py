@@ -317,7 +317,7 @@ def _tiny() -> ProtocolConfig:
         proxy_images=32,
         measures=("jacobian_fro",),
         measure_images=32,
-        attack_images=100,
+        attack_images=64,
         corruption_images=100,
         batch_size=128,
         description="8 cells, digits, tiny training, small grids: a few minutes on a laptop CPU",
