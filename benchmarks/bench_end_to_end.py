@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import SHARED_DATA, Timer, cuda_available, make_result, save_result
+from benchmarks.common import SHARED_DATA, Timer, cuda_available, make_result, mark_quick, save_result
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
              f"{max(r['stage_mean_s'], key=lambda s: r['stage_mean_s'][s] or 0)}",
     )]
     records += projection_records()
+    mark_quick(records, quick)
     for rec in records:
         save_result(rec)
     return records

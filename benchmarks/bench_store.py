@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Timer, make_result, save_result
+from benchmarks.common import Timer, make_result, mark_quick, save_result
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +362,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
         records += layout_records(tmp, spec, data, min(COMPACT_CHUNK, n), "_compacted")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    mark_quick(records, quick)
     for r in records:
         save_result(r)
     return records

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
+    mark_quick,
     SHARED_DATA,
     Timer,
     cuda_available,
@@ -583,6 +584,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         records.extend(gpu_records(cfg, cf))
     else:
         log.info("no CUDA device: GPU-path measurements skipped (%s)", machine_description())
+    mark_quick(records, quick)
     for r in records:
         save_result(r)
     return records

@@ -304,6 +304,16 @@ def make_result(
     return rec
 
 
+def mark_quick(records: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
+    """Tag records with ``quick`` and, for quick runs, the name suffix ``_quick`` (the team's convention), so a
+    smoke run never overwrites the full-size figures that ``benchmarks/README.md`` quotes. Returns ``records``."""
+    for r in records:
+        r["quick"] = bool(quick)
+        if quick and not r["name"].endswith("_quick"):
+            r["name"] += "_quick"
+    return records
+
+
 def _json_default(o: Any) -> Any:
     try:
         import numpy as np
