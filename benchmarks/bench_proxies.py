@@ -9,6 +9,7 @@ Records:
   whole batch) vs the per-image ``torch.func.jacrev`` a user would write; agreement to 1e-4 relative.
 * ``measures_hessian_batched_vs_loop_<device>``: our batched power iteration (one HVP per iteration for all images)
   vs the same power iteration run image by image; agreement of the eigenvalues to 1e-2 relative (tol 1e-4).
+* ``measures_hessian_lanczos_vs_power_<device>``: batched Lanczos vs batched power iteration (same tolerance).
 
 On CPU the figures are process CPU seconds on one torch thread (``clock="process_cpu"``): on a shared machine
 wall time mostly measures the other jobs. On GPU they are wall seconds (CUDA synchronised).
@@ -101,6 +102,14 @@ def run_device(device: torch.device, quick: bool) -> list[dict[str, Any]]:
     records.append(make_result(f"measures_hessian_batched_vs_loop_{device.type}", s_ours, s_base, agree,
                                baseline="same power iteration, one image at a time", tolerance="rtol 1e-2 (tol 1e-4)",
                                n_images=n_h, max_iter=iters, wall_ours_s=w_ours, wall_baseline_s=w_base, **common))
+    # Lanczos vs power iteration, same tolerance, same start vectors
+    s_ours, w_ours, lz = _seconds(lambda: hessian_max_eig(model, x[:n_h], y[:n_h], max_iter=iters, tol=tol, method="lanczos"), device)
+    s_base, w_base, pw = _seconds(lambda: hessian_max_eig(model, x[:n_h], y[:n_h], max_iter=iters, tol=tol, method="power"), device)
+    agree = bool(torch.allclose(lz.eig, pw.eig, rtol=1e-2, atol=0))
+    records.append(make_result(f"measures_hessian_lanczos_vs_power_{device.type}", s_ours, s_base, agree,
+                               baseline="power iteration (same tol, same start)", tolerance="rtol 1e-2 (tol 1e-4)",
+                               n_images=n_h, hvps_lanczos=int(lz.iters.max()), hvps_power=int(pw.iters.max()),
+                               wall_ours_s=w_ours, wall_baseline_s=w_base, **common))
     return records
 
 

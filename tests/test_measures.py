@@ -110,6 +110,10 @@ def test_hessian_max_eig_matches_dense_eigvalsh() -> None:
         assert r.eig[i].item() == pytest.approx(ev.max().item(), rel=1e-6)
     assert bool(r.converged.all()) and int(r.iters.max()) <= 2000
     assert r.tol == 1e-12 and r.max_iter == 2000
+    lz = hessian_max_eig(net, x, y, max_iter=48, tol=1e-10, seed=0, batch_size=2, method="lanczos")
+    for i, H in enumerate(Hs):
+        assert lz.eig[i].item() == pytest.approx(torch.linalg.eigvalsh(H).max().item(), rel=1e-8)
+    assert bool(lz.converged.all()) and int(lz.iters.max()) < int(r.iters.max())
 
 
 def test_hessian_trace_hutchinson_matches_dense_trace() -> None:

@@ -23,8 +23,9 @@ class MeasureConfig:
 
     Attributes:
         n_proj: random projections per image for ``jacobian_fro_proj``.
-        power_iters: power-iteration cap for ``hessian_eig``.
+        power_iters: cap on Hessian-vector products per image for ``hessian_eig``.
         power_tol: relative tolerance on the eigenvalue for ``hessian_eig``.
+        hessian_method: ``"lanczos"`` (default, fewer HVPs) or ``"power"`` iteration for ``hessian_eig``.
         hutchinson_samples: Rademacher probes per image for ``hessian_trace``.
         batch_size: images per forward pass.
     """
@@ -32,6 +33,7 @@ class MeasureConfig:
     n_proj: int = 8
     power_iters: int = 50
     power_tol: float = 1e-3
+    hessian_method: str = "lanczos"
     hutchinson_samples: int = 16
     batch_size: int = 32
 
@@ -108,10 +110,11 @@ def _jacobian_fro_proj(model, x, y, cfg, gen):  # type: ignore[no-untyped-def]
 @register_measure(
     "hessian_eig",
     outputs=("hessian_eig", "hessian_eig_se", "hessian_eig_iters", "hessian_eig_converged", "hessian_eig_tol"),
-    summary="mean over images of the largest eigenvalue of the input Hessian of CE (power iteration on HVPs)",
+    summary="mean over images of the largest eigenvalue of the input Hessian of CE (Lanczos or power iteration on HVPs)",
 )
 def _hessian_eig(model, x, y, cfg, gen):  # type: ignore[no-untyped-def]
-    r = hessian_max_eig(model, x, y, max_iter=cfg.power_iters, tol=cfg.power_tol, generator=gen, batch_size=cfg.batch_size)
+    r = hessian_max_eig(model, x, y, max_iter=cfg.power_iters, tol=cfg.power_tol, generator=gen,
+                        batch_size=cfg.batch_size, method=cfg.hessian_method)
     if not bool(r.converged.all()):
         log.warning(
             "hessian_eig: %d of %d images did not converge in %d iterations (tol %g)",

@@ -15,15 +15,16 @@ from ..common import dataset_options, echo_json, fail
 @click.option("--seed", default=0, show_default=True, type=int, help="Image sample and random projections/probes.")
 @click.option("--measures", "names", default=None, help="Comma-separated measures (default: all).")
 @click.option("--n-proj", default=8, show_default=True, type=int, help="Random projections per image (Jacobian).")
-@click.option("--power-iters", default=50, show_default=True, type=int, help="Power-iteration cap (Hessian).")
+@click.option("--power-iters", default=50, show_default=True, type=int, help="Cap on HVPs per image (Hessian).")
+@click.option("--hessian-method", type=click.Choice(["lanczos", "power"]), default="lanczos", show_default=True)
 @click.option("--tol", default=1e-3, show_default=True, type=float, help="Relative tolerance on the eigenvalue.")
 @click.option("--hutchinson", default=16, show_default=True, type=int, help="Rademacher probes per image (trace).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Images per forward pass.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: one 'key value' line per output).")
-def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, power_iters, tol, hutchinson, batch_size,
-            device, threads, as_json) -> None:
+def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, power_iters, hessian_method, tol,
+            hutchinson, batch_size, device, threads, as_json) -> None:
     """Jacobian / Hessian measures of the trained network in CKPT on N images of the dataset."""
     from ...data import DataError, get_dataset
     from ...measures import MeasureConfig, compute_measures, list_measures
@@ -42,8 +43,8 @@ def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, powe
         if model.config["num_classes"] != ds.info.num_classes:
             raise ValueError(f"checkpoint has {model.config['num_classes']} classes, dataset {dataset!r} has {ds.info.num_classes}")
         sub = ds.split(split).subset(n_images, seed=seed, stratified=False)
-        cfg = MeasureConfig(n_proj=n_proj, power_iters=power_iters, power_tol=tol, hutchinson_samples=hutchinson,
-                            batch_size=batch_size)
+        cfg = MeasureConfig(n_proj=n_proj, power_iters=power_iters, power_tol=tol, hessian_method=hessian_method,
+                            hutchinson_samples=hutchinson, batch_size=batch_size)
     except (CheckpointError, KeyError, ValueError, DataError, RuntimeError) as e:
         fail(str(e))
     values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
