@@ -239,3 +239,10 @@ def test_status_and_failures_are_read_back(finished) -> None:
              list_stages()}
     assert lines["adversarial"] == ["3", "0", "0"]
     assert FAILED == 2
+
+
+def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:
+    rep = run_pipeline(tmp_path / "a.zarr", micro(stages=("info",)), scheduler=client.scheduler.address,
+                       progress=False)
+    assert rep.ok and rep.submitted == 3
+    assert open_store(tmp_path / "a.zarr").progress()["info"]["done"] == 3
