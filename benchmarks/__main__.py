@@ -66,6 +66,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def markdown_table(records: list[dict[str, Any]]) -> str:
+    """A Markdown table of saved records (for ``benchmarks/README.md``): record, ours, baseline, ratio, agree, note."""
+    lines = ["| record | ours_s | baseline_s | ratio | agree | kind | note |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["name"]):
+        lines.append("| " + " | ".join([
+            f"`{r['name']}`", _fmt_s(r.get("ours_s")), _fmt_s(r.get("baseline_s")), _fmt_ratio(r.get("ratio")),
+            _fmt_agree(r.get("results_agree")), str(r.get("kind", "")), str(r.get("note", "")).replace("|", "/"),
+        ]) + " |")
+    return "\n".join(lines)
+
+
 def run_benchmarks(names: list[str], quick: bool) -> tuple[list[dict[str, Any]], list[str]]:
     """Run the named benchmarks; returns (table rows, names that failed)."""
     rows: list[dict[str, Any]] = []
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*", help="benchmarks to run (default: all); e.g. training store")
     p.add_argument("--quick", action="store_true", help="small sizes (each benchmark under about a minute on a CPU)")
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    p.add_argument("--markdown", action="store_true",
+                   help="print a Markdown table of the saved full-size results (no run; quick records left out)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -104,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     available = discover()
     if args.list:
         print("\n".join(available))
+        return 0
+    if args.markdown:
+        recs = [r for r in common.load_results() if not r.get("quick") and not r["name"].endswith("_quick")]
+        if args.names:
+            recs = [r for r in recs if any(r["name"].startswith(n) for n in args.names)]
+        print(markdown_table(recs))
         return 0
     names = [n[len("bench_"):] if n.startswith("bench_") else n for n in args.names] or available
     unknown = [n for n in names if n not in available]

@@ -27,6 +27,7 @@ import logging
 import math
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,14 +102,16 @@ def _budgets() -> dict[str, int]:
         return {"pgd": 40, "apgd": 100, "square": 5000}
 
 
-def attacked_fractions(clean: float, robust: list[float], early_exit: bool) -> list[float]:
+def attacked_fractions(clean: float, robust: list[float], early_exit: bool,
+                       clean_correct_only: bool = False) -> list[float]:
     """Fraction of the test images attacked at each eps (ascending).
 
-    ``independent``: every image at every eps (the reference protocol; torchattacks too). ``early_exit``: only those
-    still correctly classified after the previous eps (the clean-correct ones at the first eps).
+    ``independent``: every image at every eps (FGSM / PGD, as torchattacks), or every clean-correct image
+    (``clean_correct_only``: APGD / Square, as AutoAttack). ``early_exit``: only those still correctly classified
+    after the previous eps (the clean-correct ones at the first eps).
     """
     if not early_exit:
-        return [1.0] * len(robust)
+        return [clean if clean_correct_only else 1.0] * len(robust)
     return [clean, *robust[:-1]]
 
 
@@ -125,7 +128,7 @@ def jung2023_cell_flops(f_fwd: float, fr: dict[str, Any] | None, early_exit: boo
     frac: dict[str, list[float]] = {}
     for key, k in n_eps.items():
         if fr is not None:
-            frac[key] = attacked_fractions(fr["clean"], fr[key], early_exit)
+            frac[key] = attacked_fractions(fr["clean"], fr[key], early_exit, clean_correct_only=key.startswith("aa_"))
         else:
             frac[key] = [1.0] * k
     out: dict[str, Any] = {
@@ -227,10 +230,114 @@ def projection_records() -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# fidelity to the published data (GPU; a tiny configuration runs on a CPU for tests)
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FidelityConfig:
+    """A stratified sample of cells trained on the shared CIFAR-10 images and attacked like the reference.
+
+    Arguments:
+        n_cells: cells, stratified over the published clean accuracy (sorted, evenly spaced quantiles).
+        epochs: training epochs (NB201's 200-epoch schedule compressed: cosine to 0 over ``epochs``).
+        eval_images: images of the evaluation part attacked (the clean accuracy uses the whole part).
+        pgd_eps: PGD eps (in [0, 1]) compared with the published values (must be on the release's grid).
+        device: torch device; overrides: training-profile fields (tests: a small network).
+    """
+
+    n_cells: int = 20
+    epochs: int = 40
+    eval_images: int = 1000
+    pgd_eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255)
+    device: str = "cuda"
+    overrides: tuple[tuple[str, Any], ...] = (("channels_last", True), ("amp", "bf16"))
+    seed: int = 0
+
+
+def _published(root: Path, key: str) -> dict[int, Any]:
+    with open(root / "cifar10" / f"{key}_accuracy.json", encoding="utf-8") as fh:
+        vals = json.load(fh)["cifar10"][key]["accuracy"]
+    return {int(k): v for k, v in vals.items()}
+
+
+def stratified_cells(clean: dict[int, float], n: int) -> list[int]:
+    """``n`` uids at evenly spaced quantiles of the published clean accuracy (lowest and highest included)."""
+    order = sorted(clean, key=lambda u: (clean[u], u))
+    pos = np.unique(np.linspace(0, len(order) - 1, n).round().astype(int))
+    return [order[p] for p in pos]
+
+
+def fidelity_records(cfg: FidelityConfig, root: Path | None = None) -> list[dict[str, Any]]:
+    """Train the sample on the shared CIFAR-10 file (seeded 80/20 split of the test set: ``npz`` dataset), evaluate
+    clean and PGD (``attacks.evaluate``, the protocol's PGD-40), and rank-correlate with the published values."""
+    from scipy.stats import kendalltau, spearmanr
+
+    import attacks
+    from robustbench_nas.data import get_dataset
+    from robustbench_nas.evaluation import evaluate_clean
+    from robustbench_nas.training import get_profile, train_model
+
+    root = root or SHARED_DATA / "jung2023"
+    npz = SHARED_DATA / "cifar10_test.npz"
+    if not (root / "meta.json").is_file() or not npz.is_file():
+        log.info("fidelity study skipped: %s or %s missing", root, npz)
+        return []
+    meta = json.loads((root / "meta.json").read_text())
+    eps_grid = [e / 255 for e in meta["epsilons"]["pgd@Linf"]]
+    clean_pub = {u: float(v) for u, v in _published(root, "clean").items()}
+    pgd_pub = _published(root, "pgd@Linf")
+    cols = [min(range(len(eps_grid)), key=lambda i: abs(eps_grid[i] - e)) for e in cfg.pgd_eps]
+    if any(abs(eps_grid[c] - e) > 1e-9 for c, e in zip(cols, cfg.pgd_eps)):
+        raise ValueError(f"pgd_eps {cfg.pgd_eps} must be on the published grid {eps_grid}")
+    uids = stratified_cells(clean_pub, cfg.n_cells)
+    ds = get_dataset("npz", root=str(npz))
+    test = ds.split("test")
+    dev = torch_device(cfg.device)
+    x_all, y_all = test.images(dev), test.labels(dev)
+    sub = test.subset(min(cfg.eval_images, len(test)), seed=cfg.seed)
+    x_att, y_att = sub.images(dev), sub.labels(dev)
+    profile = get_profile("nb201-200e", epochs=cfg.epochs, eval_every=10**6, **dict(cfg.overrides))
+    ours_clean, ours_pgd, rows = [], [], []
+    with Timer() as t:
+        for uid in uids:
+            arch = meta["ids"][str(uid)]["nb201-string"]
+            model = train_model(arch, ds, profile, seed=cfg.seed, device=dev, progress=False).model.eval()
+            c = evaluate_clean(model, x_all, y_all).accuracy
+            res = attacks.evaluate(model, x_att, y_att, "pgd@Linf", list(cfg.pgd_eps), seed=cfg.seed)
+            p = [r.stats.accuracy for r in res]
+            ours_clean.append(c)
+            ours_pgd.append(p)
+            rows.append({"uid": uid, "arch": arch, "clean": c, "pgd": p, "published_clean": clean_pub[uid],
+                         "published_pgd": [float(pgd_pub[uid][k]) for k in cols]})
+            log.info("fidelity %s: clean %.3f (published %.3f)", uid, c, clean_pub[uid])
+    pub_clean = [r["published_clean"] for r in rows]
+    corr = {"clean": {"spearman": float(spearmanr(ours_clean, pub_clean)[0]),
+                      "kendall": float(kendalltau(ours_clean, pub_clean)[0])}}
+    for k, e in enumerate(cfg.pgd_eps):
+        ours_k = [p[k] for p in ours_pgd]
+        pub_k = [r["published_pgd"][k] for r in rows]
+        corr[f"pgd_{round(e * 255, 3):g}/255"] = {"spearman": float(spearmanr(ours_k, pub_k)[0]),
+                                                   "kendall": float(kendalltau(ours_k, pub_k)[0])}
+    return [make_result(
+        "end_to_end_fidelity", t.seconds, None, None, kind="measured", device=cfg.device,
+        unit=f"s to train and attack {len(uids)} cells", cells=len(uids), epochs=cfg.epochs,
+        train_images=len(ds.split("train")), eval_images=len(test), attacked_images=len(y_att),
+        rank_correlation=corr, per_cell=rows, profile=profile.to_dict(),
+        note="Spearman with published: clean {:.2f}, ".format(corr["clean"]["spearman"]) + ", ".join(
+            f"{k} {v['spearman']:.2f}" for k, v in corr.items() if k != "clean"),
+    )]
+
+
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # run
 # ----------------------------------------------------------------------------------------------------------------
 def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]:
-    """The measured ``tiny`` run and the projections."""
+    """The measured ``tiny`` run, the projections and, with CUDA, the fidelity study."""
     tmp = Path(tempfile.mkdtemp(prefix="rbnas_bench_e2e_", dir=workdir))
     try:
         r = run_tiny(1 if quick else None, 1 if quick else 2, tmp)
@@ -245,6 +352,10 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
              f"{max(r['stage_mean_s'], key=lambda s: r['stage_mean_s'][s] or 0)}",
     )]
     records += projection_records()
+    if cuda_available():
+        records += fidelity_records(FidelityConfig(n_cells=6, epochs=10) if quick else FidelityConfig())
+    else:
+        log.info("no CUDA device: the fidelity study (train + attack a stratified sample of cells) is skipped")
     mark_quick(records, quick)
     for rec in records:
         save_result(rec)

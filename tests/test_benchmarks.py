@@ -227,6 +227,7 @@ def test_attacked_fractions_early_exit() -> None:
     from benchmarks.bench_end_to_end import attacked_fractions
 
     assert attacked_fractions(0.9, [0.8, 0.5, 0.1], early_exit=False) == [1.0, 1.0, 1.0]
+    assert attacked_fractions(0.9, [0.8, 0.5, 0.1], early_exit=False, clean_correct_only=True) == [0.9] * 3
     assert attacked_fractions(0.9, [0.8, 0.5, 0.1], early_exit=True) == [0.9, 0.8, 0.5]
 
 
@@ -262,3 +263,29 @@ def test_projection_records_are_labelled(jung2023_root: Path) -> None:
         common.validate_result(r)
     jung = recs[0]
     assert 0 < jung["early_exit_saving"] < 1 and math.isclose(sum(jung["share_per_stage"].values()), 1.0)
+
+
+def test_stratified_cells_span_the_accuracy_range() -> None:
+    from benchmarks.bench_end_to_end import stratified_cells
+
+    clean = {u: a for u, a in zip(range(100, 200), np.linspace(0.1, 0.94, 100))}
+    picked = stratified_cells(clean, 5)
+    assert picked[0] == 100 and picked[-1] == 199 and len(picked) == 5
+    assert [clean[u] for u in picked] == sorted(clean[u] for u in picked)
+
+
+@pytest.mark.slow
+def test_fidelity_study_runs_on_cpu_with_tiny_sizes(jung2023_root: Path, cifar10_npz: Path) -> None:
+    """The GPU fidelity study's code path (train, attack, correlate) on 3 cells, 1 epoch, a tiny network."""
+    from benchmarks.bench_end_to_end import FidelityConfig, fidelity_records
+
+    cfg = FidelityConfig(n_cells=3, epochs=1, eval_images=20, pgd_eps=(1 / 255,), device="cpu",
+                         overrides=(("C", 4), ("N", 1), ("batch_size", 128), ("max_train_images", 256)))
+    (rec,) = fidelity_records(cfg, jung2023_root)
+    common.validate_result(rec)
+    assert rec["cells"] == 3 and set(rec["rank_correlation"]) == {"clean", "pgd_1/255"}
+    for row in rec["per_cell"]:
+        assert 0 <= row["clean"] <= 1 and 0 <= row["pgd"][0] <= 1
+        assert 0 <= row["published_clean"] <= 1
+    with pytest.raises(ValueError, match="grid"):
+        fidelity_records(FidelityConfig(pgd_eps=(5 / 255,), device="cpu"), jung2023_root)
