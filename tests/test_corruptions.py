@@ -26,9 +26,14 @@ def cifar(request) -> torch.Tensor:
             x = d["x"][::157][:64]
         return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255
     except pytest.skip.Exception:
+        # Without the shared data: multi-scale noise (octaves 4, 8, 16, 32 px, amplitude ~ size), a rough stand-in
+        # for natural images' 1/f spectrum.
         g = torch.Generator().manual_seed(0)
-        z = torch.rand(64, 3, 8, 8, generator=g)
-        return torch.round(torch.nn.functional.interpolate(z, size=32, mode="bilinear") * 255) / 255
+        img = torch.zeros(64, 3, 32, 32)
+        for size, amp in ((4, 0.5), (8, 0.25), (16, 0.15), (32, 0.1)):
+            z = torch.rand(64, 3, size, size, generator=g) - 0.5
+            img += amp * torch.nn.functional.interpolate(z, size=32, mode="bilinear", align_corners=False)
+        return torch.round((img + 0.5).clamp(0, 1) * 255) / 255
 
 
 # ---------------------------------------------------------------- registry and errors

@@ -49,7 +49,7 @@ def test_show_writes_png(tmp_path) -> None:
     (["--corruption", "nope"], "unknown corruption"),
     (["--severity", "6"], "severity must be in 1..5"),
     (["--index", "100000"], "--index"),
-    (["--dataset", "cifar10", "--data-root", "/nonexistent"], ""),
+    (["--dataset", "nope"], "unknown dataset"),
 ])
 def test_show_errors(tmp_path, args, match) -> None:
     res = CliRunner().invoke(cli, ["corrupt", "show", *args, "--out", str(tmp_path / "x.png")])
