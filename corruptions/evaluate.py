@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,10 +38,30 @@ class CorruptionResult:
     stats: ClassificationStats
     source: str = "generated"
     seed: int | None = None
+    time_s: float = 0.0
 
     @property
     def accuracy(self) -> float:
         return self.stats.accuracy
+
+    def to_dict(self, *, correct_bits: bool = False) -> dict[str, Any]:
+        """A JSON-able summary; with ``correct_bits`` the packed per-image bitmap as a hex string."""
+        d: dict[str, Any] = {
+            "corruption": self.corruption,
+            "severity": self.severity,
+            "family": _family_or_none(self.corruption),
+            "n": self.stats.n,
+            "accuracy": self.stats.accuracy,
+            "confidence_pred": self.stats.confidence_pred,
+            "confidence_true": self.stats.confidence_true,
+            "confusion": self.stats.confusion.tolist(),
+            "source": self.source,
+            "seed": self.seed,
+            "time_s": self.time_s,
+        }
+        if correct_bits:
+            d["correct_bits"] = self.stats.correct_bits().tobytes().hex()
+        return d
 
 
 def _resolve_names(names: str | Sequence[str] | None) -> list[str]:
@@ -135,13 +157,15 @@ def evaluate(
     results: list[CorruptionResult] = []
     try:
         for name, sev in cells:
+            t0 = time.perf_counter()
             logits, labels = [], []
             for xb, yb in src.batches(name, sev, batch_size):
                 logits.append(model(xb.to(device)).float())
                 labels.append(yb.to(device))
             lg = torch.cat(logits)
             stats = classification_stats(lg, torch.cat(labels), num_classes=lg.shape[1])
-            results.append(CorruptionResult(name, sev, stats, kind, seed if kind == "generated" else None))
+            results.append(CorruptionResult(name, sev, stats, kind, seed if kind == "generated" else None,
+                                            time.perf_counter() - t0))
             log.info("corruption %s severity %d: accuracy %.4f", name, sev, stats.accuracy)
             if bar is not None:
                 bar.set_postfix_str(f"{name}@{sev} acc={stats.accuracy:.3f}")
@@ -250,18 +274,6 @@ def _family_or_none(name: str) -> str | None:
         return None
 
 
-def results_to_records(results: Sequence[CorruptionResult]) -> list[dict]:
-    """Flat JSON-friendly records (no per-image vectors): corruption, severity, family, n, accuracy, confidences."""
-    return [
-        {
-            "corruption": r.corruption,
-            "severity": r.severity,
-            "family": _family_or_none(r.corruption),
-            "n": r.stats.n,
-            "accuracy": r.stats.accuracy,
-            "confidence_pred": r.stats.confidence_pred,
-            "confidence_true": r.stats.confidence_true,
-            "source": r.source,
-        }
-        for r in results
-    ]
+def results_to_records(results: Sequence[CorruptionResult], *, correct_bits: bool = False) -> list[dict]:
+    """``[r.to_dict(correct_bits=...) for r in results]``: JSON-able records, one per cell."""
+    return [r.to_dict(correct_bits=correct_bits) for r in results]

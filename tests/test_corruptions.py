@@ -330,6 +330,11 @@ def test_evaluate_matches_recomputation(model_and_data) -> None:
         assert r.stats.confusion.sum() == 40
         assert np.array_equal(r.stats.correct, (pred == y).numpy())
         assert r.source == "generated" and r.seed == 3
+        d = r.to_dict(correct_bits=True)
+        assert d["corruption"] == r.corruption and d["family"] == corruptions.family_of(r.corruption)
+        assert np.array_equal(np.unpackbits(np.frombuffer(bytes.fromhex(d["correct_bits"]), np.uint8))[:40],
+                              (pred == y).numpy().astype(np.uint8))
+        assert np.array_equal(np.array(d["confusion"]), r.stats.confusion) and d["time_s"] > 0
 
 
 def test_evaluate_cells_independent_of_order(model_and_data) -> None:

@@ -133,10 +133,11 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split, n_images, source, batch_size, seed,
-             device, out_file, as_json) -> None:
+             device, correct_bits, out_file, as_json) -> None:
     """Evaluate the model in CHECKPOINT on every corruption and severity; print accuracy per cell and summaries."""
     import dataclasses
 
@@ -182,7 +183,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
         "source": str(source) if source else "generated",
         "seed": None if source else seed,
         "clean_accuracy": None if clean is None else clean.accuracy,
-        "results": corruptions.results_to_records(results),
+        "results": corruptions.results_to_records(results, correct_bits=correct_bits),
         "summary": dataclasses.asdict(summary),
     }
     if out_file:
