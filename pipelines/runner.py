@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from robustbench_nas.storage import DONE, RobustnessStore, StoreError
 
 from .protocol import ProtocolConfig, shard_cells
@@ -78,6 +80,64 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
             raise
         return prepare_store(path, protocol)
     return RobustnessStore.open(path, mode="r+"), protocol
+
+
+# ---- reuse of another store's results -------------------------------------------------------------------------------
+_TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
+
+#: protocol fields each stage's values depend on, besides the cell and the seed
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
+    "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
+    "train": _TRAINED,
+    "clean": (*_TRAINED, "eval_images", "batch_size"),
+    "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images", "batch_size"),
+    "corruptions": (*_TRAINED, "corruptions", "severities", "corruption_source", "corruption_images", "batch_size"),
+    "measures": (*_TRAINED, "measures", "measure_images"),
+}
+
+
+def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str | os.PathLike,
+                  cells: Sequence[int] | None = None) -> dict[str, int]:
+    """Copy finished results from another store whose protocol agrees on what they depend on.
+
+    This is how a new attack (or corruption, proxy, measure) is added to an existing dataset without retraining:
+    run the new protocol into a new store with ``reuse=OLD``; stages whose fields (:data:`STAGE_FIELDS`) match
+    are copied cell by cell (training keeps pointing at the old checkpoints), the rest is computed.
+    Returns ``{stage: slots copied}``.
+    """
+    src = RobustnessStore.open(source, mode="r")
+    src_proto = saved_protocol(src)
+    mine, theirs = protocol.to_dict(), src_proto.to_dict()
+    copied: dict[str, int] = {}
+    status = src.status()
+    for stage in store.spec.stages:
+        if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
+            continue
+        names = [a.name for a in store.arrays.values() if a.stage == stage]
+        if any(n not in src.arrays for n in names):
+            continue
+        n = 0
+        for uid in (cells if cells is not None else store.spec.archs):
+            if uid not in src.spec.archs:
+                continue
+            for seed in store.spec.seeds:
+                if seed not in src.spec.seeds or store.is_done(uid, seed, stage):
+                    continue
+                if status[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)] != DONE:
+                    continue
+                values = {name: src.read_cell(uid, seed, name) for name in names}
+                if "checkpoint" in values:  # keep pointing at the same file, from the new store's folder
+                    old = src.path.parent / str(values["checkpoint"])
+                    values["checkpoint"] = os.path.relpath(old, store.path.parent)
+                secs = float(np.asarray(src._array("stage_seconds")[src.arch_pos(uid), src.seed_pos(seed),
+                                                                      src.stage_pos(stage)]))
+                store.write_cell(uid, seed, values, stage=stage, seconds=secs)
+                n += 1
+        if n:
+            copied[stage] = n
+            log.info("reused %d %s results from %s", n, stage, src.path)
+    return copied
 
 
 # ---- the task run on a worker -------------------------------------------------------------------------------------
@@ -282,6 +342,7 @@ def run_pipeline(
     device: str = "auto",
     threads: int = 1,
     progress: bool = True,
+    reuse: str | os.PathLike | None = None,
 ) -> RunReport:
     """Create or resume the store and run every unfinished stage of every cell (of this shard).
 
@@ -295,6 +356,8 @@ def run_pipeline(
         cluster, scheduler, n_workers, slurm_config, jobs: how to make the client (:func:`make_client`).
         device: torch device on the workers; threads: torch threads per task.
         progress: show a progress bar.
+        reuse: another store whose finished results are copied where the protocols agree (see
+            :func:`reuse_results`), e.g. the trained networks when only the attack grid changed.
 
     Example:
         >>> report = run_pipeline("runs/tiny.zarr", get_protocol("tiny"))   # doctest: +SKIP
@@ -310,6 +373,7 @@ def run_pipeline(
         raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
     todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
     cells = shard_cells(store.spec.archs, shard)
+    reused = reuse_results(store, protocol, reuse, cells) if reuse is not None else {}
     for stage in force_stages:
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
@@ -317,7 +381,7 @@ def run_pipeline(
     counts = {s: {"done": 0, "failed": 0, "skipped": 0, "total": sum(u[2] == s for u in units)} for s in todo
               if any(u[2] == s for u in units)}
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
-                         submitted=len(units), counts=counts, cells=len(cells))
+                         submitted=len(units), counts=counts, cells=len(cells), extra={"reused": reused})
     if not units:
         log.info("nothing to do: every selected stage is done for the %d cells", len(cells))
         return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
@@ -426,6 +490,6 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 
 __all__ = [
-    "RunReport", "execute_unit", "headline", "make_client", "plan_units", "prepare_store", "run_pipeline",
+    "STAGE_FIELDS", "RunReport", "execute_unit", "headline", "reuse_results", "make_client", "plan_units", "prepare_store", "run_pipeline",
     "saved_protocol", "summary_rows",
 ]

@@ -246,3 +246,25 @@ def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:
                        progress=False)
     assert rep.ok and rep.submitted == 3
     assert open_store(tmp_path / "a.zarr").progress()["info"]["done"] == 3
+
+
+def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path: Path, client, monkeypatch) -> None:
+    src, _ = finished
+
+    def no_training(ctx):
+        raise AssertionError("retrained although the networks could be reused")
+
+    monkeypatch.setitem(stages_mod._STAGES, "train", stages_mod.StageDef("train", no_training, (), True, True))
+    p = micro(attacks={"fgsm@Linf": (2 / 255, 8 / 255), "pgd@Linf": (8 / 255,)}, attack_params={"pgd@Linf": {"steps": 3}})
+    rep = run_pipeline(tmp_path / "more.zarr", p, client=client, reuse=src, progress=False)
+    assert rep.ok, rep.failures
+    # only the attack grid changed: everything but `adversarial` is copied, the attacks run on the old networks
+    assert rep.extra["reused"] == {"info": 3, "proxies": 3, "train": 3, "clean": 3, "corruptions": 3, "measures": 3}
+    assert rep.submitted == 3
+    old, new = open_dataset(src).load(), open_dataset(tmp_path / "more.zarr").load()
+    np.testing.assert_array_equal(new.clean_accuracy.values, old.clean_accuracy.values)
+    np.testing.assert_array_equal(new.adv_accuracy.sel(attack="fgsm@Linf").values,
+                                  old.adv_accuracy.sel(attack="fgsm@Linf").values)  # same networks, same numbers
+    assert np.isfinite(new.adv_accuracy.sel(attack="pgd@Linf", eps=8 / 255).values).all()
+    for rel in new.checkpoint.values.ravel():
+        assert (tmp_path / str(rel)).resolve() == next((src.parent).glob(f"*.checkpoints/{Path(str(rel)).name}")).resolve()

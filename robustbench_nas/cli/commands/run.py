@@ -56,6 +56,9 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
               help="Override a protocol field, JSON values (e.g. --set profile_overrides='{\"epochs\": 2}').")
 @click.option("--stages", default=None, help="Comma list of stages to run (default: all of the protocol's).")
 @click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable).")
+@click.option("--reuse", default=None, type=click.Path(),
+              help="Copy finished results from this store where its protocol agrees (e.g. keep the trained "
+                   "networks and add an attack).")
 @click.option("--shard", default=None, help="i/n: run only shard i (0-based) of n, a fixed partition of the cells.")
 @click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:port).")
@@ -67,7 +70,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
-            shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
+            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Example:
@@ -117,7 +120,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-            device=device, threads=threads, progress=not (no_progress or as_json),
+            device=device, threads=threads, progress=not (no_progress or as_json), reuse=reuse,
         )
     except (StoreError, ValueError, KeyError) as e:
         fail(str(e).strip("'\""))
