@@ -76,6 +76,10 @@ def test_make_then_eval_from_files_equals_generated(tmp_path, checkpoint) -> Non
     assert [r["accuracy"] for r in g["results"]] == [r["accuracy"] for r in f["results"]]
     assert g["summary"]["mean_accuracy"] == pytest.approx(f["summary"]["mean_accuracy"])
     assert g["clean_accuracy"] is not None and f["source"] != "generated"
+    sub = runner.invoke(cli, ["corrupt", "eval", str(checkpoint), "--source", str(tmp_path / "c"), "--corruption",
+                              "pixelate", "--severity", "3", "--n", "7", "--device", "cpu", "--json"])
+    assert sub.exit_code == 0, sub.output
+    assert [r["n"] for r in json.loads(sub.output)["results"]] == [7]
 
 
 def test_eval_errors(tmp_path, checkpoint) -> None:
