@@ -327,6 +327,89 @@ def fidelity_records(cfg: FidelityConfig, root: Path | None = None) -> list[dict
     )]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# correctness across devices: the same numbers on the GPU as on the CPU (fixed model, fixed images)
+# ----------------------------------------------------------------------------------------------------------------
+def device_agreement_record(device_a: str = "cpu", device_b: str = "cuda", n: int = 500,
+                            train_steps: int = 20) -> dict[str, Any]:
+    """Train a fixed small model briefly on ``device_a``, then evaluate it on both devices: logits, clean accuracy,
+    FGSM and PGD at 1/255 and 4/255 (``attacks.evaluate``, seed 0), two corruptions (``corruptions.evaluate``),
+    and one training step from identical weights. Agreement within tolerances that allow TF32 / cuDNN
+    differences: logits |diff| <= 1e-2 x max |logit|; accuracies within 1 % (5 images of 500); the updated weights
+    within 1e-3 relative. ``ours_s`` is the time on ``device_b``, ``baseline_s`` on ``device_a``.
+    """
+    import torch
+
+    import attacks
+    import corruptions
+    from robustbench_nas.evaluation import evaluate_clean, predict_logits
+    from robustbench_nas.models import build_model
+
+    from benchmarks.common import shared_cifar10
+
+    got = shared_cifar10(n)
+    if got is None:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+    else:
+        x, y = got
+    torch.manual_seed(0)
+    model = build_model(ALL_CONV3X3_E2E, C=8, N=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for i in range(train_steps):  # a few steps so the model is not at chance: accuracies then mean something
+        xb, yb = x[(i * 50) % n:(i * 50) % n + 50], y[(i * 50) % n:(i * 50) % n + 50]
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    model.eval()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    eps = [1 / 255, 4 / 255]
+    out: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    for dev_name in (device_a, device_b):
+        dev = torch.device(dev_name)
+        m = build_model(ALL_CONV3X3_E2E, C=8, N=1)
+        m.load_state_dict(state)
+        m = m.to(dev).eval()
+        xd, yd = x.to(dev), y.to(dev)
+        with Timer() as t:
+            r: dict[str, Any] = {"logits": predict_logits(m, xd).float().cpu(),
+                                 "clean": evaluate_clean(m, xd, yd).accuracy}
+            for atk in ("fgsm@Linf", "pgd@Linf"):
+                res = attacks.evaluate(m, xd, yd, atk, eps, seed=0, params={"steps": 10} if atk == "pgd@Linf" else None)
+                r[atk] = [a.stats.accuracy for a in res]
+            cres = corruptions.evaluate(m, xd, yd, ["gaussian_noise", "contrast"], (1, 5), seed=0)
+            r["corruptions"] = [c.stats.accuracy for c in cres]
+            # one training step from identical weights on identical data
+            m.train()
+            o = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(m(xd[:100]), yd[:100]).backward()
+            o.step()
+            r["weights"] = {k: v.detach().float().cpu() for k, v in m.state_dict().items() if v.dtype.is_floating_point}
+        out[dev_name] = r
+        seconds[dev_name] = t.seconds
+    a, b = out[device_a], out[device_b]
+    logit_diff = float((a["logits"] - b["logits"]).abs().max() / a["logits"].abs().max().clamp_min(1e-12))
+    acc_diff = {k: float(np.max(np.abs(np.subtract(a[k], b[k])))) for k in ("clean", "fgsm@Linf", "pgd@Linf",
+                                                                              "corruptions")}
+    w_diff = max(float((a["weights"][k] - b["weights"][k]).abs().max() / a["weights"][k].abs().max().clamp_min(1e-12))
+                 for k in a["weights"])
+    agree = logit_diff <= 1e-2 and all(v <= 0.01 for v in acc_diff.values()) and w_diff <= 1e-3
+    return make_result(
+        f"end_to_end_device_agreement_{device_b.replace(':', '')}", seconds[device_b], seconds[device_a], agree,
+        kind="measured", devices=[device_a, device_b], n_images=n, max_rel_logit_diff=logit_diff,
+        max_abs_accuracy_diff=acc_diff, max_rel_weight_diff_after_step=w_diff,
+        values={d: {k: v for k, v in out[d].items() if k not in ("logits", "weights")} for d in out},
+        tolerances={"logits_rel": 1e-2, "accuracy_abs": 0.01, "weights_rel": 1e-3},
+        note=f"{device_b} vs {device_a}: logits {logit_diff:.1e} rel, accuracies within {max(acc_diff.values()):.3f}",
+    )
+
+
+#: the all-3x3 cell (the heaviest, most conv-sensitive network) for the device comparison
+ALL_CONV3X3_E2E = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
 def torch_device(name: str):
     import torch
 
@@ -353,6 +436,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
     )]
     records += projection_records()
     if cuda_available():
+        records.append(device_agreement_record("cpu", "cuda"))
         records += fidelity_records(FidelityConfig(n_cells=6, epochs=10) if quick else FidelityConfig())
     else:
         log.info("no CUDA device: the fidelity study (train + attack a stratified sample of cells) is skipped")

@@ -289,3 +289,15 @@ def test_fidelity_study_runs_on_cpu_with_tiny_sizes(jung2023_root: Path, cifar10
         assert 0 <= row["published_clean"] <= 1
     with pytest.raises(ValueError, match="grid"):
         fidelity_records(FidelityConfig(pgd_eps=(5 / 255,), device="cpu"), jung2023_root)
+
+
+@pytest.mark.slow
+def test_device_agreement_code_path_cpu_vs_cpu() -> None:
+    """The GPU-vs-CPU correctness check, run CPU vs CPU: identical numbers, so it must report agreement."""
+    from benchmarks.bench_end_to_end import device_agreement_record
+
+    r = device_agreement_record("cpu", "cpu", n=40, train_steps=2)
+    common.validate_result(r)
+    assert r["results_agree"] is True and r["max_rel_logit_diff"] == 0.0
+    assert set(r["max_abs_accuracy_diff"]) == {"clean", "fgsm@Linf", "pgd@Linf", "corruptions"}
+    assert len(r["values"]["cpu"]["corruptions"]) == 4
