@@ -167,18 +167,23 @@ def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
     The two neighbours along each axis are mapped into the image by ``mode`` before interpolating, which is
     what scipy's ``map_coordinates(order=1, mode=...)`` and OpenCV's ``remap`` borders do.
     """
-    h, w = x.shape[-2:]
+    n, c, h, w = x.shape
     r0f = torch.floor(rows)
     c0f = torch.floor(cols)
-    fr = (rows - r0f).to(x.dtype).unsqueeze(1)
-    fc = (cols - c0f).to(x.dtype).unsqueeze(1)
+    fr = (rows - r0f).to(x.dtype).reshape(n, 1, -1)
+    fc = (cols - c0f).to(x.dtype).reshape(n, 1, -1)
     r0 = r0f.long()
     c0 = c0f.long()
-    r_a, r_b = extend_index(r0, h, mode), extend_index(r0 + 1, h, mode)
-    c_a, c_b = extend_index(c0, w, mode), extend_index(c0 + 1, w, mode)
-    top = gather_pixels(x, r_a, c_a) * (1 - fc) + gather_pixels(x, r_a, c_b) * fc
-    bottom = gather_pixels(x, r_b, c_a) * (1 - fc) + gather_pixels(x, r_b, c_b) * fc
-    return top * (1 - fr) + bottom * fr
+    ra, rb = extend_index(r0, h, mode) * w, extend_index(r0 + 1, h, mode) * w
+    ca, cb = extend_index(c0, w, mode), extend_index(c0 + 1, w, mode)
+    flat = x.reshape(n, c, h * w)
+
+    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
+
+    top = torch.lerp(tap(ra, ca), tap(ra, cb), fc)
+    bottom = torch.lerp(tap(rb, ca), tap(rb, cb), fc)
+    return torch.lerp(top, bottom, fr).reshape(n, c, *rows.shape[1:])
 
 
 def apply_axis_matrices(x: torch.Tensor, a_rows: torch.Tensor, a_cols: torch.Tensor) -> torch.Tensor:
@@ -313,7 +318,8 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def motion_blur_kernel(radius: float, sigma: float) -> np.ndarray:
-    """ImageMagick ``MotionBlurImage`` taps: width ``2 ceil(radius) + 1``, ``exp(-i^2 / 2 sigma^2)`` for
+    """ImageMagick ``MotionBlurImage`` taps (MagickCore/effect.c, ``GetMotionBlurKernel``; width from
+    ``GetOptimalKernelWidth1D`` in gem.c): width ``2 ceil(radius) + 1``, ``exp(-i^2 / 2 sigma^2)`` for
     ``i = 0 .. width-1`` (one-sided), normalised."""
     width = int(2 * math.ceil(radius) + 1)
     i = np.arange(width, dtype=np.float64)
