@@ -83,10 +83,9 @@ def compute_model_proxies(
     specs = [get_proxy(n) for n in names]
     k = int(num_classes if num_classes is not None else getattr(model, "config", {}).get("num_classes", 10))
     _check_batch(x, y, k)
-    model = model.to(x.device)
     out: dict[str, float] = {}
     for spec in specs:
-        net = copy.deepcopy(model)
+        net = copy.deepcopy(model).to(x.device)  # the caller's model stays where it is, as it is
         ctx = ProxyContext(generator=proxy_generator(spec.name, seed), num_classes=k, seed=int(seed))
         value = float(spec.fn(net, x, y, ctx))
         if not math.isfinite(value):
