@@ -151,8 +151,15 @@ def _arch_strs(ds: xr.Dataset) -> list[str]:
     return [str(s) for s in ds["arch_str"].values]
 
 
-def load_store(path: str) -> xr.Dataset:
-    """Open a store for analysis: values whose stage is not done masked (NaN), loaded into memory."""
-    from ..storage import open_dataset
+def load_store(path: str, *, confusion: bool = False) -> xr.Dataset:
+    """Open a store for analysis: values whose stage is not done masked (NaN), loaded into memory.
 
-    return open_dataset(path, done_only=True).load()
+    Confusion matrices and training curves are left out unless ``confusion`` (they are most of a store's bytes
+    and no analysis here needs them).
+    """
+    from ..storage import mask_not_done, open_dataset
+
+    ds = open_dataset(path, done_only=False)
+    if not confusion:  # drop before masking: masking the big arrays is most of the time
+        ds = ds.drop_vars([v for v in ds.data_vars if "confusion" in v or v.startswith("history_")])
+    return mask_not_done(ds.load())
