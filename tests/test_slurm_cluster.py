@@ -183,6 +183,25 @@ def test_scancel_worker_job_mid_run_loses_nothing(slurm: SlurmTestCluster, job_n
     assert "JobState=CANCELLED" in state or "JobState=COMPLETED" in state or "Invalid job id" in state, state
 
 
+def test_adaptive_cluster_submits_jobs_for_work_and_releases_them(
+    slurm: SlurmTestCluster, job_name: str, tmp_path: Path
+) -> None:
+    """adapt: true, minimum 0: no job while idle, jobs (at most --jobs) when work arrives, none once it is done."""
+    from distributed import Client
+
+    from pipelines.slurm import make_slurm_cluster
+
+    kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=1, cores=1, adapt=True, minimum_jobs=0)
+    with make_slurm_cluster(None, jobs=2, **kw) as cluster, Client(cluster) as client:
+        time.sleep(3)
+        assert _squeue(job_name) == [], "an idle adaptive cluster with minimum 0 holds no job"
+        probe = _probe_factory()
+        results = client.gather([client.submit(probe, i, 0.5, resources={"GPU": 1}, pure=False) for i in range(8)])
+        assert sorted(r["value"] for r in results) == [i * i for i in range(8)]
+        assert 1 <= len({r["job"] for r in results}) <= 2
+        _wait(lambda: not _squeue(job_name), 90, "the adaptive cluster to release its idle jobs")
+
+
 # ---- the pipeline on SLURM: `rbnas run --cluster slurm` (client as a job) and the job-array fallback -------------
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny protocol on two cells with small sizes: every stage runs, and a run takes seconds per cell.
