@@ -461,7 +461,7 @@ def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
     import numpy as np
 
     prog = store.progress()
-    secs = np.asarray(store._array("stage_seconds")[...])
+    secs = store.stage_seconds()
     st = store.status()
     rows = []
     for s, stage in enumerate(store.spec.stages):

@@ -256,3 +256,20 @@ def test_compact_copy_is_identical_with_bigger_chunks(store, tmp_path: Path) -> 
     assert out.failures() == store.failures()
     with pytest.raises(StoreError, match="refusing to overwrite"):
         compact_store(store.path, out.path)
+
+
+def test_fast_bookkeeping_reader_equals_zarr(store) -> None:
+    from robustbench_nas.storage.store import _scan_scalar_chunks
+
+    store.write_cell(6, 8, {"clean_accuracy": 0.5}, stage="clean", seconds=1.25)
+    store.write_cell(40, 7, {"params": 3, "flops": 1.0, "flops_plain": 1.0}, stage="info", seconds=0.5)
+    store.mark_failed(0, 7, "train", "x", seconds=3.0)
+    store.add_attempt(0, 7, "train")
+    (store.path / "status" / "c" / "1" / "1" / "3.abc.partial").write_bytes(b"\x01")  # a killed writer's temp file
+    for name in ("status", "stage_seconds", "attempts"):
+        arr = store._array(name)
+        fast = _scan_scalar_chunks(store.path / name, arr)
+        assert fast is not None, name  # the fast path applies to the layout written by create()
+        np.testing.assert_array_equal(fast, np.asarray(arr[...]), err_msg=name)
+        assert fast.dtype == np.asarray(arr[...]).dtype
+    assert int((store.status() == DONE).sum()) == 3  # clean once, info at both seeds
