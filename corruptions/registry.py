@@ -148,19 +148,13 @@ def family_of(name: str) -> str:
 
 
 def check_severity(severity: int) -> int:
-    """Return ``severity`` as int, or raise ``ValueError`` unless it is an integer in 1..5."""
-    if isinstance(severity, bool) or not isinstance(severity, int):
-        try:
-            import numpy as np
+    """Return ``severity`` as int, or raise ``ValueError`` unless it is an integer in 1..5 (numpy ints accepted)."""
+    import numpy as np
 
-            if isinstance(severity, np.integer):
-                severity = int(severity)
-            else:
-                raise TypeError
-        except TypeError:
-            raise ValueError(f"severity must be an integer in 1..5, got {severity!r}") from None
-    if severity not in SEVERITIES:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity}")
+    if isinstance(severity, np.integer):
+        severity = int(severity)
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
     return severity
 
 
