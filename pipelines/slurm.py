@@ -397,9 +397,9 @@ def slurm_job_script(config: str | os.PathLike | None = None, **overrides: Any) 
     Example:
         >>> print(slurm_job_script("slurm/jobqueue.yaml", account="proj"))  # doctest: +SKIP
     """
-    from dask_jobqueue.slurm import SLURMJob
-
     import tempfile
+
+    from dask_jobqueue.slurm import SLURMJob
 
     kwargs = slurm_cluster_kwargs(load_slurm_config(config, **overrides))
     kwargs.pop("scheduler_options")

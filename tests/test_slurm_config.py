@@ -202,3 +202,70 @@ def test_launcher_starts_pinned_workers_and_forwards_sigterm(tmp_path: Path) -> 
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+class _FakeJob:
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class _FakeCluster:
+    """The parts of a SpecCluster of two 2-worker jobs that the respawner touches."""
+
+    def __init__(self) -> None:
+        from distributed.core import Status
+
+        self.status = Status.running
+        self.worker_spec = {"J-0": {"group": ["-0", "-1"]}, "J-1": {"group": ["-0", "-1"]}}
+        self.workers = {"J-0": _FakeJob("100"), "J-1": _FakeJob("101")}
+        self.scheduler_info: dict = {"workers": {}}
+        self.next_id = 200
+
+    def connect(self, *names: str) -> None:
+        self.scheduler_info = {"workers": {f"tcp://w{i}": {"name": n} for i, n in enumerate(names)}}
+
+    async def _correct_state(self) -> None:  # SpecCluster: start a job for every spec entry without one
+        for name in sorted(set(self.worker_spec) - set(self.workers)):
+            self.workers[name] = _FakeJob(str(self.next_id))
+            self.next_id += 1
+
+
+def test_respawner_replaces_only_jobs_that_lost_all_workers() -> None:
+    import asyncio
+
+    from pipelines.slurm import JobRespawner
+
+    c = _FakeCluster()
+    r = JobRespawner(c, grace_s=0.0)
+    check = lambda: asyncio.run(r.check())  # noqa: E731
+    check()  # nothing connected yet: queued jobs are never replaced
+    assert r.replaced == [] and set(c.workers) == {"J-0", "J-1"}
+    c.connect("J-0-0", "J-0-1", "J-1-0")
+    check()
+    c.connect("J-0-1", "J-1-0")  # J-0 still has a worker: not lost
+    check()
+    assert r.replaced == []
+    old = c.workers["J-0"]
+    c.connect("J-1-0")  # every worker of J-0 gone (walltime, scancel)
+    check()
+    assert r.replaced == [("J-0", "100")] and old.closed
+    assert c.workers["J-0"].job_id == "200"  # resubmitted under the same name
+    check()  # the new J-0 has not connected yet: left alone
+    assert len(r.replaced) == 1
+    r.worker_arrived("J-0-1")  # the scheduler plugin reports its first worker ...
+    c.connect("J-1-0")  # ... which is gone again by the next check
+    check()
+    assert r.replaced[-1] == ("J-0", "200") and c.workers["J-0"].job_id == "201"
+    del c.worker_spec["J-1"]  # scaled down on purpose: never replaced
+    c.connect()
+    check()
+    assert [j for j, _ in r.replaced].count("J-1") == 0
+    # A job the cluster dropped by itself (SpecCluster's lost-worker timeout) is resubmitted and recorded.
+    c.worker_spec["J-1"] = {"group": ["-0", "-1"]}
+    del c.workers["J-1"]
+    check()
+    assert r.replaced[-1] == ("J-1", "101") and c.workers["J-1"].job_id == "202"
