@@ -4,8 +4,9 @@ Work measured: all 19 corruptions x 5 severities on the CIFAR-10 test images of 
 (10,000 by default; ``--quick``: 500).
 
 * **ours**: ``corruptions.get(name)(x, severity, generator)`` on batches of ``--batch-size`` images (default 500:
-  CPU caches make 250-1000 image batches 2-3x faster per image than 10,000 at once), one torch thread on the CPU (this process's CPU seconds: the machine is shared), and on the GPU when one
-  is available (wall seconds, CUDA synchronised).
+  CPU caches make 250-1000 image batches 2-3x faster per image than 10,000 at once), one torch thread on the CPU
+  (this process's CPU seconds: the machine is shared), and on the GPU when one is available (wall seconds, CUDA
+  synchronised).
 * **baseline**: ``imagecorruptions.corrupt(image, severity, name)`` 1.1.2, one uint8 HWC image per call, as its
   README shows; the per-image cost is measured on the first ``--baseline-n`` images of each cell (default 200;
   ``--quick``: 20) and scaled to the full count (it is a fixed per-image cost: every image is processed alone).
@@ -37,7 +38,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import Timer, cuda_available, make_result, save_result, shared_cifar10, torch_threads
+from benchmarks.common import (
+    SHARED_DATA,
+    Timer,
+    cuda_available,
+    make_result,
+    save_result,
+    shared_cifar10,
+    torch_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +213,55 @@ def run(quick: bool = False, n: int | None = None, baseline_n: int | None = None
     return records
 
 
+VALIDATION_ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def validate(epochs: int = 8) -> dict:
+    """End-to-end pattern check against Jung et al. 2023 (see the module docstring)."""
+    import json
+
+    from scipy.stats import kendalltau, spearmanr
+
+    import corruptions
+    from robustbench_nas.data import get_dataset
+    from robustbench_nas.evaluation import evaluate_clean
+    from robustbench_nas.training import get_profile, train_model
+
+    root = SHARED_DATA / "jung2023" / "cifar10"
+    names = corruptions.list_corruptions("benchmark")
+    published = {}
+    for name in names:
+        with open(root / f"{name}_accuracy.json") as fh:
+            acc = json.load(fh)["cifar10"][name]["accuracy"]
+        published[name] = np.asarray(list(acc.values()), dtype=float).mean(0)  # (5,) mean over the 6466 cells
+    ds = get_dataset("npz", str(SHARED_DATA / "cifar10_test.npz"))
+    prof = get_profile("tiny", epochs=epochs, batch_size=128, lr=0.05, C=8, N=1)
+    t = time.perf_counter()
+    with torch_threads(1):
+        model = train_model(VALIDATION_ARCH, ds, prof, seed=0, device="cpu", progress=False).model.eval()
+        train_s = time.perf_counter() - t
+        test = ds.split("test")
+        x, y = test.images("cpu"), test.labels("cpu")
+        clean = evaluate_clean(model, x, y).accuracy
+        with Timer() as tm:
+            res = corruptions.evaluate(model, x, y, names, batch_size=500, seed=0)
+    ours = {name: np.array([r.stats.accuracy for r in res if r.corruption == name]) for name in names}
+    a = np.concatenate([ours[nm] for nm in names])
+    b = np.concatenate([published[nm] for nm in names])
+    steps_same = int(sum(np.sum(np.sign(np.diff(ours[nm])) == np.sign(np.diff(published[nm]))) for nm in names))
+    rho = float(spearmanr(a, b).statistic)
+    tau = float(kendalltau(a, b).statistic)
+    log.info("validation: clean %.3f, Spearman %.3f, Kendall %.3f, same-sign steps %d/60", clean, rho, tau,
+             steps_same)
+    return make_result(
+        "corruptions_jung2023_pattern", tm.cpu_seconds, None, rho >= 0.8, clock="process_cpu",
+        spearman_75_cells=rho, kendall_75_cells=tau, same_sign_severity_steps=steps_same, severity_steps=60,
+        clean_accuracy=clean, train_s=train_s, epochs=epochs, arch=VALIDATION_ARCH, C=8, N=1, n_images=len(y),
+        ours={nm: ours[nm].round(4).tolist() for nm in names},
+        published_mean={nm: published[nm].round(4).tolist() for nm in names},
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -211,9 +269,17 @@ def main() -> None:
     p.add_argument("--baseline-n", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--corruptions", default=None, help="comma-separated subset")
+    p.add_argument("--validate", action="store_true", help="pattern check against Jung et al. 2023 (trains a net)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     t = time.perf_counter()
+    if args.validate:
+        rec = validate()
+        path = save_result(rec)
+        print(f"{rec['name']}: Spearman {rec['spearman_75_cells']:.3f}, Kendall {rec['kendall_75_cells']:.3f}, "
+              f"same-sign severity steps {rec['same_sign_severity_steps']}/60, clean {rec['clean_accuracy']:.3f} "
+              f"-> {path.name}")
+        return
     recs = run(args.quick, args.n, args.baseline_n, args.batch_size,
                args.corruptions.split(",") if args.corruptions else None)
     for r in recs:

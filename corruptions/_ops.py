@@ -93,7 +93,9 @@ def _matrix(n: int, taps: np.ndarray | None, mode: str, like: torch.Tensor) -> t
     return torch.as_tensor(_axis_filter_matrix(n, key, mode), dtype=like.dtype, device=like.device)
 
 
-def correlate_separable(x: torch.Tensor, k_rows: np.ndarray | None, k_cols: np.ndarray | None, mode: str) -> torch.Tensor:
+def correlate_separable(
+    x: torch.Tensor, k_rows: np.ndarray | None, k_cols: np.ndarray | None, mode: str
+) -> torch.Tensor:
     """Correlate every channel of ``x`` ``(N, C, H, W)`` with odd 1-D kernels along H and W (centred taps).
 
     A ``None`` kernel skips that axis. Borders follow ``mode`` (see :func:`extend_index`). Each axis is applied

@@ -26,7 +26,8 @@ from .registry import Rng, register_corruption
 
 # make_cifar_c.py: defocus_blur c = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)] (radius, alias_blur)
 DEFOCUS = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))
-# make_cifar_c.py: glass_blur c = [(0.05,1,1), (0.25,1,1), (0.4,1,1), (0.25,1,2), (0.4,1,2)] (sigma, max_delta, iterations)
+# make_cifar_c.py: glass_blur c = [(0.05,1,1), (0.25,1,1), (0.4,1,1), (0.25,1,2), (0.4,1,2)]
+# (sigma, max_delta, iterations)
 GLASS = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))
 # make_cifar_c.py: motion_blur c = [(6,1), (6,1.5), (6,2), (8,2), (9,2.5)] (ImageMagick radius, sigma); angle U(-45, 45)
 MOTION = ((6, 1.0), (6, 1.5), (6, 2.0), (8, 2.0), (9, 2.5))
@@ -83,7 +84,9 @@ def defocus_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     return quantize_floor(correlate2d(x, disk_kernel(radius, alias), "mirror"))
 
 
-def _glass_permutation(n: int, h: int, w: int, delta: int, iterations: int, rng: Rng, device: torch.device) -> torch.Tensor:
+def _glass_permutation(
+    n: int, h: int, w: int, delta: int, iterations: int, rng: Rng, device: torch.device
+) -> torch.Tensor:
     """Flat source index ``(n, h*w)`` after the generator's sequential local pixel swaps.
 
     For each iteration, rows ``h-delta .. delta+1`` and columns ``w-delta .. delta+1`` (descending), pixel

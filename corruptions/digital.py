@@ -78,7 +78,9 @@ def jpeg_compression(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     return jpeg_roundtrip(to_uint8_levels(x), JPEG_QUALITY[severity - 1]) / 255.0
 
 
-def _affine_sources(n: int, h: int, w: int, jitter: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine_sources(
+    n: int, h: int, w: int, jitter: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Source pixel coordinates of ``cv2.warpAffine(img, getAffineTransform(pts1, pts1 + jitter))``.
 
     ``pts1`` are the generator's three points around the centre (``center +- min(H, W) // 3``, as (x, y));
@@ -96,7 +98,9 @@ def _affine_sources(n: int, h: int, w: int, jitter: torch.Tensor, dtype: torch.d
     # Inverse map: solve [p2, 1] @ A = p1 for the 3x2 matrix A (dst -> src).
     a = torch.linalg.solve(torch.cat([p2, ones], 2), p1)  # (n, 3, 2)
     yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64, device=dev), torch.arange(w, dtype=torch.float64, device=dev), indexing="ij"
+        torch.arange(h, dtype=torch.float64, device=dev),
+        torch.arange(w, dtype=torch.float64, device=dev),
+        indexing="ij",
     )
     grid = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(1, h * w, 3)
     src = (grid @ a).reshape(n, h, w, 2)

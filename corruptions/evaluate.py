@@ -201,7 +201,9 @@ class CorruptionSummary:
     ce: dict[str, float] = field(default_factory=dict)
 
 
-def _accuracy_table(results: Sequence[CorruptionResult] | Mapping[tuple[str, int], float]) -> dict[tuple[str, int], float]:
+def _accuracy_table(
+    results: Sequence[CorruptionResult] | Mapping[tuple[str, int], float],
+) -> dict[tuple[str, int], float]:
     if isinstance(results, Mapping):
         return {(str(k[0]), int(k[1])): float(v) for k, v in results.items()}
     table: dict[tuple[str, int], float] = {}

@@ -57,12 +57,16 @@ class Rng:
     def _move(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device)
 
-    def uniform(self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def uniform(
+        self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """Uniform on ``[low, high)``."""
         t = torch.rand(shape, generator=self.generator, device=self.generator.device, dtype=dtype or self.dtype)
         return self._move(t * (high - low) + low)
 
-    def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    def normal(
+        self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """Normal ``N(mean, std^2)``."""
         t = torch.randn(shape, generator=self.generator, device=self.generator.device, dtype=dtype or self.dtype)
         return self._move(t * std + mean)

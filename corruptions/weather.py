@@ -85,7 +85,8 @@ def frost_textures(h: int, w: int, device: torch.device, dtype: torch.dtype) -> 
         th, tw = tt.shape[-2:]
         if th < h + 1 or tw < w + 1:
             f = 1.1 * max((h + 1) / th, (w + 1) / tw)
-            tt = F.interpolate(tt[None], size=(int(np.ceil(th * f)), int(np.ceil(tw * f))), mode="bilinear", align_corners=False)[0]
+            size = (int(np.ceil(th * f)), int(np.ceil(tw * f)))
+            tt = F.interpolate(tt[None], size=size, mode="bilinear", align_corners=False)[0]
             tt = tt.round().clamp(0, 255)
         texs.append(tt)
     hmax = max(t.shape[1] for t in texs)
