@@ -151,6 +151,22 @@ def _open_cached(path: str) -> RobustnessStore:
     return _OPEN[path]
 
 
+def _worker_device(device: str, resolve: Any) -> Any:
+    """``auto`` on a multi-GPU machine: local worker k uses GPU k mod n (LocalCluster names workers 0, 1, ...)."""
+    import torch
+
+    if device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        try:
+            from distributed import get_worker
+
+            name = get_worker().name
+            if isinstance(name, int) or str(name).isdigit():
+                return torch.device(f"cuda:{int(name) % torch.cuda.device_count()}")
+        except (ImportError, ValueError):
+            pass
+    return resolve(device)
+
+
 def execute_unit(
     store_path: str,
     protocol: dict[str, Any],
@@ -194,7 +210,7 @@ def execute_unit(
     definition = get_stage(stage)
     i = store.arch_pos(uid)
     ctx = StageContext(protocol=proto, uid=uid, arch_str=store.spec.arch_str[i], seed=seed,
-                       store_path=Path(store_path), device=resolve_device(device))
+                       store_path=Path(store_path), device=_worker_device(device, resolve_device))
     if "train" in definition.needs:
         ctx.checkpoint_rel = str(store.read_cell(uid, seed, "checkpoint"))
     error = ""
@@ -251,11 +267,13 @@ def make_client(
         return
     if cluster != "local":
         raise ValueError(f"cluster must be 'local' or 'slurm', got {cluster!r}")
+    import dask
     import torch
 
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     n = n_workers or (n_gpu or max(1, (os.cpu_count() or 2) // 2))
-    with LocalCluster(
+    # spawn (not fork): a forked worker would inherit the client's torch / CUDA state
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
