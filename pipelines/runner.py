@@ -144,11 +144,20 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
 _OPEN: dict[str, RobustnessStore] = {}
 
 
-def _open_cached(path: str) -> RobustnessStore:
-    # metadata never changes after creation, so one handle per worker process is enough
-    if path not in _OPEN:
-        _OPEN[path] = RobustnessStore.open(path, mode="r+")
-    return _OPEN[path]
+def _open_cached(path: str, fingerprint: str) -> RobustnessStore:
+    """One handle per store and worker process (metadata never changes after creation).
+
+    A long-lived worker (``--scheduler``) may outlive a store that was deleted and made again with another
+    protocol at the same path: the handle is reopened when the fingerprint differs, and a task whose protocol is
+    not the store's is refused rather than written at the wrong positions.
+    """
+    store = _OPEN.get(path)
+    if store is None or store.attrs.get("protocol_fingerprint") != fingerprint:
+        store = _OPEN[path] = RobustnessStore.open(path, mode="r+")
+    if store.attrs.get("protocol_fingerprint") != fingerprint:
+        raise StoreError(f"{path} now holds protocol {store.attrs.get('protocol_fingerprint')}, "
+                         f"this task was made for {fingerprint}")
+    return store
 
 
 def _worker_device(device: str, resolve: Any) -> Any:
@@ -196,8 +205,8 @@ def execute_unit(
     from robustbench_nas.utils import resolve_device
 
     torch.set_num_threads(max(1, int(threads)))
-    store = _open_cached(store_path)
     proto = ProtocolConfig.from_dict(protocol)
+    store = _open_cached(store_path, proto.fingerprint())
     out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": ""}
     if store.is_done(uid, seed, stage):  # e.g. a worker died after writing, and Dask re-ran the task
         out["status"] = "skipped"
