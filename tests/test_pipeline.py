@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,12 @@ def test_status_and_failures_are_read_back(finished) -> None:
     lines = {ln.split()[0]: ln.split()[1:4] for ln in res.output.splitlines() if ln.split() and ln.split()[0] in
              list_stages()}
     assert lines["adversarial"] == ["3", "0", "0"]
-    assert FAILED == 2
+    res = CliRunner().invoke(cli, ["status", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["cells"] == 3 and info["failures"] == [] and FAILED not in [0, 1]
+    assert {r["stage"]: r["done"] for r in info["stages"]}["measures"] == 3
+    assert 0 <= info["headline"]["clean_accuracy"] <= 1
 
 
 def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:

@@ -273,3 +273,25 @@ def test_fast_bookkeeping_reader_equals_zarr(store) -> None:
         np.testing.assert_array_equal(fast, np.asarray(arr[...]), err_msg=name)
         assert fast.dtype == np.asarray(arr[...]).dtype
     assert int((store.status() == DONE).sum()) == 3  # clean once, info at both seeds
+
+
+def test_writer_dying_mid_cell_leaves_nothing_marked_done(store, monkeypatch) -> None:
+    """A crash between two array writes of one stage: the values already written are never read as done."""
+    real = store._array
+
+    class Dies:
+        def __init__(self, arr):
+            self.arr = arr
+
+        def __setitem__(self, key, value):
+            raise OSError("killed while writing adv_confusion")
+
+    monkeypatch.setattr(store, "_array", lambda name: Dies(real(name)) if name == "adv_confusion" else real(name))
+    with pytest.raises(OSError, match="killed"):
+        store.write_cell(6, 7, {"adv_accuracy": np.full((2, 3), 0.5), "adv_confusion": np.ones((2, 3, 3, 3))},
+                         stage="adversarial")
+    monkeypatch.undo()
+    assert not store.is_done(6, 7, "adversarial")
+    assert float(open_dataset(store.path).adv_accuracy.sel(arch=6, seed=7)[0, 0]) == 0.5  # half-written...
+    assert np.isnan(open_dataset(store.path, done_only=True).adv_accuracy.sel(arch=6, seed=7).values).all()
+    assert to_dataframe(store.path).query("group == 'adversarial'").empty  # ...and never read as a result
