@@ -139,3 +139,53 @@ def test_meta_mismatch_is_refused(jung2023_root: Path, tmp_path: Path):
     with pytest.raises(ValueError, match="disagrees with the NB201 search space"):
         import_jung2023(root, tmp_path / "m.zarr")
     assert not (tmp_path / "m.zarr").exists()
+
+
+def _write_key(root: Path, dataset: str, key: str, measure: str, values: dict) -> None:
+    (root / dataset).mkdir(parents=True, exist_ok=True)
+    (root / dataset / f"{key}_{measure}.json").write_text(json.dumps({dataset: {key: {measure: values}}}))
+
+
+def test_confidence_and_cm_files(jung2023_root: Path, tmp_path: Path):
+    """The release's *_confidence.json and *_cm.json land in the store (absent matrices stay -1, not 0)."""
+    root = tmp_path / "rel"
+    root.mkdir()
+    shutil.copy(jung2023_root / "meta.json", root / "meta.json")
+    rng = np.random.default_rng(0)
+    uids = ["0", "1", "6"]
+    acc = {u: rng.uniform(size=7).round(3).tolist() for u in uids}
+    conf = {u: rng.uniform(size=7).round(4).tolist() for u in uids}
+    cm = {u: rng.integers(0, 50, (7, 10, 10)).tolist() for u in uids[:2]}
+    _write_key(root, "cifar10", "pgd@Linf", "accuracy", acc)
+    _write_key(root, "cifar10", "pgd@Linf", "confidence", conf)
+    _write_key(root, "cifar10", "pgd@Linf", "cm", cm)
+    rep = import_jung2023(root, tmp_path / "c.zarr")
+    assert rep.missing_uids["cifar10/pgd@Linf_cm.json"] == 6466 - 2
+    ds = open_dataset(tmp_path / "c.zarr")
+    eps255 = np.round(ds["eps"].values * 255, 6)
+    cols = [int(np.flatnonzero(eps255 == e)[0]) for e in (0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 8.0)]
+    for u in uids:
+        sel = ds.sel(arch=int(u), seed=0, attack="pgd@Linf")
+        np.testing.assert_array_equal(sel["adv_accuracy"].values[cols], acc[u])
+        np.testing.assert_array_equal(sel["adv_confidence"].values[cols], conf[u])
+        if u in cm:
+            np.testing.assert_array_equal(sel["adv_confusion"].values[cols], cm[u])
+        else:
+            assert (sel["adv_confusion"].values == -1).all()
+    assert "clean_accuracy" not in ds  # no clean file: no clean stage in the store, nothing invented
+
+
+def test_other_dataset_and_cm_memory_guard(jung2023_root: Path, tmp_path: Path):
+    root = tmp_path / "rel"
+    root.mkdir()
+    shutil.copy(jung2023_root / "meta.json", root / "meta.json")
+    _write_key(root, "cifar100", "clean", "accuracy", {"0": 0.61, "1": 0.7})
+    _write_key(root, "cifar100", "pgd@Linf", "cm", {"0": np.zeros((7, 100, 100), int).tolist()})
+    # 6466 cells x 4 attacks x 11 eps x 100 x 100 int32 = 11 GB: refused up front, clearly, nothing written
+    with pytest.raises(MemoryError, match="without them"):
+        import_jung2023(root, tmp_path / "c100.zarr", dataset="cifar100")
+    assert not (tmp_path / "c100.zarr").exists()
+    import_jung2023(root, tmp_path / "c100.zarr", dataset="cifar100", measures=("accuracy", "confidence"))
+    ds = open_dataset(tmp_path / "c100.zarr")
+    assert ds.attrs["dataset"] == "cifar100"
+    assert float(ds["clean_accuracy"].sel(arch=1, seed=0)) == 0.7 and np.isnan(ds["clean_accuracy"].sel(arch=2, seed=0))

@@ -78,15 +78,18 @@ def plot_heatmap(table: pd.DataFrame, out: Path, name: str, *, title: str = "", 
 
 
 def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path, name: str, *,
-               err: str | None = None, logx: bool = False, logy: bool = False, title: str = "") -> Path:  # fmt: skip
-    """One line per combination of the ``hue`` columns, optional error band from column ``err``."""
+               err: str | None = None, logx: bool = False, logy: bool = False, title: str = "",
+               nonneg: bool = False) -> Path:  # fmt: skip
+    """One line per combination of the ``hue`` columns, optional error band from column ``err`` (clipped at 0
+    when ``nonneg``, e.g. for regret)."""
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for key, g in data.groupby(list(hue), sort=False):
         g = g.sort_values(x)
         label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
         ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
         if err is not None and err in g:
-            ax.fill_between(g[x], g[y] - g[err].fillna(0), g[y] + g[err].fillna(0), alpha=0.15)
+            lo = g[y] - g[err].fillna(0)
+            ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0), alpha=0.15)
     if logx:
         ax.set_xscale("log")
     if logy:

@@ -138,7 +138,7 @@ def _write(store: object, ds: object, uids: list[int]) -> None:
             da = da.isel(eps=order)
         vals = np.asarray(da.values)
         if metric == "cm":
-            vals = np.where(np.isfinite(vals), vals, -1).astype(np.int32)
+            vals = vals.astype(np.int32)  # already int32 with -1 = absent (see read_release)
         vals = vals[:, None]  # the seed axis
         expect = (len(uids), *(sizes[d] for d in store.arrays[target].dims[1:]))  # type: ignore[attr-defined]
         if vals.shape != expect:

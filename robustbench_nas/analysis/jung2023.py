@@ -172,8 +172,29 @@ def _fill(
                 f"{path}: uid {int(u)} has {arr.size} values, expected shape {shape} "
                 "(does the eps grid in meta.json match the file?)"
             )
+        if out.dtype.kind == "i":
+            if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(arr >= 0)):
+                raise ReleaseFormatError(f"{path}: uid {int(u)}: a confusion matrix must hold counts (integers >= 0)")
         out[i] = arr.reshape(shape)
     return missing
+
+
+def _check_cm_memory(
+    root: Path, dataset: str, jobs: list[tuple[str, str]], attacks: list[str], n: int, K: int, n_adv: int,
+    n_cor: int, limit: int,
+) -> None:  # fmt: skip
+    """Raise before reading when the confusion matrices present would need more than ``limit`` bytes."""
+    present = {k for k, m in jobs if m == "cm" and (root / dataset / f"{k}_cm.json").is_file()}
+    if not present:
+        return
+    per = n * K * K * 4  # int32 per cell and grid point
+    need = per * (("clean" in present) + n_adv * any(k in attacks for k in present)
+                  + n_cor * any(k != "clean" and k not in attacks for k in present))  # fmt: skip
+    if need > limit:
+        raise MemoryError(
+            f"the {dataset} confusion matrices present need {need / 2**30:.1f} GiB in memory (limit "
+            f"{limit / 2**30:.1f} GiB); import without them (measures accuracy,confidence) or raise max_cm_bytes"
+        )
 
 
 def read_release(
@@ -184,6 +205,7 @@ def read_release(
     attacks: Iterable[str] | None = None,
     corruptions: Iterable[str] | None = None,
     progress: bool = False,
+    max_cm_bytes: int = 4 << 30,
 ) -> tuple[xr.Dataset, ReleaseReport]:
     """Read one dataset of the release into a tidy :class:`xarray.Dataset`.
 
@@ -194,6 +216,8 @@ def read_release(
         attacks: attack keys (default: every key in ``meta["epsilons"]``).
         corruptions: corruption names (default: the 15 CIFAR-C ones; none for ImageNet16-120).
         progress: show a progress bar over files.
+        max_cm_bytes: refuse (before reading anything) to hold confusion matrices larger than this in memory
+            (CIFAR-100 / ImageNet16-120 matrices of every attack and eps take ~11 GB; import them without ``cm``).
 
     Returns:
         ``(ds, report)``. ``ds`` has dimension ``arch`` (the unique cells; coordinate = uid, with ``arch_str`` and
@@ -235,6 +259,14 @@ def read_release(
     jobs: list[tuple[str, str]] = [("clean", m) for m in measures]
     jobs += [(a, m) for a in attacks for m in measures]
     jobs += [(c, m) for c in corruptions for m in measures]
+    _check_cm_memory(root, dataset, jobs, attacks, n, K, A * E, Cn * S, max_cm_bytes)
+
+    def alloc(name: str, dims: tuple[str, ...], shape: tuple[int, ...], cm: bool) -> np.ndarray:
+        # confusion matrices are counts: int32 with -1 = absent (the store's convention), not float64
+        if name not in data:
+            data[name] = (dims, np.full(shape, -1, dtype=np.int32) if cm else np.full(shape, np.nan))
+        return data[name][1]
+
     for key, m in tqdm(jobs, desc=f"jung2023 {dataset}", disable=not progress, unit="file"):
         rel = f"{dataset}/{key}_{m}.json"
         path = root / rel
@@ -247,23 +279,18 @@ def read_release(
         tail: tuple[int, ...] = (K, K) if cm else ()
         tail_dims = ("true_class", "pred_class") if cm else ()
         if key == "clean":
-            name, dims, shape = f"clean_{m}", ("arch",), ()
-            arr = data.setdefault(name, (dims + tail_dims, np.full((n, *tail), np.nan)))[1]
-            missing = _fill(arr, uids, values, shape + tail, path)
+            arr = alloc(f"clean_{m}", ("arch",) + tail_dims, (n, *tail), cm)
+            missing = _fill(arr, uids, values, tail, path)
         elif key in attacks:
-            name = f"adv_{m}"
-            arr = data.setdefault(name, (("arch", "attack", "eps") + tail_dims, np.full((n, A, E, *tail), np.nan)))[1]
+            arr = alloc(f"adv_{m}", ("arch", "attack", "eps") + tail_dims, (n, A, E, *tail), cm)
             grid = meta.epsilons[key]
-            tmp = np.full((n, len(grid), *tail), np.nan)
+            tmp = np.full((n, len(grid), *tail), -1 if cm else np.nan, dtype=arr.dtype)
             missing = _fill(tmp, uids, values, (len(grid), *tail), path)
             cols = [eps_pos[e] for e in grid]
             arr[:, attacks.index(key)][:, cols] = tmp
         else:
-            name = f"corruption_{m}"
-            arr = data.setdefault(
-                name, (("arch", "corruption", "severity") + tail_dims, np.full((n, Cn, S, *tail), np.nan))
-            )[1]
-            tmp = np.full((n, S, *tail), np.nan)
+            arr = alloc(f"corruption_{m}", ("arch", "corruption", "severity") + tail_dims, (n, Cn, S, *tail), cm)
+            tmp = np.full((n, S, *tail), -1 if cm else np.nan, dtype=arr.dtype)
             missing = _fill(tmp, uids, values, (S, *tail), path)
             arr[:, corruptions.index(key)] = tmp
         report.files_read.append(rel)

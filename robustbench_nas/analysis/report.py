@@ -194,7 +194,8 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         body = ""
         for t in objs:
             body += _img(figs.plot_lines(Sg[Sg["objective"] == t], "queries", "mean", ["algorithm"], fig_dir,
-                                         f"regret_{_safe(t)}", err="std", logy=True, title=f"regret: {t}"))
+                                         f"regret_{_safe(t)}", err="std", nonneg=True,
+                                         title=f"regret (mean +- std over runs): {t}"))
         final = Sg[Sg["queries"] == budget]
         summary["search_final_regret"] = final[["objective", "algorithm", "mean", "std"]].to_dict(orient="records")
         body += _table(final)

@@ -34,7 +34,7 @@ def jung2023(root: str, store_path: str, dataset: str, measures: str, progress: 
     ms = tuple(m.strip() for m in measures.split(",") if m.strip())
     try:
         report = import_jung2023(root, store_path, dataset=dataset, measures=ms, progress=progress)
-    except (StoreError, FileNotFoundError, ReleaseFormatError, ValueError) as e:
+    except (StoreError, FileNotFoundError, ReleaseFormatError, ValueError, MemoryError) as e:
         fail(str(e))
     summary = report.summary()
     missing = summary.pop("files_missing")
