@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -292,11 +291,6 @@ def measures_stage(ctx: StageContext) -> dict[str, Any]:
     x, y = ctx.split("train", p.measure_images)
     values = compute_measures(ctx.trained_model(), x, y, list(p.measures), seed=derived_seed(ctx.seed, "measures"))
     return {"measure_value": np.array([values[k] for k in p.measure_outputs()], dtype=np.float64)}
-
-
-def worker_threads() -> int:
-    """Torch threads for one stage: ``$RBNAS_TORCH_THREADS`` or 1 (one task per worker process)."""
-    return int(os.environ.get("RBNAS_TORCH_THREADS", "1"))
 
 
 __all__ = [
