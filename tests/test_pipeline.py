@@ -274,3 +274,20 @@ def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path
     assert np.isfinite(new.adv_accuracy.sel(attack="pgd@Linf", eps=8 / 255).values).all()
     for rel in new.checkpoint.values.ravel():
         assert (tmp_path / str(rel)).resolve() == next((src.parent).glob(f"*.checkpoints/{Path(str(rel)).name}")).resolve()
+
+
+@pytest.mark.parametrize("name", ["tiny", "jung2023"])
+def test_protocol_names_exist_in_their_parts(name: str) -> None:
+    import attacks
+    import corruptions
+    from robustbench_nas.measures import list_measures
+    from robustbench_nas.proxies import list_proxies
+    from robustbench_nas.training import list_profiles
+
+    p = get_protocol(name)
+    assert set(p.attacks) <= set(attacks.list_attacks())
+    assert set(p.corruptions) <= set(corruptions.list_corruptions())
+    assert set(p.proxies) <= set(list_proxies())
+    assert set(p.measures) <= set(list_measures())
+    assert p.train_profile in list_profiles()
+    assert list_stages() == list(p.stages)  # every stage of the protocol has a registered implementation
