@@ -453,9 +453,15 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(futures), desc="rbnas run", unit="task", disable=not progress, dynamic_ncols=True)
+    open_units: dict[int, int] = {}
+    for uid, _seed, _stage in futures.values():
+        open_units[uid] = open_units.get(uid, 0) + 1
+    cells = {"done": 0, "total": len(open_units)}
     try:
         for fut in as_completed(list(futures)):
             uid, seed, stage = futures[fut]
+            open_units[uid] -= 1
+            cells["done"] += open_units[uid] == 0
             try:
                 res = fut.result()
                 status = res["status"]
@@ -469,7 +475,7 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
             counts[stage][status] += 1
             log.info("cell %d seed %d: %s %s", uid, seed, stage, status)
             bar.update(1)
-            bar.set_postfix_str(_postfix(counts), refresh=False)
+            bar.set_postfix_str(f"cells {cells['done']}/{cells['total']} | " + _postfix(counts), refresh=False)
     finally:
         bar.close()
 
