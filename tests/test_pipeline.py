@@ -291,3 +291,30 @@ def test_protocol_names_exist_in_their_parts(name: str) -> None:
     assert set(p.measures) <= set(list_measures())
     assert p.train_profile in list_profiles()
     assert list_stages() == list(p.stages)  # every stage of the protocol has a registered implementation
+
+
+def test_gpu_stages_request_the_gpu_resource_only_when_workers_have_it(tmp_path: Path) -> None:
+    from pipelines.runner import _submit, prepare_store
+
+    class Recorder:
+        def __init__(self, resources):
+            self.resources, self.calls = resources, []
+
+        def scheduler_info(self):
+            return {"workers": {"w0": {"resources": self.resources}}}
+
+        def submit(self, fn, *args, **kw):
+            self.calls.append((args[4], kw))
+            return object()
+
+    store, p = prepare_store(tmp_path / "g.zarr", micro(archs=[6]))
+    units = plan_units(store, p, list(p.stages), None)
+    for resources, expect_gpu in (({"GPU": 1}, True), ({}, False)):
+        rec = Recorder(resources)
+        _submit(rec, store, p, units, "auto", 1)
+        asked = {stage: kw["resources"] for stage, kw in rec.calls}
+        assert asked["info"] is None  # parameter counting needs no accelerator
+        for stage in ("proxies", "train", "clean", "adversarial", "corruptions", "measures"):
+            assert asked[stage] == ({"GPU": 1} if expect_gpu else None), stage
+        prio = {stage: kw["priority"] for stage, kw in rec.calls}
+        assert prio["clean"] > prio["train"]  # finish started cells before training new ones
