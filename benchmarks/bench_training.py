@@ -590,6 +590,38 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     return records
 
 
+def projection_record(measured: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """The ``training_gpu_projection`` record (no GPU measured): CPU seconds per image vs FLOPs fitted through the
+    measured cells ``{cell: (plain multiply-adds, CPU s per image)}``, applied to the exact FLOPs of all 6466
+    unique cells, and GPU-hours from the training FLOPs at stated fractions of the H100 peak."""
+    table = op_flop_table()
+    cf = unique_cell_flops(table)
+    a, b = fit_time_per_image(list(measured.values()))
+    images = JUNG_EPOCHS * JUNG_TRAIN_IMAGES
+    cpu_hours = project_training_hours(cf, a, b, images)
+    train_flop_per_cell = 3 * 2 * cf * images  # fwd + bwd ~ 3x forward; 2 FLOP per multiply-add
+    total_flop = float(train_flop_per_cell.sum())
+    fractions = (0.02, 0.05, 0.10, 0.20)
+    gpu_hours = {f"{int(f * 100)}pct_of_h100_bf16_peak": total_flop / (f * H100_BF16_PEAK) / 3600 for f in fractions}
+    gpu_hours["at_airbench_a100_rate"] = total_flop / AIRBENCH_A100_FLOPS / 3600
+    return make_result(
+        "training_gpu_projection", total_flop / NUM_UNIQUE / (0.05 * H100_BF16_PEAK), None, None,
+        kind="projection (no GPU measured)",
+        unit="projected H100 GPU-s per cell (mean over 6466) at 5% of bf16 peak, training only (200 ep x 50k)",
+        cpu_s_per_cell_projected=float(np.mean(a + b * cf) * images),
+        cpu_fit_seconds_per_image={"a": a, "b_per_flop": b}, cpu_hours_all_cells=cpu_hours,
+        cpu_achieved_gflop_s=float(3 * 2 * measured["conv3x3"][0] / measured["conv3x3"][1] / 1e9),
+        cell_flops_plain={"mean": float(cf.mean()), "min": float(cf.min()), "max": float(cf.max()),
+                          "per_op": table},
+        training_flop_all_cells=total_flop, projected_gpu_hours_all_cells=gpu_hours,
+        assumptions="training FLOP = 3 x forward multiply-adds x 2 x 200 epochs x 50,000 images; GPU-hours = total "
+                    "FLOP / (fraction x 989 TFLOP/s H100 dense bf16 peak). Narrow NB201 nets (16-64 channels) "
+                    "reach a small fraction of peak; the airbench anchor (116 TFLOP/s on an A100, wide net) is an "
+                    "optimistic bound. Replace with training_gpu_hours_jung2023 once measured on a GPU.",
+        note=f"{gpu_hours['5pct_of_h100_bf16_peak']:.0f} GPU-h at 5% of H100 peak (projection)",
+    )
+
+
 def _cpu_records(quick: bool) -> list[dict[str, Any]]:
     from robustbench_nas.training import get_profile
 
@@ -635,33 +667,7 @@ def _cpu_records(quick: bool) -> list[dict[str, Any]]:
             note=f"{n / t_ours:.0f} vs {n / t_base:.0f} img/s",
         ))
 
-    # projection: CPU time/image vs FLOPs, applied to the exact FLOPs of all unique cells
-    table = op_flop_table()
-    cf = unique_cell_flops(table)
-    a, b = fit_time_per_image(list(measured.values()))
-    images = JUNG_EPOCHS * JUNG_TRAIN_IMAGES
-    cpu_hours = project_training_hours(cf, a, b, images)
-    train_flop_per_cell = 3 * 2 * cf * images  # fwd + bwd ~ 3x forward; 2 FLOP per multiply-add
-    total_flop = float(train_flop_per_cell.sum())
-    fractions = (0.02, 0.05, 0.10, 0.20)
-    gpu_hours = {f"{int(f * 100)}pct_of_h100_bf16_peak": total_flop / (f * H100_BF16_PEAK) / 3600 for f in fractions}
-    gpu_hours["at_airbench_a100_rate"] = total_flop / AIRBENCH_A100_FLOPS / 3600
-    records.append(make_result(
-        "training_gpu_projection", total_flop / NUM_UNIQUE / (0.05 * H100_BF16_PEAK), None, None,
-        kind="projection (no GPU measured)",
-        unit="projected H100 GPU-s per cell (mean over 6466) at 5% of bf16 peak, training only (200 ep x 50k)",
-        cpu_s_per_cell_projected=float(np.mean(a + b * cf) * images),
-        cpu_fit_seconds_per_image={"a": a, "b_per_flop": b}, cpu_hours_all_cells=cpu_hours,
-        cpu_achieved_gflop_s=float(3 * 2 * measured["conv3x3"][0] / measured["conv3x3"][1] / 1e9),
-        cell_flops_plain={"mean": float(cf.mean()), "min": float(cf.min()), "max": float(cf.max()),
-                          "per_op": table},
-        training_flop_all_cells=total_flop, projected_gpu_hours_all_cells=gpu_hours,
-        assumptions="training FLOP = 3 x forward multiply-adds x 2 x 200 epochs x 50,000 images; GPU-hours = total "
-                    "FLOP / (fraction x 989 TFLOP/s H100 dense bf16 peak). Narrow NB201 nets (16-64 channels) "
-                    "reach a small fraction of peak; the airbench anchor (116 TFLOP/s on an A100, wide net) is an "
-                    "optimistic bound. Replace with training_gpu_hours_jung2023 once measured on a GPU.",
-        note=f"{gpu_hours['5pct_of_h100_bf16_peak']:.0f} GPU-h at 5% of H100 peak (projection)",
-    ))
+    records.append(projection_record(measured))
     return records
 
 
