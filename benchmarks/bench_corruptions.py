@@ -22,6 +22,16 @@ within one 8-bit level on 99 % of the pixels: that is ``results_agree`` (``None`
 pair). Pixel-level agreement with the CIFAR generator itself is checked in tests/test_corruptions_reference.py.
 
 Run: ``python -m benchmarks.bench_corruptions [--quick] [--n 10000] [--baseline-n 200] [--batch-size 500]``.
+
+``--validate`` runs an end-to-end check against the published data instead of the timing: one small NB201 network
+(C=8, N=1, 8 epochs) trained here on the 8,000 training images of the shared file (the project's trainer),
+evaluated with ``corruptions.evaluate`` on the 2,000 held-out images for the 15 corruptions x 5 severities, and
+compared with the mean accuracy per (corruption, severity) of the 6,466 networks of Jung et al. 2023 (evaluated on
+the official CIFAR-10-C files): how often the accuracy change from one severity to the next has the same sign
+(60 steps; several corruptions are not monotone in the release, e.g. glass_blur and motion_blur), plus Spearman
+and Kendall rank correlation over the 75 cells. Record ``corruptions_jung2023_pattern`` (no baseline;
+``results_agree``: at least 54 of the 60 steps agree; the correlation across corruptions also reflects how robust
+the one small network is, so it is reported, not thresholded).
 """
 
 from __future__ import annotations
@@ -254,7 +264,7 @@ def validate(epochs: int = 8) -> dict:
     log.info("validation: clean %.3f, Spearman %.3f, Kendall %.3f, same-sign steps %d/60", clean, rho, tau,
              steps_same)
     return make_result(
-        "corruptions_jung2023_pattern", tm.cpu_seconds, None, rho >= 0.8, clock="process_cpu",
+        "corruptions_jung2023_pattern", tm.cpu_seconds, None, steps_same >= 54, clock="process_cpu",
         spearman_75_cells=rho, kendall_75_cells=tau, same_sign_severity_steps=steps_same, severity_steps=60,
         clean_accuracy=clean, train_s=train_s, epochs=epochs, arch=VALIDATION_ARCH, C=8, N=1, n_images=len(y),
         ours={nm: ours[nm].round(4).tolist() for nm in names},
