@@ -8,6 +8,8 @@ decide the pixels near the image border; each function names the library behavio
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -19,6 +21,22 @@ import torch.nn.functional as F
 _FLOOR_MARGIN = 1e-4
 
 BORDER_MODES = ("nearest", "reflect", "mirror", "wrap")
+
+
+@contextmanager
+def full_precision_matmul() -> Iterator[None]:
+    """Run float32 matrix products in full precision even if the caller allowed TF32 / bf16 (``'high'``/``'medium'``
+    matmul precision): the filters here are dense matrix products and a 1e-3 relative error would move many
+    pixels across an 8-bit rounding boundary."""
+    prev = torch.get_float32_matmul_precision()
+    if prev == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev)
 
 
 def quantize_floor(x: torch.Tensor) -> torch.Tensor:
@@ -106,10 +124,11 @@ def correlate_separable(
     a_r = _matrix(h, k_rows, mode, x)
     a_c = _matrix(w, k_cols, mode, x)
     y = x
-    if a_c is not None:
-        y = y @ a_c.T
-    if a_r is not None:
-        y = (y.transpose(-1, -2) @ a_r.T).transpose(-1, -2)
+    with full_precision_matmul():
+        if a_c is not None:
+            y = y @ a_c.T
+        if a_r is not None:
+            y = (y.transpose(-1, -2) @ a_r.T).transpose(-1, -2)
     return y.contiguous() if y is not x else x.clone()
 
 
@@ -196,8 +215,9 @@ def apply_axis_matrices(x: torch.Tensor, a_rows: torch.Tensor, a_cols: torch.Ten
     """
     a_rows = a_rows.to(device=x.device, dtype=x.dtype)
     a_cols = a_cols.to(device=x.device, dtype=x.dtype)
-    y = x @ a_cols.T
-    return (y.transpose(-1, -2) @ a_rows.T).transpose(-1, -2)
+    with full_precision_matmul():
+        y = x @ a_cols.T
+        return (y.transpose(-1, -2) @ a_rows.T).transpose(-1, -2)
 
 
 def scipy_zoom_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -139,6 +139,18 @@ def test_other_sizes_and_grey(name: str, shape: tuple[int, int, int]) -> None:
     assert float(y.min()) >= 0 and float(y.max()) <= 1 and torch.isfinite(y).all()
 
 
+def test_matmul_precision_setting_does_not_change_results(cifar: torch.Tensor) -> None:
+    """The dense-matrix filters run in full precision whatever float32 matmul precision the caller set."""
+    ref = corruptions.get("gaussian_blur")(cifar[:8], 5)
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        assert torch.equal(corruptions.get("gaussian_blur")(cifar[:8], 5), ref)
+        assert torch.get_float32_matmul_precision() == "medium"  # restored afterwards
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
 def test_float64_input_keeps_dtype() -> None:
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
     y = corruptions.get("zoom_blur")(x, 2)
