@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import DONE, StoreError, StoreSpec, create_store
+import xarray as xr
+
+from ..storage import DONE, RobustnessStore, StoreError, StoreSpec, create_store
 from .jung2023 import RELEASE_MEASURES, ReleaseReport, read_release
 
 log = logging.getLogger(__name__)
@@ -119,18 +121,18 @@ def import_jung2023(
     return report
 
 
-def _write(store: object, ds: object, uids: list[int]) -> None:
+def _write(store: RobustnessStore, ds: xr.Dataset, uids: list[int]) -> None:
     """Write every variable of the tidy release dataset into ``store`` (bulk, one writer) and mark stages done."""
-    sizes = store.sizes  # type: ignore[attr-defined]
-    for name in ds.data_vars:  # type: ignore[attr-defined]
+    sizes = store.sizes
+    for name in ds.data_vars:
         prefix, _, metric = name.partition("_")
         if prefix not in _STAGE_OF or metric not in _STORE_METRIC:
             continue
         target = f"{prefix}_{_STORE_METRIC[metric]}"
-        da = ds[name]  # type: ignore[index]
+        da = ds[name]
         if prefix == "adv":
             # reorder eps to the store's coordinate (same union; matched by value, not position)
-            store_eps = np.asarray(store.spec.eps_values())  # type: ignore[attr-defined]
+            store_eps = np.asarray(store.spec.eps_values())
             ours = np.asarray(da["eps"].values)
             order = [int(np.argmin(np.abs(ours - e))) for e in store_eps]
             if not np.allclose(ours[order], store_eps, rtol=0, atol=1e-12):
@@ -140,15 +142,15 @@ def _write(store: object, ds: object, uids: list[int]) -> None:
         if metric == "cm":
             vals = vals.astype(np.int32)  # already int32 with -1 = absent (see read_release)
         vals = vals[:, None]  # the seed axis
-        expect = (len(uids), *(sizes[d] for d in store.arrays[target].dims[1:]))  # type: ignore[attr-defined]
+        expect = (len(uids), *(sizes[d] for d in store.arrays[target].dims[1:]))
         if vals.shape != expect:
             raise ValueError(f"{target}: release data has shape {vals.shape}, store expects {expect}")
-        store.write_array(target, vals, archs=uids)  # type: ignore[attr-defined]
+        store.write_array(target, vals, archs=uids)
     for prefix, stage in _STAGE_OF.items():
         acc = f"{prefix}_accuracy"
-        if acc not in ds.data_vars:  # type: ignore[attr-defined]
+        if acc not in ds.data_vars:
             continue
-        v = np.asarray(ds[acc].values).reshape(len(uids), -1)  # type: ignore[index]
+        v = np.asarray(ds[acc].values).reshape(len(uids), -1)
         have = [u for u, ok in zip(uids, np.isfinite(v).any(axis=1)) if ok]
         if have:
-            store.set_status(stage, DONE, archs=have)  # type: ignore[attr-defined]
+            store.set_status(stage, DONE, archs=have)
