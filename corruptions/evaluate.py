@@ -105,7 +105,8 @@ def evaluate(
         seed: base seed for generated corruptions (each cell gets its own generator, see
             :class:`corruptions.sources.GeneratedSource`).
         source: ``None`` to generate the corruptions on the model's device; a folder path to read the
-            official ``<name>.npy`` files (:class:`corruptions.sources.CifarCFiles`); or any source object.
+            official ``<name>.npy`` files (:class:`corruptions.sources.CifarCFiles`); or any source object, e.g.
+            ``CifarCFiles(root, indices=subset)`` to read a subset of the test set (then ``x``, ``y`` are unused).
         progress: show a tqdm bar over the cells.
 
     Returns:

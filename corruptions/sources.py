@@ -11,7 +11,7 @@ hold severity ``s``), and ``labels.npy`` (``5 * n`` labels, the test labels repe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -67,13 +67,23 @@ class CifarCFiles:
         root: folder with ``<corruption>.npy`` and ``labels.npy``.
         device: where batches are delivered.
         limit: use only the first ``limit`` images of each severity (all when ``None``).
+        indices: use these test-set indices (same selection in every severity), e.g. the class-stratified subset
+            the pipeline evaluates; overrides ``limit``.
 
     Example:
         >>> src = CifarCFiles("~/data/CIFAR-10-C")
         >>> x, y = src.load("fog", 3)          # uint8 (10000, 3, 32, 32), int64 (10000,)
+        >>> sub = CifarCFiles("~/data/CIFAR-10-C", indices=[0, 5, 9])
     """
 
-    def __init__(self, root: str | Path, *, device: torch.device | str = "cpu", limit: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        device: torch.device | str = "cpu",
+        limit: int | None = None,
+        indices: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise FileNotFoundError(f"CIFAR-C folder {self.root} does not exist")
@@ -84,11 +94,20 @@ class CifarCFiles:
         if labels.ndim != 1 or labels.shape[0] % 5:
             raise ValueError(f"{labels_path}: expected 5 * n labels (severity-major), got shape {labels.shape}")
         self.per_severity = labels.shape[0] // 5
-        self._labels = np.asarray(labels[: self.per_severity]).astype(np.int64)
-        if limit is not None:
+        if indices is not None:
+            idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
+            if idx.ndim != 1 or idx.size == 0:
+                raise ValueError(f"indices must be a non-empty 1-D sequence, got shape {idx.shape}")
+            if idx.min() < 0 or idx.max() >= self.per_severity:
+                raise ValueError(f"indices must lie in 0..{self.per_severity - 1}, got {idx.min()}..{idx.max()}")
+        elif limit is not None:
             if not 0 < limit <= self.per_severity:
                 raise ValueError(f"limit must be in 1..{self.per_severity}, got {limit}")
-        self.limit = limit
+            idx = np.arange(limit)
+        else:
+            idx = np.arange(self.per_severity)
+        self.indices = idx
+        self._labels = np.asarray(labels[: self.per_severity]).astype(np.int64)[idx]
         self.device = torch.device(device)
 
     def available(self) -> list[str]:
@@ -96,11 +115,11 @@ class CifarCFiles:
         return sorted(p.stem for p in self.root.glob("*.npy") if p.stem != "labels")
 
     def num_images(self) -> int:
-        return int(self.limit or self.per_severity)
+        return int(self.indices.shape[0])
 
     def labels(self) -> torch.Tensor:
-        """Test labels ``(n,)`` int64 (the first severity's block)."""
-        return torch.from_numpy(self._labels[: self.num_images()].copy())
+        """Labels ``(n,)`` int64 of the selected images."""
+        return torch.from_numpy(self._labels.copy())
 
     def _array(self, name: str) -> np.ndarray:
         path = self.root / f"{name}.npy"
@@ -114,13 +133,15 @@ class CifarCFiles:
         return arr
 
     def load(self, name: str, severity: int, start: int = 0, stop: int | None = None) -> Batch:
-        """uint8 images ``(n, C, H, W)`` and labels of one severity (rows ``start:stop`` of that block)."""
+        """uint8 images ``(n, C, H, W)`` and labels of one severity (selected images ``start:stop``)."""
         sev = check_severity(severity)
         arr = self._array(name)
-        n = self.num_images()
-        stop = n if stop is None else min(stop, n)
-        base = (sev - 1) * self.per_severity
-        x = torch.from_numpy(np.array(arr[base + start : base + stop])).permute(0, 3, 1, 2).contiguous()
+        rows = self.indices[start:stop] + (sev - 1) * self.per_severity
+        contiguous = rows.size > 0 and rows[-1] - rows[0] == rows.size - 1 and bool(np.all(np.diff(rows) == 1))
+        block = np.array(arr[rows[0] : rows[-1] + 1]) if contiguous else np.asarray(arr[np.sort(rows)])
+        if not contiguous:
+            block = block[np.argsort(np.argsort(rows))]  # back to the requested order
+        x = torch.from_numpy(block).permute(0, 3, 1, 2).contiguous()
         return x, torch.from_numpy(self._labels[start:stop].copy())
 
     def batches(self, name: str, severity: int, batch_size: int) -> Iterator[Batch]:

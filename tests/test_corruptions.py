@@ -427,6 +427,24 @@ def test_file_source_errors(tmp_path) -> None:
         src.load("fog", 6)
 
 
+def test_file_source_indices(tmp_path) -> None:
+    """An index selection (e.g. the pipeline's stratified subset) reads the same rows in every severity, in order."""
+    full = np.random.default_rng(0).integers(0, 256, (5 * 12, 4, 4, 3)).astype(np.uint8)
+    labels = np.tile(np.arange(12) % 10, 5)
+    corruptions.write_cifar_c(tmp_path, "snow", full, labels)
+    idx = [7, 2, 3, 11]
+    src = corruptions.CifarCFiles(tmp_path, indices=idx)
+    assert src.num_images() == 4 and src.labels().tolist() == [7, 2, 3, 1]
+    for sev in (1, 4):
+        x, y = src.load("snow", sev)
+        assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), full[(sev - 1) * 12 + np.array(idx)])
+    batches = list(src.batches("snow", 2, 3))
+    assert [b[0].shape[0] for b in batches] == [3, 1]
+    assert torch.equal(torch.cat([b[0] for b in batches]), src.load("snow", 2)[0].float() / 255)
+    with pytest.raises(ValueError, match="indices must lie"):
+        corruptions.CifarCFiles(tmp_path, indices=[12])
+
+
 def test_write_cifar_c_rejects_bad_input_without_touching_files(tmp_path) -> None:
     good = np.zeros((5, 4, 4, 3), dtype=np.uint8)
     corruptions.write_cifar_c(tmp_path, "fog", good, np.zeros(5, dtype=np.int64))
