@@ -107,3 +107,18 @@ def test_topk_precision_hand_and_brute_force():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="same length"):
         spearman(np.arange(3.0), np.arange(4.0))
+
+
+def test_count_based_resample_spearman_equals_scipy_per_resample():
+    from robustbench_nas.analysis.stats import bootstrap_indices, spearman_resamples
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 6, 80).astype(float)  # heavy ties in the data, and duplicates from resampling
+    y = np.round(x + rng.normal(size=80), 1)
+    idx = np.concatenate(list(bootstrap_indices(80, 50, np.random.default_rng(0), batch=16)))
+    assert idx.shape == (50, 80)
+    got = spearman_resamples(x, y, idx)
+    want = [st.spearmanr(x[i], y[i]).statistic for i in idx]
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    const = spearman_resamples(np.ones(5), np.arange(5.0), np.tile(np.arange(5), (2, 1)))
+    assert np.isnan(const).all()

@@ -1,0 +1,102 @@
+"""Ranking-table speed: bootstrap intervals of Spearman's rho, ours (vectorised) vs a per-resample scipy loop.
+
+Work measured: the 95 % percentile bootstrap interval of Spearman's rho between two columns over ``n`` cells (6466,
+the number of unique NB201 cells, by default) with ``B`` resamples: one cell of the ranking table that
+``rbnas analyze`` fills for every (feature, target, subset).
+
+* **baseline**: ``scipy.stats.spearmanr`` on every resample (one sort-based scipy call each), then percentiles;
+* **ours**: :func:`robustbench_nas.analysis.stats.correlation_ci`: ranks of each resample from counts of the
+  original values (:func:`~robustbench_nas.analysis.stats.spearman_resamples`, O(n) per resample, vectorised).
+
+Both use the same resample indices (same seeded generator, same batches), so ``results_agree`` requires every
+resample's rho and the interval to be equal (to 1e-9).
+The data are real: params of every unique cell (computed exactly) against the published PGD accuracy at 1/255
+from ``../shared/data/jung2023`` when present, else a seeded synthetic pair.
+
+Run: ``python -m benchmarks.bench_analysis [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+from scipy import stats as st
+
+from benchmarks.common import SHARED_DATA, Timer, make_result, save_result
+
+
+def _data(n: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    root = SHARED_DATA / "jung2023"
+    if (root / "meta.json").is_file():
+        from robustbench_nas.analysis.encodings import arch_costs
+        from robustbench_nas.analysis.jung2023 import read_release
+        from robustbench_nas.analysis.targets import targets_table
+
+        ds, _ = read_release(root, measures=["accuracy"], attacks=["pgd@Linf"], corruptions=[])
+        T = targets_table(ds)
+        x = arch_costs(list(T.index))["params"].to_numpy(np.float64)
+        y = T["pgd@Linf@1/255"].to_numpy(np.float64)
+        src = "params vs published PGD@1/255 accuracy (Jung 2023, CIFAR-10)"
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=6466)
+        y = x + rng.normal(size=6466)
+        src = "synthetic (shared data absent)"
+    if n is not None:
+        x, y = x[:n], y[:n]
+    return x, y, src
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Time both interval computations; return one result record."""
+    from robustbench_nas.analysis.stats import bootstrap_indices, correlation_ci, spearman_resamples
+
+    B = 200 if quick else 1000
+    x, y, src = _data(2000 if quick else None)
+
+    def baseline() -> tuple[float, float, np.ndarray]:
+        rng = np.random.default_rng(0)  # the generator correlation_ci(seed=0) uses, drawn in the same batches
+        boot = np.array([st.spearmanr(x[i], y[i]).statistic
+                         for idx in bootstrap_indices(x.size, B, rng) for i in idx])  # fmt: skip
+        lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+        return float(lo), float(hi), boot
+
+    with Timer() as t_ours:
+        ours = correlation_ci(x, y, "spearman", n_resamples=B, confidence=0.95, seed=0)
+    with Timer() as t_base:
+        lo, hi, boot = baseline()
+    idx_batches = bootstrap_indices(x.size, B, np.random.default_rng(0))
+    ours_boot = np.concatenate([spearman_resamples(x, y, i) for i in idx_batches])
+    agree = bool(abs(ours.low - lo) < 1e-9 and abs(ours.high - hi) < 1e-9 and np.allclose(ours_boot, boot, atol=1e-9))
+    return [
+        make_result(
+            "analysis_bootstrap_spearman",
+            t_ours.cpu_seconds,
+            t_base.cpu_seconds,
+            agree,
+            cells=int(x.size),
+            resamples=B,
+            data=src,
+            ours_interval=[ours.low, ours.high],
+            baseline_interval=[lo, hi],
+            wall_ours_s=t_ours.seconds,
+            wall_baseline_s=t_base.seconds,
+            timing="process CPU seconds (the machine is shared; wall times as details)",
+            quick=quick,
+        )
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    for r in run(quick=args.quick):
+        print(save_result(r), f"ours {r['ours_s']:.2f}s baseline {r['baseline_s']:.2f}s ratio {r['ratio']:.1f}x "
+              f"agree={r['results_agree']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
