@@ -58,7 +58,9 @@ def _rf(seed: int) -> RegressorMixin:
 
 @register_model("et")
 def _et(seed: int) -> RegressorMixin:
-    return ExtraTreesRegressor(n_estimators=300, random_state=seed, n_jobs=1)
+    # 30 % of the features per split: on the published PGD@1/255 target with all cell encodings this is as good as
+    # the best model we tried (held-out Spearman 0.866 at 1000 cells) and 2-3x faster than all features
+    return ExtraTreesRegressor(n_estimators=300, max_features=0.3, random_state=seed, n_jobs=1)
 
 
 @register_model("gbm")
