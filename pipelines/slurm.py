@@ -80,6 +80,11 @@ class SlurmConfig:
         respawn: replace a job whose workers have all left (walltime, ``scancel``, preemption) by a new job.
         respawn_grace_s: seconds a job's workers must have been gone before it is replaced; covers a nanny
             restarting a crashed worker.
+        allowed_failures: how many times a unit may be on a worker that disappears before Dask gives up on it
+            (``KilledWorker``; Dask's default is 3). A worker retiring at its ``lifetime`` with no other worker
+            to hand its results to counts as such a disappearance for every unit queued on it, so a long run on
+            few GPUs needs more than Dask's default. Errors raised by a stage are not affected (the pipeline
+            retries those itself).
         resources: Dask worker resources of every worker. The pipeline submits GPU tasks with
             ``resources={"GPU": 1}``, so each worker runs one GPU task at a time.
         job_name: SLURM job name (``#SBATCH -J``).
@@ -115,6 +120,7 @@ class SlurmConfig:
     minimum_jobs: int | None = None
     respawn: bool = True
     respawn_grace_s: float = 30.0
+    allowed_failures: int = 20
     resources: dict[str, float] = field(default_factory=lambda: {"GPU": 1})
     job_name: str = "rbnas-worker"
     log_directory: str | None = None
@@ -203,6 +209,8 @@ class SlurmConfig:
             )
         if self.minimum_jobs is not None and (not isinstance(self.minimum_jobs, int) or self.minimum_jobs < 0):
             raise ValueError(f"slurm config: minimum_jobs must be an integer >= 0, got {self.minimum_jobs!r}")
+        if not isinstance(self.allowed_failures, int) or self.allowed_failures < 0:
+            raise ValueError(f"slurm config: allowed_failures must be an integer >= 0, got {self.allowed_failures!r}")
         if self.respawn_grace_s < 0:
             raise ValueError(f"slurm config: respawn_grace_s must be >= 0, got {self.respawn_grace_s!r}")
         if not isinstance(self.resources, Mapping) or not all(
@@ -572,6 +580,7 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, **overrides:
 
     cluster = SLURMCluster(**slurm_cluster_kwargs(cfg))
     try:
+        cluster.scheduler.allowed_failures = cfg.allowed_failures  # the scheduler runs in this process
         logger.info("SLURM worker job script:\n%s", cluster.job_script())
         if cfg.adapt:
             cluster.adapt(minimum_jobs=cfg.minimum_jobs if cfg.minimum_jobs is not None else 1, maximum_jobs=jobs)

@@ -117,6 +117,7 @@ def test_gpu_jobs_pin_one_gpu_per_worker(slurm: SlurmTestCluster, job_name: str,
     kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=2, cores=4)  # 2 threads per worker
     with make_slurm_cluster(None, jobs=2, **kw) as cluster, Client(cluster) as client:
         client.wait_for_workers(4, timeout=120)
+        assert cluster.scheduler.allowed_failures == 20  # SlurmConfig's default, not Dask's 3
         queued = _squeue(job_name)
         assert len(queued) == 2 and all(state == "RUNNING" for _, state, _ in queued), queued
         assert all("gpu:2" in gres for _, _, gres in queued), queued  # SLURM itself booked 2 GPUs per job
@@ -181,6 +182,35 @@ def test_scancel_worker_job_mid_run_loses_nothing(slurm: SlurmTestCluster, job_n
     # SLURM agrees: the cancelled job is not running any more.
     state = _cli("scontrol", "show", "job", victim)
     assert "JobState=CANCELLED" in state or "JobState=COMPLETED" in state or "Invalid job id" in state, state
+
+
+@pytest.mark.slow
+def test_workers_retire_at_lifetime_and_are_replaced(slurm: SlurmTestCluster, job_name: str, tmp_path: Path) -> None:
+    """The walltime path: a worker retires by itself at its lifetime, a new job takes over, no result is lost."""
+    from distributed import Client, as_completed
+
+    from pipelines.slurm import make_slurm_cluster
+
+    logs = tmp_path / "logs"
+    kw = _cluster_kwargs(job_name, logs, gpus=1, cores=1, walltime="00:05:00", lifetime="15s",
+                         lifetime_stagger="1s")
+    n = 24
+    with make_slurm_cluster(None, jobs=1, **kw) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+        first = str(next(iter(cluster.workers.values())).job_id)
+        probe = _probe_factory()
+        results = []
+        # Collected as they finish, as the pipeline does: a retiring sole worker cannot hand its results over.
+        for fut in as_completed([client.submit(probe, i, 1.0, resources={"GPU": 1}, pure=False) for i in range(n)]):
+            results.append(fut.result())
+            fut.release()
+        replaced = list(cluster.rbnas_respawner.replaced)
+
+    assert sorted(r["i"] for r in results) == list(range(n))
+    assert all(r["value"] == r["i"] ** 2 for r in results)
+    assert ("SLURMCluster-0", first) in replaced and len({r["job"] for r in results}) >= 2, (replaced, first)
+    first_log = (logs / f"{job_name}-{first}.err").read_text()
+    assert "worker-lifetime-reached" in first_log, first_log[-2000:]  # it left by itself, before any walltime
 
 
 def test_adaptive_cluster_submits_jobs_for_work_and_releases_them(

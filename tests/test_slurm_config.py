@@ -110,6 +110,7 @@ def test_shipped_template_is_valid() -> None:
         ("", {"lifetime": "whenever"}, "lifetime"),
         ("", {"job_extra_directives": ["--gres=gpu:2"]}, "not job_extra_directives"),
         ("", {"resources": {"GPU": 0}}, "positive numbers"),
+        ("", {"allowed_failures": -1}, "allowed_failures"),
         ("queue: a\npartition: b\n", {}, "given twice"),
     ],
 )
