@@ -192,9 +192,9 @@ def test_workers_retire_at_lifetime_and_are_replaced(slurm: SlurmTestCluster, jo
     from pipelines.slurm import make_slurm_cluster
 
     logs = tmp_path / "logs"
-    kw = _cluster_kwargs(job_name, logs, gpus=1, cores=1, walltime="00:05:00", lifetime="15s",
+    kw = _cluster_kwargs(job_name, logs, gpus=1, cores=1, walltime="00:05:00", lifetime="10s",
                          lifetime_stagger="1s")
-    n = 24
+    n = 16  # 16 s of work on one worker with a 10 s lifetime
     with make_slurm_cluster(None, jobs=1, **kw) as cluster, Client(cluster) as client:
         client.wait_for_workers(1, timeout=120)
         first = str(next(iter(cluster.workers.values())).job_id)
