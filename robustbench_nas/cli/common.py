@@ -48,6 +48,20 @@ def echo_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (``--set``), values read as JSON when possible (``epochs=3``, ``amp=null``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            fail(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
 def fail(message: str) -> None:
     """Abort the command with a one-line error (exit code 2)."""
     raise click.UsageError(message)

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
 
 import click
 
-from ..common import echo_json, fail
-
-
-def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            fail(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+from ..common import echo_json, fail, parse_overrides
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -98,7 +84,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
     logging.getLogger("pipelines").addHandler(file_log)
     logging.getLogger("pipelines").setLevel(logging.INFO)
     try:
-        changes = _overrides(overrides)
+        changes = parse_overrides(overrides)
         if archs is not None:
             changes["archs"] = parse_archs(archs)
         if arch_seed is not None:
@@ -117,13 +103,20 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
                  "protocol is continued unchanged")
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         shard_t = parse_shard(shard)
+        if cluster == "slurm":
+            # a bad SLURM config must fail before a store is created
+            from pipelines.slurm import load_slurm_config
+
+            load_slurm_config(slurm_config)
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
             device=device, threads=threads, progress=not (no_progress or as_json), reuse=reuse,
         )
-    except (StoreError, ValueError, KeyError) as e:
+    except (StoreError, ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
+    except RuntimeError as e:  # e.g. no sbatch on PATH for --cluster slurm
+        fail(f"cannot run: {e}")
     if as_json:
         from dataclasses import asdict
 

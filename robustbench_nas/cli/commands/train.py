@@ -11,21 +11,7 @@ from ...data import DataError, get_dataset
 from ...search_spaces import ArchitectureError, get_search_space
 from ...training import get_profile, list_profiles, save_checkpoint, train_model
 from ...utils import set_torch_threads
-from ..common import dataset_options, echo_json, fail
-
-
-def parse_overrides(items: tuple[str, ...]) -> dict:
-    """``key=value`` pairs, values read as JSON when possible (``epochs=3``, ``amp=null``)."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            fail(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
+from ..common import dataset_options, echo_json, fail, parse_overrides
 
 
 @click.command(name="train")
