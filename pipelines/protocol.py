@@ -57,6 +57,12 @@ def list_protocols() -> list[str]:
     return sorted(_PROTOCOLS)
 
 
+def _default_measure_params() -> dict[str, Any]:
+    from robustbench_nas.measures import MeasureConfig
+
+    return dataclasses.asdict(MeasureConfig())
+
+
 def get_protocol(name: str, **overrides: Any) -> "ProtocolConfig":
     """The protocol ``name`` with ``overrides`` applied (unknown fields are an error)."""
     if name not in _PROTOCOLS:
@@ -82,7 +88,9 @@ class ProtocolConfig:
         corruptions, severities: corruption names and severities; ``corruption_source`` ``None`` (generated on
             the device) or a folder of CIFAR-10-C ``.npy`` files.
         proxies: zero-cost proxies at initialisation on ``proxy_images`` training images.
-        measures: Jacobian / Hessian measures of the trained network on ``measure_images`` training images.
+        measures: Jacobian / Hessian measures of the trained network on ``measure_images`` training images;
+            ``measure_params`` every field of :class:`~robustbench_nas.measures.MeasureConfig` (projections, Hessian
+            iterations and tolerance, ...), explicit so that they are part of the fingerprint.
         eval_split: split used for clean / adversarial / corruption evaluation; ``eval_images``,
             ``attack_images``, ``corruption_images``: images used (``None``: the whole split; a seeded
             class-balanced subset otherwise, the same for every cell).
@@ -110,6 +118,7 @@ class ProtocolConfig:
     proxy_images: int = 64
     measures: tuple[str, ...] = ()
     measure_images: int = 64
+    measure_params: dict[str, Any] = field(default_factory=lambda: _default_measure_params())
     eval_split: str = "test"
     eval_images: int | None = None
     attack_images: int | None = None
@@ -135,6 +144,7 @@ class ProtocolConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
+        self.measure_config()
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"protocol {self.name!r}: seeds must be non-empty and distinct, got {self.seeds}")
         for attack, eps in self.attacks.items():
@@ -195,6 +205,16 @@ class ProtocolConfig:
         return {k: (a[k], b[k]) for k in a if k not in RUNTIME_FIELDS and a[k] != b[k]}
 
     # ---- resolution ----------------------------------------------------------------------------------------------
+    def measure_config(self) -> Any:
+        """The :class:`~robustbench_nas.measures.MeasureConfig` of ``measure_params``."""
+        from robustbench_nas.measures import MeasureConfig
+
+        known = {f.name for f in dataclasses.fields(MeasureConfig)}
+        unknown = set(self.measure_params) - known
+        if unknown:
+            raise ValueError(f"protocol {self.name!r}: unknown measure_params {sorted(unknown)}; known {sorted(known)}")
+        return MeasureConfig(**self.measure_params)
+
     def profile(self) -> Any:
         """The :class:`~robustbench_nas.training.TrainProfile` (with ``profile_overrides``)."""
         from robustbench_nas.training import get_profile

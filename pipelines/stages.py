@@ -289,7 +289,8 @@ def measures_stage(ctx: StageContext) -> dict[str, Any]:
 
     p = ctx.protocol
     x, y = ctx.split("train", p.measure_images)
-    values = compute_measures(ctx.trained_model(), x, y, list(p.measures), seed=derived_seed(ctx.seed, "measures"))
+    values = compute_measures(ctx.trained_model(), x, y, list(p.measures), seed=derived_seed(ctx.seed, "measures"),
+                              config=p.measure_config())
     return {"measure_value": np.array([values[k] for k in p.measure_outputs()], dtype=np.float64)}
 
 
