@@ -2,8 +2,7 @@
 
 None of these needs a network: they are functions of the cell's six edge ops only. ``params`` and ``flops`` (two of
 the 13 standard zero-cost proxies) are exact linear functions of the op counts in NB201 (every op of a kind has the
-same cost in a stage), so :func:`arch_costs` measures the per-op costs once on built networks
-(:func:`robustbench_nas.models.count_params` / ``count_flops``) and evaluates every cell from its counts.
+same cost in a stage): :func:`arch_costs` takes them from :func:`robustbench_nas.models.nb201_cost`.
 
 GRAF-style features follow Kadlecova et al., "Surprisingly Strong Performance Prediction with Neural Graph Features"
 (ICML 2024): for every non-empty subset S of the non-zero ops, the graph that keeps only edges with an op in S, and
@@ -148,36 +147,19 @@ def _cached(kind: str, cell: Cell) -> dict[str, float]:
     return _ENCODERS[kind](cell)
 
 
-@lru_cache(maxsize=None)
-def _cost_coefficients(num_classes: int, C: int, N: int, image_size: int) -> np.ndarray:
-    """Per-op costs measured on built networks: rows params / flops_nb201 / flops_plain, columns base + 4 ops."""
-    from ..models import build_model, count_flops, count_params
-
-    def measure(op: str) -> np.ndarray:
-        cell = Cell((op,) * 6)
-        m = build_model(str(cell), num_classes=num_classes, C=C, N=N)
-        f = count_flops(m, (3, image_size, image_size))
-        return np.array([count_params(m), f.nb201, f.plain], dtype=np.float64)
-
-    base = measure("none")
-    # skip/none/pool have no parameters, but pool has NB201-convention FLOPs: measure every op, 6 edges at once
-    per_op = [(measure(op) - base) / 6.0 for op in _REAL_OPS]
-    return np.stack([base, *per_op], axis=1)
-
-
 def arch_costs(
     archs: Sequence[object], *, num_classes: int = 10, C: int = 16, N: int = 5, image_size: int = 32
 ) -> pd.DataFrame:
-    """Parameter count and FLOPs of each cell's network, from per-op costs measured once on built networks.
+    """Parameter count and FLOPs of each cell's network (:func:`robustbench_nas.models.nb201_cost`, exact).
 
     Returns:
         DataFrame indexed by NB201 index with ``params`` (count), ``flops`` (NB201 convention, see
         :class:`robustbench_nas.models.counting.FlopCount`) and ``flops_plain``, both in **1e6 multiply-adds** as in
         the store (``docs/storage.md``).
     """
-    coef = _cost_coefficients(num_classes, C, N, image_size)
+    from ..models import nb201_cost
+
     idx, cells = _cells(archs)
-    counts = np.array([[1.0] + [c.ops.count(op) for op in _REAL_OPS] for c in cells])
-    vals = np.rint(counts @ coef.T)  # exact integers (the costs are sums of integers)
-    vals[:, 1:] /= 1e6
+    costs = [nb201_cost(c, num_classes=num_classes, C=C, N=N, input_shape=(3, image_size, image_size)) for c in cells]
+    vals = np.array([[c.params, c.flops.nb201 / 1e6, c.flops.plain / 1e6] for c in costs], dtype=np.float64)
     return pd.DataFrame(vals, index=pd.Index(idx, name="arch"), columns=["params", "flops", "flops_plain"])
