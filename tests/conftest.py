@@ -8,10 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("RBNAS_TEST_THREADS", "1")))
+TEST_THREADS = int(os.environ.get("RBNAS_TEST_THREADS", "1"))
+torch.set_num_threads(TEST_THREADS)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RBNAS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with the same torch thread count: CLI commands under test set their own (all cores by
+    default), and results computed in the test process are compared bit for bit with 1-thread worker processes."""
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(scope="session")
