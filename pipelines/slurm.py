@@ -400,7 +400,7 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
 def slurm_job_script(config: str | os.PathLike | None = None, **overrides: Any) -> str:
     """The ``sbatch`` script one worker job would get, without starting a scheduler or submitting anything.
 
-    The scheduler address in it is a placeholder (the real one is known only once ``rbnas run`` starts).
+    The scheduler address in it is only an example (the real one is known only once ``rbnas run`` starts).
 
     Example:
         >>> print(slurm_job_script("slurm/jobqueue.yaml", account="proj"))  # doctest: +SKIP
