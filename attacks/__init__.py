@@ -4,7 +4,7 @@ Public API (docs/architecture.md):
 
 - :func:`list_attacks` / :func:`get_attack` / :func:`register_attack`: the registry, keyed by the Jung'23 names
   (``fgsm@Linf``, ``pgd@Linf``, ``aa_apgd-ce@Linf``, ``aa_square@Linf``) plus ``aa_apgd-dlr``, ``aa_apgd-t``, the
-  L2 variants and ``autoattack@Linf`` (alias ``autoattack``).
+  L2 variants (``aa_square@L2`` included) and ``autoattack@Linf`` (alias ``autoattack``) / ``autoattack@L2``.
 - :func:`get_protocol`: named epsilon grids in [0, 1] pixel units (``jung2023``, ``tiny``, ``robbench2024``).
 - :func:`evaluate`: one attack over a grid -> one :class:`AttackResult` per epsilon;
   :func:`evaluate_protocol`: every attack of a named protocol with its parameters.
@@ -20,7 +20,7 @@ Defaults and deliberate differences from the references (details in each module'
 - APGD and Square attack only images correctly classified on the clean input, as AutoAttack does; FGSM and PGD
   attack every image, as torchattacks does (in ``"independent"`` mode);
 - robust images report the statistics of the attack's best (highest-loss) point, not of the clean image;
-- ``autoattack@Linf`` runs FAB-T through torchattacks' ``FAB``; no Square for L2 (so no L2 AutoAttack).
+- ``autoattack@Linf`` / ``autoattack@L2`` run FAB-T through torchattacks' ``FAB``.
 
 Example:
     >>> import attacks

@@ -162,6 +162,15 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps_b: torch.Tensor) -> t
     return torch.clamp(torch.min(torch.max(x_adv, x - eps_b), x + eps_b), 0.0, 1.0)
 
 
+def normalize(v: torch.Tensor, norm: str) -> torch.Tensor:
+    """Each row divided by its ``norm`` (``"Linf"`` or ``"L2"``) plus 1e-12, with AutoAttack's arithmetic (bitwise)."""
+    if norm == "Linf":
+        t = v.abs().view(v.shape[0], -1).max(1)[0]
+    else:
+        t = (v**2).view(v.shape[0], -1).sum(-1).sqrt()
+    return v / (t.view(-1, *([1] * (v.ndim - 1))) + 1e-12)
+
+
 def l2_norm(v: torch.Tensor) -> torch.Tensor:
     """Per-row L2 norm ``(B, 1, 1, 1)``."""
     return v.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (v.ndim - 1)))
@@ -203,6 +212,7 @@ __all__ = [
     "make_generator",
     "margin",
     "model_device",
+    "normalize",
     "perturbation_norm",
     "project_l2",
     "project_linf",

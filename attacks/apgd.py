@@ -20,16 +20,9 @@ import torch
 from torch import nn
 
 from ._common import bshape, ce_loss, dlr_loss, dlr_targeted_loss
+from ._common import normalize as _normalize
 from .params import APGDParams
 from .registry import register_attack
-
-
-def _normalize(v: torch.Tensor, norm: str) -> torch.Tensor:
-    if norm == "Linf":
-        t = v.abs().view(v.shape[0], -1).max(1)[0]
-    else:
-        t = (v**2).view(v.shape[0], -1).sum(-1).sqrt()
-    return v / (t.view(-1, *([1] * (v.ndim - 1))) + 1e-12)
 
 
 def _proj_l2_ref(x: torch.Tensor, x1: torch.Tensor, eb: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""AutoAttack, standard version (Croce & Hein, ICML 2020), Linf: APGD-CE, APGD-T, FAB-T, Square in sequence.
+"""AutoAttack, standard version (Croce & Hein, ICML 2020), Linf and L2: APGD-CE, APGD-T, FAB-T, Square in sequence.
 
 Each component attacks only the rows still robust after the previous ones, as in the reference. APGD and Square
 are ours (:mod:`attacks.apgd`, :mod:`attacks.square`); FAB-T is torchattacks' ``FAB`` (multi-targeted), called
@@ -90,6 +90,12 @@ register_attack(
     defaults=AutoAttackParams(),
     description="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), Linf",
     aliases=("autoattack",),
+)(autoattack_perturb)  # type: ignore[arg-type]
+register_attack(
+    "autoattack@L2",
+    norm="L2",
+    defaults=AutoAttackParams(),
+    description="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square), L2",
 )(autoattack_perturb)  # type: ignore[arg-type]
 
 __all__ = ["autoattack_perturb"]

@@ -104,7 +104,7 @@ class APGDParams(AttackParams):
 
 @dataclass(frozen=True)
 class SquareParams(AttackParams):
-    """Square attack (Andriushchenko et al., 2020), black-box, Linf.
+    """Square attack (Andriushchenko et al., 2020), black-box, Linf or L2.
 
     Arguments:
         n_queries: iterations (one model query each) per restart (default 5000, as in AutoAttack).

@@ -1,11 +1,21 @@
-"""Square attack (Andriushchenko et al., ECCV 2020), Linf, batched over per-row epsilons.
+"""Square attack (Andriushchenko et al., ECCV 2020), Linf and L2, batched over per-row epsilons.
 
-Our implementation of the algorithm of AutoAttack's ``square.py`` (Linf branch), with the same order of random
-draws from a CPU generator (the reference draws on the CPU too), so that on the same rows, the same radius and the
-same seed it visits the same points; the tests check this against ``pyautoattack``. What differs, on purpose:
-per-row radii (rows of several epsilons share the random squares of an iteration, as rows of one radius do in the
-reference); an explicit generator instead of reseeding the global RNG; rows that stay robust return their
-lowest-loss point (the reference returns the clean image). The attack is black-box: it uses only the logits.
+Our implementation of the algorithm of AutoAttack's ``square.py`` (Linf and L2 branches), with the same order of
+random draws from a CPU generator (the reference draws on the CPU too), so that on the same rows, the same radius and
+the same seed it visits the same points; the tests check this bitwise against ``pyautoattack`` for both norms.
+
+- Linf: start from vertical stripes of +-eps; each query moves one random square (side from the ``p`` schedule)
+  to a random corner of the eps box.
+- L2: start from a grid of ``h // 5``-pixel windows, each holding a centred "meta pseudo-gaussian" pattern
+  (:func:`_eta`: two opposite-signed halves of nested rectangles weighted ``1 / k**2``) with a random sign per
+  channel, rescaled to norm eps; each query picks two random windows of odd side ``>= 3``, zeroes the second and
+  puts in the first a new eta pattern plus the old content, scaled to the mass of both windows plus the unused
+  budget, then rescales the whole perturbation to norm eps.
+
+What differs, on purpose: per-row radii (rows of several epsilons share the random squares of an iteration, as rows
+of one radius do in the reference); an explicit generator instead of reseeding the global RNG; rows that stay robust
+return their lowest-loss point (the reference returns the clean image); for L2 on images smaller than 5 pixels the
+initial windows have side 1 (the reference divides by zero). The attack is black-box: it uses only the logits.
 Square is naturally "early exit": a row stops being queried as soon as it is misclassified.
 """
 
@@ -17,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import bshape
+from ._common import bshape, normalize
 from .params import SquareParams
 from .registry import register_attack
 
@@ -47,13 +57,123 @@ def _rand(g: torch.Generator, shape: list[int], device: torch.device) -> torch.T
     return torch.rand(shape, generator=g).to(device)
 
 
-def _square_single_run(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, p: SquareParams, g: torch.Generator
-) -> torch.Tensor:
+def _random_sign(g: torch.Generator, shape: list[int], device: torch.device) -> torch.Tensor:
+    return torch.sign(2 * _rand(g, shape, device) - 1)
+
+
+def _random_int(g: torch.Generator, high: int, device: torch.device) -> int:
+    """An integer in ``[0, high)`` (0 when ``high`` is 0), drawn as the reference's ``random_int(0, high)``."""
+    return int((0 + high * _rand(g, [1], device)).long())
+
+
+def _sq_norm(v: torch.Tensor) -> torch.Tensor:
+    """Per-row L2 norm ``(B, 1, 1, 1)`` computed as the reference's ``lp_norm`` (bitwise)."""
+    return (v**2).view(v.shape[0], -1).sum(-1).sqrt().view(-1, *([1] * (v.ndim - 1)))
+
+
+def _window_norm(v: torch.Tensor) -> torch.Tensor:
+    """L2 norm over the last two dimensions (per row and channel), kept as ``(..., 1, 1)``."""
+    return (v**2).sum(dim=(-2, -1), keepdim=True).sqrt()
+
+
+def _eta_rectangles(a: int, b: int, device: torch.device) -> torch.Tensor:
+    """``(a, b)`` block of nested centred rectangles, the k-th (from the centre) weighted ``1 / k**2``, unit norm."""
+    delta = torch.zeros([a, b], device=device)
+    ca, cb = a // 2, b // 2
+    n = max(ca, cb) + 1
+    weights = 1.0 / torch.arange(1, n + 1, dtype=torch.float32, device=device) ** 2
+    for k in range(n):
+        delta[max(ca - k, 0) : min(ca + k + 1, a), max(cb - k, 0) : min(cb + k + 1, b)] += weights[k]
+    return delta / _window_norm(delta)
+
+
+def _eta(s: int, g: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The "meta pseudo-gaussian" ``s x s`` window: two opposite-signed halves, unit L2 norm, transposed at random."""
+    delta = torch.zeros([s, s], device=device)
+    delta[: s // 2] = _eta_rectangles(s // 2, s, device)
+    delta[s // 2 :] = -1.0 * _eta_rectangles(s - s // 2, s, device)
+    delta = delta / _window_norm(delta)
+    if bool(_rand(g, [1], device) > 0.5):
+        delta = delta.permute([1, 0])
+    return delta
+
+
+def _init_linf(x: torch.Tensor, eb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Vertical stripes of +-eps (one sign per row, channel and column)."""
+    c, w = x.shape[1], x.shape[3]
+    return torch.clamp(x + eb * _random_sign(g, [x.shape[0], c, 1, w], x.device), 0.0, 1.0)
+
+
+def _init_l2(x: torch.Tensor, eb: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A grid of ``h // 5``-sized windows, each an eta pattern with a random sign per row and channel, scaled to eps."""
     c, h, w = x.shape[1:]
-    n_features = c * h * w
+    s = max(h // 5, 1)  # the reference divides by zero below 5 pixels
+    start = (h - s * 5) // 2  # windows past the border are empty slices but still draw their numbers, as there
+    delta = torch.zeros_like(x)
+    for i in range(h // s):
+        for j in range(w // s):
+            vh, vw = start + i * s, start + j * s
+            e = _eta(s, g, x.device).view(1, 1, s, s)
+            delta[:, :, vh : vh + s, vw : vw + s] += e * _random_sign(g, [x.shape[0], c, 1, 1], x.device)
+    return torch.clamp(x + normalize(delta, "L2") * eb, 0.0, 1.0)
+
+
+def _propose_linf(
+    x: torch.Tensor, x_best: torch.Tensor, eb: torch.Tensor, pf: float, g: torch.Generator
+) -> torch.Tensor:
+    """Move one random square of ``x_best`` to a random corner of the eps box (one sign per channel)."""
+    c, h, w = x.shape[1:]
+    s = max(int(round(math.sqrt(pf * (c * h * w) / c))), 1)  # the reference's arithmetic
+    s = min(s, min(h, w))
+    vh = _random_int(g, h - s, x.device)
+    vw = _random_int(g, w - s, x.device)
+    pattern = torch.zeros([c, h, w], device=x.device)
+    pattern[:, vh : vh + s, vw : vw + s] = _random_sign(g, [c, 1, 1], x.device)
+    x_new = x_best + (2.0 * eb) * pattern
+    return torch.clamp(torch.min(torch.max(x_new, x - eb), x + eb), 0.0, 1.0)
+
+
+def _propose_l2(
+    x: torch.Tensor, x_best: torch.Tensor, eb: torch.Tensor, pf: float, g: torch.Generator
+) -> torch.Tensor:
+    """Redistribute the perturbation mass of two random windows into the first one, as a new eta pattern."""
+    c, h, w = x.shape[1:]
+    s = max(int(round(math.sqrt(pf * (c * h * w) / c))), 3)
+    s += 1 - s % 2  # odd
+    s = min(s, min(h, w))
+    vh = _random_int(g, h - s, x.device)
+    vw = _random_int(g, w - s, x.device)
+    vh2 = _random_int(g, h - s, x.device)
+    vw2 = _random_int(g, w - s, x.device)
+    delta = x_best - x
+    win1 = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+    win2 = (slice(None), slice(None), slice(vh2, vh2 + s), slice(vw2, vw2 + s))
+    norm_win1 = _window_norm(delta[win1])
+    norm_image = _sq_norm(delta)
+    mask = torch.zeros_like(x)
+    mask[win1] = 1.0
+    mask[win2] = 1.0
+    norm_windows = _window_norm(delta * mask)  # the mass of both windows (counted once where they overlap)
+    new = _eta(s, g, x.device).view(1, 1, s, s) * _random_sign(g, [x.shape[0], c, 1, 1], x.device)
+    # contiguous, as the reference's in-place product: a transposed eta would give a permuted memory layout and so
+    # another summation order in the window norms (results off by one ulp)
+    new = new.contiguous() + delta[win1] / (1e-12 + norm_win1)
+    budget = torch.clamp_min(eb**2 - norm_image**2, 0.0) / c + norm_windows**2
+    new = new / (1e-12 + _window_norm(new)) * budget.sqrt()
+    delta[win2] = 0.0
+    delta[win1] = new
+    return torch.clamp(x + normalize(delta, "L2") * eb, 0.0, 1.0)
+
+
+_KIND = {"Linf": (_init_linf, _propose_linf), "L2": (_init_l2, _propose_l2)}
+
+
+def _square_single_run(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, p: SquareParams, g: torch.Generator, norm: str
+) -> torch.Tensor:
+    init, propose = _KIND[norm]
     eb = bshape(eps, x)
-    x_best = torch.clamp(x + eb * torch.sign(2 * _rand(g, [x.shape[0], c, 1, w], x.device) - 1), 0.0, 1.0)
+    x_best = init(x, eb, g)
     margin_min, loss_min = _margin_and_loss(model, x_best, y, p.loss)
     if bool((margin_min < 0.0).all()):
         return x_best
@@ -61,17 +181,10 @@ def _square_single_run(
         idx = (margin_min > 0.0).nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        x_curr, x_best_curr, y_curr, e_curr = x[idx], x_best[idx], y[idx], eb[idx]
+        x_curr, x_best_curr, y_curr = x[idx], x_best[idx], y[idx]
         margin_min_curr, loss_min_curr = margin_min[idx], loss_min[idx]
         pf = p_selection(p.p_init, i_iter, p.n_queries, p.rescale_schedule)
-        s = max(int(round(math.sqrt(pf * n_features / c))), 1)
-        s = min(s, min(h, w))
-        vh = int((0 + (h - s) * _rand(g, [1], x.device)).long())
-        vw = int((0 + (w - s) * _rand(g, [1], x.device)).long())
-        pattern = torch.zeros([c, h, w], device=x.device)
-        pattern[:, vh : vh + s, vw : vw + s] = torch.sign(2 * _rand(g, [c, 1, 1], x.device) - 1)
-        x_new = x_best_curr + (2.0 * e_curr) * pattern
-        x_new = torch.clamp(torch.min(torch.max(x_new, x_curr - e_curr), x_curr + e_curr), 0.0, 1.0)
+        x_new = propose(x_curr, x_best_curr, eb[idx], pf, g)
         m, loss = _margin_and_loss(model, x_new, y_curr, p.loss)
         improved = (loss < loss_min_curr).float()
         loss_min[idx] = improved * loss + (1.0 - improved) * loss_min_curr
@@ -97,8 +210,8 @@ def square_perturb(
     early_stop: bool,
 ) -> torch.Tensor:
     """Square attack with restarts, on the rows correctly classified on the clean image (others returned as is)."""
-    if norm != "Linf":
-        raise ValueError("our Square attack implements the Linf threat model only")
+    if norm not in _KIND:
+        raise ValueError(f"our Square attack implements the Linf and L2 threat models, got {norm!r}")
     g = generator
     if g.device.type != "cpu":
         g = torch.Generator()
@@ -109,7 +222,7 @@ def square_perturb(
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        adv = _square_single_run(model, x[idx], y[idx], eps[idx], params, g)
+        adv = _square_single_run(model, x[idx], y[idx], eps[idx], params, g, norm)
         acc = model(adv).max(1)[1] == y[idx]
         robust[idx[~acc]] = False
         out[idx] = adv
@@ -121,6 +234,12 @@ register_attack(
     norm="Linf",
     defaults=SquareParams(),
     description="Square attack (AutoAttack's black-box component), Linf, 5000 queries",
+)(square_perturb)  # type: ignore[arg-type]
+register_attack(
+    "aa_square@L2",
+    norm="L2",
+    defaults=SquareParams(),
+    description="Square attack (AutoAttack's black-box component), L2, 5000 queries",
 )(square_perturb)  # type: ignore[arg-type]
 
 __all__ = ["p_selection", "square_perturb"]

@@ -104,7 +104,7 @@ def test_fgsm_matches_closed_form_on_linear_model() -> None:
 
 
 @pytest.mark.parametrize("mode", ["independent", "early_exit"])
-@pytest.mark.parametrize("attack", ["pgd@Linf", "pgd@L2", "aa_apgd-ce@Linf", "fgsm@Linf"])
+@pytest.mark.parametrize("attack", ["pgd@Linf", "pgd@L2", "aa_apgd-ce@Linf", "fgsm@Linf", "aa_square@L2", "autoattack@L2"])
 def test_eps_zero_gives_clean_statistics(attack: str, mode: str) -> None:
     model = nb201_calibrated()
     x, y = data(model)
@@ -144,6 +144,9 @@ def test_attacks_break_a_non_robust_model() -> None:
     x, y = data(model, n=24)
     for attack in ("fgsm@Linf", "pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf"):
         res = attacks.evaluate(model, x, y, attack, [0.0, 16 / 255], params=fast_params(attack))
+        assert res[1].stats.accuracy < res[0].stats.accuracy == 0.75, attack
+    for attack in ("aa_square@L2", "autoattack@L2"):
+        res = attacks.evaluate(model, x, y, attack, [0.0, 1.0], params=fast_params(attack))
         assert res[1].stats.accuracy < res[0].stats.accuracy == 0.75, attack
 
 

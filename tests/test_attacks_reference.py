@@ -2,7 +2,7 @@
 
 - FGSM and PGD vs torchattacks 3.5 (the library the issue names): bitwise equal for deterministic settings,
   statistically equal with random starts (different random streams).
-- APGD-CE / APGD-DLR / APGD-T (Linf and L2) and Square vs the AutoAttack reference code (PyPI ``pyautoattack``):
+- APGD-CE / APGD-DLR / APGD-T (Linf and L2) and Square (Linf and L2) vs the AutoAttack reference code (PyPI ``pyautoattack``):
   given the same seed our generator draws the same numbers as the reference's reseeded global RNG, so the
   outcomes are bitwise equal; through ``attacks.evaluate`` (other random streams) accuracies agree within the
   randomness of the attack.
@@ -152,6 +152,44 @@ def test_square_equals_autoattack_reference(aa, setup) -> None:
     assert torch.equal(ref[~r_ref], ours[~r_ref])
 
 
+@pytest.mark.parametrize("eps", [0.3, 1.0])
+def test_square_l2_equals_autoattack_reference(aa, setup, eps: float) -> None:
+    """L2 Square: the same windows, eta patterns and signs, so the very same points (8x8 images: the initial grid has
+    1-pixel windows, the updates windows of side 7, 5 and 3 over the schedule)."""
+    from pyautoattack.square import SquareAttack
+
+    model, x, y = setup
+    ref = SquareAttack(model, norm="L2", n_queries=120, eps=eps, seed=5, resc_schedule=False, device="cpu").perturb(x, y)
+    ours = square_perturb(model, x, y, torch.full((40,), eps), SquareParams(n_queries=120), norm="L2",
+                          generator=torch.Generator().manual_seed(5), early_stop=False)
+    r_ref = robust(model, ref, y)
+    assert torch.equal(r_ref, robust(model, ours, y))
+    assert 0 < int((~r_ref).sum()) < 40
+    assert torch.equal(ref[~r_ref], ours[~r_ref])
+
+
+def test_square_l2_on_16px_images_equals_reference(aa) -> None:
+    """Larger images: initial windows of side 3 centred in a 5x5 grid, update windows up to side 13."""
+    from pyautoattack.square import SquareAttack
+
+    g = torch.Generator().manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 10))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.ndim > 1 else 0.05))
+    model.eval()
+    x = torch.rand(16, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ref = SquareAttack(model, norm="L2", n_queries=60, eps=0.3, seed=1, resc_schedule=False, device="cpu").perturb(x, y)
+    ours = square_perturb(model, x, y, torch.full((16,), 0.3), SquareParams(n_queries=60), norm="L2",
+                          generator=torch.Generator().manual_seed(1), early_stop=False)
+    r_ref = robust(model, ref, y)
+    assert torch.equal(r_ref, robust(model, ours, y))
+    assert 0 < int((~r_ref).sum()) < 16
+    assert torch.equal(ref[~r_ref], ours[~r_ref])
+
+
 def test_apgd_ce_through_evaluate_agrees_with_reference(aa, setup) -> None:
     """Other random streams (per chunk generators): accuracies within the attack's randomness."""
     from pyautoattack.autopgd_base import APGDAttack
@@ -196,6 +234,13 @@ def test_apgd_and_square_on_real_cifar10_with_nb201(aa, cifar10_npz) -> None:
     assert torch.equal(r_ref, robust(model, ours, y)) and torch.equal(ref[~r_ref], ours[~r_ref])
     ref = SquareAttack(model, n_queries=40, eps=eps, seed=2, resc_schedule=False, device="cpu").perturb(x, y)
     ours = square_perturb(model, x, y, torch.full((16,), eps), SquareParams(n_queries=40), norm="Linf",
+                          generator=torch.Generator().manual_seed(2), early_stop=False)
+    r_ref = robust(model, ref, y)
+    assert int((~r_ref).sum()) > 0  # not vacuous
+    assert torch.equal(r_ref, robust(model, ours, y)) and torch.equal(ref[~r_ref], ours[~r_ref])
+    # L2 Square on 32x32 images: 6-pixel initial windows in a centred 5x5 grid
+    ref = SquareAttack(model, norm="L2", n_queries=40, eps=0.25, seed=2, resc_schedule=False, device="cpu").perturb(x, y)
+    ours = square_perturb(model, x, y, torch.full((16,), 0.25), SquareParams(n_queries=40), norm="L2",
                           generator=torch.Generator().manual_seed(2), early_stop=False)
     r_ref = robust(model, ref, y)
     assert int((~r_ref).sum()) > 0  # not vacuous
