@@ -21,10 +21,8 @@ Run: ``python -m benchmarks.bench_end_to_end [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import SHARED_DATA, Timer, cuda_available, make_result, mark_quick, save_result
+from benchmarks.common import SHARED_DATA, Timer, bench_main, cuda_available, make_result, mark_quick, save_result
 
 log = logging.getLogger(__name__)
 
@@ -447,13 +445,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from benchmarks.__main__ import format_table
-
-    print(format_table(run(quick=args.quick)))
+    bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

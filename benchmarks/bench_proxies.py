@@ -18,13 +18,12 @@ wall time mostly measures the other jobs. On GPU they are wall seconds (CUDA syn
 
 from __future__ import annotations
 
-import argparse
 import logging
 from typing import Any, Callable
 
 import torch
 
-from benchmarks.common import Timer, make_result, save_result, shared_cifar10, torch_threads
+from benchmarks.common import Timer, bench_main, make_result, save_result, shared_cifar10, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +125,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from benchmarks.__main__ import format_table
-
-    print(format_table(run(quick=args.quick)))
+    bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ Run: ``python -m benchmarks.bench_store [--quick]`` (quick: 400 cells instead of
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Timer, make_result, mark_quick, save_result
+from benchmarks.common import Timer, bench_main, make_result, mark_quick, save_result
 
 log = logging.getLogger(__name__)
 
@@ -401,13 +400,7 @@ def _json_matches(jback: dict[str, dict[str, Any]], spec: Any, data: dict[str, n
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from benchmarks.__main__ import format_table
-
-    print(format_table(run(quick=args.quick)))
+    bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

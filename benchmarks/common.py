@@ -384,3 +384,17 @@ def shared_cifar10(n: int | None = None, offset: int = 0, stratified: bool = Tru
         idx = np.arange(offset, offset + n)
     xt = torch.from_numpy(np.ascontiguousarray(x[idx].transpose(0, 3, 1, 2))).float().div_(255.0)
     return xt, torch.from_numpy(y[idx].astype(np.int64))
+
+
+def bench_main(run: Callable[..., list[dict]], doc: str | None, argv: list[str] | None = None) -> None:
+    """Command line of one benchmark module: ``python -m benchmarks.bench_<name> [--quick]`` prints its table."""
+    import argparse
+    import logging
+
+    from benchmarks.__main__ import format_table
+
+    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(format_table(run(quick=args.quick)))

@@ -14,7 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # A value that is an exact 8-bit level ``k/255`` can land a few float32 ulps below ``k`` after ``x * 255``; the
 # margin keeps such values on level ``k`` (float32 error of ``x * 255`` is about 1.5e-5, far below the margin).

@@ -20,7 +20,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 # ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), the IJG defaults.
 _LUMA_Q = np.array(

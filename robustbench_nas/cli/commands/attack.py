@@ -9,22 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..common import dataset_options, echo_json, fail
+from ..common import dataset_options, echo_json, fail, parse_overrides
 
 log = logging.getLogger(__name__)
-
-
-def _parse_params(items: tuple[str, ...]) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            fail(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
 
 
 @click.command(name="attack")
@@ -94,7 +81,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
                 fail("pass --eps (e.g. --eps 1/255,8/255) or --protocol")
             eps = attacks.parse_eps(eps_text)
             plan = [(attacks.get_attack(a).name, eps, {}) for a in attack_names]
-        user = _parse_params(overrides)
+        user = parse_overrides(overrides)
         for _, eps, _ in plan:
             check_eps(eps)
     except (KeyError, ValueError) as e:
