@@ -49,6 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from robustbench_nas.cli.common import json_default
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(os.environ.get("RBNAS_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 SHARED_DATA = Path(os.environ.get("RBNAS_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -314,25 +316,6 @@ def mark_quick(records: list[dict[str, Any]], quick: bool) -> list[dict[str, Any
     return records
 
 
-def _json_default(o: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path:
     """Validate ``result`` and write it to ``<results_dir>/<name>.json`` (default ``benchmarks/results/``).
 
@@ -343,7 +326,7 @@ def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path
     out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result['name']}.json"
-    text = json.dumps(result, default=_json_default, indent=2, sort_keys=False, allow_nan=True)
+    text = json.dumps(result, default=json_default, indent=2, sort_keys=False, allow_nan=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)

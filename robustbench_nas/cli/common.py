@@ -25,26 +25,27 @@ def dataset_options(default: str = "digits") -> Callable[[Callable], Callable]:
     return deco
 
 
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays, paths and dataclasses."""
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if dataclasses.is_dataclass(o) and not isinstance(o, type):
+        return dataclasses.asdict(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def echo_json(obj: Any) -> None:
-    """Print ``obj`` as JSON on stdout (numpy scalars and arrays converted)."""
-
-    def default(o: Any) -> Any:
-        try:
-            import numpy as np
-
-            if isinstance(o, np.generic):
-                return o.item()
-            if isinstance(o, np.ndarray):
-                return o.tolist()
-        except ImportError:  # pragma: no cover
-            pass
-        if hasattr(o, "__dataclass_fields__"):
-            import dataclasses
-
-            return dataclasses.asdict(o)
-        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-    json.dump(obj, sys.stdout, default=default, indent=2)
+    """Print ``obj`` as JSON on stdout (numpy values, paths and dataclasses converted)."""
+    json.dump(obj, sys.stdout, default=json_default, indent=2)
     sys.stdout.write("\n")
 
 
