@@ -69,10 +69,9 @@ SAME_CONSTANTS: dict[str, list[tuple[int, int]]] = {
 }
 
 
-def load_imagecorruptions() -> Any:
-    """Import ``imagecorruptions`` with the shims described in the module docstring; ``None`` if not installed."""
-    if importlib.util.find_spec("imagecorruptions") is None:
-        return None
+def install_pkg_resources_shim() -> None:
+    """``imagecorruptions`` 1.1.2 imports ``pkg_resources`` (gone from setuptools >= 81): register a minimal
+    stand-in providing ``resource_filename`` when the real one is missing."""
     try:
         import pkg_resources  # noqa: F401
     except ImportError:
@@ -84,6 +83,13 @@ def load_imagecorruptions() -> Any:
 
         shim.resource_filename = resource_filename  # type: ignore[attr-defined]
         sys.modules["pkg_resources"] = shim
+
+
+def load_imagecorruptions() -> Any:
+    """Import ``imagecorruptions`` with the shims described in the module docstring; ``None`` if not installed."""
+    if importlib.util.find_spec("imagecorruptions") is None:
+        return None
+    install_pkg_resources_shim()
     import imagecorruptions
     import imagecorruptions.corruptions as icc
     from skimage.filters import gaussian as sk_gaussian

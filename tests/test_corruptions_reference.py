@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -32,21 +30,12 @@ from skimage.filters import gaussian as sk_gaussian  # noqa: E402
 
 
 def _imagecorruptions():
-    """Import ``imagecorruptions`` 1.1.2; it imports ``pkg_resources`` (removed in setuptools >= 81), so a minimal
-    stand-in providing ``resource_filename`` is registered when the real one is missing."""
+    """Import ``imagecorruptions`` 1.1.2 (with the ``pkg_resources`` stand-in of the benchmark when needed)."""
     if importlib.util.find_spec("imagecorruptions") is None:
         pytest.skip("imagecorruptions not installed (pip install -e .[dev])")
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        shim = types.ModuleType("pkg_resources")
+    from benchmarks.bench_corruptions import install_pkg_resources_shim
 
-        def resource_filename(package: str, rel: str) -> str:
-            spec = importlib.util.find_spec(package)
-            return os.path.join(os.path.dirname(spec.origin), rel)
-
-        shim.resource_filename = resource_filename
-        sys.modules["pkg_resources"] = shim
+    install_pkg_resources_shim()
     import imagecorruptions.corruptions as ic
 
     return ic
