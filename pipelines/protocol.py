@@ -368,6 +368,47 @@ def _jung2023() -> ProtocolConfig:
     )
 
 
+#: The 16 registered zero-cost proxies, in the shipped table's column order (the registry's order).
+def _all_proxies() -> tuple[str, ...]:
+    from robustbench_nas.proxies import list_proxies
+
+    return tuple(list_proxies())
+
+
+@register_protocol("nb201-proxies")
+def _nb201_proxies() -> ProtocolConfig:
+    """The shipped proxy table: all proxies, full-size NB201 (C=16, N=5) at initialisation, seed 0, batch 64.
+
+    Cells: the 500-cell clean-accuracy-stratified sample of the Jung et al. release
+    (:mod:`robustbench_nas.analysis.proxy_sample`), run in the listed (interleaved) order; images: 64 of the
+    ``npz`` dataset's train split (pass ``--data-root ../shared/data/cifar10_test.npz``: CIFAR-10 test images).
+    """
+    from robustbench_nas.analysis.proxy_sample import shipped_sample
+
+    return ProtocolConfig(
+        name="nb201-proxies",
+        dataset="npz",
+        train_profile="nb201-200e",  # only its network size (C=16, N=5) is used: nothing is trained
+        archs=tuple(shipped_sample()),
+        seeds=(0,),
+        proxies=_all_proxies(),
+        proxy_images=64,
+        stages=("info", "proxies"),
+        description="zero-cost proxies of 500 stratified NB201 cells (C=16, N=5, batch 64, seed 0), no training",
+    )
+
+
+@register_protocol("nb201-proxies-seeds")
+def _nb201_proxies_seeds() -> ProtocolConfig:
+    """Seed noise of the proxies: the first 20 cells of the sample at initialisation seeds 1, 2, 3 (same images)."""
+    from robustbench_nas.analysis.proxy_sample import shipped_sample
+
+    return _nb201_proxies().replace(
+        name="nb201-proxies-seeds", archs=tuple(shipped_sample()[:20]), seeds=(1, 2, 3),
+        description="seed noise: 20 cells of the nb201-proxies sample at seeds 1, 2, 3",
+    )
+
+
 __all__ = [
     "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_shard",
     "register_protocol", "shard_cells",
