@@ -52,6 +52,8 @@ class AnalysisConfig:
         top_k: best cells listed per target.
         seed: seed of every random step.
         sections: which parts to run (``ranking``, ``prediction``, ``architecture``, ``search``).
+        proxies: a proxy table joined onto the store's cells for the proxy study (``"shipped"``: the packaged
+            NB201 CIFAR-10 table; a CSV path; ``None``: no study), see :mod:`.proxy_study`.
     """
 
     ranking: RankingConfig = field(default_factory=RankingConfig)
@@ -65,6 +67,7 @@ class AnalysisConfig:
     top_k: int = 10
     seed: int = 0
     sections: tuple[str, ...] = ("ranking", "prediction", "architecture", "search")
+    proxies: str | None = None
 
 
 def _default_predict_targets(T: pd.DataFrame) -> list[str]:
@@ -201,6 +204,13 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         body += _table(final)
         sections.append(("Search on the dataset", body))
         summary["seconds"]["search"] = time.time() - t0
+
+    if cfg.proxies:  # the proxy study (issue 16): its own module, one section here
+        from .proxy_study import ProxyStudyConfig, run_proxy_study
+        from .proxy_table import load_table
+
+        body, summary["proxy_study"] = run_proxy_study(ds, load_table(cfg.proxies), out, ProxyStudyConfig(seed=cfg.seed))
+        sections.insert(0, ("Proxy study", body))
 
     (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
     _write_html(out / "report.html", ds, summary, sections)

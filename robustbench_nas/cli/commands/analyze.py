@@ -31,11 +31,14 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--proxies", "proxy_table", default=None,
+              help="Proxy study: join a proxy table onto the store by uid ('shipped' = the packaged NB201 CIFAR-10 "
+                   "table, or a CSV with arch_str, uid, proxy columns).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, clean_threshold: float, topk: float, models: str, train_sizes: str,
             repeats: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
-            progress: bool) -> None:  # fmt: skip
+            proxy_table: str | None, progress: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
     from robustbench_nas.analysis.ranking import RankingConfig
@@ -68,6 +71,7 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         search_repeats=search_repeats,
         seed=seed,
         sections=secs,
+        proxies=proxy_table,
     )  # fmt: skip
     try:
         ds = load_store(store_path)
@@ -75,7 +79,7 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         fail(str(e))
     try:
         summary = run_analysis(ds, out_dir, cfg, progress=progress)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     echo_json({"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
                "ranking_best": summary.get("ranking_best"), "best": summary.get("best"),
