@@ -36,7 +36,7 @@ def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
     proxies = [str(p) for p in ds["proxy"].values]
     status = ds["status"].sel(stage="proxies").values if "status" in ds else None
     vals = ds["proxy_value"].values  # (arch, seed, proxy)
-    secs = ds["seconds"].sel(stage="proxies").values if "seconds" in ds and "stage" in ds["seconds"].dims else None
+    secs = ds["stage_seconds"].sel(stage="proxies").values if "stage_seconds" in ds else None
     rows = []
     for a, uid in enumerate(ds["arch"].values):
         for s, seed in enumerate(ds["seed"].values):
