@@ -83,13 +83,27 @@ def _perturb_weights(net: nn.Module, x: torch.Tensor, y: torch.Tensor, gamma: fl
     """In place: ``w += gamma * ||w|| * g / ||g||`` for conv/linear weights, ``g = dCE/dw`` (ascent direction)."""
     net.zero_grad(set_to_none=True)
     F.cross_entropy(net(x), y).backward()
-    with torch.no_grad():
-        for layer in weight_layers(net):
-            g = layer.weight.grad
-            if g is None:
-                continue
-            layer.weight.add_(gamma * layer.weight.norm() / (g.norm() + _TINY) * g)
+    layers = list(weight_layers(net))
+    _weight_step(layers, [m.weight.grad for m in layers], gamma)
     net.zero_grad(set_to_none=True)
+
+
+def _weight_step(layers: list[nn.Module], grads: list[torch.Tensor | None], gamma: float) -> None:
+    """``w += gamma * ||w|| * g / ||g||`` for each layer with a gradient (the reference's rescaled SGD ascent)."""
+    with torch.no_grad():
+        for layer, g in zip(layers, grads):
+            if g is not None:
+                layer.weight.add_(gamma * layer.weight.norm() / (g.norm() + _TINY) * g)
+
+
+def _surrogate(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
+    """Step 1 in place on ``net`` (no BN, float64, absolute values); returns the float64 batch and a copy for step 2."""
+    remove_batchnorm(net)
+    net.double().train()
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            t.abs_()
+    return x.double(), copy.deepcopy(net)
 
 
 def _perturb_input(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -108,13 +122,7 @@ def croze_score(
     eps: float = CROZE_INPUT_EPS,
 ) -> float:
     """CRoZe of ``net`` (modified in place: pass a copy) on images ``x`` in [0, 1] with labels ``y``."""
-    remove_batchnorm(net)
-    net.double().train()
-    with torch.no_grad():
-        for t in list(net.parameters()) + list(net.buffers()):
-            t.abs_()
-    x = x.double()
-    adv = copy.deepcopy(net)
+    x, adv = _surrogate(net, x)
     _perturb_weights(adv, x, y, gamma)
     x_adv = _perturb_input(adv, x, y, eps)
     adv.zero_grad(set_to_none=True)
@@ -161,20 +169,11 @@ def croze_score_shared(
     gradients and the clean features. Then the input perturbation (input gradient on the perturbed network) and one
     pass of the perturbed network on the perturbed batch. ``net`` is modified in place (pass a copy).
     """
-    remove_batchnorm(net)
-    net.double().train()
-    with torch.no_grad():
-        for t in list(net.parameters()) + list(net.buffers()):
-            t.abs_()
-    x = x.double()
-    adv = copy.deepcopy(net)
+    x, adv = _surrogate(net, x)
     layers, layers_adv = list(weight_layers(net)), list(weight_layers(adv))
     out, feats = _forward_with_feats(net, x)
     grads = list(torch.autograd.grad(F.cross_entropy(out, y), [m.weight for m in layers], allow_unused=True))
-    with torch.no_grad():  # the reference's _perturb_weights, with the gradient of the (identical) clean pass
-        for layer_adv, g in zip(layers_adv, grads):
-            if g is not None:
-                layer_adv.weight.add_(gamma * layer_adv.weight.norm() / (g.norm() + _TINY) * g)
+    _weight_step(layers_adv, grads, gamma)  # the reference's _perturb_weights, with the (identical) clean gradient
     x_adv = _perturb_input(adv, x, y, eps)
     out_adv, feats_adv = _forward_with_feats(adv, x_adv)
     grads_adv = list(torch.autograd.grad(F.cross_entropy(out_adv, y), [m.weight for m in layers_adv],

@@ -32,8 +32,12 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--engine", type=click.Choice(["shared", "separate"]), default="shared", show_default=True,
+              help="shared: proxies needing the same passes get them once; separate: one proxy at a time (reference). "
+                   "Same values bit for bit.")
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
-def command(archs, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt, list_only) -> None:
+def command(archs, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt, engine,
+            list_only) -> None:  # fmt: skip
     """Proxies of each ARCH (NB201 string or index) at initialisation: csv with arch_str first, one column per proxy."""
     from ...data import DataError, get_dataset
     from ...proxies import compute_proxies, describe_proxies, list_proxies
@@ -70,7 +74,7 @@ def command(archs, dataset, data_root, split, batch_size, seed, names, channels,
     rows = []
     for index in tqdm(indices, desc="proxies", unit="cell", disable=fmt == "json" or len(indices) < 2, file=sys.stderr):
         vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels, N=cells,
-                               mean=info.mean, std=info.std)
+                               mean=info.mean, std=info.std, engine=engine)
         rows.append({"arch_str": space.arch_str(index), **vals})
     if fmt == "json":
         echo_json(rows)
