@@ -100,7 +100,8 @@ def test_heldout_choice_ignores_test_targets():
         again = predict_heldout(X, y2, train_size=80, repeats=2, seed=0)
         assert again["models"][r] == res["models"][r]
         assert again["per_repeat"][r] != res["per_repeat"][r]  # the scores did see the scrambled targets
-    name, cv = select_model(X.to_numpy()[:80], y.to_numpy()[:80], {"rf3": ("rf3",), "gp": ("gp",)}, folds=4)
+    name, cv = select_model(X.to_numpy()[:80], y.to_numpy()[:80], {"rf3": (("rf3", "all"),), "gp": (("gp", "all"),)},
+                            folds=4)
     assert name in cv and all(-1 <= v <= 1 for v in cv.values())
 
 

@@ -290,8 +290,23 @@ def feature_importance(
 
 
 # ---- rbnas predict: one target, held-out cells, model chosen by cross-validation inside the training cells --------
-#: Candidates of ``model="auto"``: name -> models whose predictions are rank-averaged.
-AUTO_CANDIDATES: dict[str, tuple[str, ...]] = {"rf3": ("rf3",), "gp": ("gp",), "rf3+gp": ("rf3", "gp")}
+#: Candidates of ``model="auto"``: name -> ((model, feature view), ...); several members are rank-averaged.
+#: Views: ``compact`` = every feature but the one-hot and path encodings (op counts, GRAF, costs, proxies), ``all``.
+AUTO_CANDIDATES: dict[str, tuple[tuple[str, str], ...]] = {
+    "rf3": (("rf3", "compact"),),
+    "gp": (("gp", "compact"),),
+    "et": (("et", "all"),),
+    "rf3+gp": (("rf3", "compact"), ("gp", "compact")),
+    "et+gp": (("et", "all"), ("gp", "compact")),
+}
+
+
+def feature_views(columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Column positions of each feature view (see :data:`AUTO_CANDIDATES`)."""
+    cols = list(columns)
+    compact = [i for i, c in enumerate(cols) if not (c.startswith("path=") or (c.startswith("e") and "=" in c
+                                                                                   and "(" in c))]  # fmt: skip
+    return {"all": np.arange(len(cols)), "compact": np.array(compact or range(len(cols)), dtype=int)}
 
 
 def _rank(v: np.ndarray) -> np.ndarray:
@@ -300,25 +315,30 @@ def _rank(v: np.ndarray) -> np.ndarray:
     return rankdata(v) / len(v)
 
 
-def _fit_predict(models: Sequence[str], Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndarray, seed: int) -> np.ndarray:
-    """Predictions of one model, or the mean of the test-rank-normalised predictions of several (an ensemble)."""
-    preds = [make_model(m, seed).fit(Xtr, ytr).predict(Xte) for m in models]
+def _combine(preds: Sequence[np.ndarray]) -> np.ndarray:
+    """One prediction as it is; several: the mean of their ranks (an ensemble predicting an order)."""
     return preds[0] if len(preds) == 1 else np.mean([_rank(p) for p in preds], axis=0)
 
 
-def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[str, ...]], *, folds: int = 5,
-                 seed: int = 0) -> tuple[str, dict[str, float]]:
+def _fit_predict(members: Sequence[tuple[str, str]], views: dict[str, np.ndarray], Xtr: np.ndarray, ytr: np.ndarray,
+                 Xte: np.ndarray, seed: int) -> np.ndarray:  # fmt: skip
+    return _combine([make_model(m, seed).fit(Xtr[:, views[v]], ytr).predict(Xte[:, views[v]]) for m, v in members])
+
+
+def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[tuple[str, str], ...]],
+                 views: dict[str, np.ndarray] | None = None, *, folds: int = 5,
+                 seed: int = 0) -> tuple[str, dict[str, float]]:  # fmt: skip
     """The candidate with the best mean Spearman in ``folds``-fold CV on (``X``, ``y``): the training cells only."""
     from sklearn.model_selection import KFold
 
+    views = views or {"all": np.arange(X.shape[1]), "compact": np.arange(X.shape[1])}
     cv: dict[str, list[float]] = {k: [] for k in candidates}
-    k = min(folds, len(y))
-    for tr, te in KFold(k, shuffle=True, random_state=seed).split(X):
-        single = {m: make_model(m, seed).fit(X[tr], y[tr]).predict(X[te])
-                  for m in sorted({m for ms in candidates.values() for m in ms})}  # fmt: skip
+    members = sorted({mv for ms in candidates.values() for mv in ms})
+    for tr, te in KFold(min(folds, len(y)), shuffle=True, random_state=seed).split(X):
+        single = {(m, v): make_model(m, seed).fit(X[tr][:, views[v]], y[tr]).predict(X[te][:, views[v]])
+                  for m, v in members}  # fmt: skip
         for name, ms in candidates.items():
-            p = single[ms[0]] if len(ms) == 1 else np.mean([_rank(single[m]) for m in ms], axis=0)
-            cv[name].append(spearman(p, y[te]))
+            cv[name].append(spearman(_combine([single[mv] for mv in ms]), y[te]))
     means = {n: float(np.nanmean(v)) for n, v in cv.items()}
     return max(means, key=lambda n: (np.nan_to_num(means[n], nan=-2.0), -len(candidates[n]))), means
 
@@ -330,7 +350,8 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
 
     Each cell is one isomorphism class (the store's ``arch`` = uid), so held-out cells are held-out uids. With
     ``model="auto"`` the model (:data:`AUTO_CANDIDATES`) is chosen per repeat by ``folds``-fold cross-validation
-    inside the training cells; the held-out cells are never used for a choice.
+    inside the training cells (each candidate on its feature view, see :data:`AUTO_CANDIDATES`); the held-out cells
+    are never used for a choice. A named ``model`` uses every feature.
 
     Returns:
         ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std``, ``r2_mean``, ``r2_std``,
@@ -338,6 +359,7 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
     """
     X_df, y = _xy(features, target)
     X = X_df.to_numpy(np.float64)
+    views = feature_views(X_df.columns)
     if model != "auto" and model not in _MODELS:
         raise KeyError(f"unknown model {model!r}; known: auto, {', '.join(list_models())}")
     scores: list[dict[str, float]] = []
@@ -349,13 +371,13 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
                           disable=not progress):  # fmt: skip
             Xtr, Xte = _impute(X[tr], X[te])
             if model == "auto":
-                name, _cv = select_model(Xtr, y[tr], AUTO_CANDIDATES, folds=folds, seed=seed + r)
-                models = AUTO_CANDIDATES[name]
+                name, _cv = select_model(Xtr, y[tr], AUTO_CANDIDATES, views, folds=folds, seed=seed + r)
+                members = AUTO_CANDIDATES[name]
             else:
-                name, models = model, (model,)
+                name, members = model, ((model, "all"),)
             chosen.append(name)
-            sc = _score(y[te], _fit_predict(models, Xtr, y[tr], Xte, seed + r))
-            if len(models) > 1:
+            sc = _score(y[te], _fit_predict(members, views, Xtr, y[tr], Xte, seed + r))
+            if len(members) > 1:
                 sc["r2"] = float("nan")  # an ensemble of ranks predicts an order, not accuracies
             scores.append(sc)
             n_test = int(te.size)
