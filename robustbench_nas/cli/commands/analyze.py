@@ -83,4 +83,5 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         fail(str(e))
     echo_json({"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
                "ranking_best": summary.get("ranking_best"), "best": summary.get("best"),
-               "seconds": summary["seconds"]})  # fmt: skip
+               "seconds": summary["seconds"], **({"proxy_study": summary["proxy_study"]}
+                                                 if "proxy_study" in summary else {})})  # fmt: skip
