@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..common import echo_json, fail, parse_overrides
+from ..common import echo_json, fail, parse_overrides, threads_option
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -52,7 +52,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
 @click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
-@click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
+@threads_option(per_task=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,

@@ -11,7 +11,7 @@ from ...data import DataError, get_dataset
 from ...search_spaces import ArchitectureError, get_search_space
 from ...training import get_profile, list_profiles, save_checkpoint, train_model
 from ...utils import set_torch_threads
-from ..common import dataset_options, echo_json, fail, parse_overrides
+from ..common import dataset_options, echo_json, fail, parse_overrides, threads_option
 
 
 @click.command(name="train")
@@ -21,7 +21,7 @@ from ..common import dataset_options, echo_json, fail, parse_overrides
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile field (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@threads_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def command(arch, dataset, data_root, profile, overrides, seed, device, threads, out_dir, as_json) -> None:
