@@ -51,12 +51,18 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
 @click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
+@click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT of the Dask dashboard (loopback by default: reach it through an SSH tunnel).")
+@click.option("--no-dashboard", is_flag=True, help="No Dask dashboard.")
+@click.option("--insecure", is_flag=True,
+              help="Plain TCP between scheduler and workers, without TLS and per-run credentials (not advised).")
 @click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
 @threads_option(per_task=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
-            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
+            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
+            device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Example:
@@ -112,6 +118,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
             device=device, threads=threads, progress=not (no_progress or as_json), reuse=reuse,
+            dashboard_address=None if no_dashboard else dashboard_address, insecure=insecure,
         )
     except (StoreError, ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
