@@ -623,15 +623,23 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, *, dashboard
     cluster.rbnas_submit_errors = errors
     if folder is not None:
         weakref.finalize(cluster, remove_credentials, folder)  # also when the run dies with an exception
-        _close = cluster.close
+    _close = cluster.close
 
-        def close(*args: Any, **kw: Any) -> Any:
-            try:
-                return _close(*args, **kw)
-            finally:
+    def close(*args: Any, **kw: Any) -> Any:
+        from distributed.core import Status
+
+        try:
+            # jobs sbatch refused never started: SpecCluster's close would trip over them (and hide the reason)
+            for name, job in list(cluster.workers.items()):
+                if getattr(job, "status", None) == Status.created and not getattr(job, "job_id", None):
+                    cluster.workers.pop(name, None)
+                    cluster.worker_spec.pop(name, None)
+            return _close(*args, **kw)
+        finally:
+            if folder is not None:
                 remove_credentials(folder)
 
-        cluster.close = close
+    cluster.close = close
     try:
         cluster.scheduler.allowed_failures = cfg.allowed_failures  # the scheduler runs in this process
         logger.info("SLURM worker job script:\n%s", cluster.job_script())
@@ -712,12 +720,12 @@ class SlurmStartError(RuntimeError):
 
 #: (pattern in SLURM's message, hint). The first match is shown.
 _HINTS: tuple[tuple[str, str], ...] = (
-    (r"gres|generic resource|gpu",
+    (r"gres|generic resource",
      "the partition has no such GPUs: on a CPU-only site set `gpus: 0` in the SLURM config (--slurm-config); "
      "otherwise pick a GPU `partition` / `gres-type` (`sinfo -o '%P %G'` lists them)"),
-    (r"invalid partition|partition", "check `partition` in the SLURM config (`sinfo -s` lists the partitions)"),
     (r"account|association", "check `account` in the SLURM config (`sacctmgr show assoc user=$USER`)"),
     (r"qos", "check `qos` in the SLURM config (`sacctmgr show qos`)"),
+    (r"partition", "check `partition` in the SLURM config (`sinfo -s` lists the partitions)"),
     (r"time limit|timelimit", "lower `walltime` to the partition's limit (`sinfo -o '%P %l'`)"),
     (r"node configuration|memory|cpus|mem", "ask for less per job (`memory`, `cores`, `gpus`) than one node has "
      "(`sinfo -o '%P %c %m %G'`)"),
@@ -796,8 +804,18 @@ def _tracked_job_class(errors: list[str]) -> type:
             try:
                 await super().start()
             except Exception as e:
+                from distributed.core import Status
+
                 errors.append(_sbatch_message(str(e)))
+                self.status = Status.failed  # so that closing the cluster does not trip over it
                 raise
+
+        async def close(self) -> None:
+            from distributed.core import Status
+
+            await super().close()  # scancel
+            self.status = Status.closed  # dask-jobqueue leaves it 'running' (close asserts on a job whose worker
+            #                              never connected, hiding the reason the run ends)
 
     return TrackedSLURMJob
 
