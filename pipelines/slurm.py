@@ -727,8 +727,8 @@ _HINTS: tuple[tuple[str, str], ...] = (
     (r"qos", "check `qos` in the SLURM config (`sacctmgr show qos`)"),
     (r"partition", "check `partition` in the SLURM config (`sinfo -s` lists the partitions)"),
     (r"time limit|timelimit", "lower `walltime` to the partition's limit (`sinfo -o '%P %l'`)"),
-    (r"node configuration|memory|cpus|mem", "ask for less per job (`memory`, `cores`, `gpus`) than one node has "
-     "(`sinfo -o '%P %c %m %G'`)"),
+    (r"node configuration|memory|cpus|mem", "ask for less per job (`memory`, `cores`, `gpus`, `gres-type`) than one "
+     "node of the partition has (`sinfo -o '%P %c %m %G'`); on a CPU-only site set `gpus: 0`"),
     (r"no module named|modulenotfounderror|importerror",
      "the job cannot import robustbench-nas: add the line that activates its environment to "
      "`job-script-prologue` (or set `python`)"),
