@@ -134,9 +134,9 @@ def threads_option(per_task: bool = False, expose: bool = True) -> Callable[[Cal
 
 
 # ---- outputs --------------------------------------------------------------------------------------------------------
-def force_option(what: str = "the output") -> Callable[[Callable], Callable]:
+def force_option(what: str = "the output", help: str | None = None) -> Callable[[Callable], Callable]:
     """``--force``: allow replacing an existing output (never anything else)."""
-    return click.option("--force", is_flag=True, help=f"Replace {what} if it exists (otherwise an error).")
+    return click.option("--force", is_flag=True, help=help or f"Replace {what} if it exists (otherwise an error).")
 
 
 def check_output_file(path: str | None, force: bool, option: str = "--out") -> None:
@@ -165,3 +165,16 @@ def check_output_files(folder: str, names: list[str], force: bool, option: str =
     if present and not force:
         fail(f"{option} {folder} already holds {', '.join(present[:3])}"
              f"{' ...' if len(present) > 3 else ''}; pass --force to replace them (or choose a new folder)")
+
+
+def check_output_dir(folder: str, force: bool, marker: str, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, or that holds files but not ``marker`` (so not an earlier output of
+    this command) unless ``force``. An earlier output of the command (it has ``marker``) is updated in place."""
+    from pathlib import Path
+
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        fail(f"{option} {folder} is a file, expected a folder")
+    if d.is_dir() and any(d.iterdir()) and not (d / marker).exists() and not force:
+        fail(f"{option} {folder} already holds other files (no {marker}: not an output of this command); "
+             "choose an empty or new folder, or pass --force to write into it")
