@@ -83,7 +83,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
 
     log_path = Path(f"{store_path.rstrip('/')}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    file_log = logging.FileHandler(log_path)
+    file_log = logging.FileHandler(log_path, delay=True)  # created at the first record: not for a refused input
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_log.setLevel(logging.INFO)
     file_log.addFilter(_quiet_distributed)
