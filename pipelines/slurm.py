@@ -99,7 +99,8 @@ class SlurmConfig:
         scheduler_options: options of the Dask scheduler that runs in the client process. Its dashboard is set
             by ``rbnas run --dashboard-address`` (loopback by default), not here.
         start_timeout: seconds ``rbnas run`` waits for the first worker to connect before it ends the run with
-            the jobs' state and reason (a refused submission or a job dying at start ends it at once).
+            the jobs' state and reason (a refused submission or a job dying at start ends it at once); ``None``:
+            wait as long as the queue takes (busy sites), still ending at once on refused or dying jobs.
         credentials_directory: shared folder (seen by every node) under which each run makes its owner-only
             folder of TLS credentials; ``None``: the folder of the store.
 
@@ -136,7 +137,7 @@ class SlurmConfig:
     job_extra_directives: list[str] = field(default_factory=list)
     worker_extra_args: list[str] = field(default_factory=list)
     scheduler_options: dict[str, Any] = field(default_factory=dict)
-    start_timeout: float = 600.0
+    start_timeout: float | None = 600.0
     credentials_directory: str | None = None
 
     def __post_init__(self) -> None:
@@ -217,9 +218,10 @@ class SlurmConfig:
             raise ValueError(f"slurm config: minimum_jobs must be an integer >= 0, got {self.minimum_jobs!r}")
         if not isinstance(self.allowed_failures, int) or self.allowed_failures < 0:
             raise ValueError(f"slurm config: allowed_failures must be an integer >= 0, got {self.allowed_failures!r}")
-        if not isinstance(self.start_timeout, (int, float)) or isinstance(self.start_timeout, bool) \
-                or self.start_timeout <= 0:
-            raise ValueError(f"slurm config: start_timeout must be a positive number of seconds, got {self.start_timeout!r}")
+        if self.start_timeout is not None and (not isinstance(self.start_timeout, (int, float))
+                                               or isinstance(self.start_timeout, bool) or self.start_timeout <= 0):
+            raise ValueError("slurm config: start_timeout must be a positive number of seconds (or null: wait as long "
+                             f"as the queue takes), got {self.start_timeout!r}")
         if self.respawn_grace_s < 0:
             raise ValueError(f"slurm config: respawn_grace_s must be >= 0, got {self.respawn_grace_s!r}")
         if not isinstance(self.resources, Mapping) or not all(
@@ -864,15 +866,19 @@ def _job_end(job_id: str, log_directory: str | None, job_name: str) -> tuple[str
     return state, ""
 
 
-def wait_for_first_worker(cluster: Any, timeout: float | None = None, poll_s: float = 2.0) -> None:
+_CONFIG_TIMEOUT: Any = object()
+
+
+def wait_for_first_worker(cluster: Any, timeout: float | None = _CONFIG_TIMEOUT, poll_s: float = 2.0) -> None:
     """Block until a worker of ``cluster`` connected; raise :class:`SlurmStartError` as soon as none can.
 
     Ends the wait (with SLURM's message and a hint) when a submission is refused, when a worker job ends before
     any worker connected (its state, exit code and the end of its stderr are quoted), or after ``timeout``
-    seconds (default: the config's ``start_timeout``), with the state and reason of the queued jobs.
+    seconds (default: the config's ``start_timeout``; ``None``: no limit), with the state and reason of the
+    queued jobs.
     """
     cfg: SlurmConfig = cluster.rbnas_config
-    timeout = cfg.start_timeout if timeout is None else timeout
+    timeout = cfg.start_timeout if timeout is _CONFIG_TIMEOUT else timeout
     t0 = time.monotonic()
     seen: set[str] = set()
     states: dict[str, tuple[str, str]] | None = {}
@@ -897,13 +903,14 @@ def wait_for_first_worker(cluster: Any, timeout: float | None = None, poll_s: fl
                     if err:
                         text += f"; its log {err}"
                     raise SlurmStartError(_with_hint(text, f"{state} {err}"))
-        if time.monotonic() - t0 > timeout:
+        if timeout is not None and time.monotonic() - t0 > timeout:
             queued = ", ".join(f"{j} {st} ({why})" for j, (st, why) in (states or {}).items()) or "none in squeue"
             text = (f"no Dask worker connected within {timeout:.0f} s (start-timeout in the SLURM config); "
                     f"worker jobs: {queued}")
             reasons = " ".join(why for _, why in (states or {}).values())
-            hint = slurm_hint(reasons) or ("jobs still pending: raise `start-timeout` if the queue is slow, or "
-                                           "check that compute nodes can reach this host (`interface`)")
+            hint = slurm_hint(reasons) or ("jobs still pending: raise `start-timeout` (null: no limit) if the queue "
+                                           "is slow; jobs running: check that compute nodes reach this host "
+                                           "(`interface`) and the jobs' .err files")
             raise SlurmStartError(f"{text}. Hint: {hint}")
         time.sleep(poll_s)
 
