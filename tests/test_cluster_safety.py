@@ -131,6 +131,20 @@ def test_local_run_listens_on_loopback_only_and_refuses_plain_clients(tmp_path: 
         assert any(p == port and ip == "127.0.0.1" for _, ip, p in seen)
 
 
+@pytest.mark.parametrize("kw", [dict(dashboard_address=None), dict(insecure=True)], ids=["no-dashboard", "insecure"])
+def test_local_cluster_variants_stay_on_loopback(kw) -> None:
+    """--no-dashboard and --insecure change what is served, never where: still loopback only."""
+    import psutil
+
+    with make_client("local", n_workers=1, **kw) as client:
+        assert client.submit(sum, [1, 2]).result() == 3
+        me = psutil.Process()
+        seen = _listening([me, *me.children(recursive=True)])
+        assert client.scheduler.address.startswith("tcp://" if kw.get("insecure") else "tls://")
+        assert getattr(client, "rbnas_dashboard", None) is None or "dashboard_address" not in kw
+    assert seen and all(ip.startswith("127.") for _, ip, _ in seen), seen
+
+
 # ---- the credentials SLURM workers get ----------------------------------------------------------------------------
 def test_file_credentials_are_owner_only_and_refuse_plain_clients(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
