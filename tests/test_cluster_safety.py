@@ -60,6 +60,25 @@ def test_dashboard_address_rejects_malformed(bad) -> None:
         check_dashboard_address(bad)
 
 
+def test_dashboard_link_is_the_bound_socket(monkeypatch) -> None:
+    """The printed link comes from the socket the dashboard is bound to, not from the scheduler's address."""
+    import socket
+    from types import SimpleNamespace
+
+    import pipelines.runner as runner
+
+    monkeypatch.setattr(runner, "_has_bokeh", lambda: True)
+
+    def sched(host, port):
+        return SimpleNamespace(http_server=SimpleNamespace(address=host, port=port), services={"dashboard": object()})
+
+    assert runner.dashboard_link(sched("127.0.0.1", 40123)) == "http://127.0.0.1:40123/status"
+    # bound to every interface (an explicit 0.0.0.0:PORT): the link says so by naming the machine, not 127.0.0.1
+    assert runner.dashboard_link(sched("0.0.0.0", 8787)) == f"http://{socket.gethostname()}:8787/status"
+    assert runner.dashboard_link(sched("::1", 9)) == "http://[::1]:9/status"
+    assert runner.dashboard_link(SimpleNamespace(http_server=None, services={})) is None
+
+
 # ---- a real local run, watched from outside -----------------------------------------------------------------------
 def _listening(procs) -> set[tuple[int, str, int]]:
     import psutil
