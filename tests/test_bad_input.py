@@ -302,7 +302,18 @@ def test_threads_default_and_option_set_torch(monkeypatch) -> None:
     from robustbench_nas.utils import THREAD_CAP, available_cores, default_threads
 
     monkeypatch.delenv("RBNAS_TORCH_THREADS", raising=False)
-    assert default_threads() == min(len(os.sched_getaffinity(0)), THREAD_CAP) == min(available_cores(), THREAD_CAP)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    cap = min(len(os.sched_getaffinity(0)), THREAD_CAP)
+    assert cap == min(available_cores(), THREAD_CAP)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle node: every usable core, capped
+    assert default_threads() == cap
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(os.cpu_count()) + 3, 0.0, 0.0))  # a busy node: 1
+    assert default_threads() == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (max(0.0, os.cpu_count() - 1.5), 0.0, 0.0))  # 1.5 cores idle
+    assert default_threads() == 1
+    monkeypatch.setenv("SLURM_JOB_ID", "7")  # inside an allocation the cores are the job's own: the load is others'
+    assert default_threads() == cap
+    monkeypatch.delenv("SLURM_JOB_ID")
     monkeypatch.setenv("RBNAS_TORCH_THREADS", "3")
     assert default_threads() == 3
     old = torch.get_num_threads()
