@@ -627,6 +627,7 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 
 __all__ = [
-    "DEFAULT_DASHBOARD", "STAGE_FIELDS", "RunReport", "check_dashboard_address", "dashboard_link", "execute_unit", "headline", "reuse_results", "make_client", "plan_units", "prepare_store", "run_pipeline",
+    "DEFAULT_DASHBOARD", "STAGE_FIELDS", "RunReport", "check_dashboard_address", "dashboard_link", "execute_unit",
+    "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results", "run_pipeline",
     "saved_protocol", "summary_rows",
 ]

@@ -398,7 +398,8 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
         worker_extra_args=worker_args,
         job_extra_directives=directives,
         # one thread per BLAS/OpenMP pool in every worker: tasks set their torch threads themselves
-        job_script_prologue=[*cfg.job_script_prologue, _pythonpath_line(), "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"],
+        job_script_prologue=[*cfg.job_script_prologue, _pythonpath_line(),
+                             "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"],
         death_timeout=cfg.death_timeout,
         scheduler_options=dict(cfg.scheduler_options),
     )

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import pkgutil
-import sys
 from typing import Any
 
 import click
