@@ -766,8 +766,13 @@ def _sbatch_message(text: str) -> str:
 def check_submission(cfg: SlurmConfig, timeout: float = 60.0) -> None:
     """``sbatch --test-only`` the worker job script of ``cfg``: raise :class:`SlurmStartError` if SLURM refuses it.
 
-    Nothing is queued (``--test-only`` only validates the request and estimates a start time).
+    Nothing is queued (``--test-only`` only validates the request and estimates a start time). Without ``sbatch``
+    on ``PATH`` this is a no-op (:func:`make_slurm_cluster` then says so).
     """
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        return
     script = slurm_job_script_for(cfg)
     try:
         proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True,

@@ -260,6 +260,7 @@ def test_rbnas_run_cluster_slurm_refused_is_one_line_exit_2(fake_path, tmp_path:
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
     assert "gres" in lines[0] and "gpus: 0" in lines[0] and "Traceback" not in r.output
+    assert not (tmp_path / "s.zarr").exists() and not (tmp_path / "s.zarr.log").exists(), "refused, yet a store was made"
 
 
 def test_submission_refused_after_test_only_is_reported(fake_path, tmp_path: Path) -> None:

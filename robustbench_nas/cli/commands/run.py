@@ -110,10 +110,10 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         shard_t = parse_shard(shard)
         if cluster == "slurm":
-            # a bad SLURM config must fail before a store is created
-            from pipelines.slurm import load_slurm_config
+            # a bad SLURM config, or a job SLURM refuses, must fail before a store is created
+            from pipelines.slurm import check_submission, load_slurm_config
 
-            load_slurm_config(slurm_config)
+            check_submission(load_slurm_config(slurm_config))
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
