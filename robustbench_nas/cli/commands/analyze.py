@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import echo_json, fail
+from ..common import check_output_dir, echo_json, fail, force_option
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -35,10 +35,11 @@ def _csv(text: str | None) -> list[str] | None:
               help="Proxy study: join a proxy table onto the store by uid ('shipped' = the packaged NB201 CIFAR-10 "
                    "table, or a CSV with arch_str, uid, proxy columns).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@force_option(help="Write into an --out folder that holds other files (otherwise an error).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, clean_threshold: float, topk: float, models: str, train_sizes: str,
             repeats: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
-            proxy_table: str | None, progress: bool) -> None:  # fmt: skip
+            proxy_table: str | None, progress: bool, force: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
     from robustbench_nas.analysis.ranking import RankingConfig
@@ -46,6 +47,7 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
     from robustbench_nas.analysis.targets import load_store
     from robustbench_nas.storage import StoreError
 
+    check_output_dir(out_dir, force, marker="report.html")
     secs = tuple(_csv(sections) or [])
     bad = [s for s in secs if s not in ("ranking", "prediction", "architecture", "search")]
     if bad:
