@@ -91,6 +91,12 @@ def rank_proxies(P: pd.DataFrame, T: pd.DataFrame, cfg: ProxyStudyConfig) -> pd.
     return R
 
 
+def signed_log(df: pd.DataFrame) -> pd.DataFrame:
+    """``sign(x) log(1 + |x|)``: monotone (ranks and tree splits unchanged), and keeps synflow (~1e49) and CRoZe
+    inside float32, which scikit-learn's trees cast to."""
+    return np.sign(df) * np.log1p(df.abs())
+
+
 def _cv(X: np.ndarray, y: np.ndarray, cfg: ProxyStudyConfig) -> dict[str, float]:
     from sklearn.ensemble import RandomForestRegressor
     from sklearn.metrics import r2_score
@@ -123,7 +129,7 @@ def complementarity(P: pd.DataFrame, E: pd.DataFrame, T: pd.DataFrame, cfg: Prox
 
     common = P.index.intersection(T.index).intersection(E.index)
     P, E, T = P.loc[common], E.loc[common], T.loc[common]
-    Pf = P.fillna(P.median())
+    Pf = signed_log(P.fillna(P.median()))
     rows, imps = [], []
     for t in [t for t in targets if t in T]:
         ok = T[t].notna().to_numpy()

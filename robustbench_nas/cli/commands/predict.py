@@ -70,7 +70,9 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
             P = load_table(proxy_table)
         except (FileNotFoundError, ValueError) as e:
             fail(str(e))
-        F = pd.concat([F, P.reindex(F.index)], axis=1)
+        from robustbench_nas.analysis.proxy_study import signed_log
+
+        F = pd.concat([F, signed_log(P.reindex(F.index))], axis=1)  # monotone; synflow (~1e49) fits float32
     n = int(T[target].notna().sum())
     if max(sizes) >= n:
         fail(f"--train-size {max(sizes)}: the store has only {n} cells with {target}")
