@@ -111,3 +111,59 @@ def plot_bars(data: pd.DataFrame, label: str, value: str, out: Path, name: str, 
     ax.set_xlabel(value)
     ax.set_title(title, fontsize=9)
     return _save(fig, data, out, name)
+
+
+def plot_rank_vs_eps(ranking: pd.DataFrame, out: Path, name: str = "ranking_vs_eps", *, title: str = "") -> Path:
+    """Spearman's rho (with its interval as a band) against eps, one panel per attack, one line per feature.
+
+    ``ranking`` rows: ``attack``, ``eps_255`` (numeric: the x axis is sorted by value, not by label), ``feature``,
+    ``spearman``, ``spearman_lo``, ``spearman_hi``. This replaces one wide features x targets heat map.
+    """
+    attacks = list(dict.fromkeys(ranking["attack"]))
+    fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(3.4 * max(1, len(attacks)), 3.2), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, a in zip(axes[0], attacks):
+        r = ranking[ranking["attack"] == a]
+        for feat, g in r.groupby("feature", sort=False):
+            g = g.sort_values("eps_255")
+            line = ax.plot(g["eps_255"], g["spearman"], marker="o", ms=3, label=str(feat))[0]
+            ax.fill_between(g["eps_255"], g["spearman_lo"], g["spearman_hi"], color=line.get_color(), alpha=0.15)
+        ax.axhline(0, color="#888", lw=0.6)
+        ax.set_xscale("log")  # every attack eps is > 0
+        ticks = sorted(set(r["eps_255"]))
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
+        ax.minorticks_off()
+        ax.set_title(a, fontsize=9)
+        ax.set_xlabel("eps (x/255)")
+    axes[0][0].set_ylabel("Spearman rho")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, ranking, out, name)
+
+
+def plot_heatmap_panels(tables: dict[str, pd.DataFrame], out: Path, name: str, *, title: str = "",
+                        fmt: str = "{:+.3f}", cmap: str = "RdBu_r") -> Path:  # fmt: skip
+    """Small heat maps side by side with one shared, zero-centred colour scale (e.g. op x edge, one per target)."""
+    keys = list(tables)
+    vmax = max((np.nanmax(np.abs(t.to_numpy(np.float64))) for t in tables.values() if t.size), default=1.0) or 1.0
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys) + 1, 2.8), squeeze=False)
+    im = None
+    for ax, k in zip(axes[0], keys):
+        t = tables[k]
+        vals = t.to_numpy(np.float64)
+        im = ax.imshow(vals, cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(vals.shape[1]), [str(c) for c in t.columns], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(vals.shape[0]), [str(r) for r in t.index] if ax is axes[0][0] else [""] * len(t.index),
+                      fontsize=7)  # fmt: skip
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                if np.isfinite(vals[i, j]):
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=6)
+        ax.set_title(k, fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    data = pd.concat({k: t for k, t in tables.items()}, names=["panel"])
+    return _save(fig, data, out, name, index=True)

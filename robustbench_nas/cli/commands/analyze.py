@@ -21,20 +21,25 @@ def _csv(text: str | None) -> list[str] | None:
               help="Prediction / search targets (default: clean, pgd@Linf@1/255 or the first attack, adv_mean).")
 @click.option("--n-boot", default=1000, show_default=True, help="Bootstrap resamples for Spearman intervals.")
 @click.option("--n-boot-kendall", default=200, show_default=True, help="Bootstrap resamples for Kendall intervals.")
-@click.option("--clean-threshold", default=0.8, show_default=True, help="Clean accuracy of the second subset.")
+@click.option("--min-clean", default="auto", show_default=True,
+              help="Leave cells with a lower clean accuracy out of the 'best' lists and rank them as a second subset "
+                   "(collapsed / badly trained cells); 'auto': 80 %% of the best cell's clean accuracy; 0: no filter.")
+@click.option("--clean-threshold", default=None, type=float, hidden=True, help="Old name of --min-clean.")
 @click.option("--topk", default=0.1, show_default=True, help="Fraction for top-k precision.")
 @click.option("--models", default="rf", show_default=True, help="Regressors: rf, gbm, et, ridge (comma-separated).")
 @click.option("--train-sizes", default="100,1000", show_default=True, help="Training cells (comma-separated).")
 @click.option("--repeats", default=2, show_default=True, help="Random splits per training size.")
+@click.option("--trees", default=100, show_default=True,
+              help="Trees (boosting rounds) of the ensemble regressors; 0: each model's own default (300).")
 @click.option("--encodings", default="opcount,graf", show_default=True,
               help="Cell encodings as features: onehot, opcount, path, graf, all, or 'none'.")
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
-            n_boot: int, n_boot_kendall: int, clean_threshold: float, topk: float, models: str, train_sizes: str,
-            repeats: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
+            n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
+            train_sizes: str, repeats: int, trees: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
             progress: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
@@ -54,14 +59,25 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         sizes = tuple(int(s) for s in _csv(train_sizes) or [])
     except ValueError:
         fail(f"--train-sizes must be integers, got {train_sizes!r}")
+    if clean_threshold is not None:
+        min_clean = str(clean_threshold)
+    try:
+        min_clean_v = None if min_clean.strip().lower() == "auto" else float(min_clean)
+    except ValueError:
+        fail(f"--min-clean must be a number in [0, 1] or 'auto', got {min_clean!r}")
+    if min_clean_v is not None and not 0 <= min_clean_v <= 1:
+        fail(f"--min-clean must be in [0, 1] (accuracies are fractions), got {min_clean_v}")
+    if trees < 0:
+        fail(f"--trees must be >= 0, got {trees}")
     enc = None if encodings.strip().lower() == "none" else _csv(encodings)
     if enc and "all" in enc:
         enc = ["all"]  # type: ignore[list-item]
     cfg = AnalysisConfig(
-        ranking=RankingConfig(n_boot=n_boot, n_boot_kendall=n_boot_kendall, topk=topk,
-                              clean_threshold=clean_threshold, seed=seed),
+        ranking=RankingConfig(n_boot=n_boot, n_boot_kendall=n_boot_kendall, topk=topk, seed=seed),
         rank_targets=_csv(targets),
-        prediction=PredictionConfig(models=mods, train_sizes=sizes, repeats=repeats, seed=seed),
+        prediction=PredictionConfig(models=mods, train_sizes=sizes, repeats=repeats, seed=seed,
+                                    n_estimators=trees or None, max_test=2000),
+        min_clean=min_clean_v,
         predict_targets=_csv(predict_targets),
         encodings=enc,
         search_budget=search_budget,
@@ -78,5 +94,6 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
     except (KeyError, ValueError) as e:
         fail(str(e))
     echo_json({"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
+               "findings": summary.get("findings"), "warnings": summary.get("warnings"),
                "ranking_best": summary.get("ranking_best"), "best": summary.get("best"),
                "seconds": summary["seconds"]})  # fmt: skip
