@@ -399,8 +399,8 @@ def _architecture(rep: _Report, cfg: AnalysisConfig, ds: xr.Dataset, T: pd.DataF
     # best cells: collapsed / badly trained cells filtered (a chance-level "best cell" at 8/255 is no finding)
     Tk = T[keep]
     if len(Tk) < cfg.top_k:
-        rep.warn("architecture", f"only {len(Tk)} cells have clean accuracy >= {min_clean:g}: the best-cell lists "
-                                 f"are shorter than {cfg.top_k}")  # fmt: skip
+        why = f"have clean accuracy >= {min_clean:g}" if min_clean is not None else "in the store"
+        rep.warn("architecture", f"only {len(Tk)} cells {why}: the best-cell lists are shorter than {cfg.top_k}")
     best = arch.best_cells(Tk, eff_targets, cfg.top_k)
     if len(best):
         best["clean"] = T.loc[best["arch"], "clean"].to_numpy() if "clean" in T else np.nan
