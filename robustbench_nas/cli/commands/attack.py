@@ -82,8 +82,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             eps = attacks.parse_eps(eps_text)
             plan = [(attacks.get_attack(a).name, eps, {}) for a in attack_names]
         user = parse_overrides(overrides)
-        for _, eps, _ in plan:
-            check_eps(eps)
+        for a_key, eps, _ in plan:
+            check_eps(eps, norm="L2" if a_key.endswith("@L2") else "Linf")  # an L2 radius may exceed 1
     except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if e.args else str(e))
 
@@ -101,6 +101,12 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         data = get_dataset(ds_name, data_root).split(split)
     except (DataError, KeyError, ValueError) as e:
         fail(str(e))
+    if n_images and n_images > len(data):  # no silent cap: say so, or refuse when the number was asked for
+        src = click.get_current_context().get_parameter_source("n_images")
+        if src == click.core.ParameterSource.COMMANDLINE:
+            fail(f"--n {n_images}: split {split!r} of {ds_name} has only {len(data)} images (--n 0: all of them)")
+        click.echo(f"note: split {split!r} of {ds_name} has {len(data)} images (fewer than the default --n "
+                   f"{n_images}): using all of them", err=True)
     if n_images and n_images < len(data):
         data = data.subset(n_images, seed=seed)
     x = data.images("cpu")
@@ -117,7 +123,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         params = {**extra, **{k: v for k, v in user.items() if k in fields[a_key]}}
         try:
             results = attacks.evaluate(model, x, y, a_key, eps, params=params or None, batch_size=batch_size,
-                                       seed=seed, mode=mode, progress=not as_json)
+                                       seed=seed, mode=mode, progress=True)  # stderr
         except (KeyError, ValueError, TypeError) as e:
             fail(str(e.args[0]) if e.args else str(e))
         rows += [r.to_dict(correct_bits=correct_bits) for r in results]

@@ -53,14 +53,17 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
 @click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
 @click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON (stdout; progress stays on stderr).")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
             reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Example:
-    `rbnas run --protocol tiny --store runs/tiny.zarr`.
+    `rbnas run --protocol tiny --store runs/tiny.zarr`. `--set epochs=3` changes a training-profile field.
+
+    Exit status: 0 when every unit run is done, 1 when any ended failed (the summary lists them), 2 for bad input,
+    130 when interrupted (Ctrl-C; finished units are kept, the same command resumes).
     """
     from pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
     from robustbench_nas.storage import StoreError
@@ -111,8 +114,10 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-            device=device, threads=threads, progress=not (no_progress or as_json), reuse=reuse,
+            device=device, threads=threads, progress=not no_progress, reuse=reuse,
         )
+    except KeyboardInterrupt:
+        _interrupted(store_path)
     except (StoreError, ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
     except RuntimeError as e:  # e.g. no sbatch on PATH for --cluster slurm
@@ -121,6 +126,8 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         from dataclasses import asdict
 
         echo_json(asdict(report))
+        if report.failures:
+            sys.exit(1)
         return
     from robustbench_nas.storage import open_store
 
@@ -134,3 +141,19 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         click.echo(f"... {len(report.failures) - 10} more failures (rbnas status {store_path})")
     click.echo(f"store: {store.path.resolve()}  (open with robustbench_nas.storage.open_dataset or xarray.open_zarr)")
     click.echo(f"log: {log_path.resolve()}")
+    if report.failures:
+        # a green exit after failed stages costs hours on a cluster: say it, and exit non-zero
+        click.echo(f"{len(report.failures)} unit(s) ended failed; see above and `rbnas status {store_path}`", err=True)
+        sys.exit(1)
+
+
+def _interrupted(store_path: str) -> None:
+    """Ctrl-C: one line and a resume hint instead of the scheduler's shutdown tracebacks (exit 130)."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    sys.stderr.write(f"\ninterrupted: finished units are saved in {store_path}; run the same command again to "
+                     "resume\n")
+    sys.stderr.flush()
+    import os
+
+    os._exit(130)  # skip the interpreter teardown, where the cluster's threads print their tracebacks
