@@ -111,6 +111,15 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
             from pipelines.slurm import load_slurm_config
 
             load_slurm_config(slurm_config)
+        if cluster == "local" and scheduler is None:
+            import dask
+
+            # local workers ignore Ctrl-C (this process handles it): no traceback per worker process
+            preload = list(dask.config.get("distributed.worker.preload", []) or [])
+            dask.config.set({"distributed.worker.preload": preload + ["robustbench_nas.cli._worker_sigint"]})
+            # after a Ctrl-C mid-start the tracker frees a semaphore the cluster had not released yet, and says so;
+            # it is cleaned up either way (the tracker process takes its warning options from ours)
+            sys.warnoptions.append("ignore:resource_tracker:UserWarning")
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
@@ -154,6 +163,4 @@ def _interrupted(store_path: str) -> None:
     sys.stderr.write(f"\ninterrupted: finished units are saved in {store_path}; run the same command again to "
                      "resume\n")
     sys.stderr.flush()
-    import os
-
-    os._exit(130)  # skip the interpreter teardown, where the cluster's threads print their tracebacks
+    sys.exit(130)
