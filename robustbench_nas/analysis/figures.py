@@ -79,25 +79,31 @@ def plot_heatmap(table: pd.DataFrame, out: Path, name: str, *, title: str = "", 
 
 def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path, name: str, *,
                err: str | None = None, logx: bool = False, logy: bool = False, title: str = "",
-               nonneg: bool = False) -> Path:  # fmt: skip
+               nonneg: bool = False, panel: str | None = None) -> Path:  # fmt: skip
     """One line per combination of the ``hue`` columns, optional error band from column ``err`` (clipped at 0
-    when ``nonneg``, e.g. for regret)."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    for key, g in data.groupby(list(hue), sort=False):
-        g = g.sort_values(x)
-        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
-        if err is not None and err in g:
-            lo = g[y] - g[err].fillna(0)
-            ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0), alpha=0.15)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    when ``nonneg``, e.g. for regret); one panel per value of column ``panel`` (shared y axis) when given."""
+    keys = list(dict.fromkeys(data[panel])) if panel else [None]
+    width = 5.2 if panel is None else 3.6 * len(keys) + 1.6
+    fig, axes = plt.subplots(1, len(keys), figsize=(width, 3.6), sharey=True, squeeze=False)
+    for ax, pk in zip(axes[0], keys):
+        d = data if panel is None else data[data[panel] == pk]
+        for key, g in d.groupby(list(hue), sort=False):
+            g = g.sort_values(x)
+            label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
+            if err is not None and err in g:
+                lo = g[y] - g[err].fillna(0)
+                ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0), alpha=0.15)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel(x)
+        ax.set_title(str(pk) if panel else title, fontsize=9)
+    axes[0][0].set_ylabel(y)
+    if panel and title:
+        fig.suptitle(title, fontsize=10, y=1.02)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, data, out, name)
 
 
