@@ -161,7 +161,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
             if n_images and n_images < files.num_images():
                 files = corruptions.CifarCFiles(source, device=dev, limit=n_images)  # the first n of each severity
             results = corruptions.evaluate(model, None, None, names, sevs, batch_size=batch_size, source=files,
-                                           progress=not as_json)
+                                           progress=True)  # on stderr; --json output is stdout
             ds_name = dataset or meta.get("dataset")
         else:
             ds_name = dataset or meta.get("dataset")
@@ -173,7 +173,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
             x, y = data.images("cpu"), data.labels("cpu")
             clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
             results = corruptions.evaluate(model, x, y, names, sevs, batch_size=batch_size, seed=seed,
-                                           progress=not as_json)
+                                           progress=True)  # on stderr; --json output is stdout
     except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e.args[0]) if e.args else str(e))
     summary = corruptions.summarize(results)

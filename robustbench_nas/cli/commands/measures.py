@@ -48,7 +48,7 @@ def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, powe
     except (CheckpointError, KeyError, ValueError, DataError, RuntimeError) as e:
         fail(str(e))
     values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
-                              progress=not as_json)
+                              progress=True)  # on stderr; --json output is stdout
     result = {"arch_str": model.arch_str, "checkpoint": str(ckpt), "dataset": dataset, "split": split,
               "n_images": len(sub), "seed": seed, "config": cfg.__dict__, "measures": values}
     if as_json:
