@@ -161,6 +161,9 @@ def test_small_store_warns_instead_of_misleading(tmp_path):
     assert "train size(s) 100, 1000" in warn and "used 4" in warn  # not silently shrunk
     assert "top 1 % of 8 cells is 1 cell" in warn
     assert "top-10% precision rests on 1 cell" in warn
+    # no finding drawn from a group of one or two cells (an op on an edge, a shared parameter count)
+    assert not any(re.search(r"n = [1-4]\b", f) for f in summary["findings"])
+    assert not any("same size" in f for f in summary["findings"])
     html = (tmp_path / "o" / "report.html").read_text()
     assert html.count('class="warn"') >= 3 and "as few as 8 cells" in html[: html.index("<nav>")]
     # a filter every cell passes is not repeated as a second, identical subset

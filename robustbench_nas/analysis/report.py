@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Fewer cells than this and a rank-correlation interval is too wide to order proxies by (it is shown, flagged).
 MIN_CELLS_FOR_INTERVALS = 30
+#: Fewer cells than this in a group (an op on an edge, a parameter count) and no finding is drawn from it.
+MIN_GROUP_CELLS = 5
 #: Fewer cells than this in a "top k" set and a top-k statistic is close to a coin toss (shown, flagged).
 MIN_TOPK_CELLS = 5
 
@@ -375,8 +377,11 @@ def _architecture(rep: _Report, cfg: AnalysisConfig, ds: xr.Dataset, T: pd.DataF
                              "target over the cells with that op there, minus the mean over all cells.")
                  + f"<p>Data: {rep.file('op_edge_effects.csv', 'op-on-edge effects')}.</p>")  # fmt: skip
         key = "adv_mean" if "adv_mean" in eff_targets else eff_targets[-1]
-        e = eff[eff["target"] == key].sort_values("effect")
-        if len(e):
+        e = eff[(eff["target"] == key) & (eff["n"] >= MIN_GROUP_CELLS)].sort_values("effect")
+        if e.empty:
+            rep.warn("architecture", f"no op-on-edge group has {MIN_GROUP_CELLS}+ cells: no finding drawn from "
+                                     "the effects (the figure shows them)")  # fmt: skip
+        else:
             hi, lo = e.iloc[-1], e.iloc[0]
             rep.findings.append(
                 f"What drives <b>{html.escape(pretty_target(key))}</b> in the cell: <b>{hi['op']}</b> on edge "
@@ -392,8 +397,12 @@ def _architecture(rep: _Report, cfg: AnalysisConfig, ds: xr.Dataset, T: pd.DataF
                                 color=T["clean"] if "clean" in T else None, xlabel="params (M)", ylabel=key)
         body += "<h3>Same size, different robustness</h3>" + _img(png, f"{pretty_target(key)} vs parameter count "
                                                                        "(colour: clean accuracy).")  # fmt: skip
-        if len(by):
-            widest = by.sort_values(["range", "n"]).iloc[-1]
+        by_ok = by[by["n"] >= MIN_GROUP_CELLS]
+        if len(by) and by_ok.empty:
+            rep.warn("architecture", f"no parameter count is shared by {MIN_GROUP_CELLS}+ cells: no same-size "
+                                     "finding")  # fmt: skip
+        if len(by_ok):
+            widest = by_ok.sort_values(["range", "n"]).iloc[-1]
             summary["same_params_spread"] = {k: (float(v) if k != "target" else v) for k, v in widest.items()}
             rep.findings.append(
                 f"Cells of the same size differ widely: at {widest['params_M']:.3f} M parameters "
