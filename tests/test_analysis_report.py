@@ -205,3 +205,23 @@ def test_report_renders_offline_in_headless_chromium(big, tmp_path):
     subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
                     f"--screenshot={shot}", f"file://{out / 'report.html'}"], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_registered_section_joins_report_and_toc(tmp_path, monkeypatch):
+    from robustbench_nas.analysis import report as rp
+
+    monkeypatch.setattr(rp, "_EXTRA_SECTIONS", {})
+
+    @rp.register_section("extra_study")
+    def _extra(ctx):
+        ctx.report.warn("extra_study", "a warning of the extra section")
+        ctx.report.finding("The extra section found <b>something</b>.")
+        ctx.report.section("extra_study", "An extra study", f"<p>{len(ctx.targets)} cells</p>")
+
+    path = _store(tmp_path / "s.zarr", 40)
+    s = run_analysis(load_store(str(path)), tmp_path / "o", _cfg(sections=("ranking", "extra_study")))
+    text = (tmp_path / "o" / "report.html").read_text()
+    assert '<a href="#extra_study">An extra study</a>' in text and "<p>40 cells</p>" in text
+    assert "The extra section found something." in s["findings"] and "extra_study" in s["seconds"]
+    assert text.index("a warning of the extra section") < text.index("<nav>")  # listed with the findings
+    assert rp.list_sections()[-1] == "extra_study"

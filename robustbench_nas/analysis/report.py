@@ -75,7 +75,8 @@ class AnalysisConfig:
             and form the second ranking subset; ``None``: 80 % of the best cell's clean accuracy (drops the
             collapsed, chance-level cells and the badly trained ones); ``0``: no filter.
         seed: seed of every random step.
-        sections: which parts to run (``ranking``, ``prediction``, ``architecture``, ``search``).
+        sections: which parts to run (``ranking``, ``prediction``, ``architecture``, ``search`` and any
+            :func:`register_section` name); ``None``: all of them.
     """
 
     ranking: RankingConfig = field(default_factory=RankingConfig)
@@ -90,7 +91,7 @@ class AnalysisConfig:
     top_k: int = 10
     min_clean: float | None = None
     seed: int = 0
-    sections: tuple[str, ...] = ("ranking", "prediction", "architecture", "search")
+    sections: tuple[str, ...] | None = None
 
 
 # ---- names, order and units of targets ---------------------------------------------------------------------------
@@ -180,7 +181,10 @@ def resolve_min_clean(T: pd.DataFrame, min_clean: float | None) -> float | None:
 
 # ---- the report builder ------------------------------------------------------------------------------------------
 @dataclass
-class _Report:
+class ReportBuilder:
+    """What a section adds to the report: its HTML (:meth:`section`), findings for the summary at the top,
+    warnings (shown in the section and listed under the findings), and the files it wrote (listed and linked)."""
+
     out: Path
     warnings: list[tuple[str, str]] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
@@ -197,8 +201,65 @@ class _Report:
         return "".join(f'<p class="warn">&#9888; {html.escape(t)}</p>' for t in items)
 
     def file(self, rel: str, what: str) -> str:
+        """Record ``OUT/<rel>`` in the file list; returns a link to it."""
         self.files.append((rel, what))
         return f'<a href="{html.escape(rel)}">{html.escape(rel)}</a>'
+
+    def finding(self, html_text: str) -> None:
+        """One bullet of the summary of findings (HTML; keep it to one sentence with its numbers)."""
+        self.findings.append(html_text)
+
+    def section(self, sid: str, title: str, body: str) -> None:
+        """A numbered section (``sid``: its anchor); the section's warnings are put first."""
+        self.sections.append((sid, title, self.warnings_html(sid) + body))
+
+    img = staticmethod(lambda png, caption="": _img(png, caption))
+    table = staticmethod(lambda df: _table(df))
+
+
+@dataclass
+class SectionContext:
+    """Everything a registered section may use (see :func:`register_section`)."""
+
+    ds: xr.Dataset
+    targets: pd.DataFrame
+    features: pd.DataFrame
+    config: "AnalysisConfig"
+    min_clean: float | None
+    out: Path
+    fig_dir: Path
+    report: ReportBuilder
+    summary: dict[str, Any]
+
+
+_EXTRA_SECTIONS: dict[str, Callable[[SectionContext], None]] = {}
+
+
+def register_section(name: str) -> Callable[[Callable[[SectionContext], None]], Callable[[SectionContext], None]]:
+    """Register an extra report section ``fn(ctx)`` run by :func:`run_analysis` after the built-in ones (when
+    ``name`` is in ``AnalysisConfig.sections``, which by default holds every registered name). It adds its
+    HTML with ``ctx.report.section(...)`` and may add findings, warnings and files.
+
+    Example:
+        >>> @register_section("proxy_study")  # doctest: +SKIP
+        ... def _study(ctx):
+        ...     ctx.report.section("proxy_study", "Proxies on the release", "<p>...</p>")
+    """
+
+    def deco(fn: Callable[[SectionContext], None]) -> Callable[[SectionContext], None]:
+        _EXTRA_SECTIONS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_sections() -> list[str]:
+    """Built-in and registered section names, in report order."""
+    return ["ranking", "architecture", "prediction", "search", *_EXTRA_SECTIONS]
+
+
+def _wanted(cfg: "AnalysisConfig", name: str) -> bool:
+    return cfg.sections is None or name in cfg.sections
 
 
 def _fmt(v: Any, d: int = 3, signed: bool = False) -> str:
@@ -228,7 +289,7 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     out = Path(out_dir)
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    rep = _Report(out)
+    rep = ReportBuilder(out)
     T = targets_table(ds)
     T = T[sort_targets(list(T.columns))]
     T.to_csv(out / "targets.csv")
@@ -246,15 +307,19 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         summary["features_dropped_as_duplicates"] = dropped
 
     steps: list[tuple[str, Callable[[], None]]] = []
-    if "ranking" in cfg.sections and F_rank.shape[1]:
+    if _wanted(cfg, "ranking") and F_rank.shape[1]:
         steps.append(("ranking", lambda: _ranking(rep, cfg, T, F_rank, min_clean, headline, summary, fig_dir)))
-    if "architecture" in cfg.sections:
+    if _wanted(cfg, "architecture"):
         steps.append(("architecture", lambda: _architecture(rep, cfg, ds, T, F_rank, keep, min_clean, headline,
                                                             summary, fig_dir)))  # fmt: skip
-    if "prediction" in cfg.sections:
+    if _wanted(cfg, "prediction"):
         steps.append(("prediction", lambda: _prediction(rep, cfg, T, F_all, summary, fig_dir)))
-    if "search" in cfg.sections and cfg.search_budget > 0:
+    if _wanted(cfg, "search") and cfg.search_budget > 0:
         steps.append(("search", lambda: _search(rep, cfg, T, summary, fig_dir)))
+    ctx = SectionContext(ds, T, F_all, cfg, min_clean, out, fig_dir, rep, summary)
+    for name, fn in _EXTRA_SECTIONS.items():
+        if cfg.sections is None or name in cfg.sections:
+            steps.append((name, lambda fn=fn: fn(ctx)))
     bar = tqdm(steps, desc="analyze", unit="part", disable=not progress)
     for name, fn in bar:
         bar.set_postfix_str(name)
@@ -271,7 +336,7 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     return summary
 
 
-def _ranking(rep: _Report, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.DataFrame, min_clean: float | None,
+def _ranking(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.DataFrame, min_clean: float | None,
              headline: list[str], summary: dict[str, Any], fig_dir: Path) -> None:  # fmt: skip
     rcfg = RankingConfig(**{**asdict(cfg.ranking), "clean_threshold": min_clean})
     names = sort_targets(cfg.rank_targets or list(T.columns))
@@ -350,7 +415,7 @@ def _ranking(rep: _Report, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.DataFrame
     rep.sections.append(("ranking", "Which zero-cost features predict robustness", body))
 
 
-def _architecture(rep: _Report, cfg: AnalysisConfig, ds: xr.Dataset, T: pd.DataFrame, F: pd.DataFrame,
+def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd.DataFrame, F: pd.DataFrame,
                   keep: pd.Series, min_clean: float | None, headline: list[str], summary: dict[str, Any],
                   fig_dir: Path) -> None:  # fmt: skip
     body = ""
@@ -437,7 +502,7 @@ def _architecture(rep: _Report, cfg: AnalysisConfig, ds: xr.Dataset, T: pd.DataF
                          rep.warnings_html("architecture") + body))
 
 
-def _prediction(rep: _Report, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.DataFrame, summary: dict[str, Any],
+def _prediction(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.DataFrame, summary: dict[str, Any],
                 fig_dir: Path) -> None:  # fmt: skip
     groups: dict[str, list[str]] = {}
     for g, cols in feature_groups(F).items():  # a group with the same columns as an earlier one is a duplicate
@@ -504,7 +569,7 @@ def _prediction(rep: _Report, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.DataFr
     rep.sections.append(("prediction", "Predicting robustness from a few cells", body))
 
 
-def _search(rep: _Report, cfg: AnalysisConfig, T: pd.DataFrame, summary: dict[str, Any], fig_dir: Path) -> None:
+def _search(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, summary: dict[str, Any], fig_dir: Path) -> None:
     objs = _default_predict_targets(T)
     budget = min(cfg.search_budget, len(T))
     if budget < cfg.search_budget:
@@ -562,7 +627,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padd
         "#findings{background:#eef5ff;padding:.6em 1.2em;border-radius:6px}nav ol{columns:2}")
 
 
-def _write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: _Report, min_clean: float | None) -> None:
+def _write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: ReportBuilder, min_clean: float | None) -> None:
     attrs = {k: ds.attrs[k] for k in ("source", "dataset", "imported_from", "created") if k in ds.attrs}
     what = ", ".join(f"{k} {v}" for k, v in attrs.items())
     ncell = summary["cells"]
@@ -595,4 +660,4 @@ def _write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: _Repor
     path.write_text("".join(parts), encoding="utf-8")
 
 
-__all__ = ["AnalysisConfig", "parse_target", "pretty_target", "run_analysis", "sort_targets", "to_markdown"]
+__all__ = ["AnalysisConfig", "ReportBuilder", "SectionContext", "list_sections", "parse_target", "register_section", "pretty_target", "run_analysis", "sort_targets", "to_markdown"]

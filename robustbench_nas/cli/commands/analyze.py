@@ -14,8 +14,8 @@ def _csv(text: str | None) -> list[str] | None:
 @click.command(name="analyze")
 @click.argument("store_path", type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--sections", default="ranking,prediction,architecture,search", show_default=True,
-              help="Comma-separated parts to run.")
+@click.option("--sections", default="all", show_default=True,
+              help="Comma-separated parts to run: ranking, prediction, architecture, search (and any registered).")
 @click.option("--targets", default=None, help="Ranking targets (comma-separated; default: all), e.g. clean,adv_mean.")
 @click.option("--predict-targets", default=None,
               help="Prediction / search targets (default: clean, pgd@Linf@1/255 or the first attack, adv_mean).")
@@ -48,10 +48,12 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
     from robustbench_nas.analysis.targets import load_store
     from robustbench_nas.storage import StoreError
 
-    secs = tuple(_csv(sections) or [])
-    bad = [s for s in secs if s not in ("ranking", "prediction", "architecture", "search")]
+    from robustbench_nas.analysis.report import list_sections
+
+    secs = None if sections.strip() == "all" else tuple(_csv(sections) or [])
+    bad = [s for s in secs or () if s not in list_sections()]
     if bad:
-        fail(f"unknown section(s) {bad}; choose from ranking, prediction, architecture, search")
+        fail(f"unknown section(s) {bad}; choose from {', '.join(list_sections())} (or all)")
     mods = tuple(_csv(models) or ["rf"])
     if [m for m in mods if m not in list_models()]:
         fail(f"unknown model(s) in {mods}; known: {list_models()}")
