@@ -66,3 +66,14 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
 def fail(message: str) -> None:
     """Abort the command with a one-line error (exit code 2)."""
     raise click.UsageError(message)
+
+
+def check_n_images(n: int | None, available: int, where: str, *, param: str = "n_images", flag: str = "--n") -> None:
+    """No silent caps: ``--n`` above the images ``available`` in ``where`` fails when typed on the command line,
+    and is reported on stderr when it is the default (then all images are used)."""
+    if not n or n <= available:
+        return
+    src = click.get_current_context().get_parameter_source(param)
+    if src == click.core.ParameterSource.COMMANDLINE:
+        fail(f"{flag} {n}: {where} has only {available} images ({flag} 0: all of them)")
+    click.echo(f"note: {where} has {available} images, fewer than the default {flag} {n}: using all of them", err=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..common import dataset_options, echo_json, fail, parse_overrides
+from ..common import check_n_images, dataset_options, echo_json, fail, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         data = get_dataset(ds_name, data_root).split(split)
     except (DataError, KeyError, ValueError) as e:
         fail(str(e))
-    if n_images and n_images > len(data):  # no silent cap: say so, or refuse when the number was asked for
-        src = click.get_current_context().get_parameter_source("n_images")
-        if src == click.core.ParameterSource.COMMANDLINE:
-            fail(f"--n {n_images}: split {split!r} of {ds_name} has only {len(data)} images (--n 0: all of them)")
-        click.echo(f"note: split {split!r} of {ds_name} has {len(data)} images (fewer than the default --n "
-                   f"{n_images}): using all of them", err=True)
+    check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")  # no silent cap
     if n_images and n_images < len(data):
         data = data.subset(n_images, seed=seed)
     x = data.images("cpu")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..common import dataset_options, echo_json, fail
+from ..common import check_n_images, dataset_options, echo_json, fail
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     try:
         if source is not None:
             files = corruptions.CifarCFiles(source, device=dev)
+            check_n_images(n_images, files.num_images(), f"the corruption files in {source} (per severity)")
             if n_images and n_images < files.num_images():
                 files = corruptions.CifarCFiles(source, device=dev, limit=n_images)  # the first n of each severity
             results = corruptions.evaluate(model, None, None, names, sevs, batch_size=batch_size, source=files,
@@ -168,6 +169,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
             if not ds_name:
                 fail("the checkpoint does not record its dataset: pass --dataset")
             data = _load_split(ds_name, data_root, split)
+            check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")
             if n_images and n_images < len(data):
                 data = data.subset(n_images, seed=seed)
             x, y = data.images("cpu"), data.labels("cpu")

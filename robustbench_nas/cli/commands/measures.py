@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import dataset_options, echo_json, fail
+from ..common import check_n_images, dataset_options, echo_json, fail
 
 
 @click.command(name="measures")
@@ -42,6 +42,7 @@ def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, powe
         ds = get_dataset(dataset, data_root)
         if model.config["num_classes"] != ds.info.num_classes:
             raise ValueError(f"checkpoint has {model.config['num_classes']} classes, dataset {dataset!r} has {ds.info.num_classes}")
+        check_n_images(n_images, len(ds.split(split)), f"split {split!r} of {dataset}")  # no silent cap
         sub = ds.split(split).subset(n_images, seed=seed, stratified=False)
         cfg = MeasureConfig(n_proj=n_proj, power_iters=power_iters, power_tol=tol, hessian_method=hessian_method,
                             hutchinson_samples=hutchinson, batch_size=batch_size)
