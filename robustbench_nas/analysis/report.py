@@ -134,7 +134,7 @@ def pretty_target(name: str) -> str:
     if p:
         attack, eps = p
         parts = attack.split("@")
-        a = parts[0].replace("aa_", "").upper().replace("APGD-CE", "APGD-CE")
+        a = parts[0].replace("aa_", "").upper()
         norm = f" ({parts[1]})" if len(parts) > 1 else ""
         return f"{a}{norm} at {eps:g}/255"
     return {"clean": "clean accuracy", "adv_mean": "mean adversarial accuracy",
@@ -309,6 +309,8 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     steps: list[tuple[str, Callable[[], None]]] = []
     if _wanted(cfg, "ranking") and F_rank.shape[1]:
         steps.append(("ranking", lambda: _ranking(rep, cfg, T, F_rank, min_clean, headline, summary, fig_dir)))
+    elif _wanted(cfg, "ranking"):
+        rep.warn("ranking", "the store has no proxies, measures or params/FLOPs: no ranking")
     if _wanted(cfg, "architecture"):
         steps.append(("architecture", lambda: _architecture(rep, cfg, ds, T, F_rank, keep, min_clean, headline,
                                                             summary, fig_dir)))  # fmt: skip
@@ -372,9 +374,10 @@ def _ranking(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.Dat
         extra = "" if r["subset"] == "all" else (f" (all {len(T)} cells: {r['feature_all']} "
                                                  f"{_fmt(r['spearman_all'], 2, True)})")  # fmt: skip
         small = " &#9888; few cells" if r["n"] < MIN_CELLS_FOR_INTERVALS else ""
+        where_txt = f" with clean >= {min_clean:g}" if min_clean is not None else ""
         rep.findings.append(
             f"Best predictor of <b>{html.escape(pretty_target(t))}</b>: <b>{html.escape(r['feature'])}</b>, Spearman "
-            f"{_ci(r)} over {int(r['n'])} cells{' with clean >= ' + format(min_clean, 'g') if r['subset'] != 'all' else ''}"
+            f"{_ci(r)} over {int(r['n'])} cells{where_txt if r['subset'] != 'all' else ''}"
             f"{html.escape(extra)}{small}.")  # fmt: skip
     body = ("<p>Spearman's rho between each zero-cost feature and each target, with 95 % bootstrap intervals "
             f"({cfg.ranking.n_boot} resamples over cells). \"Best\" is the largest |rho|: a negative rho ranks as well "
@@ -410,7 +413,8 @@ def _ranking(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.Dat
         tab.insert(0, "flag", np.where(tab["n"] < MIN_CELLS_FOR_INTERVALS, "few cells", ""))
     body += (f"<h3>Best feature per target ({filt} cells)</h3>" + _table(tab)
              + f"<p>Full table (every feature x target x subset, with Kendall's tau and intervals): "
-               f"{rep.file('ranking.csv', 'the full ranking table')} ({rep.file('ranking.md', 'the same as Markdown')}); "
+               f"{rep.file('ranking.csv', 'the full ranking table')} "
+               f"({rep.file('ranking.md', 'the same as Markdown')}); "
                f"best per target: {rep.file('ranking_best.csv', 'the best feature per target')}.</p>")  # fmt: skip
     rep.sections.append(("ranking", "Which zero-cost features predict robustness", body))
 
@@ -451,7 +455,8 @@ def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd
             rep.findings.append(
                 f"What drives <b>{html.escape(pretty_target(key))}</b> in the cell: <b>{hi['op']}</b> on edge "
                 f"{html.escape(hi['edge_label'])} raises it most ({_fmt(hi['effect'], 3, True)}, n = {int(hi['n'])}), "
-                f"<b>{lo['op']}</b> on edge {html.escape(lo['edge_label'])} lowers it most ({_fmt(lo['effect'], 3, True)}, "
+                f"<b>{lo['op']}</b> on edge {html.escape(lo['edge_label'])} lowers it most "
+                f"({_fmt(lo['effect'], 3, True)}, "
                 f"n = {int(lo['n'])}) (mean over cells with the op, minus the mean over all cells).")  # fmt: skip
             summary["op_edge_extremes"] = {"target": key, "best": hi.to_dict(), "worst": lo.to_dict()}
     key = "adv_mean" if "adv_mean" in T else ("clean" if "clean" in T else T.columns[0])
@@ -497,7 +502,8 @@ def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd
         ov = arch.top_overlap(T, eff_targets, 0.01)
         ov.to_csv(rep.out / "top1pct_overlap.csv")
         body += (f"<p>Overlap of the top 1 % ({ov_k} cells) between targets: "
-                 f"{rep.file('top1pct_overlap.csv', 'top-1 % overlap between targets')}.</p>" + _table(ov.reset_index()))
+                 f"{rep.file('top1pct_overlap.csv', 'top-1 % overlap between targets')}.</p>"
+                 + _table(ov.reset_index()))
     rep.sections.append(("architecture", "What in the architecture drives robustness",
                          rep.warnings_html("architecture") + body))
 
@@ -508,7 +514,7 @@ def _prediction(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.
     for g, cols in feature_groups(F).items():  # a group with the same columns as an earlier one is a duplicate
         if sorted(cols) not in [sorted(c) for c in groups.values()]:
             groups[g] = cols
-    targets = [t for t in (cfg.predict_targets or _default_predict_targets(T))]
+    targets = list(cfg.predict_targets or _default_predict_targets(T))
     missing = [t for t in targets if t not in T]
     if missing:
         raise KeyError(f"unknown prediction target(s) {missing}; available: {list(T.columns)}")
@@ -548,7 +554,8 @@ def _prediction(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.
     body += rep.warnings_html("prediction") + _img(png, "Held-out Spearman vs number of training cells.")
     tab = multi[["target", "group", "model", "train_size", "spearman_mean", "spearman_std", "r2_mean", "repeats"]]
     body += _table(tab) + (f"<p>Every group (single features included): "
-                           f"{rep.file('prediction_summary.csv', 'prediction scores, mean/std over splits')}, per split: "
+                           f"{rep.file('prediction_summary.csv', 'prediction scores, mean/std over splits')}, "
+                           f"per split: "
                            f"{rep.file('prediction.csv', 'prediction scores per split')}.</p>")  # fmt: skip
     gbig = "all" if "all" in groups else ("encodings" if "encodings" in groups else next(iter(groups), None))
     if gbig is not None and targets:
@@ -627,12 +634,18 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padd
         "#findings{background:#eef5ff;padding:.6em 1.2em;border-radius:6px}nav ol{columns:2}")
 
 
-def _write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: ReportBuilder, min_clean: float | None) -> None:
+def _write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: ReportBuilder,
+                min_clean: float | None) -> None:
     attrs = {k: ds.attrs[k] for k in ("source", "dataset", "imported_from", "created") if k in ds.attrs}
     what = ", ".join(f"{k} {v}" for k, v in attrs.items())
     ncell = summary["cells"]
     findings = "".join(f"<li>{f}</li>" for f in rep.findings) or "<li>No analysis produced a finding.</li>"
-    allwarn = "".join(f'<li><a href="#{s}">{html.escape(s)}</a>: {html.escape(t)}</li>' for s, t in rep.warnings)
+    ids = {sid for sid, _, _ in rep.sections}
+
+    def where(sec: str) -> str:
+        return f'<a href="#{sec}">{html.escape(sec)}</a>' if sec in ids else html.escape(sec)
+
+    allwarn = "".join(f"<li>{where(s)}: {html.escape(t)}</li>" for s, t in rep.warnings)
     toc = "".join(f'<li><a href="#{sid}">{html.escape(title)}</a></li>' for sid, title, _ in rep.sections)
     toc += '<li><a href="#files">Files</a></li>'
     files = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a>: {html.escape(w)}</li>'
@@ -660,4 +673,7 @@ def _write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: Report
     path.write_text("".join(parts), encoding="utf-8")
 
 
-__all__ = ["AnalysisConfig", "ReportBuilder", "SectionContext", "list_sections", "parse_target", "register_section", "pretty_target", "run_analysis", "sort_targets", "to_markdown"]
+__all__ = [
+    "AnalysisConfig", "ReportBuilder", "SectionContext", "list_sections", "parse_target", "pretty_target",
+    "register_section", "run_analysis", "sort_targets", "to_markdown",
+]

@@ -8,7 +8,8 @@ Targets (columns of :func:`targets_table`), all accuracies in [0, 1]:
 - ``corruption_mean``: mean over corruptions and severities; ``corruption:<name>``: mean over severities.
 
 Features (:func:`features_table`): every proxy (``proxy:<name>``) and measure (``measure:<name>``) in the store,
-``params`` / ``flops`` (both in millions, the NB201 unit) when stored, and zero-cost cell encodings (:mod:`.encodings`) on request.
+``params`` / ``flops`` (both in millions, the NB201 unit) when stored, and zero-cost cell encodings
+(:mod:`.encodings`) on request.
 """
 
 from __future__ import annotations

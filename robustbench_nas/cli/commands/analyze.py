@@ -39,7 +39,8 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
-            train_sizes: str, repeats: int, trees: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
+            train_sizes: str, repeats: int, trees: int, encodings: str, search_budget: int, search_repeats: int,
+            seed: int,
             progress: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models

@@ -54,7 +54,8 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
 @click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
-@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON (stdout; progress stays on stderr).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run report as JSON (stdout; progress stays on stderr).")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
             reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
