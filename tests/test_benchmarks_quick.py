@@ -31,3 +31,9 @@ def test_quick_run_writes_only_quick_records(tmp_path: Path, monkeypatch: pytest
     # and a full run does write the full record
     assert runner.main([]) == 0
     assert json.loads(full.read_text())["quick"] is False
+
+
+def test_save_result_never_writes_a_quick_record_under_a_full_name(tmp_path: Path) -> None:
+    rec = common.make_result("fake_mod", 1.0, 2.0, True, quick=True)  # e.g. `python -m benchmarks.bench_x --quick`
+    path = common.save_result(rec, tmp_path)
+    assert path.name == "fake_mod_quick.json" and not (tmp_path / "fake_mod.json").exists()
