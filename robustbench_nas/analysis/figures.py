@@ -137,7 +137,10 @@ def plot_rank_vs_eps(ranking: pd.DataFrame, out: Path, name: str = "ranking_vs_e
         ax.axhline(0, color="#888", lw=0.6)
         ax.set_xscale("log")  # every attack eps is > 0
         ticks = sorted(set(r["eps_255"]))
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], rotation=60, fontsize=6)
+        if len(ticks) > 7:  # crowded (e.g. FGSM's 1..8 and 255): label the powers of two, and the ends
+            ends = (ticks[0], ticks[-1])
+            ticks = [t for t in ticks if t in ends or (float(t).is_integer() and int(t) & (int(t) - 1) == 0)]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
         ax.minorticks_off()
         ax.set_title(a, fontsize=9)
         ax.set_xlabel("eps (x/255)")
