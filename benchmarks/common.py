@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 import platform
 import re
 import statistics
@@ -330,7 +331,7 @@ def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result['name']}.json"
     text = json.dumps(result, default=json_default, indent=2, sort_keys=False, allow_nan=True)
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique per writer
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import echo_json, fail
+from ..common import check_output_dir, echo_json, fail, force_option
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -37,11 +37,11 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--search-repeats", default=10, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@force_option(help="Write into an --out folder that holds other files (otherwise an error).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
             train_sizes: str, repeats: int, trees: int, encodings: str, search_budget: int, search_repeats: int,
-            seed: int,
-            progress: bool) -> None:  # fmt: skip
+            seed: int, progress: bool, force: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
     from robustbench_nas.analysis.ranking import RankingConfig
@@ -51,6 +51,7 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
 
     from robustbench_nas.analysis.report import list_sections
 
+    check_output_dir(out_dir, force, marker="report.html")
     secs = None if sections.strip() == "all" else tuple(_csv(sections) or [])
     bad = [s for s in secs or () if s not in list_sections()]
     if bad:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 import click
 
-from ..common import check_n_images, dataset_options, echo_json, fail, parse_overrides
+from ...utils import atomic_output
+from ..common import check_n_images, check_output_file, dataset_options, echo_json, fail, force_option, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--list", "list_only", is_flag=True, help="List the attacks and protocols and exit.")
 def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, mode, overrides,
-            batch_size, seed, device, correct_bits, out_file, as_json, list_only) -> None:
+            batch_size, seed, device, correct_bits, out_file, force, as_json, list_only) -> None:
     """Attack the model in CHECKPOINT at each epsilon; print accuracy and confidences per (attack, eps)."""
     import attacks
     from attacks._common import check_eps
@@ -55,6 +56,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             for p, grid in info["protocols"].items():
                 click.echo(f"protocol {p}: " + "; ".join(f"{a} {g} /255" for a, g in grid.items()))
         return
+    check_output_file(out_file, force)
     if checkpoint is None:
         fail("missing CHECKPOINT (a model.safetensors file or its folder)")
 
@@ -138,7 +140,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         "results": rows,
     }
     if out_file:
-        Path(out_file).write_text(json.dumps(out, indent=2))
+        with atomic_output(out_file) as tmp:
+            tmp.write_text(json.dumps(out, indent=2))
     if as_json:
         echo_json(out)
     else:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..common import check_n_images, dataset_options, echo_json, fail
+from ...utils import atomic_output
+from ..common import (check_n_images, check_output_file, check_output_files, dataset_options, echo_json, fail,
+                      force_option)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,12 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--index", default=0, show_default=True, type=int, help="Which image of the split.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-def show_cmd(corruption_names, severities, dataset, data_root, split, index, seed, out_file) -> None:
+@force_option("the PNG file")
+def show_cmd(corruption_names, severities, dataset, data_root, split, index, seed, out_file, force) -> None:
     """Write a picture grid of one image under each corruption (rows) and severity (columns)."""
     import corruptions
 
+    check_output_file(out_file, force)
     names = _names(corruption_names, "all")
     sevs = _severities(severities)
     data = _load_split(dataset, data_root, split)
@@ -114,7 +118,8 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
         axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_file, dpi=110)
+    with atomic_output(out_file) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     click.echo(f"wrote {out_file}: {len(names)} corruptions x {len(sevs)} severities of {dataset} {split}[{index}]")
 
@@ -135,9 +140,10 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
 @click.option("--device", default="auto", show_default=True)
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split, n_images, source, batch_size, seed,
-             device, correct_bits, out_file, as_json) -> None:
+             device, correct_bits, out_file, force, as_json) -> None:
     """Evaluate the model in CHECKPOINT on every corruption and severity; print accuracy per cell and summaries."""
     import dataclasses
 
@@ -147,6 +153,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     from ...training.checkpoint import CheckpointError, load_checkpoint
     from ...utils import resolve_device
 
+    check_output_file(out_file, force)
     names = _names(corruption_names, "benchmark")
     sevs = _severities(severities)
     try:
@@ -189,7 +196,8 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
         "summary": dataclasses.asdict(summary),
     }
     if out_file:
-        Path(out_file).write_text(json.dumps(out, indent=2))
+        with atomic_output(out_file) as tmp:
+            tmp.write_text(json.dumps(out, indent=2))
     if as_json:
         echo_json(out)
         return
@@ -211,7 +219,8 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <corruption>.npy + labels.npy (the official CIFAR-10-C layout).")
-def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, device, out_dir) -> None:
+@force_option("existing <corruption>.npy / labels.npy in OUT")
+def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, device, out_dir, force) -> None:
     """Write generated corruptions of a split in the official CIFAR-10-C layout (uint8 NHWC, severity-major)."""
     import numpy as np
     import torch
@@ -221,6 +230,7 @@ def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, devi
     from ...utils import resolve_device
 
     names = _names(corruption_names, "benchmark")
+    check_output_files(out_dir, [f"{n}.npy" for n in names] + ["labels.npy"], force)
     data = _load_split(dataset, data_root, split)
     x = data.x.float() / 255
     y = data.y.long()

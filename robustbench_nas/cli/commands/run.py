@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..common import echo_json, fail, parse_overrides
+from ..common import echo_json, fail, parse_overrides, threads_option
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -31,7 +31,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 
 @click.command(name="run")
 @click.option("--protocol", "protocol_name", default=None,
-              help="Named protocol (tiny, jung2023). Omit to continue an existing store's own protocol.")
+              help="Named protocol (tiny, jung2023, robbench2024). Omit to continue an existing store's own protocol.")
 @click.option("--store", "store_path", required=True, type=click.Path(), help="The Zarr store (created if missing).")
 @click.option("--archs", default=None, help="all | N (seeded sample) | comma list of indices/strings | @FILE.")
 @click.option("--arch-seed", default=None, type=int, help="Seed of the --archs N sample.")
@@ -39,7 +39,8 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--dataset", default=None, help="Dataset name (overrides the protocol's).")
 @click.option("--data-root", default=None, type=click.Path(), help="Dataset root folder (not part of the protocol).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a protocol field, JSON values (e.g. --set profile_overrides='{\"epochs\": 2}').")
+              help="Override a protocol field or a training-profile field, JSON values (e.g. --set epochs=2, "
+                   "--set attacks='{\"pgd@Linf\": [0.0039]}'); checked before anything runs.")
 @click.option("--stages", default=None, help="Comma list of stages to run (default: all of the protocol's).")
 @click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable).")
 @click.option("--reuse", default=None, type=click.Path(),
@@ -51,13 +52,19 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
 @click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
+@click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT of the Dask dashboard (loopback by default: reach it through an SSH tunnel).")
+@click.option("--no-dashboard", is_flag=True, help="No Dask dashboard.")
+@click.option("--insecure", is_flag=True,
+              help="Plain TCP between scheduler and workers, without TLS and per-run credentials (not advised).")
 @click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
-@click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
+@threads_option(per_task=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run report as JSON (stdout; progress stays on stderr).")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
-            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
+            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
+            device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Example:
@@ -81,7 +88,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
 
     log_path = Path(f"{store_path.rstrip('/')}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    file_log = logging.FileHandler(log_path)
+    file_log = logging.FileHandler(log_path, delay=True)  # created at the first record: not for a refused input
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_log.setLevel(logging.INFO)
     file_log.addFilter(_quiet_distributed)
@@ -108,10 +115,10 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         shard_t = parse_shard(shard)
         if cluster == "slurm":
-            # a bad SLURM config must fail before a store is created
-            from pipelines.slurm import load_slurm_config
+            # a bad SLURM config, or a job SLURM refuses, must fail before a store is created
+            from pipelines.slurm import check_submission, load_slurm_config
 
-            load_slurm_config(slurm_config)
+            check_submission(load_slurm_config(slurm_config))
         if cluster == "local" and scheduler is None:
             import dask
 
@@ -125,6 +132,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
             device=device, threads=threads, progress=not no_progress, reuse=reuse,
+            dashboard_address=None if no_dashboard else dashboard_address, insecure=insecure,
         )
     except KeyboardInterrupt:
         _interrupted(store_path)
