@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
 @click.option("--split", default="test", show_default=True, help="Data split to attack.")
 @click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset); 0 = the whole split.")
+              help="Images (class-stratified seeded subset; the default takes the whole split when it is smaller, a "
+                   "typed --n larger than the split is an error); 0 = the whole split.")
 @click.option("--mode", type=click.Choice(["independent", "early_exit"]), default="independent", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Attack parameter override (repeatable).")
 @click.option("--batch-size", default=256, show_default=True, type=int)

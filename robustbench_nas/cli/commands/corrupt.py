@@ -132,7 +132,8 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset; with --source the first N of the files); 0 = all.")
+              help="Images (class-stratified seeded subset; with --source the first N of the files; the default "
+                   "takes all when fewer, a typed --n larger than the data is an error); 0 = all.")
 @click.option("--source", type=click.Path(), default=None,
               help="Folder with the official CIFAR-10-C / CIFAR-100-C .npy files (default: generate on the device).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
