@@ -124,10 +124,12 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
 
             # local workers ignore Ctrl-C (this process handles it): no traceback per worker process
             preload = list(dask.config.get("distributed.worker.preload", []) or [])
-            dask.config.set({"distributed.worker.preload": preload + ["robustbench_nas.cli._worker_sigint"]})
+            if "robustbench_nas.cli._worker_sigint" not in preload:
+                dask.config.set({"distributed.worker.preload": preload + ["robustbench_nas.cli._worker_sigint"]})
             # after a Ctrl-C mid-start the tracker frees a semaphore the cluster had not released yet, and says so;
             # it is cleaned up either way (the tracker process takes its warning options from ours)
-            sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+            if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+                sys.warnoptions.append("ignore:resource_tracker:UserWarning")
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
