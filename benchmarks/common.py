@@ -323,6 +323,9 @@ def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path
     The file is written to a temporary name first and renamed, so a failing benchmark never leaves a half-written
     record over the previous figures. Returns the path written.
     """
+    if result.get("quick") and not str(result.get("name", "")).endswith("_quick"):
+        # a quick record never takes a full-size record's file, whichever path saves it (runner or module main)
+        result = {**result, "name": f"{result['name']}_quick"}
     validate_result(result)
     out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -281,5 +281,33 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
     return body, summary
 
 
-__all__ = ["ProxyStudyConfig", "complementarity", "plot_proxy_heatmap", "published_comparison", "rank_proxies",
+from .report import SectionContext, register_section  # noqa: E402  (report imports this module at its end)
+
+
+@register_section("proxy_study")
+def proxy_study_section(ctx: SectionContext) -> None:
+    """The report section: runs when ``AnalysisConfig.proxies`` names a table (``rbnas analyze --proxies``)."""
+    if not ctx.config.proxies:
+        return
+    from .proxy_table import load_table
+
+    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out, ProxyStudyConfig(seed=ctx.config.seed))
+    ctx.summary["proxy_study"] = summary
+    if summary.get("warning"):
+        ctx.report.warn("proxy_study", f"{summary['warning']}: intervals are wide, read the values as provisional")
+    for t in ("pgd@Linf@1/255", "aa_apgd-ce@Linf@1/255"):
+        b = summary["best_proxy"].get(t)
+        if b:
+            ctx.report.finding(f"Best zero-cost proxy for {html.escape(t)}: {html.escape(b['feature'])}, Spearman "
+                               f"{b['spearman']:.2f} [{b['spearman_lo']:.2f}, {b['spearman_hi']:.2f}] on "
+                               f"{summary['cells']} cells.")  # fmt: skip
+    for name, what in (("proxy_ranking.csv", "every proxy vs every target, Spearman/Kendall with intervals"),
+                       ("complementarity.csv", "forests on one proxy / all proxies / encodings / both"),
+                       ("permutation_importance.csv", "permutation importance of the proxies"),
+                       ("published_comparison.csv", "published findings next to ours")):  # fmt: skip
+        ctx.report.file(f"proxy_study/{name}", what)
+    ctx.report.section("proxy_study", "Zero-cost proxies vs the published robustness", body)
+
+
+__all__ = ["ProxyStudyConfig", "proxy_study_section", "complementarity", "plot_proxy_heatmap", "published_comparison", "rank_proxies",
            "run_proxy_study", "study_targets"]

@@ -179,3 +179,18 @@ def check_output_dir(folder: str, force: bool, marker: str, option: str = "--out
     if d.is_dir() and any(d.iterdir()) and not (d / marker).exists() and not force:
         fail(f"{option} {folder} already holds other files (no {marker}: not an output of this command); "
              "choose an empty or new folder, or pass --force to write into it")
+
+
+def check_n_images(n: int | None, available: int, where: str, *, param: str = "n_images", flag: str = "--n") -> None:
+    """No silent caps: ``--n`` above the images ``available`` in ``where`` fails when typed on the command line.
+    The default means "this many, or the whole split when smaller" (said in the option's help; the output records
+    the images used); it is logged at INFO (``-v``) so that stderr keeps one line per error."""
+    if not n or n <= available:
+        return
+    src = click.get_current_context().get_parameter_source(param)
+    if src == click.core.ParameterSource.COMMANDLINE:
+        fail(f"{flag} {n}: {where} has only {available} images ({flag} 0: all of them)")
+    import logging
+
+    logging.getLogger("robustbench_nas.cli").info("%s has %d images, fewer than the default %s %d: using all of them",
+                                                  where, available, flag, n)

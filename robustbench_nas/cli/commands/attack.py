@@ -9,7 +9,7 @@ import logging
 import click
 
 from ...utils import atomic_output
-from ..common import check_output_file, dataset_options, echo_json, fail, force_option, parse_overrides
+from ..common import check_n_images, check_output_file, dataset_options, echo_json, fail, force_option, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
 @click.option("--split", default="test", show_default=True, help="Data split to attack.")
 @click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset); 0 = the whole split.")
+              help="Images (class-stratified seeded subset; the default takes the whole split when it is smaller, a "
+                   "typed --n larger than the split is an error); 0 = the whole split.")
 @click.option("--mode", type=click.Choice(["independent", "early_exit"]), default="independent", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Attack parameter override (repeatable).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
@@ -84,8 +85,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             eps = attacks.parse_eps(eps_text)
             plan = [(attacks.get_attack(a).name, eps, {}) for a in attack_names]
         user = parse_overrides(overrides)
-        for _, eps, _ in plan:
-            check_eps(eps)
+        for a_key, eps, _ in plan:
+            check_eps(eps, norm="L2" if a_key.endswith("@L2") else "Linf")  # an L2 radius may exceed 1
     except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if e.args else str(e))
 
@@ -103,6 +104,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         data = get_dataset(ds_name, data_root).split(split)
     except (DataError, KeyError, ValueError) as e:
         fail(str(e))
+    check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")  # no silent cap
     if n_images and n_images < len(data):
         data = data.subset(n_images, seed=seed)
     x = data.images("cpu")
@@ -119,7 +121,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         params = {**extra, **{k: v for k, v in user.items() if k in fields[a_key]}}
         try:
             results = attacks.evaluate(model, x, y, a_key, eps, params=params or None, batch_size=batch_size,
-                                       seed=seed, mode=mode, progress=not as_json)
+                                       seed=seed, mode=mode, progress=True)  # stderr
         except (KeyError, ValueError, TypeError) as e:
             fail(str(e.args[0]) if e.args else str(e))
         rows += [r.to_dict(correct_bits=correct_bits) for r in results]

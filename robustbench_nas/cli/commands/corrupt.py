@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from ...utils import atomic_output
-from ..common import check_output_file, check_output_files, dataset_options, echo_json, fail, force_option
+from ..common import (check_n_images, check_output_file, check_output_files, dataset_options, echo_json, fail,
+                      force_option)
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset; with --source the first N of the files); 0 = all.")
+              help="Images (class-stratified seeded subset; with --source the first N of the files; the default "
+                   "takes all when fewer, a typed --n larger than the data is an error); 0 = all.")
 @click.option("--source", type=click.Path(), default=None,
               help="Folder with the official CIFAR-10-C / CIFAR-100-C .npy files (default: generate on the device).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
@@ -164,22 +166,24 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     try:
         if source is not None:
             files = corruptions.CifarCFiles(source, device=dev)
+            check_n_images(n_images, files.num_images(), f"the corruption files in {source} (per severity)")
             if n_images and n_images < files.num_images():
                 files = corruptions.CifarCFiles(source, device=dev, limit=n_images)  # the first n of each severity
             results = corruptions.evaluate(model, None, None, names, sevs, batch_size=batch_size, source=files,
-                                           progress=not as_json)
+                                           progress=True)  # on stderr; --json output is stdout
             ds_name = dataset or meta.get("dataset")
         else:
             ds_name = dataset or meta.get("dataset")
             if not ds_name:
                 fail("the checkpoint does not record its dataset: pass --dataset")
             data = _load_split(ds_name, data_root, split)
+            check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")
             if n_images and n_images < len(data):
                 data = data.subset(n_images, seed=seed)
             x, y = data.images("cpu"), data.labels("cpu")
             clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
             results = corruptions.evaluate(model, x, y, names, sevs, batch_size=batch_size, seed=seed,
-                                           progress=not as_json)
+                                           progress=True)  # on stderr; --json output is stdout
     except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e.args[0]) if e.args else str(e))
     summary = corruptions.summarize(results)

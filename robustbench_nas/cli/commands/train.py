@@ -35,7 +35,7 @@ def command(arch, dataset, data_root, profile, overrides, seed, device, threads,
         ds = get_dataset(dataset, data_root)
     except (ArchitectureError, KeyError, ValueError, DataError) as e:
         fail(str(e))
-    result = train_model(index, ds, prof, seed=seed, device=device, progress=not as_json)
+    result = train_model(index, ds, prof, seed=seed, device=device, progress=True)  # on stderr; --json output is stdout
     out = Path(out_dir)
     ckpt = save_checkpoint(out, result.model, result.meta)
     metrics = {
