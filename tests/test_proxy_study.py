@@ -127,7 +127,7 @@ def test_analyze_with_proxy_table(synth, tmp_path):
     r = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(tmp_path / "rep"), "--sections", "ranking",
                                  "--n-boot", "50", "--n-boot-kendall", "0", "--proxies", str(csv), "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "Proxy study" in (tmp_path / "rep" / "report.html").read_text()
+    assert "Zero-cost proxies vs the published robustness" in (tmp_path / "rep" / "report.html").read_text()
     r = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(tmp_path / "rep2"), "--sections", "ranking",
                                  "--proxies", str(tmp_path / "missing.csv"), "--no-progress"])
     assert r.exit_code == 2 and "not found" in r.output

@@ -90,7 +90,7 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         search_budget=search_budget,
         search_repeats=search_repeats,
         seed=seed,
-        sections=secs,
+        sections=secs + ("proxy_study",) if proxy_table and secs is not None and "proxy_study" not in secs else secs,
         proxies=proxy_table,
     )  # fmt: skip
     try:
