@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 #: Schema version written into every store (``attrs["rbnas_schema"]``); bump on incompatible changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Stage names in pipeline order. ``info`` (params / FLOPs) and ``proxies`` need no training.
 STAGES: tuple[str, ...] = ("info", "proxies", "train", "clean", "adversarial", "corruptions", "measures")
@@ -33,6 +33,11 @@ STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 #: Per-epoch training curves stored by default (keys of ``TrainResult.history``).
 #: (``seconds`` is left out on purpose: wall time would make two runs with the same seed differ.)
 DEFAULT_HISTORY: tuple[str, ...] = ("train_loss", "train_acc", "test_acc", "lr")
+
+
+#: names an ``arch_coords`` entry may not take (dimensions and the arch coordinates every store has)
+_RESERVED_COORDS = frozenset({"arch", "arch_str", "seed", "stage", "attack", "eps", "corruption", "severity",
+                              "proxy", "measure", "true_class", "pred_class", "epoch", "attack_grid"})
 
 
 def eps_label(eps: float) -> str:
@@ -51,9 +56,11 @@ class StoreSpec:
     """Coordinates of one store: which cells, seeds, grids and names it holds.
 
     Arguments:
-        archs: the ``arch`` coordinate: NB201 uids (smallest index of each isomorphism class), distinct.
+        archs: the ``arch`` coordinate: the search space's uids (smallest index of each isomorphism class), distinct.
         arch_str: architecture strings, one per arch.
-        nb201_index: the NB201 index each cell was requested as (defaults to ``archs``).
+        arch_coords: extra per-arch coordinates beside ``arch`` / ``arch_str``, ``{name: one value per arch}``
+            (default: the search space's :meth:`~robustbench_nas.search_spaces.SearchSpace.arch_coords` of
+            ``archs``, e.g. NB201's ``nb201_index``, SSS's ``c1`` .. ``c5``).
         seeds: training / initialisation seeds (the ``seed`` coordinate).
         attacks: ``{attack key: [eps in [0, 1] units]}``; the ``eps`` coordinate is the sorted union, and
             ``attack_grid[attack, eps]`` marks the evaluated pairs (the rest stays NaN).
@@ -88,7 +95,7 @@ class StoreSpec:
     epochs: int = 0
     history: list[str] = field(default_factory=lambda: list(DEFAULT_HISTORY))
     stages: list[str] = field(default_factory=lambda: list(STAGES))
-    nb201_index: list[int] | None = None
+    arch_coords: dict[str, list] | None = None
     search_space: str = "nb201"
     arch_chunk: int = 1
 
@@ -103,9 +110,12 @@ class StoreSpec:
         self.measures = [str(m) for m in self.measures]
         self.history = [str(h) for h in self.history]
         self.stages = [str(s) for s in self.stages]
-        if self.nb201_index is None:
-            self.nb201_index = list(self.archs)
-        self.nb201_index = [int(i) for i in self.nb201_index]
+        if self.arch_coords is None:
+            from robustbench_nas.search_spaces import get_search_space
+
+            self.arch_coords = get_search_space(self.search_space).arch_coords(self.archs)
+        self.arch_coords = {str(k): [v.item() if isinstance(v, np.generic) else v for v in vals]
+                            for k, vals in dict(self.arch_coords).items()}
         self.validate()
 
     def validate(self) -> None:
@@ -115,11 +125,13 @@ class StoreSpec:
         if len(set(self.archs)) != len(self.archs):
             dup = sorted({a for a in self.archs if self.archs.count(a) > 1})[:5]
             raise ValueError(f"StoreSpec.archs has duplicate cells: {dup}")
-        if len(self.arch_str) != len(self.archs) or len(self.nb201_index or []) != len(self.archs):
-            raise ValueError(
-                f"StoreSpec: {len(self.archs)} archs but {len(self.arch_str)} arch_str and "
-                f"{len(self.nb201_index or [])} nb201_index entries"
-            )
+        if len(self.arch_str) != len(self.archs):
+            raise ValueError(f"StoreSpec: {len(self.archs)} archs but {len(self.arch_str)} arch_str entries")
+        for name, vals in (self.arch_coords or {}).items():
+            if name in _RESERVED_COORDS:
+                raise ValueError(f"StoreSpec.arch_coords: {name!r} is a reserved name")
+            if len(vals) != len(self.archs):
+                raise ValueError(f"StoreSpec: {len(self.archs)} archs but {len(vals)} arch_coords[{name!r}] entries")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"StoreSpec.seeds must be non-empty and distinct, got {self.seeds}")
         for name, values in (("corruptions", self.corruptions), ("severities", self.severities),
@@ -255,7 +267,8 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out += [
             ArraySpec("params", ("arch",), "int64", -1, "info", "trainable parameters of the network", "count"),
             ArraySpec("flops", ("arch",), "float64", _NAN, "info",
-                      "FLOPs in NAS-Bench-201's convention (its published numbers)", "1e6 multiply-adds"),
+                      "FLOPs in the search space's published convention (its benchmark's numbers)",
+                      "1e6 multiply-adds"),
             ArraySpec("flops_plain", ("arch",), "float64", _NAN, "info",
                       "conv + linear multiply-adds only", "1e6 multiply-adds"),
         ]

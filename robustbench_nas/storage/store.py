@@ -203,7 +203,7 @@ class RobustnessStore:
                         "description": a.description,
                         "units": a.units,
                         "stage": a.stage or "",
-                        "coordinates": "arch_str nb201_index",
+                        "coordinates": " ".join(["arch_str", *spec.arch_coords]),
                     },
                 )
             zarr.consolidate_metadata(str(path))
@@ -223,7 +223,15 @@ class RobustnessStore:
 
         coord("arch", spec.archs, "int64", description=f"{spec.search_space} uid (smallest index of the class)")
         coord("arch_str", spec.arch_str, str, "arch", description="architecture string")
-        coord("nb201_index", spec.nb201_index, "int64", "arch", description="index the cell was requested as")
+        from robustbench_nas.search_spaces import get_search_space
+
+        try:
+            described = get_search_space(spec.search_space).arch_coord_descriptions()
+        except KeyError:
+            described = {}
+        for name, values in spec.arch_coords.items():
+            kind = str if any(isinstance(v, str) for v in values) else "int64"
+            coord(name, values, kind, "arch", description=described.get(name, f"{spec.search_space} {name}"))
         coord("seed", spec.seeds, "int64", description="training / initialisation seed")
         coord("stage", spec.stages, str)
         coord("attack", list(spec.attacks), str)
@@ -508,7 +516,7 @@ def open_store(path: str | os.PathLike, mode: str = "r") -> RobustnessStore:
 
 
 def open_dataset(path: str | os.PathLike, *, done_only: bool = False, chunks: Any = None) -> Any:
-    """Open a store as an :class:`xarray.Dataset` (coordinates ``arch_str``, ``nb201_index`` attached).
+    """Open a store as an :class:`xarray.Dataset` (coordinates ``arch_str`` and the space's ``arch_coords`` attached).
 
     Arguments:
         path: the store.
@@ -523,10 +531,10 @@ def open_dataset(path: str | os.PathLike, *, done_only: bool = False, chunks: An
     """
     import xarray as xr
 
-    RobustnessStore.open(path)  # clear error for a missing / foreign store
+    store = RobustnessStore.open(path)  # clear error for a missing / foreign store
     with _quiet_zarr():
         ds = xr.open_zarr(str(path), consolidated=True, chunks=chunks)
-    ds = ds.set_coords([c for c in ("arch_str", "nb201_index", "attack_grid") if c in ds.data_vars])
+    ds = ds.set_coords([c for c in ("arch_str", *store.spec.arch_coords, "attack_grid") if c in ds.data_vars])
     if done_only:
         ds = mask_not_done(ds)
     return ds
@@ -568,8 +576,8 @@ def to_dataframe(ds_or_path: Any, kind: str = "long", *, done_only: bool = True)
 
     Arguments:
         ds_or_path: a store path or the Dataset from :func:`open_dataset`.
-        kind: ``"long"``: one row per value, columns ``arch, arch_str, nb201_index, seed, group, name, level,
-            level_label, metric, value`` (group: info / train / proxy / clean / adversarial / corruption /
+        kind: ``"long"``: one row per value, columns ``arch, arch_str, <the space's arch coords, e.g.
+            nb201_index>, seed, group, name, level, level_label, metric, value`` (group: info / train / proxy / clean / adversarial / corruption /
             measure; name: attack, corruption, proxy or measure name; level: eps in [0, 1], severity or epoch).
             ``"wide"``: one row per (arch, seed), one column per (group, name, level_label, metric) joined by ``:``.
         done_only: keep only values whose stage is marked done.
@@ -582,8 +590,9 @@ def to_dataframe(ds_or_path: Any, kind: str = "long", *, done_only: bool = True)
     if done_only:
         ds = mask_not_done(ds)
     ds = ds.load()
+    extra = [str(c) for c in ds.coords if c not in ("arch", "arch_str") and ds[c].dims == ("arch",)]
     base = pd.DataFrame({"arch": ds["arch"].values, "arch_str": [str(v) for v in ds["arch_str"].values],
-                         "nb201_index": ds["nb201_index"].values})
+                         **{c: ds[c].values for c in extra}})
     frames = []
 
     def add(var: Any, group: str, name: str | None, name_dim: str | None, level_dim: str | None, metric: str,
@@ -623,7 +632,7 @@ def to_dataframe(ds_or_path: Any, kind: str = "long", *, done_only: bool = True)
                 add(var, group, None, name_dim, level_dim, m, eps_labels if level_dim == "eps" else None)
     if "measure_value" in ds:
         add(ds["measure_value"], "measure", None, "measure", None, "value")
-    cols = ["arch", "arch_str", "nb201_index", "seed", "group", "name", "level", "level_label", "metric", "value"]
+    cols = ["arch", "arch_str", *extra, "seed", "group", "name", "level", "level_label", "metric", "value"]
     if not frames:
         return pd.DataFrame(columns=cols)
     long = pd.concat(frames, ignore_index=True)
@@ -632,7 +641,7 @@ def to_dataframe(ds_or_path: Any, kind: str = "long", *, done_only: bool = True)
     if kind == "long":
         return long
     key = long["group"] + ":" + long["name"] + ":" + long["level_label"] + ":" + long["metric"]
-    wide = long.assign(column=key).pivot_table(index=["arch", "arch_str", "nb201_index", "seed"], columns="column",
+    wide = long.assign(column=key).pivot_table(index=["arch", "arch_str", *extra, "seed"], columns="column",
                                                values="value", aggfunc="first", sort=False)
     wide.columns.name = None
     return wide.reset_index()

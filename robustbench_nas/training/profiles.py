@@ -22,7 +22,8 @@ class TrainProfile:
         schedule: ``"cosine"`` (per step, to 0, NB201), ``"onecycle"`` (linear up to ``lr`` over the first
             ``warmup_fraction`` of steps then linear down to 0; NAS-RobBench-201) or ``"constant"``.
         warmup_fraction: fraction of steps of the one-cycle ramp-up.
-        C, N: network width (channels of the first stage) and cells per stage.
+        C, N: network width (channels of the first stage) and cells per stage, for spaces whose networks take them
+            (NB201; see ``SearchSpace.network_options``). NATS-Bench SSS architectures fix their own widths.
         augment: random crop (dataset padding) + horizontal flip (if the dataset allows).
         label_smoothing: cross-entropy label smoothing.
         max_train_images: train on a class-balanced seeded subset of this size (``None``: all).
@@ -110,6 +111,19 @@ def _nb201_200e() -> TrainProfile:
 def _nb201_12e() -> TrainProfile:
     """NAS-Bench-201's short setting (hp=12)."""
     return TrainProfile(name="nb201-12e", epochs=12)
+
+
+@register_profile("nats-sss-90e")
+def _nats_sss_90e() -> TrainProfile:
+    """NATS-Bench SSS's full schedule (xautodl ``configs/nas-benchmark/hyper-opts/90E.config``): 90 epochs, SGD
+    nesterov 0.9, lr 0.1 cosine to 0, no warmup, wd 5e-4, batch 256."""
+    return TrainProfile(name="nats-sss-90e", epochs=90)
+
+
+@register_profile("nats-sss-12e")
+def _nats_sss_12e() -> TrainProfile:
+    """NATS-Bench SSS's short schedule (``12E.config``): as ``nats-sss-90e`` with 12 epochs."""
+    return TrainProfile(name="nats-sss-12e", epochs=12)
 
 
 @register_profile("tiny")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, DeviceLoader
 from ..evaluation import evaluate_clean
-from ..models import NB201Network, build_model
+from ..search_spaces import get_search_space
 from ..utils import resolve_device
 from .profiles import TrainProfile
 
@@ -34,7 +34,7 @@ class TrainResult:
         meta: what defines the run (arch, dataset, profile, seed, device) for the checkpoint.
     """
 
-    model: NB201Network
+    model: nn.Module
     history: list[dict[str, float]]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -85,14 +85,15 @@ def train_model(
     eval_split: str = "test",
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    space: str = "nb201",
 ) -> TrainResult:
-    """Train ``arch`` (NB201 string or index) on ``dataset`` with ``profile``.
+    """Train ``arch`` (a string or index of ``space``) on ``dataset`` with ``profile``.
 
     Reproducible: the seed fixes initialisation (through a forked global RNG, so the caller's RNG state is left
     alone), data order and augmentation; on the CPU the same seed gives the same weights bit for bit.
 
     Arguments:
-        arch: cell string, index or ``Cell``.
+        arch: architecture string, index or architecture object of ``space``.
         dataset: from :func:`robustbench_nas.data.get_dataset`; trains on its ``train`` split.
         profile: :class:`TrainProfile`.
         seed: run seed.
@@ -100,13 +101,16 @@ def train_model(
         eval_split: split whose accuracy is recorded per epoch.
         progress: show a progress bar.
         on_epoch: called with each epoch's history row.
+        space: search-space name; the network is ``space.build_network`` with the profile's
+            ``space.network_options`` (NB201: ``C``, ``N``).
     """
     dev = resolve_device(device)
     info = dataset.info
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = build_model(arch, num_classes=info.num_classes, C=profile.C, N=profile.N, mean=info.mean, std=info.std,
-                            in_channels=info.channels)
+        sp = get_search_space(space)
+        model = sp.build_network(arch, num_classes=info.num_classes, mean=info.mean, std=info.std,
+                                 in_channels=info.channels, **sp.network_options(profile))
     model = model.to(dev)
     if profile.channels_last:
         model = model.to(memory_format=torch.channels_last)
