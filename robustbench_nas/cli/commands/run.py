@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..common import echo_json, fail, parse_overrides
+from ..common import echo_json, fail, parse_overrides, space_option
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -33,6 +33,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--protocol", "protocol_name", default=None,
               help="Named protocol (tiny, jung2023). Omit to continue an existing store's own protocol.")
 @click.option("--store", "store_path", required=True, type=click.Path(), help="The Zarr store (created if missing).")
+@space_option(default=None)
 @click.option("--archs", default=None, help="all | N (seeded sample) | comma list of indices/strings | @FILE.")
 @click.option("--arch-seed", default=None, type=int, help="Seed of the --archs N sample.")
 @click.option("--seeds", default=None, help="Comma list of training seeds (overrides the protocol's).")
@@ -55,12 +56,13 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
-def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
+def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
             reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
-    Re-running the same command resumes; a store made with another protocol is refused. Example:
-    `rbnas run --protocol tiny --store runs/tiny.zarr`.
+    Re-running the same command resumes; a store made with another protocol is refused. Examples:
+    `rbnas run --protocol tiny --store runs/tiny.zarr`;
+    `rbnas run --space nats-sss --protocol tiny --store runs/tiny-sss.zarr` (the same run on NATS-Bench SSS).
     """
     from pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
     from robustbench_nas.storage import StoreError
@@ -85,6 +87,8 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
     logging.getLogger("pipelines").setLevel(logging.INFO)
     try:
         changes = parse_overrides(overrides)
+        if space_name is not None:
+            changes["search_space"] = space_name
         if archs is not None:
             changes["archs"] = parse_archs(archs)
         if arch_seed is not None:
@@ -99,7 +103,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         if protocol_name is not None:
             protocol = get_protocol(protocol_name, **changes)
         elif changes and set(changes) - {"data_root"}:
-            fail("protocol changes (--archs, --seeds, --set, ...) need --protocol; without it the store's own "
+            fail("protocol changes (--space, --archs, --seeds, --set, ...) need --protocol; without it the store's own "
                  "protocol is continued unchanged")
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         shard_t = parse_shard(shard)
