@@ -32,7 +32,7 @@ from . import figures as figs
 from .prediction import PredictionConfig, feature_groups, feature_importance, summarize_curve, train_size_curve
 from .ranking import RankingConfig, rank_features, to_markdown, write_ranking
 from .search import Objective, run_searches, summarize_regret
-from .targets import features_table, targets_table, target_name
+from .targets import features_table, store_space, targets_table, target_name
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class AnalysisConfig:
         rank_targets: targets of the ranking table (``None``: every target).
         prediction: models / train sizes / repeats of the prediction curves.
         predict_targets: targets to predict (``None``: clean, PGD or the first attack at 1/255, adv_mean).
-        encodings: cell encodings used as features (``None``: none).
+        encodings: architecture encodings used as features (``None``: none; ``default``: the store's search
+            space's default set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
         importance_train_size: training cells of the permutation-importance model.
         search_budget, search_repeats: NAS on the dataset (0 budget: skipped).
         top_k: best cells listed per target.
@@ -58,7 +59,7 @@ class AnalysisConfig:
     rank_targets: list[str] | None = None
     prediction: PredictionConfig = field(default_factory=lambda: PredictionConfig(models=("rf",), repeats=2))
     predict_targets: list[str] | None = None
-    encodings: list[str] | None = field(default_factory=lambda: ["opcount", "graf"])
+    encodings: list[str] | None = field(default_factory=lambda: ["default"])
     importance_train_size: int = 1000
     search_budget: int = 300
     search_repeats: int = 10
@@ -92,11 +93,13 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     out = Path(out_dir)
     fig_dir = out / "figures"
     out.mkdir(parents=True, exist_ok=True)
+    space = store_space(ds)
     T = targets_table(ds)
     T.to_csv(out / "targets.csv")
     F_rank = features_table(ds)
     F_all = features_table(ds, encodings=cfg.encodings) if cfg.encodings else F_rank
-    summary: dict[str, Any] = {"cells": len(T), "targets": list(T.columns), "features": list(F_rank.columns),
+    summary: dict[str, Any] = {"cells": len(T), "search_space": space, "targets": list(T.columns),
+                               "features": list(F_rank.columns),
                                "config": _jsonable(asdict(cfg)), "seconds": {}}  # fmt: skip
     sections: list[tuple[str, str]] = []
 
@@ -158,6 +161,10 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         key = "adv_mean" if "adv_mean" in T else ("clean" if "clean" in T else T.columns[0])
         if "params" in F_rank:
             by = arch.robustness_by_params(T, F_rank["params"], key)
+            if by["n"].sum() < 0.5 * T[key].notna().sum():
+                # equal counts are rare (e.g. NATS-Bench SSS): match parameters within 2 % instead
+                by = arch.robustness_by_params(T, F_rank["params"], key, rel_width=0.02)
+                summary["same_params_rule"] = "within 2 % (log-spaced bins)"
             by.to_csv(out / f"by_params_{_safe(key)}.csv", index=False)
             body += _img(figs.plot_scatter(F_rank["params"] / 1e6, T[key], fig_dir, f"params_vs_{_safe(key)}",
                                            color=T["clean"] if "clean" in T else None, xlabel="params (M)",
@@ -167,13 +174,23 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
                 summary["same_params_spread"] = {k: (float(v) if k != "target" else v) for k, v in widest.items()}
                 body += _table(by.sort_values("n", ascending=False).head(15))
         eff_targets = _default_predict_targets(T) + (["corruption_mean"] if "corruption_mean" in T else [])
-        eff = arch.op_edge_effects(T, eff_targets)
+        eff = arch.choice_effects(T, eff_targets, space)
+        numeric = pd.api.types.is_numeric_dtype(eff["choice"])
         for t in eff_targets:
-            piv = eff[eff["target"] == t].pivot(index="op", columns="edge_label", values="effect")
-            body += _img(figs.plot_heatmap(piv, fig_dir, f"op_edge_{_safe(t)}", title=f"op-on-edge effect: {t}",
-                                           fmt="{:+.3f}"))  # fmt: skip
-        eff.to_csv(out / "op_edge_effects.csv", index=False)
-        best = arch.best_cells(T, eff_targets, cfg.top_k)
+            e_t = eff[eff["target"] == t]
+            if numeric:  # e.g. NATS-Bench SSS: the target against the width of each layer
+                body += _img(figs.plot_lines(e_t, "choice", "mean", ["position_label"], fig_dir,
+                                             f"by_width_{_safe(t)}", title=f"{t} against width, per layer"))
+            else:
+                piv = e_t.pivot(index="choice", columns="position_label", values="effect")
+                body += _img(figs.plot_heatmap(piv, fig_dir, f"op_edge_{_safe(t)}", title=f"op-on-edge effect: {t}",
+                                               fmt="{:+.3f}"))  # fmt: skip
+        if numeric:
+            eff.to_csv(out / "choice_effects.csv", index=False)
+        else:
+            eff.rename(columns={"position": "edge", "position_label": "edge_label", "choice": "op"}).to_csv(
+                out / "op_edge_effects.csv", index=False)
+        best = arch.best_cells(T, eff_targets, cfg.top_k, space)
         best.to_csv(out / "best_cells.csv", index=False)
         ov = arch.top_overlap(T, eff_targets, 0.01)
         body += _img(figs.plot_heatmap(ov, fig_dir, "top1pct_overlap", title="overlap of the top 1 % cells",
@@ -187,7 +204,7 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         t0 = time.time()
         objs = _default_predict_targets(T)
         budget = min(cfg.search_budget, len(T))
-        C = pd.concat([run_searches(Objective.from_series(T[t]), budget=budget, repeats=cfg.search_repeats,
+        C = pd.concat([run_searches(Objective.from_series(T[t], space), budget=budget, repeats=cfg.search_repeats,
                                     seed=cfg.seed) for t in objs], ignore_index=True)  # fmt: skip
         C.to_csv(out / "search_regret.csv", index=False)
         Sg = summarize_regret(C)

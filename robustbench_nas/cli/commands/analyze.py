@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import echo_json, fail
+from ..common import echo_json, fail, space_option
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -26,15 +26,18 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--models", default="rf", show_default=True, help="Regressors: rf, gbm, et, ridge (comma-separated).")
 @click.option("--train-sizes", default="100,1000", show_default=True, help="Training cells (comma-separated).")
 @click.option("--repeats", default=2, show_default=True, help="Random splits per training size.")
-@click.option("--encodings", default="opcount,graf", show_default=True,
-              help="Cell encodings as features: onehot, opcount, path, graf, all, or 'none'.")
+@click.option("--encodings", default="default", show_default=True,
+              help="Architecture encodings as features: the space's names (nb201: onehot, opcount, path, graf; "
+                   "nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; nats-sss: channels,width), "
+                   "'all', or 'none'.")
+@space_option(default=None)
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, clean_threshold: float, topk: float, models: str, train_sizes: str,
-            repeats: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
+            repeats: int, encodings: str, space_name: str | None, search_budget: int, search_repeats: int, seed: int,
             progress: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
@@ -73,6 +76,14 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         ds = load_store(store_path)
     except (StoreError, FileNotFoundError) as e:
         fail(str(e))
+    from robustbench_nas.analysis.targets import store_space
+    from robustbench_nas.search_spaces import canonical_name
+
+    try:
+        if space_name is not None and canonical_name(space_name) != store_space(ds):
+            fail(f"--space {space_name}: {store_path} holds the {store_space(ds)} search space")
+    except KeyError as e:
+        fail(str(e.args[0]))
     try:
         summary = run_analysis(ds, out_dir, cfg, progress=progress)
     except (KeyError, ValueError) as e:
