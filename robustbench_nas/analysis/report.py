@@ -179,8 +179,9 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
         for t in eff_targets:
             e_t = eff[eff["target"] == t]
             if numeric:  # e.g. NATS-Bench SSS: the target against the width of each layer
-                body += _img(figs.plot_lines(e_t, "choice", "mean", ["position_label"], fig_dir,
-                                             f"by_width_{_safe(t)}", title=f"{t} against width, per layer"))
+                d = e_t.rename(columns={"choice": "width (channels)", "mean": f"mean {t}", "position_label": "layer"})
+                body += _img(figs.plot_lines(d, "width (channels)", f"mean {t}", ["layer"], fig_dir,
+                                             f"by_width_{_safe(t)}", title=f"{t} against the width of each layer"))
             else:
                 piv = e_t.pivot(index="choice", columns="position_label", values="effect")
                 body += _img(figs.plot_heatmap(piv, fig_dir, f"op_edge_{_safe(t)}", title=f"op-on-edge effect: {t}",
