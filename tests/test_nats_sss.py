@@ -352,7 +352,7 @@ def test_run_tiny_protocol_on_sss_end_to_end(tmp_path):
     store = tmp_path / "S.zarr"
     r = CliRunner().invoke(cli, ["run", "--space", "nats-sss", "--protocol", "tiny", "--store", str(store),
                                  "--archs", "2", "--set", "attack_images=16", "--set", "corruption_images=20",
-                                 "--set", 'profile_overrides={"epochs": 2}', "--workers", "1", "--threads", "1", "--no-progress"])
+                                 "--set", 'profile_overrides={"epochs": 2, "max_train_images": 256}', "--workers", "1", "--threads", "1", "--no-progress"])
     assert r.exit_code == 0, r.output
     ds = xr.open_zarr(store)
     sss = get_search_space("nats-sss")
