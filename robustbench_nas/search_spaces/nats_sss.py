@@ -122,7 +122,7 @@ class NATSSizeSpace(SearchSpace):
                         "(BN, ReLU and pooling not counted)")
     default_encodings = ("channels", "width")
     channels = SSS_CHANNELS
-    cell = SSS_CELL
+    fixed_cell = SSS_CELL
 
     @property
     def num_cells(self) -> int:
