@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..common import dataset_options, echo_json, fail, resolve_space, space_option
+from ..common import dataset_options, echo_json, fail, resolve_space, space_option, threads_option
 
 
 def _parse_names(text: str | None, known: list[str]) -> list[str]:
@@ -31,7 +31,7 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 @click.option("--C", "channels", default=None, type=int, help="NB201: channels of the first stage (default 16).")
 @click.option("--N", "cells", default=None, type=int, help="NB201: cells per stage (default 5).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@threads_option()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
 def command(archs, space_name, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt,
