@@ -304,7 +304,8 @@ def test_analysis_of_an_sss_store(tmp_path):
     assert summary["search_space"] == "nats-sss" and summary["same_params_rule"].startswith("within 2 %")
     pred = {(p["target"], p["group"]): p["spearman_mean"] for p in summary["prediction"]}
     assert pred[("clean", "encodings")] > 0.8  # the channel encodings predict a width-driven target
-    assert (out / "figures" / "by_width_clean.png").is_file() and (out / "choice_effects.csv").is_file()
+    assert (out / "figures" / "width_effects.png").is_file() and (out / "width_effects.csv").is_file()
+    assert "width_slopes_per_channel" in summary and not (out / "op_edge_effects.csv").exists()
     best = (out / "best_cells.csv").read_text()
     assert ":" in best.splitlines()[1]
     bad = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(out), "--space", "nb201"])
