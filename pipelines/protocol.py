@@ -255,7 +255,7 @@ class ProtocolConfig:
         profile = self.profile()
         return StoreSpec(
             archs=[c[0] for c in cells],
-            nb201_index=[c[1] for c in cells],
+            arch_coords={"nb201_index": [c[1] for c in cells]},
             arch_str=[c[2] for c in cells],
             seeds=list(self.seeds),
             attacks={k: list(v) for k, v in self.attacks.items()},
