@@ -134,6 +134,7 @@ class RobustnessStore:
         self._stage_pos = {s: i for i, s in enumerate(self.spec.stages)}
         nodes = (meta.get("consolidated_metadata") or {}).get("metadata") or {}
         self._node_meta: dict[str, dict[str, Any]] = dict(nodes)
+        self._meta = meta
         self._layouts: dict[str, ArrayLayout | None] = {}
         self.journal = Journal(self.path, fsync=fsync)
 
@@ -591,6 +592,12 @@ class RobustnessStore:
             return np.asarray(value, dtype=object)
         return np.asarray(value)
 
+    def read_record(self, arch: int) -> dict[str, np.ndarray]:
+        """One cell's full committed record: ``{array name: value}`` for every array, every seed (shape: the
+        array's dims without ``arch``). Reads only that cell's inner chunks (a few byte ranges per array)."""
+        i = self.arch_pos(arch)
+        return {name: read_row(self.path, self.layout(name), i) for name in self.arrays}
+
     def progress(self) -> dict[str, dict[str, int]]:
         """``{stage: {"done": n, "failed": n, "pending": n}}`` counted over (arch, seed) slots."""
         st = self.status()
@@ -697,12 +704,11 @@ def _sharded_array(root: Path, layout: ArrayLayout) -> Any:
     return _SHARDED_ARRAY(root, layout)
 
 
-def _open_fast(path: Path) -> Any:
+def _open_fast(path: Path, meta: dict[str, Any]) -> Any:
     """The store as an xarray Dataset of lazily indexed shard readers (``None``: a layout this reader lacks)."""
     import xarray as xr
     from xarray.core import indexing
 
-    meta = read_root_meta(path)
     nodes = (meta.get("consolidated_metadata") or {}).get("metadata") or {}
     if not nodes:
         return None
@@ -743,7 +749,7 @@ def open_dataset(path: str | os.PathLike, *, done_only: bool = False, chunks: An
     import xarray as xr
 
     store = RobustnessStore.open(path)  # clear error for a missing / foreign store
-    ds = _open_fast(store.path) if chunks is None else None
+    ds = _open_fast(store.path, store._meta) if chunks is None else None
     if ds is None:
         with _quiet_zarr():
             ds = xr.open_zarr(str(path), consolidated=True, chunks=chunks)
