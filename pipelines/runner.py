@@ -570,7 +570,9 @@ def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
     rows = []
     for s, stage in enumerate(store.spec.stages):
         done = st[:, :, s] == DONE
-        mean_s = float(np.nanmean(secs[:, :, s][done])) if done.any() else float("nan")
+        timed = secs[:, :, s][done]
+        timed = timed[np.isfinite(timed)]  # imported results have no wall time
+        mean_s = float(timed.mean()) if timed.size else float("nan")
         rows.append({"stage": stage, **prog[stage], "mean_s": mean_s})
     return rows
 

@@ -123,6 +123,11 @@ def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None
     store = open_store(path)
     assert report.submitted == 3 * len(list_stages())
     assert all(v["pending"] == 0 and v["failed"] == 0 for v in store.progress().values())
+    # the store as the run leaves it: sharded, everything committed, one shard file per array (3 cells < 256)
+    assert store.pending_blocks() == [] and not list(path.rglob("*.log")) and not list(path.rglob("*.partial"))
+    adv = json.loads((path / "adv_confusion" / "zarr.json").read_text())
+    assert adv["codecs"][0]["name"] == "sharding_indexed"
+    assert len(list((path / "adv_confusion" / "c").rglob("*"))) <= 8  # c/0/0/... : one shard, not one file per cell
     ds = open_dataset(path, done_only=True).load()
     data = get_dataset("digits")
     test = data.split("test")
@@ -217,6 +222,30 @@ def test_shards_fill_one_store(tmp_path: Path, client) -> None:
     store = open_store(tmp_path / "s.zarr")
     assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
     assert plan_units(store, p, ["info"], None) == []
+    ds = open_dataset(tmp_path / "s.zarr", done_only=True).load()
+    assert (ds.params.values > 0).all()  # both shards' clients wrote into the same shard file, nothing lost
+    assert ds["nb201_index"].dims == ("arch",)
+
+
+def test_client_killed_after_journalling_is_committed_by_the_rerun(tmp_path: Path, client, monkeypatch) -> None:
+    """Results journalled but never committed (client killed before its commit) are kept by the next run, not
+    recomputed, and end in the shards."""
+    from pipelines import runner
+
+    p = micro(stages=("info",))
+    monkeypatch.setattr(runner.ResultWriter, "commit", lambda self, blocks: None)  # the client "dies" before commits
+    monkeypatch.setattr(runner.ResultWriter, "close", lambda self: None)
+    run_pipeline(tmp_path / "j.zarr", p, client=client, progress=False)
+    monkeypatch.undo()
+    store = open_store(tmp_path / "j.zarr")
+    assert store.pending_blocks() == [0]
+    assert store.progress()["info"]["done"] == 3  # status counts the journal
+    assert np.isnan(open_dataset(tmp_path / "j.zarr").flops.values).all()  # but nothing is committed yet
+    rep = run_pipeline(tmp_path / "j.zarr", p, client=client, progress=False)
+    assert rep.submitted == 0  # nothing recomputed
+    store = open_store(tmp_path / "j.zarr")
+    assert store.pending_blocks() == []
+    assert (open_dataset(tmp_path / "j.zarr", done_only=True).flops.values > 0).all()
 
 
 def test_bad_stage_names_are_errors(tmp_path: Path) -> None:
