@@ -62,7 +62,7 @@ def run_tiny(n_cells: int | None, n_workers: int, workdir: Path) -> dict[str, An
     with Timer() as t:
         report = run_pipeline(store_path, protocol, n_workers=n_workers, threads=1, device="cpu", progress=False)
     st = open_store(store_path)
-    secs = np.asarray(st._array("stage_seconds")[...])  # (arch, seed, stage)
+    secs = st.stage_seconds()  # (arch, seed, stage)
     stage_mean = {s: float(np.nanmean(secs[:, :, k])) for k, s in enumerate(st.spec.stages)}
     clean = np.asarray(st.to_xarray()["clean_accuracy"].values)
     all_done = bool((st.status() == DONE).all()) and bool(np.isfinite(clean).all()) and not report.failures

@@ -114,8 +114,10 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     src_proto = saved_protocol(src)
     mine, theirs = protocol.to_dict(), src_proto.to_dict()
     copied: dict[str, int] = {}
-    status = src.status()
-    src_seconds = src.stage_seconds()
+    # committed results only (a source still being written may have journal records; those are not copied yet)
+    status = src.read_array("status")
+    src_seconds = src.read_array("stage_seconds")
+    cache: dict[str, np.ndarray] = {}
     mine_status = store.status()
     touched: set[int] = set()
     for stage in store.spec.stages:
@@ -134,7 +136,12 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
                     continue
                 if status[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)] != DONE:
                     continue
-                values = {name: src.read_cell(uid, seed, name) for name in names}
+                i, j = src.arch_pos(uid), src.seed_pos(seed)
+                values = {}
+                for name in names:
+                    if name not in cache:
+                        cache[name] = src.read_array(name)
+                    values[name] = cache[name][(i, j) if "seed" in src.arrays[name].dims else i]
                 if "checkpoint" in values:  # keep pointing at the same file, from the new store's folder
                     old = src.path.parent / str(values["checkpoint"])
                     values["checkpoint"] = os.path.relpath(old, store.path.parent)
