@@ -440,7 +440,7 @@ def _timed(fn: Any, *args: Any, **kw: Any) -> tuple[Any, Any]:
     return out, t
 
 
-def _median_s(fn: Any, *args: Any, repeat: int = 5) -> tuple[Any, float]:
+def _median_s(fn: Any, *args: Any, repeat: int = 5) -> tuple[Any, float]:  # noqa: D401
     """Result and median wall seconds of ``repeat`` calls (short reads on a busy machine: the median, not one)."""
     import time
 
@@ -518,20 +518,19 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
             _, t_jw[lib] = _timed(write_json_reference, jroot[lib], spec, data, lib)
         read_all(jung_tiny := _tiny_store(tmp))  # imports paid once, outside the timings
         shutil.rmtree(jung_tiny, ignore_errors=True)
-        back, t_r = _timed(read_all, zpath)
+        back, t_r = _median_s(read_all, zpath, repeat=3)
         agree_store = _store_matches(back, data)
         del back
         for lib in libs:
-            jback, t_jr = _timed(read_json_reference, jroot["json"], lib)
+            jback, t_jr = _median_s(read_json_reference, jroot["json"], lib, repeat=3)
             agree = agree_store and _json_matches(jback, spec, data)
             del jback
             records.append(make_result(
-                "store_read_all" + ("" if lib == "json" else "_vs_orjson"), t_r.seconds, t_jr.seconds, agree,
-                kind="measured", same_work=True, unit=f"s to read every value of {n} cells",
-                cpu_s={"ours": t_r.cpu_seconds, "baseline": t_jr.cpu_seconds},
+                "store_read_all" + ("" if lib == "json" else "_vs_orjson"), t_r, t_jr, agree,
+                kind="measured", same_work=True, unit=f"s to read every value of {n} cells (median of 3)",
                 baseline=f"reference release layout, {lib}.loads of every file (values left as Python lists)",
                 via="open_dataset(STORE).load()", **common,
-                note=f"{n / t_r.seconds:.0f} vs {n / t_jr.seconds:.0f} cells/s ({lib})"))
+                note=f"{n / t_r:.0f} vs {n / t_jr:.0f} cells/s ({lib})"))
         pgd = data["adv_accuracy"][:, 0, list(spec.attacks).index("pgd@Linf")]
         cols = [spec.eps_values().index(e) for e in sorted(spec.attacks["pgd@Linf"])]
         read_one(zpath)  # imports (xarray indexing, ...) paid once, outside the timings: a fresh store, not a fresh Python
