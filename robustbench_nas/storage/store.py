@@ -123,20 +123,29 @@ class RobustnessStore:
         self.mode = mode
         attrs = dict(meta.get("attributes", {}))
         self.attrs: dict[str, Any] = attrs
+        nodes = (meta.get("consolidated_metadata") or {}).get("metadata") or {}
+        self._node_meta: dict[str, dict[str, Any]] = dict(nodes)
+        self._meta = meta
+        self._layouts: dict[str, ArrayLayout | None] = {}
         try:
-            self.spec = StoreSpec(**attrs["spec"])
-        except (TypeError, ValueError) as e:
+            self.spec = StoreSpec(**self._full_spec(dict(attrs["spec"])))
+        except (TypeError, ValueError, KeyError) as e:
             raise StoreError(f"{self.path}: the store's 'spec' attribute is not valid ({e})") from None
         self.arrays = array_specs(self.spec)
         self.sizes = self.spec.dim_sizes()
         self._arch_pos = {a: i for i, a in enumerate(self.spec.archs)}
         self._seed_pos = {s: i for i, s in enumerate(self.spec.seeds)}
         self._stage_pos = {s: i for i, s in enumerate(self.spec.stages)}
-        nodes = (meta.get("consolidated_metadata") or {}).get("metadata") or {}
-        self._node_meta: dict[str, dict[str, Any]] = dict(nodes)
-        self._meta = meta
-        self._layouts: dict[str, ArrayLayout | None] = {}
         self.journal = Journal(self.path, fsync=fsync)
+
+    def _full_spec(self, d: dict[str, Any]) -> dict[str, Any]:
+        """The spec attribute with its per-cell lists, which live in the coordinate arrays (see :meth:`create`)."""
+        if not d.pop("per_arch_in_coordinates", False):
+            return d
+        d["archs"] = [int(a) for a in read_array(self.path, self.layout("arch"))]
+        d["arch_str"] = [str(a) for a in read_array(self.path, self.layout("arch_str"))]
+        d["arch_coords"] = {name: read_array(self.path, self.layout(name)).tolist() for name in d.get("arch_coords", [])}
+        return d
 
     # ---- creation / opening ------------------------------------------------------------------------------------
     @classmethod
@@ -171,9 +180,13 @@ class RobustnessStore:
         if attrs and reserved & set(attrs):
             raise ValueError(f"attrs may not set the reserved keys {sorted(reserved & set(attrs))}")
         sizes = spec.dim_sizes()
+        # the per-cell lists (archs, arch_str, arch_coords) are the coordinate arrays; keeping a second copy in the
+        # group attributes would make every open parse ~100 bytes per cell of JSON (as long as reading one array)
+        spec_attr = {**spec.to_dict(), "archs": "coordinate arch", "arch_str": "coordinate arch_str",
+                     "arch_coords": list(spec.arch_coords), "per_arch_in_coordinates": True}
         meta = {
             "rbnas_schema": SCHEMA_VERSION,
-            "spec": spec.to_dict(),
+            "spec": spec_attr,
             "title": "robustbench-nas robustness dataset",
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "software": software_versions(),
@@ -748,12 +761,17 @@ def open_dataset(path: str | os.PathLike, *, done_only: bool = False, chunks: An
     """
     import xarray as xr
 
-    store = RobustnessStore.open(path)  # clear error for a missing / foreign store
-    ds = _open_fast(store.path, store._meta) if chunks is None else None
+    path = Path(path)
+    meta = read_root_meta(path)  # clear error for a missing / foreign / other-schema store (nothing written)
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
+        raise StoreError(f"{path} is not a Zarr v3 group; not a robustbench-nas store")
+    attrs = dict(meta.get("attributes") or {})
+    check_schema(path, attrs)
+    ds = _open_fast(path, meta) if chunks is None else None
     if ds is None:
         with _quiet_zarr():
             ds = xr.open_zarr(str(path), consolidated=True, chunks=chunks)
-    names = ["arch_str", *store.spec.arch_coords, "attack_grid"]
+    names = ["arch_str", *(attrs["spec"].get("arch_coords") or {}), "attack_grid"]
     ds = ds.set_coords([c for c in names if c in ds.data_vars])
     if done_only:
         ds = mask_not_done(ds)
