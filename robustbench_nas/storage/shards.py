@@ -391,12 +391,28 @@ def with_suppress_unlink(path: Path) -> None:
         pass
 
 
+def _all_fill(layout: ArrayLayout, block: np.ndarray) -> bool:
+    if layout.is_str:
+        fill = layout.fill if layout.fill is not None else ""
+        return all(v == fill for v in block.ravel())
+    if layout.dtype.kind == "f" and layout.fill is not None and np.isnan(layout.fill):
+        return bool(np.isnan(block).all())
+    return bool((block == layout.fill).all())
+
+
 def write_shard(root: Path, layout: ArrayLayout, b: int, block: np.ndarray, *, fsync: bool = False) -> None:
-    """Replace shard ``b`` of ``layout`` by one holding ``block`` (its in-bounds rows), atomically."""
+    """Replace shard ``b`` of ``layout`` by one holding ``block`` (its in-bounds rows), atomically.
+
+    A block that is all fill values is stored as no file at all (what Zarr reads as fill): arrays of stages that
+    have not run cost nothing on disk. Removing the file is atomic too."""
     a0, a1 = layout.rows(b)
     if block.shape != (a1 - a0, *layout.shape[1:]):
         raise ValueError(f"{layout.name}: shard {b} block has shape {block.shape}, expected {(a1 - a0, *layout.shape[1:])}")
-    write_file_atomic(layout.shard_path(root, b), encode_shard(layout, block), fsync=fsync)
+    path = layout.shard_path(root, b)
+    if _all_fill(layout, block):
+        with_suppress_unlink(path)
+        return
+    write_file_atomic(path, encode_shard(layout, block), fsync=fsync)
 
 
 __all__ = ["ArrayLayout", "decode_shard", "encode_shard", "layout_from_meta", "read_array", "read_row",
