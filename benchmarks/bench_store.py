@@ -196,6 +196,14 @@ def read_all(path: Path) -> dict[str, np.ndarray]:
     return {k: ds[k].values for k in ds.data_vars}
 
 
+def read_all_zarr(path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """Every data array through zarr-python directly (the independent reader; slow: ~0.2 ms per inner chunk)."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r")
+    return {k: g[k][...] for k in names}
+
+
 def read_one(path: Path, attack: str = "pgd@Linf") -> np.ndarray:
     """``adv_accuracy`` of one attack for every cell (seed 0), ``(arch, eps)``, from a freshly opened store."""
     from robustbench_nas.storage import open_dataset
