@@ -292,12 +292,15 @@ def test_fidelity_study_runs_on_cpu_with_tiny_sizes(jung2023_root: Path, cifar10
 
 
 @pytest.mark.slow
-def test_device_agreement_code_path_cpu_vs_cpu() -> None:
-    """The GPU-vs-CPU correctness check, run CPU vs CPU: identical numbers, so it must report agreement."""
+def test_device_agreement_check_can_fail() -> None:
+    """The GPU-vs-CPU check on two CPU copies: a relative weight perturbation of rounding size (1e-6) must pass
+    with a non-zero logit difference (the tolerance is exercised, not a self-comparison), a 5 % one must fail."""
     from benchmarks.bench_end_to_end import device_agreement_record
 
-    r = device_agreement_record("cpu", "cpu", n=40, train_steps=2)
-    common.validate_result(r)
-    assert r["results_agree"] is True and r["max_rel_logit_diff"] == 0.0
-    assert set(r["max_abs_accuracy_diff"]) == {"clean", "fgsm@Linf", "pgd@Linf", "corruptions"}
-    assert len(r["values"]["cpu"]["corruptions"]) == 4
+    small = device_agreement_record("cpu", "cpu", n=40, train_steps=2, perturb_b=1e-6)
+    common.validate_result(small)
+    assert small["results_agree"] is True and 0 < small["max_rel_logit_diff"] <= 1e-4
+    assert set(small["max_abs_accuracy_diff"]) == {"clean", "fgsm@Linf", "pgd@Linf", "corruptions"}
+    assert len(small["values"]["cpu"]["corruptions"]) == 4
+    big = device_agreement_record("cpu", "cpu", n=40, train_steps=2, perturb_b=0.05)
+    assert big["results_agree"] is False and big["max_rel_logit_diff"] > 1e-2
