@@ -304,3 +304,37 @@ def test_device_agreement_check_can_fail() -> None:
     assert len(small["values"]["cpu"]["corruptions"]) == 4
     big = device_agreement_record("cpu", "cpu", n=40, train_steps=2, perturb_b=0.05)
     assert big["results_agree"] is False and big["max_rel_logit_diff"] > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------- device check
+def test_device_check_refuses_to_run_without_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a silent skip: without a CUDA device (or with a CPU device) the real check stops with a message."""
+    from benchmarks import device_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        device_check.main(["--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="use a CUDA device"):
+        device_check.main(["--device", "cpu", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_device_check_dry_run_runs_every_section(tmp_path: Path) -> None:
+    """benchmarks/device_check.sh --dry-run --device cpu: every section runs and writes its records."""
+    from benchmarks import device_check
+
+    code = device_check.main(["--dry-run", "--device", "cpu", "--out", str(tmp_path), "--threads", "1"])
+    summary = json.loads((tmp_path / "device_check_summary_dry_run.json").read_text())
+    assert set(summary["sections"]) == set(device_check.SECTIONS)
+    bad = {k: v.get("error") for k, v in summary["sections"].items() if v["status"] != "ok"}
+    assert not bad and code == 0, bad
+    for name in summary["sections"]["agreement_attacks"]["records"]:
+        rec = json.loads((tmp_path / f"{name}.json").read_text())
+        import attacks
+
+        assert set(rec["accuracy"]) == set(attacks.list_attacks())  # every attack
+    rec = json.loads((tmp_path / "device_agreement_corruptions_cpu.json").read_text())
+    import corruptions
+
+    assert set(rec["fraction_within_1_level"]) == set(corruptions.list_corruptions())
