@@ -309,8 +309,28 @@ def validate(epochs: int = 8) -> dict:
     )
 
 
+def markdown(results_dir: Any = None) -> str:
+    """The per-corruption table of the saved full-size records (README figures are regenerated from this)."""
+    from benchmarks.common import load_results
+
+    recs = {r["name"]: r for r in load_results(results_dir) if r["name"].startswith("corruptions_")
+            and not r["name"].endswith("_quick") and "pattern" not in r["name"]}
+    lines = ["| corruption | ours s | generator path s | ratio | same_work | agree | imagecorruptions s (other images) |",
+             "|---|---|---|---|---|---|---|"]
+    for name in sorted(recs, key=lambda k: (k == "corruptions_all", k)):
+        r = recs[name]
+        if "same_work" not in r:
+            continue
+        ic = r.get("imagecorruptions_s")
+        lines.append(f"| {name.removeprefix('corruptions_')} | {r['ours_s']:.2f} | {r['baseline_s']:.2f} | "
+                     f"{r['ratio']:.1f}x | {str(r['same_work']).lower()} | {'yes' if r['results_agree'] else 'NO'} | "
+                     f"{'-' if ic is None else f'{ic:.1f}'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--markdown", action="store_true", help="print the table of the saved records (no run)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--baseline-n", type=int, default=None)
@@ -319,6 +339,9 @@ def main() -> None:
     p.add_argument("--validate", action="store_true", help="pattern check against Jung et al. 2023 (trains a net)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.markdown:
+        print(markdown())
+        return
     t = time.perf_counter()
     if args.validate:
         rec = validate()
