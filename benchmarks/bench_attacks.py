@@ -227,8 +227,33 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
     return records
 
 
+def markdown(suffix: str = "_reference", results_dir: Any = None) -> str:
+    """Table of the saved ``attacks_<attack>_<mode><suffix>`` records (README figures are regenerated from it)."""
+    from benchmarks.common import load_results
+
+    recs = {r["name"]: r for r in load_results(results_dir)}
+    lines = ["| attack | budget | mode | same_work | ours s | torchattacks s | ratio | agree | ours acc (eps /255: acc) | "
+             "torchattacks acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("fgsm", "pgd", "aa_apgd-ce", "aa_square"):
+        for mode in ("independent", "early_exit"):
+            r = recs.get(f"attacks_{name}_{mode}{suffix}")
+            if r is None:
+                continue
+            p = r.get("params", {})
+            budget = (f"{p['steps']} steps" if "steps" in p else f"{p['n_queries']} queries" if "n_queries" in p
+                      else "1 step")
+            acc = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(r["eps_255"], r["ours_accuracy"]))
+            base = ", ".join(f"{a:.3f}" for a in r["baseline_accuracy"])
+            lines.append(f"| {r['attack']} | {budget} | {mode} | {str(r.get('same_work')).lower()} | {r['ours_s']:.1f} "
+                         f"| {r['baseline_s']:.1f} | {r['ratio']:.2f}x | {'yes' if r['results_agree'] else 'NO'} | "
+                         f"{acc} | {base} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--markdown", default=None, const="_reference", nargs="?",
+                    help="print the table of the saved records with this name suffix (default _reference; no run)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--square-queries", type=int, default=None)
@@ -242,6 +267,9 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true",
                     help="reference budgets (PGD-40, APGD-CE-100, Square-5000) on 300 images, a C=4 N=1 cell on CPU")
     a = ap.parse_args()
+    if a.markdown is not None:
+        print(markdown(a.markdown if a.markdown != "none" else ""))
+        return
     if not cuda_available():
         torch.set_num_threads(1)  # 2 shared cores: one thread, timed in process CPU seconds
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
