@@ -298,21 +298,22 @@ def test_glass_blur_strength_matches_the_generator_on_real_images(cifar10_npz) -
         assert abs(mad - published) <= 0.5, (s, mad)
 
 
-@pytest.mark.parametrize("shape", [(32, 32), (16, 16), (24, 40)])
-def test_glass_blur_copy_indices_equal_the_generator_loop(shape: tuple[int, int]) -> None:
+@pytest.mark.parametrize("shape, delta", [((32, 32), 1), ((16, 16), 1), ((24, 40), 1), ((16, 20), 2)])
+def test_glass_blur_copy_indices_equal_the_generator_loop(shape: tuple[int, int], delta: int) -> None:
     """Where each output pixel comes from, exactly: the generator's loop (its copy, on an index image) with the
-    package's draws; other sizes use the same loop with 32 replaced by the image's height and width."""
+    package's draws; other sizes use the same loop with 32 replaced by the image's height and width; delta = 2 (not
+    a CIFAR constant) exercises the sequential path, where a partner may already have been written in the pass."""
     from corruptions.blur import _glass_source_index
 
     n, (h, w) = 2, shape
     rng = RecordingRng(1)
-    src = _glass_source_index(n, h, w, 1, 2, rng, torch.device("cpu")).numpy()
+    src = _glass_source_index(n, h, w, delta, 2, rng, torch.device("cpu")).numpy()
     d = rng.log[0][1]
     for k in range(n):
         idx = np.arange(h * w).reshape(h, w)
         for it in range(2):
-            for i, r in enumerate(range(h - 1, 1, -1)):
-                for j, c in enumerate(range(w - 1, 1, -1)):
+            for i, r in enumerate(range(h - delta, delta, -1)):
+                for j, c in enumerate(range(w - delta, delta, -1)):
                     dx, dy = d[it, i, j, :, k]
                     idx[r, c] = idx[r + dy, c + dx]
         assert np.array_equal(src[k], idx.ravel())
