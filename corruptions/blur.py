@@ -101,9 +101,9 @@ def _glass_source_index(
     values are *views*; the first assignment overwrites ``x[h, w]`` and the second writes that new value back into
     ``x[h', w']``: the partner's pixel is **copied** into ``(r, c)`` and the partner keeps its own (see GLASS).
 
-    With delta = 1 every partner precedes ``(r, c)`` in the visiting order's reverse (flat index <= its own), so
-    no partner has been written earlier in the same pass: a pass is one gather from the pass's input, vectorised
-    over pixels and images. Larger deltas (not used by the CIFAR constants) run the copies in order.
+    With delta = 1 every partner's flat index is <= the pixel's own and a pass visits pixels in descending flat
+    order, so no partner has been written earlier in the same pass: a pass is one gather from the pass's input,
+    vectorised over pixels and images. Larger deltas (not used by the CIFAR constants) run the copies in order.
     """
     rows = torch.arange(h - delta, delta, -1, device=device)
     cols = torch.arange(w - delta, delta, -1, device=device)
