@@ -30,7 +30,6 @@ a device other than CUDA is refused, and so is a missing CUDA device.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
