@@ -338,3 +338,21 @@ def test_device_check_dry_run_runs_every_section(tmp_path: Path) -> None:
     import corruptions
 
     assert set(rec["fraction_within_1_level"]) == set(corruptions.list_corruptions())
+
+
+# ---------------------------------------------------------------------------------------------------- corruptions
+def test_corruption_benchmark_agreement_can_fail(cifar10_npz: Path) -> None:
+    """bench_corruptions' same-work check: the reference's outputs agree with ours; shifted outputs (deterministic:
+    pixels) or a doubled strength (random: mean change) do not."""
+    from benchmarks import cifar_c_reference as ref
+    from benchmarks.bench_corruptions import _agreement
+
+    x, _ = common.shared_cifar10(10)
+    imgs = torch.round(x * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for name in ("contrast", "gaussian_noise"):
+        draws = np.random.RandomState(0)
+        outs = [np.stack([ref.corrupt(name, im, s, draws) for im in imgs]) for s in range(1, 6)]
+        assert _agreement(name, x, outs)["agree"], name
+        clean = imgs.astype(np.int64)
+        wrong = [np.clip(clean + 2 * (o.astype(np.int64) - clean) + 3, 0, 255).astype(np.uint8) for o in outs]
+        assert not _agreement(name, x, wrong)["agree"], name
