@@ -102,8 +102,8 @@ def test_jpeg_bit_exact(images: np.ndarray) -> None:
     """Integer ISLOW DCT + libjpeg colour/chroma arithmetic: identical bytes to Pillow (libjpeg-turbo), including
     quality 50 on JPEG-decoded images, where coefficients sit exactly on rounding ties."""
     for s in range(1, 6):
-        ref = np.stack([ref_jpeg(im, s) for im in images])
-        assert np.array_equal(_ours("jpeg_compression", images, s), ref)
+        expect = np.stack([ref_jpeg(im, s) for im in images])
+        assert np.array_equal(_ours("jpeg_compression", images, s), expect)
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (24, 40), (17, 23)])
@@ -111,8 +111,8 @@ def test_jpeg_other_sizes_bit_exact(shape: tuple[int, int]) -> None:
     """Partial MCUs (odd sizes included) are padded the way libjpeg pads them, so other sizes are exact too."""
     rng = np.random.default_rng(1)
     imgs = rng.integers(0, 256, (3, *shape, 3)).astype(np.uint8)
-    ref = np.stack([ref_jpeg(im, 3) for im in imgs])
-    assert np.array_equal(_ours("jpeg_compression", imgs, 3), ref)
+    expect = np.stack([ref_jpeg(im, 3) for im in imgs])
+    assert np.array_equal(_ours("jpeg_compression", imgs, 3), expect)
 
 
 @pytest.mark.parametrize("quality", [1, 10, 95, 100])
@@ -128,9 +128,9 @@ def test_jpeg_codec_extreme_patterns_bit_exact(quality: int) -> None:
         im = im.astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(im).save(buf, "JPEG", quality=quality)
-        ref = np.asarray(Image.open(buf))
+        expect = np.asarray(Image.open(buf))
         ours = jpeg_roundtrip(torch.from_numpy(im).permute(2, 0, 1)[None].float(), quality)[0].permute(1, 2, 0)
-        assert np.array_equal(ours.numpy().astype(np.uint8), ref)
+        assert np.array_equal(ours.numpy().astype(np.uint8), expect)
 
 
 # ---------------------------------------------------------------- random corruptions, same draws
