@@ -319,6 +319,18 @@ def test_device_check_refuses_to_run_without_cuda(tmp_path: Path, monkeypatch: p
     assert not list(tmp_path.iterdir())
 
 
+def test_device_check_reports_sections_it_could_not_run(tmp_path: Path) -> None:
+    """A budget too small for any section: every section is reported as not run and the exit code says so."""
+    from benchmarks import device_check
+
+    code = device_check.main(["--dry-run", "--device", "cpu", "--out", str(tmp_path), "--budget-s", "5",
+                              "--threads", "1"])
+    summary = json.loads((tmp_path / "device_check_summary_dry_run.json").read_text())
+    assert code == 1 and summary["results_agree"] is False
+    assert {v["status"] for v in summary["sections"].values()} == {"not_run"}
+    assert set(summary["sections"]) == set(device_check.SECTIONS)
+
+
 @pytest.mark.slow
 def test_device_check_dry_run_runs_every_section(tmp_path: Path) -> None:
     """benchmarks/device_check.sh --dry-run --device cpu: every section runs and writes its records."""
