@@ -232,8 +232,8 @@ def markdown(suffix: str = "_reference", results_dir: Any = None) -> str:
     from benchmarks.common import load_results
 
     recs = {r["name"]: r for r in load_results(results_dir)}
-    lines = ["| attack | budget | mode | same_work | ours s | torchattacks s | ratio | agree | ours acc (eps /255: acc) | "
-             "torchattacks acc |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| attack | budget | images (clean acc) | mode | same_work | ours s | torchattacks s | ratio | agree | "
+             "ours acc (eps /255: acc) | torchattacks acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in ("fgsm", "pgd", "aa_apgd-ce", "aa_square"):
         for mode in ("independent", "early_exit"):
             r = recs.get(f"attacks_{name}_{mode}{suffix}")
@@ -244,7 +244,7 @@ def markdown(suffix: str = "_reference", results_dir: Any = None) -> str:
                       else "1 step")
             acc = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(r["eps_255"], r["ours_accuracy"]))
             base = ", ".join(f"{a:.3f}" for a in r["baseline_accuracy"])
-            lines.append(f"| {r['attack']} | {budget} | {mode} | {str(r.get('same_work')).lower()} | {r['ours_s']:.1f} "
+            lines.append(f"| {r['attack']} | {budget} | {r['n_images']} ({r['clean_accuracy']:.3f}) | {mode} | {str(r.get('same_work')).lower()} | {r['ours_s']:.1f} "
                          f"| {r['baseline_s']:.1f} | {r['ratio']:.2f}x | {'yes' if r['results_agree'] else 'NO'} | "
                          f"{acc} | {base} |")
     return "\n".join(lines)
