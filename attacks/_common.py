@@ -20,8 +20,10 @@ from torch import nn
 _MAX_EPS = 1.0
 
 
-def check_eps(eps: float | Sequence[float]) -> list[float]:
+def check_eps(eps: float | Sequence[float], norm: str = "Linf") -> list[float]:
     """Validate an epsilon or a grid of them (pixel units in [0, 1]) and return a list of floats.
+
+    ``norm="L2"``: a radius in the Euclidean norm over all pixels may exceed 1 (only finite and >= 0 is required).
 
     Raises:
         ValueError: empty grid, a non-finite or negative value, or a value above 1 (with a hint when it looks like
@@ -40,7 +42,7 @@ def check_eps(eps: float | Sequence[float]) -> list[float]:
             raise ValueError(f"epsilon {v!r} is not finite")
         if f < 0:
             raise ValueError(f"epsilon {f} is negative; epsilons are radii in [0, 1] pixel units")
-        if f > _MAX_EPS:
+        if f > _MAX_EPS and norm != "L2":
             hint = (
                 f" It looks like a /255 value: pass {f:g}/255 = {f / 255:.6g} instead"
                 if f <= 255

@@ -156,7 +156,7 @@ def evaluate(
     """
     spec = get_attack(attack)
     p = make_params(type(spec.defaults), spec.defaults, params)
-    eps_list = check_eps(eps)
+    eps_list = check_eps(eps, norm="L2" if spec.name.endswith("@L2") else "Linf")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -89,6 +89,9 @@ def run_benchmarks(names: list[str], quick: bool) -> tuple[list[dict[str, Any]],
             records = mod.run(quick=quick)
             if not isinstance(records, list):
                 raise TypeError(f"bench_{name}.run() must return a list of dicts, got {type(records).__name__}")
+            # a quick run never writes a full-size record, whatever the module did: the name gets ``_quick``
+            # (benchmarks/README.md quotes the full-size files; a smoke run must not overwrite them)
+            common.mark_quick(records, quick)
             for rec in records:
                 common.save_result(rec)
                 rows.append({"benchmark": name, **rec})

@@ -86,7 +86,86 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             timing="process CPU seconds (the machine is shared; wall times as details)",
             quick=quick,
         )
-    ]
+    ] + [r for r in [_ranking_record(quick), _analyze_record(quick)] if r is not None]
+
+
+def _ranking_record(quick: bool) -> dict[str, Any] | None:
+    """The whole ranking table of ``rbnas analyze`` on the release (every target x params/flops x 2 subsets):
+    ours (:func:`rank_features`, all pairs at once) vs the per-pair loop of :func:`correlation_ci` that the
+    ranking used before, Spearman with 1000 resamples only in the baseline (ours also computes Kendall and top-k:
+    the ratio understates the speed-up). ``results_agree``: every Spearman value and interval equal to 1e-9."""
+    root = SHARED_DATA / "jung2023"
+    if not (root / "meta.json").is_file():
+        return None
+    import pandas as pd
+
+    from robustbench_nas.analysis.jung2023 import read_release
+    from robustbench_nas.analysis.ranking import RankingConfig, rank_features, ranking_subsets
+    from robustbench_nas.analysis.stats import correlation_ci
+    from robustbench_nas.analysis.targets import features_table, targets_table
+
+    ds, _ = read_release(root, measures=["accuracy"])
+    T, F = targets_table(ds), features_table(ds)
+    if quick:
+        T = T[["clean", "pgd@Linf@1/255", "adv_mean"]].iloc[:2000]
+        F = F.iloc[:2000]
+    cfg = RankingConfig(n_boot=1000, clean_threshold=0.8)
+    with Timer() as t_ours:
+        R = rank_features(F, T, cfg)
+    rows = []
+    with Timer() as t_base:
+        for sname, mask in ranking_subsets(T, cfg.clean_threshold):
+            for t in T.columns:
+                for f in F.columns:
+                    c = correlation_ci(F[f].to_numpy()[mask], T[t].to_numpy()[mask], "spearman", n_resamples=1000,
+                                       seed=cfg.seed)  # fmt: skip
+                    rows.append({"feature": f, "target": t, "subset": sname, "b": c.value, "blo": c.low, "bhi": c.high})
+    m = R.merge(pd.DataFrame(rows), on=["feature", "target", "subset"])
+    agree = bool(len(m) == len(R) and np.allclose(m[["spearman", "spearman_lo", "spearman_hi"]].to_numpy(),
+                                                   m[["b", "blo", "bhi"]].to_numpy(), atol=1e-9, equal_nan=True))
+    return make_result("analysis_ranking_table", t_ours.cpu_seconds, t_base.cpu_seconds, agree, same_work=False,
+                       cells=len(T), targets=T.shape[1], features=F.shape[1], pairs=len(R), resamples=1000,
+                       wall_ours_s=t_ours.seconds, wall_baseline_s=t_base.seconds, quick=quick,
+                       note="ours also does Kendall + top-k; baseline Spearman only")  # fmt: skip
+
+
+def _analyze_record(quick: bool) -> dict[str, Any] | None:
+    """``rbnas analyze`` end to end on the 6466-cell release (every section, the command's defaults) vs the same
+    analysis with the budget it had before issue 17: random forests of 300 trees (not 100) and a Kendall bootstrap
+    on every pair (not Fisher z above 200 cells). ``same_work: false`` (smaller forests); ``results_agree``: the
+    ranking's Spearman values and intervals are identical (they do not depend on the budget)."""
+    root = SHARED_DATA / "jung2023"
+    if not (root / "meta.json").is_file():
+        return None
+    import tempfile
+
+    import pandas as pd
+
+    from robustbench_nas.analysis.jung2023 import read_release
+    from robustbench_nas.analysis.prediction import PredictionConfig
+    from robustbench_nas.analysis.ranking import RankingConfig
+    from robustbench_nas.analysis.report import AnalysisConfig, run_analysis
+
+    ds, _ = read_release(root, measures=["accuracy"])
+    secs = ("ranking", "architecture") if quick else ("ranking", "prediction", "architecture", "search")
+    targets = ["clean", "pgd@Linf@1/255", "adv_mean"] if quick else None
+    ours_cfg = AnalysisConfig(sections=secs, rank_targets=targets)
+    old_cfg = AnalysisConfig(sections=secs, rank_targets=targets,
+                             ranking=RankingConfig(kendall_boot_max_n=10**9),
+                             prediction=PredictionConfig(models=("rf",), repeats=2, max_test=2000))  # fmt: skip
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        with Timer() as t_ours:
+            s_ours = run_analysis(ds, a, ours_cfg)
+        with Timer() as t_base:
+            run_analysis(ds, b, old_cfg)
+        ra, rb = pd.read_csv(f"{a}/ranking.csv"), pd.read_csv(f"{b}/ranking.csv")
+        cols = ["spearman", "spearman_lo", "spearman_hi"]
+        agree = bool(ra[["feature", "target", "subset"]].equals(rb[["feature", "target", "subset"]])
+                     and np.allclose(ra[cols], rb[cols], atol=1e-12, equal_nan=True))  # fmt: skip
+    return make_result("analysis_analyze_jung2023", t_ours.cpu_seconds, t_base.cpu_seconds, agree, same_work=False,
+                       cells=int(s_ours["cells"]), sections=list(secs), seconds_by_section=s_ours["seconds"],
+                       wall_ours_s=t_ours.seconds, wall_baseline_s=t_base.seconds, quick=quick,
+                       note="analyze defaults vs the pre-issue-17 budget (300 trees, Kendall bootstrap everywhere)")
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 import platform
 import re
 import statistics
@@ -322,12 +323,15 @@ def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path
     The file is written to a temporary name first and renamed, so a failing benchmark never leaves a half-written
     record over the previous figures. Returns the path written.
     """
+    if result.get("quick") and not str(result.get("name", "")).endswith("_quick"):
+        # a quick record never takes a full-size record's file, whichever path saves it (runner or module main)
+        result = {**result, "name": f"{result['name']}_quick"}
     validate_result(result)
     out_dir = Path(results_dir) if results_dir is not None else RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result['name']}.json"
     text = json.dumps(result, default=json_default, indent=2, sort_keys=False, allow_nan=True)
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique per writer
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

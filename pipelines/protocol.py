@@ -147,12 +147,19 @@ class ProtocolConfig:
         self.measure_config()
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"protocol {self.name!r}: seeds must be non-empty and distinct, got {self.seeds}")
+        self.validate_names()
         for attack, eps in self.attacks.items():
-            bad = [e for e in eps if not 0 <= e <= 1]
+            if not eps:
+                raise ValueError(f"protocol {self.name!r}: attack {attack!r} has an empty eps grid")
+            l2 = attack.endswith("@L2")
+            # Linf radii live in [0, 1] (pixel range); an L2 radius is a Euclidean norm over all pixels and may
+            # exceed 1 (e.g. 0.5 ... 2 on CIFAR), so only Linf gets the "/255" hint
+            bad = [e for e in eps if not (e >= 0 and (l2 or e <= 1)) or e != e or e == float("inf")]
             if bad:
                 raise ValueError(
-                    f"protocol {self.name!r}: attack {attack!r} has eps {bad} outside [0, 1]; eps is in pixel units "
-                    "(8/255 = 0.0314), not /255"
+                    f"protocol {self.name!r}: attack {attack!r} has eps {bad} outside [0, 1]; Linf eps is in pixel "
+                    "units (8/255 = 0.0314), not /255" if not l2 else
+                    f"protocol {self.name!r}: attack {attack!r} has eps {bad}: an L2 radius must be finite and >= 0"
                 )
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown:
@@ -166,13 +173,66 @@ class ProtocolConfig:
         if self.retries < 0 or self.batch_size < 1:
             raise ValueError(f"protocol {self.name!r}: retries >= 0 and batch_size >= 1 required")
 
+    def validate_names(self) -> None:
+        """Every name a stage will look up exists: attacks (and their parameters), corruptions, proxies, measures,
+        the dataset, the training profile and its overrides. Checked when the protocol is built, so a typo fails
+        before a store is created or a job is submitted, not hours later in a stage."""
+        import attacks as attacks_pkg
+        from robustbench_nas.data import list_datasets
+        from robustbench_nas.measures import list_measures
+        from robustbench_nas.proxies import list_proxies
+
+        def check(kind: str, names: Sequence[str], known: Sequence[str]) -> None:
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ValueError(f"protocol {self.name!r}: unknown {kind} {bad}; known: {sorted(known)}")
+
+        known_attacks = list(attacks_pkg.list_attacks()) + list(attacks_pkg.list_aliases())
+        check("attack(s)", list(self.attacks), known_attacks)
+        check("attack(s) in attack_params", list(self.attack_params), list(self.attacks))
+        for a, params in self.attack_params.items():
+            fields = {f.name for f in dataclasses.fields(attacks_pkg.get_attack(a).defaults)}
+            check(f"parameter(s) of {a}", list(params), sorted(fields))
+        if self.corruptions:
+            from corruptions import list_corruptions
+
+            check("corruption(s)", self.corruptions, list(list_corruptions()))
+        bad_sev = [s for s in self.severities if not 1 <= s <= 5]
+        if bad_sev:
+            raise ValueError(f"protocol {self.name!r}: severities {bad_sev} outside 1..5")
+        check("proxy(ies)", self.proxies, list(list_proxies()))
+        check("measure(s)", self.measures, list(list_measures()))
+        check("dataset", [self.dataset], list(list_datasets()))
+        try:
+            self.profile()
+        except (KeyError, TypeError, ValueError) as e:
+            msg = str(e.args[0]) if e.args else str(e)
+            raise ValueError(f"protocol {self.name!r}: training profile {self.train_profile!r}: {msg}") from None
+
     def replace(self, **overrides: Any) -> "ProtocolConfig":
-        """A copy with some fields changed (unknown fields are an error naming them)."""
+        """A copy with some fields changed (unknown fields are an error naming them).
+
+        A training-profile field that is not a protocol field (``epochs=3``, ``lr=0.05``, or explicitly
+        ``profile.epochs=3``) goes into ``profile_overrides``; a name that is both (``batch_size``: the evaluation
+        batch here) stays a protocol field, and ``profile.batch_size`` reaches the profile's.
+        """
+        from robustbench_nas.training import TrainProfile
+
         known = {f.name for f in dataclasses.fields(self)}
+        prof_fields = {f.name for f in dataclasses.fields(TrainProfile)} - {"name"}
+        overrides = dict(overrides)
+        prof = dict(overrides.pop("profile_overrides", self.profile_overrides) or {})
+        for k in list(overrides):
+            key = k[len("profile."):] if k.startswith("profile.") else k
+            if (k.startswith("profile.") or k not in known) and key in prof_fields:
+                prof[key] = overrides.pop(k)
+        if "attacks" in overrides and "attack_params" not in overrides:  # parameters of attacks no longer run go
+            overrides["attack_params"] = {a: p for a, p in self.attack_params.items() if a in overrides["attacks"]}
         unknown = set(overrides) - known
         if unknown:
-            raise ValueError(f"unknown protocol fields {sorted(unknown)}; known: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)
+            raise ValueError(f"unknown protocol fields {sorted(unknown)}; known: {sorted(known)} and the training "
+                             f"profile's {sorted(prof_fields)}")  # fmt: skip
+        return dataclasses.replace(self, **overrides, profile_overrides=prof)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (inverse: :meth:`from_dict`)."""
@@ -365,6 +425,24 @@ def _jung2023() -> ProtocolConfig:
         measure_images=256,
         batch_size=256,
         description="Jung et al. 2023 (all 6466 NB201 cells, CIFAR-10, FGSM/PGD/APGD-CE/Square grid, CIFAR-10-C)",
+    )
+
+
+@register_protocol("robbench2024")
+def _robbench2024() -> ProtocolConfig:
+    """NAS-RobBench-201 (Wu et al., ICLR 2024): all 6466 cells adversarially trained (``pgd-at``: PGD eps 8/255,
+    7 steps, 50 epochs, OneCycle), evaluated with FGSM and PGD-20 at 3/255 and 8/255 and AutoAttack at 8/255."""
+    grid, params = _attack_grid("robbench2024")
+    return ProtocolConfig(
+        name="robbench2024",
+        dataset="cifar10",
+        train_profile="pgd-at",
+        archs="all",
+        seeds=(0,),
+        attacks=grid,
+        attack_params=params,
+        batch_size=256,
+        description="NAS-RobBench-201 (Wu et al. 2024): PGD adversarial training, FGSM / PGD-20 / AutoAttack",
     )
 
 

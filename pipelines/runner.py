@@ -248,6 +248,59 @@ def _has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
+#: Where a local cluster's dashboard listens by default: loopback, a free port (several runs may share a node).
+DEFAULT_DASHBOARD = "127.0.0.1:0"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def check_dashboard_address(address: str | None, warn: bool = False) -> str | None:
+    """Validate a ``--dashboard-address`` (``HOST:PORT``, ``:PORT`` means loopback here); ``None``: no dashboard.
+
+    Returns the address to bind. A host that is not loopback is allowed (e.g. ``0.0.0.0:8787`` behind a
+    firewall) with a warning: the dashboard has no password, and everyone who can reach it sees the run.
+    """
+    if address is None:
+        return None
+    text = str(address).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--dashboard-address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8787, or :0 for any port)")
+    if host == "":
+        host = "127.0.0.1"  # distributed would bind ':PORT' to every interface; here it means loopback
+    if warn and host not in _LOOPBACK:
+        log.warning("the Dask dashboard will listen on %s, reachable from other machines; it has no password "
+                    "(use an SSH tunnel to 127.0.0.1 instead)", host)
+    return f"{host}:{int(port)}"
+
+
+def dashboard_link(scheduler: Any) -> str | None:
+    """``http://HOST:PORT/status`` of the socket the in-process ``scheduler``'s dashboard is really bound to."""
+    server = getattr(scheduler, "http_server", None)
+    services = getattr(scheduler, "services", {}) or {}
+    if server is None or "dashboard" not in services or not _has_bokeh():
+        return None
+    host, port = getattr(server, "address", None), getattr(server, "port", None)
+    if port is None:
+        return None
+    if host in (None, "", "0.0.0.0", "::"):
+        import socket
+
+        host = socket.gethostname()  # bound to every interface: the machine's name is what others would use
+    if ":" in str(host):
+        host = f"[{host}]"
+    return f"http://{host}:{port}/status"
+
+
+def make_security() -> Any:
+    """Per-run TLS credentials (self-signed CA/cert/key, in memory; ``distributed.Security.temporary``)."""
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError as e:  # pragma: no cover - cryptography is a dependency
+        raise RuntimeError(f"TLS needs the 'cryptography' package ({e}); install it or pass --insecure") from None
+
+
 @contextlib.contextmanager
 def make_client(
     cluster: str = "local",
@@ -256,22 +309,45 @@ def make_client(
     n_workers: int | None = None,
     slurm_config: str | None = None,
     jobs: int = 1,
+    dashboard_address: str | None = DEFAULT_DASHBOARD,
+    insecure: bool = False,
+    credentials_dir: str | os.PathLike | None = None,
 ) -> Iterator[Any]:
     """A ``distributed.Client``: on a scheduler address, a SLURM cluster, or a local cluster of processes.
 
     The local cluster uses spawned processes with one thread each (``OMP_NUM_THREADS=1``; torch threads are set
     per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker.
+
+    What is exposed: a local cluster's scheduler, workers, nannies and dashboard listen on 127.0.0.1 only, and
+    scheduler and workers talk TLS with credentials made for this run (held in memory, handed to the spawned
+    workers through their start-up pipe), so other users of a shared login node cannot submit work to them
+    either. On SLURM (:func:`pipelines.slurm.make_slurm_cluster`) the scheduler must be reachable from the
+    compute nodes; it then requires TLS with per-run certificates written owner-only under ``credentials_dir``.
+    ``insecure=True`` turns TLS off (plain TCP; a warning says so).
+
+    Arguments:
+        dashboard_address: ``HOST:PORT`` of the Dask dashboard (:func:`check_dashboard_address`); ``None``: none.
+        insecure: no TLS.
+        credentials_dir: shared folder under which the SLURM run's credentials folder is made (default: the
+            SLURM config's ``credentials-directory``, else ``~/.rbnas/credentials``).
     """
     from distributed import Client, LocalCluster
 
+    dash = check_dashboard_address(dashboard_address, warn=True)
     if scheduler:
         with Client(scheduler) as client:
             yield client
         return
+    if insecure:
+        log.warning("--insecure: scheduler and workers talk plain TCP without authentication; anyone who can reach "
+                    "the scheduler's port can run code as you on the workers")
     if cluster == "slurm":
         from .slurm import make_slurm_cluster
 
-        with make_slurm_cluster(slurm_config, jobs) as sc, Client(sc) as client:
+        with make_slurm_cluster(slurm_config, jobs, dashboard_address=dash, insecure=insecure,
+                                credentials_dir=credentials_dir) as sc, \
+                Client(sc, security=sc.security) as client:
+            client.rbnas_dashboard = dashboard_link(sc.scheduler) if dash else None
             yield client
         return
     if cluster != "local":
@@ -281,16 +357,24 @@ def make_client(
 
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     n = n_workers or (n_gpu or max(1, (os.cpu_count() or 2) // 2))
+    security = None if insecure else make_security()
     # spawn (not fork): a forked worker would inherit the client's torch / CUDA state
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":0",  # a free port: several clusters may share a machine
+        host="127.0.0.1",  # scheduler, workers and nannies: loopback only
+        protocol="tcp://" if insecure else "tls://",
+        security=security,
+        dashboard_address=dash,
+        worker_dashboard_address=None,
+        # without a dashboard the scheduler still serves /health: keep that on loopback too
+        scheduler_kwargs=None if dash else {"dashboard": False, "dashboard_address": DEFAULT_DASHBOARD},
         resources={"GPU": 1} if n_gpu else None,
         env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
         silence_logs=logging.ERROR,
-    ) as lc, Client(lc) as client:
+    ) as lc, Client(lc, security=security) as client:
+        client.rbnas_dashboard = dashboard_link(lc.scheduler) if dash else None
         yield client
 
 
@@ -370,6 +454,9 @@ def run_pipeline(
     threads: int = 1,
     progress: bool = True,
     reuse: str | os.PathLike | None = None,
+    dashboard_address: str | None = DEFAULT_DASHBOARD,
+    insecure: bool = False,
+    credentials_dir: str | os.PathLike | None = None,
 ) -> RunReport:
     """Create or resume the store and run every unfinished stage of every cell (of this shard).
 
@@ -380,7 +467,8 @@ def run_pipeline(
         force_stages: stages recomputed on purpose (reset to pending first, for this shard's cells).
         shard: ``(i, n)``: run only the cells of shard i of n (see :func:`~pipelines.protocol.shard_cells`).
         client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
-        cluster, scheduler, n_workers, slurm_config, jobs: how to make the client (:func:`make_client`).
+        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir: how to
+            make the client (:func:`make_client`).
         device: torch device on the workers; threads: torch threads per task.
         progress: show a progress bar.
         reuse: another store whose finished results are copied where the protocols agree (see
@@ -392,6 +480,7 @@ def run_pipeline(
         {'done': 8, 'failed': 0, 'pending': 0}
     """
     t0 = time.perf_counter()
+    check_dashboard_address(dashboard_address)  # a bad address fails before the store is made
     store, protocol = prepare_store(store_path, protocol)
     available = [s for s in protocol.stages if s in list_stages()]
     wanted = list(stages) if stages else list(available)
@@ -414,17 +503,32 @@ def run_pipeline(
         return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
                          **report_kwargs)
     ctx = contextlib.nullcontext(client) if client is not None else make_client(
-        cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs)
+        cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
+        dashboard_address=dashboard_address, insecure=insecure,
+        credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
     with ctx as cl:
-        dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
+        if hasattr(cl, "rbnas_dashboard"):  # made here: the address the dashboard is really bound to
+            dashboard = cl.rbnas_dashboard
+        else:
+            dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
         if dashboard and progress:
             log.warning("Dask dashboard: %s", dashboard)
         log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units), len(cells), protocol.name,
                  protocol.fingerprint())
         futures = _submit(cl, store, protocol, units, device, threads)
+        _wait_for_slurm_workers(cl)
         _collect(cl, store, futures, counts, progress)
     return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
                      dashboard=dashboard, **report_kwargs)
+
+
+def _wait_for_slurm_workers(client: Any) -> None:
+    """On a SLURM cluster made here: block until a worker joined, or raise why none will (see slurm.py)."""
+    cluster = getattr(client, "cluster", None)
+    if getattr(cluster, "rbnas_config", None) is not None:
+        from .slurm import wait_for_first_worker
+
+        wait_for_first_worker(cluster)
 
 
 def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units: list[tuple[int, int, str]],
@@ -523,6 +627,7 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 
 __all__ = [
-    "STAGE_FIELDS", "RunReport", "execute_unit", "headline", "reuse_results", "make_client", "plan_units", "prepare_store", "run_pipeline",
+    "DEFAULT_DASHBOARD", "STAGE_FIELDS", "RunReport", "check_dashboard_address", "dashboard_link", "execute_unit",
+    "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results", "run_pipeline",
     "saved_protocol", "summary_rows",
 ]

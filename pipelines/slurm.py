@@ -96,8 +96,13 @@ class SlurmConfig:
         job_script_prologue: shell lines run before the worker starts (``module load``, ``source venv``...).
         job_extra_directives: more ``#SBATCH`` options, e.g. ``["--constraint=a100", "--exclusive"]``.
         worker_extra_args: more ``dask worker`` options.
-        scheduler_options: options of the Dask scheduler that runs in the client process
-            (e.g. ``{"dashboard_address": ":8787"}``).
+        scheduler_options: options of the Dask scheduler that runs in the client process. Its dashboard is set
+            by ``rbnas run --dashboard-address`` (loopback by default), not here.
+        start_timeout: seconds ``rbnas run`` waits for the first worker to connect before it ends the run with
+            the jobs' state and reason (a refused submission or a job dying at start ends it at once); ``None``:
+            wait as long as the queue takes (busy sites), still ending at once on refused or dying jobs.
+        credentials_directory: shared folder (seen by every node) under which each run makes its owner-only
+            folder of TLS credentials; ``None``: the folder of the store.
 
     Example:
         >>> cfg = load_slurm_config(None, partition="gpu", gpus=2, walltime="02:00:00")
@@ -132,6 +137,8 @@ class SlurmConfig:
     job_extra_directives: list[str] = field(default_factory=list)
     worker_extra_args: list[str] = field(default_factory=list)
     scheduler_options: dict[str, Any] = field(default_factory=dict)
+    start_timeout: float | None = 600.0
+    credentials_directory: str | None = None
 
     def __post_init__(self) -> None:
         # "off" (or false) disables retirement also from keyword overrides, where None means "not given".
@@ -211,6 +218,10 @@ class SlurmConfig:
             raise ValueError(f"slurm config: minimum_jobs must be an integer >= 0, got {self.minimum_jobs!r}")
         if not isinstance(self.allowed_failures, int) or self.allowed_failures < 0:
             raise ValueError(f"slurm config: allowed_failures must be an integer >= 0, got {self.allowed_failures!r}")
+        if self.start_timeout is not None and (not isinstance(self.start_timeout, (int, float))
+                                               or isinstance(self.start_timeout, bool) or self.start_timeout <= 0):
+            raise ValueError("slurm config: start_timeout must be a positive number of seconds (or null: wait as long "
+                             f"as the queue takes), got {self.start_timeout!r}")
         if self.respawn_grace_s < 0:
             raise ValueError(f"slurm config: respawn_grace_s must be >= 0, got {self.respawn_grace_s!r}")
         if not isinstance(self.resources, Mapping) or not all(
@@ -386,7 +397,9 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
         worker_command=WORKER_COMMAND,
         worker_extra_args=worker_args,
         job_extra_directives=directives,
-        job_script_prologue=[*cfg.job_script_prologue, _pythonpath_line()],
+        # one thread per BLAS/OpenMP pool in every worker: tasks set their torch threads themselves
+        job_script_prologue=[*cfg.job_script_prologue, _pythonpath_line(),
+                             "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"],
         death_timeout=cfg.death_timeout,
         scheduler_options=dict(cfg.scheduler_options),
     )
@@ -405,20 +418,8 @@ def slurm_job_script(config: str | os.PathLike | None = None, **overrides: Any) 
     Example:
         >>> print(slurm_job_script("slurm/jobqueue.yaml", account="proj"))  # doctest: +SKIP
     """
-    import tempfile
-
-    from dask_jobqueue.slurm import SLURMJob
-
-    kwargs = slurm_cluster_kwargs(load_slurm_config(config, **overrides))
-    kwargs.pop("scheduler_options")
-    log_dir = kwargs.pop("log_directory", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        # SLURMJob creates its log directory; a dry run must not, so it gets a throw-away one, renamed after.
-        if log_dir is not None:
-            kwargs["log_directory"] = tmp
-        job = SLURMJob(scheduler="tcp://SCHEDULER:8786", name=f"{kwargs['job_name']}-0", **kwargs)
-        script = job.job_script()
-        return script.replace(tmp, str(log_dir)) if log_dir is not None else script
+    # SLURMJob creates its log directory; a dry run must not, so it gets a throw-away one, renamed after.
+    return slurm_job_script_for(load_slurm_config(config, **overrides))
 
 
 def _pythonpath_line() -> str:
@@ -536,7 +537,12 @@ class _WorkerArrivals(SchedulerPlugin):
             self.respawner.worker_arrived(str(ws.name))
 
 
-def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, **overrides: Any) -> Any:
+_FROM_CONFIG: Any = object()
+
+
+def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, *, dashboard_address: Any = _FROM_CONFIG,
+                       insecure: bool = False, credentials_dir: str | os.PathLike | None = None,
+                       **overrides: Any) -> Any:
     """Start a ``dask_jobqueue.SLURMCluster`` of GPU worker jobs for ``rbnas run --cluster slurm``.
 
     The scheduler runs in the calling process; ``jobs`` jobs are submitted with ``sbatch`` (or, with
@@ -544,30 +550,48 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, **overrides:
     per GPU, pinned with ``CUDA_VISIBLE_DEVICES`` and offering ``resources={"GPU": 1}``. Workers retire before the
     walltime and lost jobs are replaced (see :class:`JobRespawner`).
 
+    Security: the scheduler must listen where compute nodes reach it, so by default it speaks TLS only, with a
+    certificate and key made for this run (:func:`write_credentials`: files readable by the owner only, in a
+    0700 folder on the shared file system, removed when the cluster closes). The worker jobs get the *paths* on
+    their command line (``--tls-ca-file`` ...), never the key itself, so ``squeue``/``ps`` show no secret; a
+    client or worker without the key is refused by the TLS handshake. ``insecure=True``: plain TCP.
+
+    Before any job is queued, the job script is checked with ``sbatch --test-only``: a job SLURM must refuse
+    (a GPU request on a CPU-only partition, an unknown partition or account) fails here, with sbatch's message
+    and a hint (:class:`SlurmStartError`). See :func:`wait_for_first_worker` for jobs that fail later.
+
     Arguments:
         config: YAML file with the :class:`SlurmConfig` keys (``slurm/jobqueue.yaml`` is the template), or
             ``None`` for the defaults.
         jobs: number of SLURM jobs (the maximum when adaptive); the cluster has ``jobs * workers_per_job``
             workers when full.
+        dashboard_address: ``HOST:PORT`` of the scheduler's dashboard, ``None`` for none; default: the config's
+            ``scheduler-options: dashboard_address`` (``:PORT`` meaning loopback), else ``127.0.0.1:0``.
+        insecure: no TLS.
+        credentials_dir: shared folder for the credentials folder (default: ``credentials-directory`` of the
+            config, else ``~/.rbnas/credentials``).
         **overrides: :class:`SlurmConfig` fields that win over the file (``None`` values are ignored).
 
     Returns:
-        The running ``SLURMCluster``; use it as ``Client(cluster)`` and close it (or use ``with``) when done, which
-        cancels its jobs. ``cluster.rbnas_config`` holds the :class:`SlurmConfig` used and
-        ``cluster.rbnas_respawner`` the :class:`JobRespawner` (``None`` when ``respawn`` is off).
+        The running ``SLURMCluster``; use it as ``Client(cluster, security=cluster.security)`` and close it (or use
+        ``with``) when done, which cancels its jobs. ``cluster.rbnas_config`` holds the :class:`SlurmConfig` used,
+        ``cluster.rbnas_respawner`` the :class:`JobRespawner` (``None`` when ``respawn`` is off) and
+        ``cluster.rbnas_submit_errors`` the messages of refused submissions.
 
     Raises:
         ValueError: ``jobs < 1`` or an invalid configuration (the message names the key).
         FileNotFoundError: the config file does not exist.
-        RuntimeError: ``sbatch`` is not on ``PATH``.
+        RuntimeError: ``sbatch`` is not on ``PATH``; :class:`SlurmStartError`: SLURM refuses the job.
 
     Example:
         >>> from dask.distributed import Client
         >>> with make_slurm_cluster("slurm/jobqueue.yaml", jobs=4, partition="gpu") as cluster:  # doctest: +SKIP
-        ...     client = Client(cluster)
+        ...     client = Client(cluster, security=cluster.security)
         ...     client.submit(work, resources={"GPU": 1}).result()
     """
     import shutil
+
+    from pipelines.runner import DEFAULT_DASHBOARD, check_dashboard_address
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
@@ -576,9 +600,49 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, **overrides:
         raise ValueError(f"minimum_jobs ({cfg.minimum_jobs}) is larger than jobs ({jobs})")
     if shutil.which("sbatch") is None:
         raise RuntimeError("sbatch not found on PATH: --cluster slurm must run on a SLURM login or compute node")
+    if dashboard_address is _FROM_CONFIG:
+        dashboard_address = cfg.scheduler_options.get("dashboard_address", DEFAULT_DASHBOARD)
+    dash = check_dashboard_address(dashboard_address)
+    check_submission(cfg)  # fail before a scheduler starts or a job is queued
     from dask_jobqueue import SLURMCluster
 
-    cluster = SLURMCluster(**slurm_cluster_kwargs(cfg))
+    kwargs = slurm_cluster_kwargs(cfg)
+    # the dashboard (and, without one, the scheduler's /health page) on loopback unless asked otherwise
+    kwargs["scheduler_options"] = {**kwargs["scheduler_options"], "dashboard_address": dash or DEFAULT_DASHBOARD,
+                                   "dashboard": dash is not None}
+    folder: Path | None = None
+    if not insecure:
+        base = credentials_dir if cfg.credentials_directory is None else cfg.credentials_directory
+        security, folder = write_credentials(base if base is not None else Path.home() / ".rbnas" / "credentials")
+        kwargs.update(security=security, protocol="tls://")
+    errors: list[str] = []
+    try:
+        cluster = SLURMCluster(job_cls=_tracked_job_class(errors), **kwargs)
+    except BaseException:
+        if folder is not None:
+            remove_credentials(folder)
+        raise
+    cluster.rbnas_credentials = folder
+    cluster.rbnas_submit_errors = errors
+    if folder is not None:
+        weakref.finalize(cluster, remove_credentials, folder)  # also when the run dies with an exception
+    _close = cluster.close
+
+    def close(*args: Any, **kw: Any) -> Any:
+        from distributed.core import Status
+
+        try:
+            # jobs sbatch refused never started: SpecCluster's close would trip over them (and hide the reason)
+            for name, job in list(cluster.workers.items()):
+                if getattr(job, "status", None) == Status.created and not getattr(job, "job_id", None):
+                    cluster.workers.pop(name, None)
+                    cluster.worker_spec.pop(name, None)
+            return _close(*args, **kw)
+        finally:
+            if folder is not None:
+                remove_credentials(folder)
+
+    cluster.close = close
     try:
         cluster.scheduler.allowed_failures = cfg.allowed_failures  # the scheduler runs in this process
         logger.info("SLURM worker job script:\n%s", cluster.job_script())
@@ -595,6 +659,266 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, **overrides:
         cluster.close()
         raise
     return cluster
+
+
+# ---- per-run TLS credentials ---------------------------------------------------------------------------------------
+_CREDENTIALS_PREFIX = ".rbnas-credentials-"
+
+
+def write_credentials(base_dir: str | os.PathLike) -> tuple[Any, Path]:
+    """Make TLS credentials for one run and write them where the worker jobs can read them.
+
+    A fresh self-signed certificate and RSA key (``distributed.Security.temporary``) are written as ``ca.pem``,
+    ``cert.pem`` and ``key.pem`` into a new folder ``<base_dir>/.rbnas-credentials-XXXX`` made with mode 0700
+    (``tempfile.mkdtemp``); each file is created with mode 0600 (``O_EXCL``: never through an existing file or
+    link). Only the owner (and root) can read the key; ``base_dir`` must be on the file system the compute nodes
+    share.
+
+    Returns:
+        ``(security, folder)``: a ``distributed.Security`` that requires TLS and names the three files for every
+        role (scheduler, worker, client), and the folder (remove it with :func:`remove_credentials`).
+    """
+    import tempfile
+
+    from distributed.security import Security
+
+    base = Path(base_dir).expanduser()
+    base.mkdir(parents=True, exist_ok=True)
+    mem = Security.temporary()
+    folder = Path(tempfile.mkdtemp(prefix=_CREDENTIALS_PREFIX, dir=base))  # mode 0700, a name no one else has
+    files = {"ca.pem": mem.tls_ca_file, "cert.pem": mem.tls_worker_cert, "key.pem": mem.tls_worker_key}
+    try:
+        for name, text in files.items():
+            fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+    except BaseException:
+        remove_credentials(folder)
+        raise
+    ca, cert, key = (str(folder / n) for n in ("ca.pem", "cert.pem", "key.pem"))
+    security = Security(require_encryption=True, tls_ca_file=ca,
+                        tls_scheduler_cert=cert, tls_scheduler_key=key,
+                        tls_worker_cert=cert, tls_worker_key=key,
+                        tls_client_cert=cert, tls_client_key=key)
+    return security, folder
+
+
+def remove_credentials(folder: str | os.PathLike) -> None:
+    """Delete a folder made by :func:`write_credentials` (and nothing else: the name and contents are checked)."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir() or not folder.name.startswith(_CREDENTIALS_PREFIX):
+        return
+    if any(p.name not in ("ca.pem", "cert.pem", "key.pem") for p in folder.iterdir()):
+        logger.warning("not removing %s: it holds files that rbnas did not write", folder)
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---- failing fast -------------------------------------------------------------------------------------------------
+class SlurmStartError(RuntimeError):
+    """SLURM will not run the worker jobs: the message has SLURM's reason and a hint."""
+
+
+#: (pattern in SLURM's message, hint). The first match is shown.
+_HINTS: tuple[tuple[str, str], ...] = (
+    (r"gres|generic resource",
+     "the partition has no such GPUs: on a CPU-only site set `gpus: 0` in the SLURM config (--slurm-config); "
+     "otherwise pick a GPU `partition` / `gres-type` (`sinfo -o '%P %G'` lists them)"),
+    (r"account|association", "check `account` in the SLURM config (`sacctmgr show assoc user=$USER`)"),
+    (r"qos", "check `qos` in the SLURM config (`sacctmgr show qos`)"),
+    (r"partition", "check `partition` in the SLURM config (`sinfo -s` lists the partitions)"),
+    (r"time limit|timelimit", "lower `walltime` to the partition's limit (`sinfo -o '%P %l'`)"),
+    (r"node configuration|memory|cpus|mem", "ask for less per job (`memory`, `cores`, `gpus`, `gres-type`) than one "
+     "node of the partition has (`sinfo -o '%P %c %m %G'`); on a CPU-only site set `gpus: 0`"),
+    (r"no module named|modulenotfounderror|importerror",
+     "the job cannot import robustbench-nas: add the line that activates its environment to "
+     "`job-script-prologue` (or set `python`)"),
+    (r"command not found|no such file", "a command or file of the job script is missing on the compute node: "
+     "check `python` and `job-script-prologue`"),
+)
+
+
+def slurm_hint(message: str) -> str:
+    """A hint for a SLURM/job error message (``""`` when none applies)."""
+    low = message.lower()
+    for pattern, hint in _HINTS:
+        if re.search(pattern, low):
+            return hint
+    return ""
+
+
+def _with_hint(text: str, message: str) -> str:
+    hint = slurm_hint(message)
+    return f"{text}. Hint: {hint}" if hint else text
+
+
+def _sbatch_message(text: str) -> str:
+    """The useful part of sbatch's output (dask-jobqueue wraps it in its own 'Command exited ...' text)."""
+    if "stderr:" in text:
+        text = text.split("stderr:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return "; ".join(errors or lines) or "(sbatch gave no message)"
+
+
+def check_submission(cfg: SlurmConfig, timeout: float = 60.0) -> None:
+    """``sbatch --test-only`` the worker job script of ``cfg``: raise :class:`SlurmStartError` if SLURM refuses it.
+
+    Nothing is queued (``--test-only`` only validates the request and estimates a start time). Without ``sbatch``
+    on ``PATH`` this is a no-op (:func:`make_slurm_cluster` then says so).
+    """
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        return
+    script = slurm_job_script_for(cfg)
+    try:
+        proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        logger.warning("sbatch --test-only did not answer within %.0f s; submitting anyway", timeout)
+        return
+    except OSError as e:
+        raise SlurmStartError(f"cannot run sbatch: {e}") from None
+    if proc.returncode != 0:
+        msg = _sbatch_message(proc.stderr + "\n" + proc.stdout)
+        raise SlurmStartError(_with_hint(f"SLURM refuses the worker job: {msg}", msg))
+
+
+def slurm_job_script_for(cfg: SlurmConfig) -> str:
+    """The job script of ``cfg`` (an example scheduler address), as :func:`slurm_job_script` writes it."""
+    import tempfile
+
+    from dask_jobqueue.slurm import SLURMJob
+
+    kwargs = slurm_cluster_kwargs(cfg)
+    kwargs.pop("scheduler_options")
+    log_dir = kwargs.pop("log_directory", None)
+    with tempfile.TemporaryDirectory() as tmp:
+        if log_dir is not None:
+            kwargs["log_directory"] = tmp
+        script = SLURMJob(scheduler="tcp://SCHEDULER:8786", name=f"{kwargs['job_name']}-0", **kwargs).job_script()
+    return script.replace(tmp, str(log_dir)) if log_dir is not None else script
+
+
+def _tracked_job_class(errors: list[str]) -> type:
+    """A ``SLURMJob`` that records why ``sbatch`` refused it (dask-jobqueue only logs that, and the run hangs)."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    class TrackedSLURMJob(SLURMJob):
+        async def start(self) -> None:
+            try:
+                await super().start()
+            except Exception as e:
+                from distributed.core import Status
+
+                errors.append(_sbatch_message(str(e)))
+                self.status = Status.failed  # so that closing the cluster does not trip over it
+                raise
+
+        async def close(self) -> None:
+            from distributed.core import Status
+
+            await super().close()  # scancel
+            self.status = Status.closed  # dask-jobqueue leaves it 'running' (close asserts on a job whose worker
+            #                              never connected, hiding the reason the run ends)
+
+    return TrackedSLURMJob
+
+
+def _squeue(job_ids: Sequence[str]) -> dict[str, tuple[str, str]] | None:
+    """``{job id: (state, reason)}`` of the jobs still known to ``squeue`` (``None``: squeue did not answer)."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return None
+    states = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1], parts[2])
+    return states
+
+
+def _job_end(job_id: str, log_directory: str | None, job_name: str) -> tuple[str, str]:
+    """(``JobState ExitCode Reason``, last lines of the job's stderr) of an ended job, as far as SLURM still knows."""
+    state, err_path = "ended", None
+    try:
+        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                             timeout=30).stdout
+        fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+        if fields:
+            state = " ".join(f"{k}={fields[k]}" for k in ("JobState", "ExitCode", "Reason") if k in fields)
+            err_path = fields.get("StdErr")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    candidates = [err_path] if err_path else []
+    if log_directory:
+        candidates.append(str(Path(log_directory) / f"{job_name}-{job_id}.err"))
+    candidates.append(f"slurm-{job_id}.out")
+    for c in candidates:
+        try:
+            lines = [ln for ln in Path(c).read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            continue
+        return state, f"{c}: " + " | ".join(lines[-4:])
+    return state, ""
+
+
+_CONFIG_TIMEOUT: Any = object()
+
+
+def wait_for_first_worker(cluster: Any, timeout: float | None = _CONFIG_TIMEOUT, poll_s: float = 2.0) -> None:
+    """Block until a worker of ``cluster`` connected; raise :class:`SlurmStartError` as soon as none can.
+
+    Ends the wait (with SLURM's message and a hint) when a submission is refused, when a worker job ends before
+    any worker connected (its state, exit code and the end of its stderr are quoted), or after ``timeout``
+    seconds (default: the config's ``start_timeout``; ``None``: no limit), with the state and reason of the
+    queued jobs.
+    """
+    cfg: SlurmConfig = cluster.rbnas_config
+    timeout = cfg.start_timeout if timeout is _CONFIG_TIMEOUT else timeout
+    t0 = time.monotonic()
+    seen: set[str] = set()
+    states: dict[str, tuple[str, str]] | None = {}
+    while True:
+        if cluster.scheduler_info.get("workers"):
+            return
+        errors = list(getattr(cluster, "rbnas_submit_errors", []))
+        if errors:
+            raise SlurmStartError(_with_hint(f"SLURM refused the worker job: {errors[0]}", errors[0]))
+        ids = [str(j.job_id) for j in list(cluster.workers.values()) if getattr(j, "job_id", None)]
+        states = _squeue(ids)
+        if states is not None:
+            for job_id in ids:
+                if job_id in states:
+                    seen.add(job_id)
+                elif job_id in seen or time.monotonic() - t0 > 10:
+                    # left the queue without a worker ever connecting: it died at start
+                    if cluster.scheduler_info.get("workers"):
+                        return
+                    state, err = _job_end(job_id, cfg.log_directory, cfg.job_name)
+                    text = f"SLURM worker job {job_id} ended before its Dask worker connected ({state})"
+                    if err:
+                        text += f"; its log {err}"
+                    raise SlurmStartError(_with_hint(text, f"{state} {err}"))
+        if timeout is not None and time.monotonic() - t0 > timeout:
+            queued = ", ".join(f"{j} {st} ({why})" for j, (st, why) in (states or {}).items()) or "none in squeue"
+            text = (f"no Dask worker connected within {timeout:.0f} s (start-timeout in the SLURM config); "
+                    f"worker jobs: {queued}")
+            reasons = " ".join(why for _, why in (states or {}).values())
+            hint = slurm_hint(reasons) or ("jobs still pending: raise `start-timeout` (null: no limit) if the queue "
+                                           "is slow; jobs running: check that compute nodes reach this host "
+                                           "(`interface`) and the jobs' .err files")
+            raise SlurmStartError(f"{text}. Hint: {hint}")
+        time.sleep(poll_s)
 
 
 async def _start_on_loop(respawner: JobRespawner) -> None:

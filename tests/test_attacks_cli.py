@@ -26,7 +26,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run(*args: str) -> tuple[int, str]:
     res = CliRunner().invoke(cli, ["attack", *args], catch_exceptions=False)
-    return res.exit_code, res.output
+    # progress bars go to stderr (also with --json): a successful run's stdout is the result alone
+    return res.exit_code, res.stdout if res.exit_code == 0 else res.output
 
 
 def test_attack_json(ckpt: Path, tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def test_runner_discovers_runs_and_reports_failures(tmp_path: Path, monkeypatch:
     out = capsys.readouterr().out
     assert code == 1  # one benchmark failed: CI must notice
     assert "fake_ok" in out and "4.00x" in out and "FAILED" in out and "broken on purpose" in out
-    assert json.loads((pkg / "fake_ok.json").read_text())["note"] == "q"
+    assert json.loads((pkg / "fake_ok_quick.json").read_text())["note"] == "q"  # quick runs write *_quick only
     with pytest.raises(SystemExit):
         runner.main(["no_such_bench"])
 

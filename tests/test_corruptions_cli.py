@@ -29,7 +29,7 @@ def checkpoint(tmp_path_factory):
 def test_list_json() -> None:
     res = CliRunner().invoke(cli, ["corrupt", "list", "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+    rows = json.loads(res.stdout)
     assert len(rows) == 19 and sum(r["benchmark"] for r in rows) == 15
     assert {r["name"]: r["random"] for r in rows}["contrast"] is False
 
@@ -72,14 +72,14 @@ def test_make_then_eval_from_files_equals_generated(tmp_path, checkpoint) -> Non
     files = runner.invoke(cli, ["corrupt", "eval", str(checkpoint), "--source", str(tmp_path / "c"), *common])
     assert gen.exit_code == 0, gen.output
     assert files.exit_code == 0, files.output
-    g, f = json.loads(gen.output), json.loads(files.output)
+    g, f = json.loads(gen.stdout), json.loads(files.stdout)
     assert [r["accuracy"] for r in g["results"]] == [r["accuracy"] for r in f["results"]]
     assert g["summary"]["mean_accuracy"] == pytest.approx(f["summary"]["mean_accuracy"])
     assert g["clean_accuracy"] is not None and f["source"] != "generated"
     sub = runner.invoke(cli, ["corrupt", "eval", str(checkpoint), "--source", str(tmp_path / "c"), "--corruption",
                               "pixelate", "--severity", "3", "--n", "7", "--device", "cpu", "--json"])
     assert sub.exit_code == 0, sub.output
-    assert [r["n"] for r in json.loads(sub.output)["results"]] == [7]
+    assert [r["n"] for r in json.loads(sub.stdout)["results"]] == [7]
 
 
 def test_eval_errors(tmp_path, checkpoint) -> None:

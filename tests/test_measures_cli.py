@@ -32,7 +32,7 @@ def test_measures_cli_json_matches_the_api(ckpt: Path) -> None:
     r = CliRunner().invoke(cli, ["measures", str(ckpt), "--dataset", "digits", "--n", "6", "--json", "--threads", "1",
                                  "--measures", "jacobian_fro,hessian_eig", "--power-iters", "10", "--batch-size", "4"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)  # progress is on stderr
     assert out["arch_str"] == ARCH and out["n_images"] == 6
     assert list(out["measures"]) == measure_outputs(["jacobian_fro", "hessian_eig"])
     model, _ = load_checkpoint(ckpt)

@@ -72,7 +72,7 @@ def test_protocol_fingerprint_and_roundtrip() -> None:
     r = p.replace(seeds=(0, 1))
     assert r.fingerprint() != p.fingerprint() and set(p.diff(r)) == {"seeds"}
     with pytest.raises(ValueError, match="unknown protocol fields"):
-        p.replace(epochs=3)
+        p.replace(epochz=3)  # epochs=3 is a profile field now (issue 17)
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
         p.replace(attacks={"fgsm@Linf": (8,)})
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,15 +35,23 @@ def _cli(*args: str, timeout: float = 20) -> str:
     return out.stdout
 
 
+def _skip_or_fail(reason: str) -> None:
+    # In CI (CI=true) the SLURM path must be tested: a cluster that is not up fails instead of skipping.
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def slurm() -> SlurmTestCluster:
-    """The cluster started by ``bash .ci/slurm.sh start``; skips with the reason when it is not usable."""
+    """The cluster started by ``bash .ci/slurm.sh start``; skips with the reason when it is not usable (fails
+    under ``CI=true``)."""
     status = SLURM_DIR / "status"
     if not status.is_file():
-        pytest.skip(f"no SLURM test cluster ({status} missing): run `bash .ci/slurm.sh start` as root")
+        _skip_or_fail(f"no SLURM test cluster ({status} missing): run `bash .ci/slurm.sh start` as root")
     text = status.read_text().strip()
     if text != "ok":
-        pytest.skip(f"SLURM test cluster not usable: {text} (logs in {SLURM_DIR / 'log'})")
+        _skip_or_fail(f"SLURM test cluster not usable: {text} (logs in {SLURM_DIR / 'log'})")
     conf = SLURM_DIR / "slurm.conf"
     old = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(conf)  # sbatch/squeue/scancel, also those dask-jobqueue runs, read it
@@ -50,9 +59,9 @@ def slurm() -> SlurmTestCluster:
         try:
             state = _cli("sinfo", "-h", "-o", "%T", timeout=10).split()
         except (RuntimeError, subprocess.TimeoutExpired, FileNotFoundError) as e:
-            pytest.skip(f"SLURM test cluster does not answer: {e}")
+            _skip_or_fail(f"SLURM test cluster does not answer: {e}")
         if not any(s.rstrip("*").startswith(("idle", "mixed", "allocated")) for s in state):
-            pytest.skip(f"SLURM test node not usable (state {state})")
+            _skip_or_fail(f"SLURM test node not usable (state {state})")
         yield SlurmTestCluster(conf=conf, dir=SLURM_DIR)
     finally:
         if old is None:
@@ -391,3 +400,67 @@ def test_job_array_shards_fill_one_store(
         assert f"shard {i}/2" in task_log
         assert f"on {len(shard_cells(uids, (i, 2)))} cells" in task_log, task_log[-1500:]
     _assert_same_store(local_reference, store)
+
+
+# ---- shared-cluster safety on the real SLURM: TLS with per-run credentials, refused jobs fail fast -------------
+@pytest.mark.parametrize("kw, expect", [
+    (dict(gpus=1, gres_type="nosuchgpu"), "node configuration"),  # a GPU type no node has (a CPU-only partition)
+    (dict(gpus=99, cores=99), "node configuration"),  # more GPUs than the node has
+])
+def test_job_slurm_must_refuse_fails_fast(slurm: SlurmTestCluster, job_name: str, tmp_path: Path, kw: dict,
+                                          expect: str) -> None:
+    from pipelines.slurm import SlurmStartError, make_slurm_cluster
+
+    t0 = time.monotonic()
+    with pytest.raises(SlurmStartError) as info:
+        make_slurm_cluster(None, jobs=1, **_cluster_kwargs(job_name, tmp_path / "logs", **kw),
+                           credentials_dir=str(tmp_path / "cred"))
+    msg = str(info.value)
+    assert time.monotonic() - t0 < 30, "not fast"
+    assert expect in msg.lower() and "Hint:" in msg and "gpus: 0" in msg, msg
+    assert _squeue(job_name) == [], "a refused job must not be queued"
+    assert not list((tmp_path / "cred").glob(".rbnas-credentials-*"))
+
+
+def test_rbnas_run_refused_job_is_one_line_exit_2(slurm: SlurmTestCluster, job_name: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "cpu-site.yaml"
+    cfg.write_text(f"gpus: 1\ngres-type: nosuchgpu\ncores: 1\nmemory: 1GiB\nwalltime: '00:10:00'\n"
+                   f"job-name: {job_name}\nlog-directory: {tmp_path / 'logs'}\n")
+    out = subprocess.run([sys.executable, "-m", "robustbench_nas.cli.main", "run", "--protocol", "tiny", "--archs", "6",
+                          "--store", str(tmp_path / "s.zarr"), "--cluster", "slurm", "--slurm-config", str(cfg),
+                          "--no-progress"], capture_output=True, text=True, timeout=120, env=_job_env(), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "SLURM refuses the worker job" in lines[0] and "gpus: 0" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_tls_worker_jobs_refuse_plain_clients_and_show_no_secret(slurm: SlurmTestCluster, job_name: str,
+                                                                 tmp_path: Path) -> None:
+    """Default --cluster slurm: TLS with per-run credentials in a 0700 folder; a plain client is refused, the work
+    completes, neither squeue nor ps shows the key, and the credentials are removed when the cluster closes."""
+    import stat
+
+    from distributed import Client
+
+    from pipelines.slurm import make_slurm_cluster, wait_for_first_worker
+
+    kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=1, cores=1)
+    with make_slurm_cluster(None, jobs=1, credentials_dir=str(tmp_path / "cred"), **kw) as cluster:
+        folder = cluster.rbnas_credentials
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        key = (folder / "key.pem").read_text()
+        assert stat.S_IMODE((folder / "key.pem").stat().st_mode) == 0o600
+        assert cluster.scheduler.address.startswith("tls://")
+        wait_for_first_worker(cluster, timeout=120)
+        with Client(cluster) as client:
+            probe = _probe_factory()
+            assert client.submit(probe, 3, 0.1, resources={"GPU": 1}, pure=False).result()["value"] == 9
+        with pytest.raises(Exception):  # noqa: B017  (a comm error: the handshake fails)
+            Client(cluster.scheduler.address.replace("tls://", "tcp://"), timeout=5).close()
+        shown = _cli("squeue", "-h", "-n", job_name, "-o", "%all") + subprocess.run(
+            ["ps", "axww", "-o", "args"], capture_output=True, text=True).stdout
+        secret = "".join(key.splitlines()[1:-1])[:64]
+        assert "PRIVATE KEY" not in shown and secret not in shown.replace("\n", "")
+        assert str(folder / "key.pem") in shown  # the workers got the path, not the content
+    assert not folder.exists()

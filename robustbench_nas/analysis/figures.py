@@ -79,25 +79,31 @@ def plot_heatmap(table: pd.DataFrame, out: Path, name: str, *, title: str = "", 
 
 def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path, name: str, *,
                err: str | None = None, logx: bool = False, logy: bool = False, title: str = "",
-               nonneg: bool = False) -> Path:  # fmt: skip
+               nonneg: bool = False, panel: str | None = None) -> Path:  # fmt: skip
     """One line per combination of the ``hue`` columns, optional error band from column ``err`` (clipped at 0
-    when ``nonneg``, e.g. for regret)."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    for key, g in data.groupby(list(hue), sort=False):
-        g = g.sort_values(x)
-        label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-        ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
-        if err is not None and err in g:
-            lo = g[y] - g[err].fillna(0)
-            ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0), alpha=0.15)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    when ``nonneg``, e.g. for regret); one panel per value of column ``panel`` (shared y axis) when given."""
+    keys = list(dict.fromkeys(data[panel])) if panel else [None]
+    width = 5.2 if panel is None else 3.6 * len(keys) + 1.6
+    fig, axes = plt.subplots(1, len(keys), figsize=(width, 3.6), sharey=True, squeeze=False)
+    for ax, pk in zip(axes[0], keys):
+        d = data if panel is None else data[data[panel] == pk]
+        for key, g in d.groupby(list(hue), sort=False):
+            g = g.sort_values(x)
+            label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+            ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
+            if err is not None and err in g:
+                lo = g[y] - g[err].fillna(0)
+                ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0), alpha=0.15)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel(x)
+        ax.set_title(str(pk) if panel else title, fontsize=9)
+    axes[0][0].set_ylabel(y)
+    if panel and title:
+        fig.suptitle(title, fontsize=10, y=1.02)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(fig, data, out, name)
 
 
@@ -111,3 +117,62 @@ def plot_bars(data: pd.DataFrame, label: str, value: str, out: Path, name: str, 
     ax.set_xlabel(value)
     ax.set_title(title, fontsize=9)
     return _save(fig, data, out, name)
+
+
+def plot_rank_vs_eps(ranking: pd.DataFrame, out: Path, name: str = "ranking_vs_eps", *, title: str = "") -> Path:
+    """Spearman's rho (with its interval as a band) against eps, one panel per attack, one line per feature.
+
+    ``ranking`` rows: ``attack``, ``eps_255`` (numeric: the x axis is sorted by value, not by label), ``feature``,
+    ``spearman``, ``spearman_lo``, ``spearman_hi``. This replaces one wide features x targets heat map.
+    """
+    attacks = list(dict.fromkeys(ranking["attack"]))
+    fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(3.4 * max(1, len(attacks)), 3.2), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, a in zip(axes[0], attacks):
+        r = ranking[ranking["attack"] == a]
+        for feat, g in r.groupby("feature", sort=False):
+            g = g.sort_values("eps_255")
+            line = ax.plot(g["eps_255"], g["spearman"], marker="o", ms=3, label=str(feat))[0]
+            ax.fill_between(g["eps_255"], g["spearman_lo"], g["spearman_hi"], color=line.get_color(), alpha=0.15)
+        ax.axhline(0, color="#888", lw=0.6)
+        ax.set_xscale("log")  # every attack eps is > 0
+        ticks = sorted(set(r["eps_255"]))
+        if len(ticks) > 7:  # crowded (e.g. FGSM's 1..8 and 255): label the powers of two, and the ends
+            ends = (ticks[0], ticks[-1])
+            ticks = [t for t in ticks if t in ends or (float(t).is_integer() and int(t) & (int(t) - 1) == 0)]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+        ax.minorticks_off()
+        ax.set_title(a, fontsize=9)
+        ax.set_xlabel("eps (x/255)")
+    axes[0][0].set_ylabel("Spearman rho")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, ranking, out, name)
+
+
+def plot_heatmap_panels(tables: dict[str, pd.DataFrame], out: Path, name: str, *, title: str = "",
+                        fmt: str = "{:+.3f}", cmap: str = "RdBu_r") -> Path:  # fmt: skip
+    """Small heat maps side by side with one shared, zero-centred colour scale (e.g. op x edge, one per target)."""
+    keys = list(tables)
+    vmax = max((np.nanmax(np.abs(t.to_numpy(np.float64))) for t in tables.values() if t.size), default=1.0) or 1.0
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys) + 1, 2.8), squeeze=False)
+    im = None
+    for ax, k in zip(axes[0], keys):
+        t = tables[k]
+        vals = t.to_numpy(np.float64)
+        im = ax.imshow(vals, cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(vals.shape[1]), [str(c) for c in t.columns], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(vals.shape[0]), [str(r) for r in t.index] if ax is axes[0][0] else [""] * len(t.index),
+                      fontsize=7)  # fmt: skip
+        for i in range(vals.shape[0]):
+            for j in range(vals.shape[1]):
+                if np.isfinite(vals[i, j]):
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=6)
+        ax.set_title(k, fontsize=8)
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    data = pd.concat({k: t for k, t in tables.items()}, names=["panel"])
+    return _save(fig, data, out, name, index=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 import shutil
 from pathlib import Path
 
@@ -107,13 +108,13 @@ def import_jung2023(
         "import_report": report.summary(),
         "isomorph_check": "meta.json isomorph equals the NB201 unique-string uid for every index",
     }
-    tmp = store_path.with_name(f".{store_path.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = store_path.with_name(f".{store_path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # never shared
     try:
         store = create_store(tmp, spec, attrs=attrs)
         _write(store, ds, uids)
-        os.replace(tmp, store_path)
+        if store_path.exists():  # made by someone else meanwhile: never replaced
+            raise StoreError(f"{store_path} appeared while importing; refusing to overwrite it")
+        os.rename(tmp, store_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

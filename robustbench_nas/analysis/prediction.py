@@ -43,11 +43,18 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def make_model(name: str, seed: int) -> RegressorMixin:
-    """A fresh regressor ``name`` seeded with ``seed``."""
+def make_model(name: str, seed: int, *, n_estimators: int | None = None) -> RegressorMixin:
+    """A fresh regressor ``name`` seeded with ``seed``; ``n_estimators`` overrides the number of trees / boosting
+    rounds of ensemble models (a faster budget, e.g. for ``rbnas analyze``; ignored by the others)."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; known: {list_models()}")
-    return _MODELS[name](seed)
+    model = _MODELS[name](seed)
+    if n_estimators is not None:
+        params = model.get_params()
+        key = "n_estimators" if "n_estimators" in params else "max_iter" if "max_iter" in params else None
+        if key is not None:
+            model.set_params(**{key: int(n_estimators)})
+    return model
 
 
 @register_model("rf")
@@ -83,6 +90,7 @@ class PredictionConfig:
         repeats: random splits per train size (seeds ``seed, seed+1, ...``).
         seed: base seed of splits and models.
         max_test: score on at most this many held-out cells (a seeded subset; ``None``: all).
+        n_estimators: trees / boosting rounds of the ensemble models (``None``: each model's default).
     """
 
     models: tuple[str, ...] = ("rf", "gbm")
@@ -90,6 +98,7 @@ class PredictionConfig:
     repeats: int = 3
     seed: int = 0
     max_test: int | None = None
+    n_estimators: int | None = None
 
 
 def feature_groups(
@@ -193,7 +202,7 @@ def train_size_curve(
             if cfg.max_test is not None and te.size > cfg.max_test:
                 te = np.sort(np.random.default_rng(cfg.seed + 10_000 + r).choice(te, cfg.max_test, replace=False))
             Xtr, Xte = _impute(Xg[tr], Xg[te])
-            model = make_model(mname, cfg.seed + r).fit(Xtr, y[tr])
+            model = make_model(mname, cfg.seed + r, n_estimators=cfg.n_estimators).fit(Xtr, y[tr])
             s = _score(y[te], model.predict(Xte))
             rows.append({"target": target.name, "group": gname, "model": mname, "train_size": size, "repeat": r,
                          "n_test": int(te.size), **s})  # fmt: skip
@@ -248,6 +257,7 @@ class ImportanceResult:
 def feature_importance(
     features: pd.DataFrame, target: pd.Series, columns: Sequence[str], *, model: str = "rf",
     train_size: int = 1000, n_repeats: int = 5, seed: int = 0, max_test: int | None = 2000,
+    n_estimators: int | None = None,
 ) -> ImportanceResult:  # fmt: skip
     """Permutation importance (drop in held-out R^2 when a feature is shuffled) of ``columns`` for ``target``.
 
@@ -261,7 +271,7 @@ def feature_importance(
     if max_test is not None and te.size > max_test:
         te = np.sort(np.random.default_rng(seed + 10_000).choice(te, max_test, replace=False))
     Xtr, Xte = _impute(Xg[tr], Xg[te])
-    m = make_model(model, seed).fit(Xtr, y[tr])
+    m = make_model(model, seed, n_estimators=n_estimators).fit(Xtr, y[tr])
     pi = permutation_importance(m, Xte, y[te], n_repeats=n_repeats, random_state=seed, scoring="r2", n_jobs=1)
     table = pd.DataFrame(
         {"feature": list(columns), "importance_mean": pi.importances_mean, "importance_std": pi.importances_std}

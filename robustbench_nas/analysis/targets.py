@@ -8,7 +8,8 @@ Targets (columns of :func:`targets_table`), all accuracies in [0, 1]:
 - ``corruption_mean``: mean over corruptions and severities; ``corruption:<name>``: mean over severities.
 
 Features (:func:`features_table`): every proxy (``proxy:<name>``) and measure (``measure:<name>``) in the store,
-``params`` / ``flops`` when stored, and zero-cost cell encodings (:mod:`.encodings`) on request.
+``params`` / ``flops`` (both in millions, the NB201 unit) when stored, and zero-cost cell encodings
+(:mod:`.encodings`) on request.
 """
 
 from __future__ import annotations
@@ -127,10 +128,14 @@ def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, 
         stored = {k: _reduce_extra(v, ("arch",)).values.astype(np.float64) for k, v in got.items() if v is not None}
         stored = {k: np.where(v < 0, np.nan, v) for k, v in stored.items()}  # -1 = int fill (not computed)
         if len(stored) == 2 and all(np.isfinite(v).all() for v in stored.values()):
-            parts.append(pd.DataFrame(stored, index=idx))
+            c = pd.DataFrame(stored, index=idx)
         elif _is_nb201(ds):  # exact for NB201 cells: a function of the op counts (see encodings.arch_costs)
             c = arch_costs(_arch_strs(ds))[["params", "flops"]]
             c.index = idx
+        else:
+            c = None
+        if c is not None:
+            c["params"] = c["params"] / 1e6  # millions, like FLOPs and the `params` proxy (NB201's unit)
             parts.append(c)
     if encodings:
         if not _is_nb201(ds):

@@ -63,6 +63,134 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return out
 
 
+class CLIError(click.ClickException):
+    """A bad input named in one line: ``Error: <message>`` on stderr, exit code 2, no usage text, no traceback."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (an error shown to a user is one line; details follow ``;``)."""
+    parts = [p.strip() for p in str(message).strip().splitlines() if p.strip()]
+    return "; ".join(parts) if parts else "(no message)"
+
+
 def fail(message: str) -> None:
     """Abort the command with a one-line error (exit code 2)."""
-    raise click.UsageError(message)
+    raise CLIError(message)
+
+
+# ---- threads ------------------------------------------------------------------------------------------------------
+def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
+    from ..utils import default_threads, set_torch_threads
+
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}", ctx=ctx, param=param)
+    per_task = ctx.meta.get("rbnas.threads_per_task", False)
+    try:
+        n = value if value is not None else (1 if per_task else default_threads())
+    except ValueError as e:  # a bad $RBNAS_TORCH_THREADS
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    # the process itself; with per_task the value is handed to the pipeline's workers as well
+    set_torch_threads(1 if per_task else n)
+    return n
+
+
+def threads_option(per_task: bool = False, expose: bool = True) -> Callable[[Callable], Callable]:
+    """``--threads N``: torch / BLAS threads, set as soon as the option is parsed (before any work).
+
+    Arguments:
+        per_task: the command hands work to pipeline workers (``rbnas run``): the default is 1 thread per task
+            (one worker process per core), and the client process itself uses 1.
+        expose: pass the value to the command function as ``threads`` (``False``: only set it).
+
+    The default otherwise is :func:`robustbench_nas.utils.default_threads`: ``min(cores this process may use,
+    8)`` (``os.sched_getaffinity``, so a SLURM allocation or ``taskset`` is respected), lowered to the node's idle
+    cores outside SLURM, or ``$RBNAS_TORCH_THREADS``. torch's own default, every core of the node, oversubscribes
+    a shared machine (the same PGD evaluation 9.5x slower with 2 threads than 1 on a loaded 2-core node).
+    """
+    from ..utils import THREAD_CAP
+
+    if per_task:
+        text = "Torch threads per pipeline task (each worker process runs one task at a time)."
+        default_text = "1"
+    else:
+        text = "Torch / BLAS threads of this command."
+        default_text = f"min(usable cores, idle cores, {THREAD_CAP}), or $RBNAS_TORCH_THREADS"
+
+    def deco(f: Callable) -> Callable:
+        def callback(ctx: click.Context, param: click.Parameter, value: int | None) -> int:
+            ctx.meta["rbnas.threads_per_task"] = per_task
+            return _apply_threads(ctx, param, value)
+
+        return click.option(
+            "--threads", type=int, default=None, callback=callback, expose_value=expose, is_eager=False,
+            show_default=default_text, help=text,
+        )(f)
+
+    return deco
+
+
+# ---- outputs --------------------------------------------------------------------------------------------------------
+def force_option(what: str = "the output", help: str | None = None) -> Callable[[Callable], Callable]:
+    """``--force``: allow replacing an existing output (never anything else)."""
+    return click.option("--force", is_flag=True, help=help or f"Replace {what} if it exists (otherwise an error).")
+
+
+def check_output_file(path: str | None, force: bool, option: str = "--out") -> None:
+    """Refuse an output file that exists (unless ``force``) or is a folder; call before any work is done."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        fail(f"{option} {path} is a folder, expected a file path")
+    if p.exists() and not force:
+        fail(f"{option} {path} already exists; pass --force to replace it")
+    if p.parent.exists() and not p.parent.is_dir():
+        fail(f"{option} {path}: {p.parent} is not a folder")
+
+
+def check_output_files(folder: str, names: list[str], force: bool, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, or holds any of ``names`` (unless ``force``)."""
+    from pathlib import Path
+
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        fail(f"{option} {folder} is a file, expected a folder")
+    present = [n for n in names if (d / n).exists()]
+    if present and not force:
+        fail(f"{option} {folder} already holds {', '.join(present[:3])}"
+             f"{' ...' if len(present) > 3 else ''}; pass --force to replace them (or choose a new folder)")
+
+
+def check_output_dir(folder: str, force: bool, marker: str, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, or that holds files but not ``marker`` (so not an earlier output of
+    this command) unless ``force``. An earlier output of the command (it has ``marker``) is updated in place."""
+    from pathlib import Path
+
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        fail(f"{option} {folder} is a file, expected a folder")
+    if d.is_dir() and any(d.iterdir()) and not (d / marker).exists() and not force:
+        fail(f"{option} {folder} already holds other files (no {marker}: not an output of this command); "
+             "choose an empty or new folder, or pass --force to write into it")
+
+
+def check_n_images(n: int | None, available: int, where: str, *, param: str = "n_images", flag: str = "--n") -> None:
+    """No silent caps: ``--n`` above the images ``available`` in ``where`` fails when typed on the command line.
+    The default means "this many, or the whole split when smaller" (said in the option's help; the output records
+    the images used); it is logged at INFO (``-v``) so that stderr keeps one line per error."""
+    if not n or n <= available:
+        return
+    src = click.get_current_context().get_parameter_source(param)
+    if src == click.core.ParameterSource.COMMANDLINE:
+        fail(f"{flag} {n}: {where} has only {available} images ({flag} 0: all of them)")
+    import logging
+
+    logging.getLogger("robustbench_nas.cli").info("%s has %d images, fewer than the default %s %d: using all of them",
+                                                  where, available, flag, n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -237,8 +238,8 @@ def npz(root: str | None = None, download: bool = False) -> Dataset:
                 raise DataError(f"npz: {p} must hold arrays 'x' and 'y', found {sorted(f.files)}")
             x, y = f["x"], f["y"]
             extra = {k: f[k] for k in ("class_names", "mean", "std") if k in f}
-    except (OSError, ValueError) as e:
-        raise DataError(f"npz: cannot read {p}: {e}") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated / not a zip: name the file
+        raise DataError(f"npz: cannot read {p}: {type(e).__name__}: {e}") from e
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != x.shape[2]:
         raise DataError(f"npz: {p}: x must be uint8 (N, H, W, C) with H == W, got {x.dtype} {x.shape}")
     if y.ndim != 1 or len(y) != len(x):

@@ -255,8 +255,11 @@ class RobustnessStore:
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
         if not (path / "zarr.json").is_file():
             raise StoreError(f"no Zarr store at {path} (missing {path / 'zarr.json'})")
-        with _quiet_zarr():
-            group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=True)
+        try:
+            with _quiet_zarr():
+                group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=True)
+        except (ValueError, KeyError, TypeError) as e:  # e.g. a Zarr group without consolidated metadata
+            raise StoreError(f"{path} is not a robustbench-nas store ({e})") from None
         if "rbnas_schema" not in group.attrs or "spec" not in group.attrs:
             raise StoreError(f"{path} is a Zarr group but not a robustbench-nas store (no 'rbnas_schema' attribute)")
         if int(group.attrs["rbnas_schema"]) != SCHEMA_VERSION:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ def save_checkpoint(path: str | os.PathLike, model: NB201Network, meta: dict[str
     target.parent.mkdir(parents=True, exist_ok=True)
     full_meta = {"format_version": FORMAT_VERSION, "model": dict(model.config), **(meta or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     save_file(state, str(tmp), metadata={_META_KEY: json.dumps(full_meta)})
     os.replace(tmp, target)  # atomic: a reader never sees a half-written checkpoint
     return target

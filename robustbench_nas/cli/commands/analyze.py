@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import echo_json, fail
+from ..common import check_output_dir, echo_json, fail, force_option
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -14,28 +14,34 @@ def _csv(text: str | None) -> list[str] | None:
 @click.command(name="analyze")
 @click.argument("store_path", type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--sections", default="ranking,prediction,architecture,search", show_default=True,
-              help="Comma-separated parts to run.")
+@click.option("--sections", default="all", show_default=True,
+              help="Comma-separated parts to run: ranking, prediction, architecture, search (and any registered).")
 @click.option("--targets", default=None, help="Ranking targets (comma-separated; default: all), e.g. clean,adv_mean.")
 @click.option("--predict-targets", default=None,
               help="Prediction / search targets (default: clean, pgd@Linf@1/255 or the first attack, adv_mean).")
 @click.option("--n-boot", default=1000, show_default=True, help="Bootstrap resamples for Spearman intervals.")
 @click.option("--n-boot-kendall", default=200, show_default=True, help="Bootstrap resamples for Kendall intervals.")
-@click.option("--clean-threshold", default=0.8, show_default=True, help="Clean accuracy of the second subset.")
+@click.option("--min-clean", default="auto", show_default=True,
+              help="Leave cells with a lower clean accuracy out of the 'best' lists and rank them as a second subset "
+                   "(collapsed / badly trained cells); 'auto': 80 %% of the best cell's clean accuracy; 0: no filter.")
+@click.option("--clean-threshold", default=None, type=float, hidden=True, help="Old name of --min-clean.")
 @click.option("--topk", default=0.1, show_default=True, help="Fraction for top-k precision.")
 @click.option("--models", default="rf", show_default=True, help="Regressors: rf, gbm, et, ridge (comma-separated).")
 @click.option("--train-sizes", default="100,1000", show_default=True, help="Training cells (comma-separated).")
 @click.option("--repeats", default=2, show_default=True, help="Random splits per training size.")
+@click.option("--trees", default=100, show_default=True,
+              help="Trees (boosting rounds) of the ensemble regressors; 0: each model's own default (300).")
 @click.option("--encodings", default="opcount,graf", show_default=True,
               help="Cell encodings as features: onehot, opcount, path, graf, all, or 'none'.")
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@force_option(help="Write into an --out folder that holds other files (otherwise an error).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
-            n_boot: int, n_boot_kendall: int, clean_threshold: float, topk: float, models: str, train_sizes: str,
-            repeats: int, encodings: str, search_budget: int, search_repeats: int, seed: int,
-            progress: bool) -> None:  # fmt: skip
+            n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
+            train_sizes: str, repeats: int, trees: int, encodings: str, search_budget: int, search_repeats: int,
+            seed: int, progress: bool, force: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
     from robustbench_nas.analysis.ranking import RankingConfig
@@ -43,10 +49,13 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
     from robustbench_nas.analysis.targets import load_store
     from robustbench_nas.storage import StoreError
 
-    secs = tuple(_csv(sections) or [])
-    bad = [s for s in secs if s not in ("ranking", "prediction", "architecture", "search")]
+    from robustbench_nas.analysis.report import list_sections
+
+    check_output_dir(out_dir, force, marker="report.html")
+    secs = None if sections.strip() == "all" else tuple(_csv(sections) or [])
+    bad = [s for s in secs or () if s not in list_sections()]
     if bad:
-        fail(f"unknown section(s) {bad}; choose from ranking, prediction, architecture, search")
+        fail(f"unknown section(s) {bad}; choose from {', '.join(list_sections())} (or all)")
     mods = tuple(_csv(models) or ["rf"])
     if [m for m in mods if m not in list_models()]:
         fail(f"unknown model(s) in {mods}; known: {list_models()}")
@@ -54,14 +63,25 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         sizes = tuple(int(s) for s in _csv(train_sizes) or [])
     except ValueError:
         fail(f"--train-sizes must be integers, got {train_sizes!r}")
+    if clean_threshold is not None:
+        min_clean = str(clean_threshold)
+    try:
+        min_clean_v = None if min_clean.strip().lower() == "auto" else float(min_clean)
+    except ValueError:
+        fail(f"--min-clean must be a number in [0, 1] or 'auto', got {min_clean!r}")
+    if min_clean_v is not None and not 0 <= min_clean_v <= 1:
+        fail(f"--min-clean must be in [0, 1] (accuracies are fractions), got {min_clean_v}")
+    if trees < 0:
+        fail(f"--trees must be >= 0, got {trees}")
     enc = None if encodings.strip().lower() == "none" else _csv(encodings)
     if enc and "all" in enc:
         enc = ["all"]  # type: ignore[list-item]
     cfg = AnalysisConfig(
-        ranking=RankingConfig(n_boot=n_boot, n_boot_kendall=n_boot_kendall, topk=topk,
-                              clean_threshold=clean_threshold, seed=seed),
+        ranking=RankingConfig(n_boot=n_boot, n_boot_kendall=n_boot_kendall, topk=topk, seed=seed),
         rank_targets=_csv(targets),
-        prediction=PredictionConfig(models=mods, train_sizes=sizes, repeats=repeats, seed=seed),
+        prediction=PredictionConfig(models=mods, train_sizes=sizes, repeats=repeats, seed=seed,
+                                    n_estimators=trees or None, max_test=2000),
+        min_clean=min_clean_v,
         predict_targets=_csv(predict_targets),
         encodings=enc,
         search_budget=search_budget,
@@ -78,5 +98,6 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
     except (KeyError, ValueError) as e:
         fail(str(e))
     echo_json({"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
+               "findings": summary.get("findings"), "warnings": summary.get("warnings"),
                "ranking_best": summary.get("ranking_best"), "best": summary.get("best"),
                "seconds": summary["seconds"]})  # fmt: skip

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 
 import click
 
-from ..common import dataset_options, echo_json, fail, parse_overrides
+from ...utils import atomic_output
+from ..common import check_n_images, check_output_file, dataset_options, echo_json, fail, force_option, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
 @click.option("--split", default="test", show_default=True, help="Data split to attack.")
 @click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset); 0 = the whole split.")
+              help="Images (class-stratified seeded subset; the default takes the whole split when it is smaller, a "
+                   "typed --n larger than the split is an error); 0 = the whole split.")
 @click.option("--mode", type=click.Choice(["independent", "early_exit"]), default="independent", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Attack parameter override (repeatable).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
@@ -32,10 +33,11 @@ log = logging.getLogger(__name__)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--list", "list_only", is_flag=True, help="List the attacks and protocols and exit.")
 def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, mode, overrides,
-            batch_size, seed, device, correct_bits, out_file, as_json, list_only) -> None:
+            batch_size, seed, device, correct_bits, out_file, force, as_json, list_only) -> None:
     """Attack the model in CHECKPOINT at each epsilon; print accuracy and confidences per (attack, eps)."""
     import attacks
     from attacks._common import check_eps
@@ -55,6 +57,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             for p, grid in info["protocols"].items():
                 click.echo(f"protocol {p}: " + "; ".join(f"{a} {g} /255" for a, g in grid.items()))
         return
+    check_output_file(out_file, force)
     if checkpoint is None:
         fail("missing CHECKPOINT (a model.safetensors file or its folder)")
 
@@ -82,8 +85,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             eps = attacks.parse_eps(eps_text)
             plan = [(attacks.get_attack(a).name, eps, {}) for a in attack_names]
         user = parse_overrides(overrides)
-        for _, eps, _ in plan:
-            check_eps(eps)
+        for a_key, eps, _ in plan:
+            check_eps(eps, norm="L2" if a_key.endswith("@L2") else "Linf")  # an L2 radius may exceed 1
     except (KeyError, ValueError) as e:
         fail(str(e.args[0]) if e.args else str(e))
 
@@ -101,6 +104,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         data = get_dataset(ds_name, data_root).split(split)
     except (DataError, KeyError, ValueError) as e:
         fail(str(e))
+    check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")  # no silent cap
     if n_images and n_images < len(data):
         data = data.subset(n_images, seed=seed)
     x = data.images("cpu")
@@ -117,7 +121,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         params = {**extra, **{k: v for k, v in user.items() if k in fields[a_key]}}
         try:
             results = attacks.evaluate(model, x, y, a_key, eps, params=params or None, batch_size=batch_size,
-                                       seed=seed, mode=mode, progress=not as_json)
+                                       seed=seed, mode=mode, progress=True)  # stderr
         except (KeyError, ValueError, TypeError) as e:
             fail(str(e.args[0]) if e.args else str(e))
         rows += [r.to_dict(correct_bits=correct_bits) for r in results]
@@ -137,7 +141,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         "results": rows,
     }
     if out_file:
-        Path(out_file).write_text(json.dumps(out, indent=2))
+        with atomic_output(out_file) as tmp:
+            tmp.write_text(json.dumps(out, indent=2))
     if as_json:
         echo_json(out)
     else:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
-from ..common import dataset_options, echo_json, fail
+from ...utils import atomic_output
+from ..common import (check_n_images, check_output_file, check_output_files, dataset_options, echo_json, fail,
+                      force_option)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,12 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--index", default=0, show_default=True, type=int, help="Which image of the split.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-def show_cmd(corruption_names, severities, dataset, data_root, split, index, seed, out_file) -> None:
+@force_option("the PNG file")
+def show_cmd(corruption_names, severities, dataset, data_root, split, index, seed, out_file, force) -> None:
     """Write a picture grid of one image under each corruption (rows) and severity (columns)."""
     import corruptions
 
+    check_output_file(out_file, force)
     names = _names(corruption_names, "all")
     sevs = _severities(severities)
     data = _load_split(dataset, data_root, split)
@@ -114,7 +118,8 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
         axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_file, dpi=110)
+    with atomic_output(out_file) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     click.echo(f"wrote {out_file}: {len(names)} corruptions x {len(sevs)} severities of {dataset} {split}[{index}]")
 
@@ -127,7 +132,8 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
 @click.option("--split", default="test", show_default=True)
 @click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset; with --source the first N of the files); 0 = all.")
+              help="Images (class-stratified seeded subset; with --source the first N of the files; the default "
+                   "takes all when fewer, a typed --n larger than the data is an error); 0 = all.")
 @click.option("--source", type=click.Path(), default=None,
               help="Folder with the official CIFAR-10-C / CIFAR-100-C .npy files (default: generate on the device).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
@@ -135,9 +141,10 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
 @click.option("--device", default="auto", show_default=True)
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split, n_images, source, batch_size, seed,
-             device, correct_bits, out_file, as_json) -> None:
+             device, correct_bits, out_file, force, as_json) -> None:
     """Evaluate the model in CHECKPOINT on every corruption and severity; print accuracy per cell and summaries."""
     import dataclasses
 
@@ -147,6 +154,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     from ...training.checkpoint import CheckpointError, load_checkpoint
     from ...utils import resolve_device
 
+    check_output_file(out_file, force)
     names = _names(corruption_names, "benchmark")
     sevs = _severities(severities)
     try:
@@ -158,22 +166,24 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     try:
         if source is not None:
             files = corruptions.CifarCFiles(source, device=dev)
+            check_n_images(n_images, files.num_images(), f"the corruption files in {source} (per severity)")
             if n_images and n_images < files.num_images():
                 files = corruptions.CifarCFiles(source, device=dev, limit=n_images)  # the first n of each severity
             results = corruptions.evaluate(model, None, None, names, sevs, batch_size=batch_size, source=files,
-                                           progress=not as_json)
+                                           progress=True)  # on stderr; --json output is stdout
             ds_name = dataset or meta.get("dataset")
         else:
             ds_name = dataset or meta.get("dataset")
             if not ds_name:
                 fail("the checkpoint does not record its dataset: pass --dataset")
             data = _load_split(ds_name, data_root, split)
+            check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")
             if n_images and n_images < len(data):
                 data = data.subset(n_images, seed=seed)
             x, y = data.images("cpu"), data.labels("cpu")
             clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
             results = corruptions.evaluate(model, x, y, names, sevs, batch_size=batch_size, seed=seed,
-                                           progress=not as_json)
+                                           progress=True)  # on stderr; --json output is stdout
     except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e.args[0]) if e.args else str(e))
     summary = corruptions.summarize(results)
@@ -187,7 +197,8 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
         "summary": dataclasses.asdict(summary),
     }
     if out_file:
-        Path(out_file).write_text(json.dumps(out, indent=2))
+        with atomic_output(out_file) as tmp:
+            tmp.write_text(json.dumps(out, indent=2))
     if as_json:
         echo_json(out)
         return
@@ -209,7 +220,8 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <corruption>.npy + labels.npy (the official CIFAR-10-C layout).")
-def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, device, out_dir) -> None:
+@force_option("existing <corruption>.npy / labels.npy in OUT")
+def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, device, out_dir, force) -> None:
     """Write generated corruptions of a split in the official CIFAR-10-C layout (uint8 NHWC, severity-major)."""
     import numpy as np
     import torch
@@ -219,6 +231,7 @@ def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, devi
     from ...utils import resolve_device
 
     names = _names(corruption_names, "benchmark")
+    check_output_files(out_dir, [f"{n}.npy" for n in names] + ["labels.npy"], force)
     data = _load_split(dataset, data_root, split)
     x = data.x.float() / 255
     y = data.y.long()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import dataset_options, echo_json, fail
+from ..common import check_n_images, dataset_options, echo_json, fail, threads_option
 
 
 @click.command(name="measures")
@@ -21,7 +21,7 @@ from ..common import dataset_options, echo_json, fail
 @click.option("--hutchinson", default=16, show_default=True, type=int, help="Rademacher probes per image (trace).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Images per forward pass.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@threads_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: one 'key value' line per output).")
 def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, power_iters, hessian_method, tol,
             hutchinson, batch_size, device, threads, as_json) -> None:
@@ -42,13 +42,14 @@ def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, powe
         ds = get_dataset(dataset, data_root)
         if model.config["num_classes"] != ds.info.num_classes:
             raise ValueError(f"checkpoint has {model.config['num_classes']} classes, dataset {dataset!r} has {ds.info.num_classes}")
+        check_n_images(n_images, len(ds.split(split)), f"split {split!r} of {dataset}")  # no silent cap
         sub = ds.split(split).subset(n_images, seed=seed, stratified=False)
         cfg = MeasureConfig(n_proj=n_proj, power_iters=power_iters, power_tol=tol, hessian_method=hessian_method,
                             hutchinson_samples=hutchinson, batch_size=batch_size)
     except (CheckpointError, KeyError, ValueError, DataError, RuntimeError) as e:
         fail(str(e))
     values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
-                              progress=not as_json)
+                              progress=True)  # on stderr; --json output is stdout
     result = {"arch_str": model.arch_str, "checkpoint": str(ckpt), "dataset": dataset, "split": split,
               "n_images": len(sub), "seed": seed, "config": cfg.__dict__, "measures": values}
     if as_json:

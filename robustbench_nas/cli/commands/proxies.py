@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..common import dataset_options, echo_json, fail
+from ..common import dataset_options, echo_json, fail, threads_option
 
 
 def _parse_names(text: str | None, known: list[str]) -> list[str]:
@@ -30,7 +30,7 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 @click.option("--C", "channels", default=16, show_default=True, type=int, help="Channels of the first stage.")
 @click.option("--N", "cells", default=5, show_default=True, type=int, help="Cells per stage.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@threads_option()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
 def command(archs, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt, list_only) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..common import echo_json, fail, parse_overrides
+from ..common import echo_json, fail, parse_overrides, threads_option
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -31,7 +31,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 
 @click.command(name="run")
 @click.option("--protocol", "protocol_name", default=None,
-              help="Named protocol (tiny, jung2023). Omit to continue an existing store's own protocol.")
+              help="Named protocol (tiny, jung2023, robbench2024). Omit to continue an existing store's own protocol.")
 @click.option("--store", "store_path", required=True, type=click.Path(), help="The Zarr store (created if missing).")
 @click.option("--archs", default=None, help="all | N (seeded sample) | comma list of indices/strings | @FILE.")
 @click.option("--arch-seed", default=None, type=int, help="Seed of the --archs N sample.")
@@ -39,7 +39,8 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--dataset", default=None, help="Dataset name (overrides the protocol's).")
 @click.option("--data-root", default=None, type=click.Path(), help="Dataset root folder (not part of the protocol).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a protocol field, JSON values (e.g. --set profile_overrides='{\"epochs\": 2}').")
+              help="Override a protocol field or a training-profile field, JSON values (e.g. --set epochs=2, "
+                   "--set attacks='{\"pgd@Linf\": [0.0039]}'); checked before anything runs.")
 @click.option("--stages", default=None, help="Comma list of stages to run (default: all of the protocol's).")
 @click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable).")
 @click.option("--reuse", default=None, type=click.Path(),
@@ -51,16 +52,26 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
 @click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
+@click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
+              help="HOST:PORT of the Dask dashboard (loopback by default: reach it through an SSH tunnel).")
+@click.option("--no-dashboard", is_flag=True, help="No Dask dashboard.")
+@click.option("--insecure", is_flag=True,
+              help="Plain TCP between scheduler and workers, without TLS and per-run credentials (not advised).")
 @click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
-@click.option("--threads", default=1, show_default=True, type=int, help="Torch threads per task.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+@threads_option(per_task=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run report as JSON (stdout; progress stays on stderr).")
 def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
-            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, device, threads, no_progress, as_json) -> None:
+            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
+            device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Example:
-    `rbnas run --protocol tiny --store runs/tiny.zarr`.
+    `rbnas run --protocol tiny --store runs/tiny.zarr`. `--set epochs=3` changes a training-profile field.
+
+    Exit status: 0 when every unit run is done, 1 when any ended failed (the summary lists them), 2 for bad input,
+    130 when interrupted (Ctrl-C; finished units are kept, the same command resumes).
     """
     from pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
     from robustbench_nas.storage import StoreError
@@ -77,7 +88,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
 
     log_path = Path(f"{store_path.rstrip('/')}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    file_log = logging.FileHandler(log_path)
+    file_log = logging.FileHandler(log_path, delay=True)  # created at the first record: not for a refused input
     file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_log.setLevel(logging.INFO)
     file_log.addFilter(_quiet_distributed)
@@ -104,15 +115,29 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         shard_t = parse_shard(shard)
         if cluster == "slurm":
-            # a bad SLURM config must fail before a store is created
-            from pipelines.slurm import load_slurm_config
+            # a bad SLURM config, or a job SLURM refuses, must fail before a store is created
+            from pipelines.slurm import check_submission, load_slurm_config
 
-            load_slurm_config(slurm_config)
+            check_submission(load_slurm_config(slurm_config))
+        if cluster == "local" and scheduler is None:
+            import dask
+
+            # local workers ignore Ctrl-C (this process handles it): no traceback per worker process
+            preload = list(dask.config.get("distributed.worker.preload", []) or [])
+            if "robustbench_nas.cli._worker_sigint" not in preload:
+                dask.config.set({"distributed.worker.preload": preload + ["robustbench_nas.cli._worker_sigint"]})
+            # after a Ctrl-C mid-start the tracker frees a semaphore the cluster had not released yet, and says so;
+            # it is cleaned up either way (the tracker process takes its warning options from ours)
+            if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+                sys.warnoptions.append("ignore:resource_tracker:UserWarning")
         report = run_pipeline(
             store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-            device=device, threads=threads, progress=not (no_progress or as_json), reuse=reuse,
+            device=device, threads=threads, progress=not no_progress, reuse=reuse,
+            dashboard_address=None if no_dashboard else dashboard_address, insecure=insecure,
         )
+    except KeyboardInterrupt:
+        _interrupted(store_path)
     except (StoreError, ValueError, KeyError, FileNotFoundError) as e:
         fail(str(e).strip("'\""))
     except RuntimeError as e:  # e.g. no sbatch on PATH for --cluster slurm
@@ -121,6 +146,8 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         from dataclasses import asdict
 
         echo_json(asdict(report))
+        if report.failures:
+            sys.exit(1)
         return
     from robustbench_nas.storage import open_store
 
@@ -134,3 +161,17 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         click.echo(f"... {len(report.failures) - 10} more failures (rbnas status {store_path})")
     click.echo(f"store: {store.path.resolve()}  (open with robustbench_nas.storage.open_dataset or xarray.open_zarr)")
     click.echo(f"log: {log_path.resolve()}")
+    if report.failures:
+        # a green exit after failed stages costs hours on a cluster: say it, and exit non-zero
+        click.echo(f"{len(report.failures)} unit(s) ended failed; see above and `rbnas status {store_path}`", err=True)
+        sys.exit(1)
+
+
+def _interrupted(store_path: str) -> None:
+    """Ctrl-C: one line and a resume hint instead of the scheduler's shutdown tracebacks (exit 130)."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    sys.stderr.write(f"\ninterrupted: finished units are saved in {store_path}; run the same command again to "
+                     "resume\n")
+    sys.stderr.flush()
+    sys.exit(130)

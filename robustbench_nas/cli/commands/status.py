@@ -11,8 +11,13 @@ from ..common import echo_json, fail
 @click.argument("store_path", type=click.Path())
 @click.option("--failures", "n_failures", default=10, show_default=True, type=int, help="Failures to list.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def command(store_path: str, n_failures: int, as_json: bool) -> None:
-    """Per stage: cells done / failed / pending, mean seconds, headline results and the failures."""
+@click.option("--check", is_flag=True,
+              help="Exit 1 when any unit failed, 3 when none failed but some are pending, 0 when all are done.")
+def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> None:
+    """Per stage: cells done / failed / pending, mean seconds, headline results and the failures.
+
+    The exit status is 0 without --check (a report); with --check it tells whether the store is complete.
+    """
     from pipelines.runner import headline, summary_rows
     from robustbench_nas.storage import StoreError, open_store
 
@@ -29,6 +34,7 @@ def command(store_path: str, n_failures: int, as_json: bool) -> None:
                    "fingerprint": store.attrs.get("protocol_fingerprint"), "cells": len(store.spec.archs),
                    "seeds": store.spec.seeds, "stages": summary_rows(store), "headline": headline(store),
                    "failures": failures})
+        _check_exit(check, store, failures)
         return
     click.echo(f"{store.path}: protocol {protocol.get('name', '?')} ({store.attrs.get('protocol_fingerprint', '-')}), "
                f"{len(store.spec.archs)} cells x {len(store.spec.seeds)} seeds")
@@ -38,3 +44,20 @@ def command(store_path: str, n_failures: int, as_json: bool) -> None:
                    f"({f['attempts']} attempts): {f['error'].splitlines()[0] if f['error'] else ''}")
     if len(failures) > n_failures:
         click.echo(f"... {len(failures) - n_failures} more failures")
+    _check_exit(check, store, failures)
+
+
+def _check_exit(check: bool, store, failures: list) -> None:
+    import sys
+
+    from pipelines.runner import summary_rows
+
+    if not check:
+        return
+    if failures:
+        click.echo(f"check: {len(failures)} unit(s) failed", err=True)
+        sys.exit(1)
+    pending = sum(int(r["pending"]) for r in summary_rows(store))
+    if pending:
+        click.echo(f"check: no failures, {pending} unit(s) pending", err=True)
+        sys.exit(3)

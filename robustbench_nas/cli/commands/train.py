@@ -10,8 +10,8 @@ import click
 from ...data import DataError, get_dataset
 from ...search_spaces import ArchitectureError, get_search_space
 from ...training import get_profile, list_profiles, save_checkpoint, train_model
-from ...utils import set_torch_threads
-from ..common import dataset_options, echo_json, fail, parse_overrides
+from ...utils import atomic_output, set_torch_threads
+from ..common import check_output_files, dataset_options, echo_json, fail, force_option, parse_overrides, threads_option
 
 
 @click.command(name="train")
@@ -21,19 +21,21 @@ from ..common import dataset_options, echo_json, fail, parse_overrides
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile field (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", default=None, type=int, help="torch CPU threads (default: all cores).")
+@threads_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def command(arch, dataset, data_root, profile, overrides, seed, device, threads, out_dir, as_json) -> None:
+@force_option("model.safetensors / metrics.json in OUT")
+def command(arch, dataset, data_root, profile, overrides, seed, device, threads, out_dir, as_json, force) -> None:
     """Train ARCH (NB201 string or index) and write OUT/model.safetensors and OUT/metrics.json."""
     set_torch_threads(threads)
+    check_output_files(out_dir, ["model.safetensors", "metrics.json"], force)  # before hours of training
     try:
         index = get_search_space("nb201").index_of(arch)
         prof = get_profile(profile, **parse_overrides(overrides))
         ds = get_dataset(dataset, data_root)
     except (ArchitectureError, KeyError, ValueError, DataError) as e:
         fail(str(e))
-    result = train_model(index, ds, prof, seed=seed, device=device, progress=not as_json)
+    result = train_model(index, ds, prof, seed=seed, device=device, progress=True)  # on stderr; --json output is stdout
     out = Path(out_dir)
     ckpt = save_checkpoint(out, result.model, result.meta)
     metrics = {
@@ -46,7 +48,8 @@ def command(arch, dataset, data_root, profile, overrides, seed, device, threads,
         "history": result.history,
         "checkpoint": str(ckpt),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with atomic_output(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     if as_json:
         echo_json(metrics)
     else:
