@@ -281,8 +281,14 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out += _stats_arrays("clean", "clean", (), "clean test")
     if "adversarial" in stages:
         out += _stats_arrays("adv", "adversarial", ("attack", "eps"), "adversarial")
+        out.append(ArraySpec("adv_clean_accuracy", ("arch", "seed"), "float64", _NAN, "adversarial",
+                             "clean accuracy of exactly the images the attacks used (attack_images)",
+                             "fraction in [0, 1]"))
     if "corruptions" in stages:
         out += _stats_arrays("corruption", "corruptions", ("corruption", "severity"), "corrupted-image")
+        out.append(ArraySpec("corruption_clean_accuracy", ("arch", "seed"), "float64", _NAN, "corruptions",
+                             "clean accuracy of exactly the images the corruptions used (corruption_images)",
+                             "fraction in [0, 1]"))
     if "measures" in stages:
         out.append(ArraySpec("measure_value", ("arch", "seed", "measure"), "float64", _NAN, "measures",
                              "Jacobian / Hessian robustness measure of the trained network"))
