@@ -249,6 +249,14 @@ def _grid_values(prefix: str, shape: tuple[int, int], k: int, results: list[tupl
             f"{prefix}_confusion": cm}
 
 
+def _clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Clean accuracy of exactly the images an evaluation used (its subset may differ from ``eval_images``), so
+    that robust and clean accuracy of one cell can be compared on the same images."""
+    from robustbench_nas.evaluation import evaluate_clean
+
+    return float(evaluate_clean(model, x, y, batch_size=batch_size).accuracy)
+
+
 @register_stage("adversarial", needs=("train",), gpu=True)
 def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
     """Every attack of the protocol at every eps of its grid, on ``attack_images`` evaluation images."""
@@ -269,7 +277,9 @@ def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
         for r in res:
             i, j = spec.eps_index(attack, r.eps)
             found.append((i, j, r.stats))
-    return _grid_values("adv", (len(p.attacks), len(spec.eps_values())), ctx.dataset.info.num_classes, found)
+    out = _grid_values("adv", (len(p.attacks), len(spec.eps_values())), ctx.dataset.info.num_classes, found)
+    out["adv_clean_accuracy"] = _clean_accuracy(model, x, y, p.batch_size)
+    return out
 
 
 @register_stage("corruptions", needs=("train",), gpu=True)
@@ -286,7 +296,9 @@ def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
     if len(found) != len(p.corruptions) * len(p.severities):
         raise RuntimeError(f"corruptions.evaluate returned {len(found)} results for "
                            f"{len(p.corruptions)} x {len(p.severities)}")
-    return _grid_values("corruption", (len(p.corruptions), len(p.severities)), ctx.dataset.info.num_classes, found)
+    out = _grid_values("corruption", (len(p.corruptions), len(p.severities)), ctx.dataset.info.num_classes, found)
+    out["corruption_clean_accuracy"] = _clean_accuracy(ctx.trained_model(), x, y, p.batch_size)
+    return out
 
 
 @register_stage("measures", needs=("train",), gpu=True)

@@ -267,7 +267,7 @@ def _synthetic_sss_store(path: Path, n: int = 300, seed: int = 0):
     clean = 0.5 + 0.005 * ch[:, 4] + 0.005 * rng.normal(size=n)
     pgd = 0.1 + 0.004 * ch.mean(axis=1) + 0.005 * rng.normal(size=n)
     spec = StoreSpec(archs=uids, arch_str=[sp.arch_str(u) for u in uids], search_space="nats-sss",
-                     attacks={"pgd@Linf": [1 / 255]}, stages=["info", "clean", "adversarial"], arch_chunk=n)
+                     attacks={"pgd@Linf": [1 / 255]}, stages=["info", "clean", "adversarial"])
     store = create_store(path, spec)
     store.write_array("clean_accuracy", clean[:, None])
     store.write_array("adv_accuracy", pgd[:, None, None, None])
