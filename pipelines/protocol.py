@@ -77,7 +77,8 @@ class ProtocolConfig:
 
     Attributes:
         name: protocol name.
-        search_space: registered search space (``nb201``).
+        search_space: registered search space (``nb201``, ``nats-sss``; aliases are stored by their registered
+            name). Every stage builds its networks through it.
         dataset: registered dataset (``digits``, ``cifar10``, ...); ``data_root`` says where it is (runtime).
         train_profile: training profile name; ``profile_overrides`` changes fields of it (e.g. ``{"epochs": 2}``).
         archs: ``"all"`` (every unique cell), an int N (a seeded sample of N unique cells, ``arch_seed``), or a
@@ -140,6 +141,12 @@ class ProtocolConfig:
         set_(self, "stages", tuple(str(s) for s in self.stages))
         if isinstance(self.archs, (list, tuple)):
             set_(self, "archs", tuple(int(a) if isinstance(a, int) else str(a) for a in self.archs))
+        from robustbench_nas.search_spaces import canonical_name
+
+        try:
+            set_(self, "search_space", canonical_name(str(self.search_space)))
+        except KeyError as e:
+            raise ValueError(f"protocol {self.name!r}: {e.args[0]}") from None
         self.validate()
 
     def validate(self) -> None:
@@ -281,11 +288,15 @@ class ProtocolConfig:
 
         return get_profile(self.train_profile, **self.profile_overrides)
 
-    def resolve_archs(self) -> list[tuple[int, int, str]]:
-        """The cells of the run: ``[(uid, requested nb201 index, arch string)]``, sorted by uid, unique."""
+    def space(self) -> Any:
+        """The run's :class:`~robustbench_nas.search_spaces.SearchSpace`."""
         from robustbench_nas.search_spaces import get_search_space
 
-        space = get_search_space(self.search_space)
+        return get_search_space(self.search_space)
+
+    def resolve_archs(self) -> list[tuple[int, int, str]]:
+        """The cells of the run: ``[(uid, requested index, arch string)]``, sorted by uid, unique."""
+        space = self.space()
         if self.archs == "all":
             idx = space.unique_indices()
         elif isinstance(self.archs, int):
@@ -315,7 +326,7 @@ class ProtocolConfig:
         profile = self.profile()
         return StoreSpec(
             archs=[c[0] for c in cells],
-            nb201_index=[c[1] for c in cells],
+            arch_coords=self.space().arch_coords([c[1] for c in cells]),
             arch_str=[c[2] for c in cells],
             seeds=list(self.seeds),
             attacks={k: list(v) for k, v in self.attacks.items()},
@@ -346,8 +357,8 @@ def parse_archs(text: str) -> Any:
         return [int(s) if s.isdigit() else s for s in items]
     if text.isdigit():
         return int(text)
-    if text.startswith("|"):
-        return [s for s in text.split(",") if s]  # arch strings contain no commas
+    if any(c in text for c in "|:~"):  # architecture strings (NB201 '|op~0|+...', SSS 'C1:...:C5'): no commas
+        return [s.strip() for s in text.split(",") if s.strip()]
     try:
         return [int(s) for s in text.split(",") if s]
     except ValueError:
@@ -425,6 +436,19 @@ def _jung2023() -> ProtocolConfig:
         measure_images=256,
         batch_size=256,
         description="Jung et al. 2023 (all 6466 NB201 cells, CIFAR-10, FGSM/PGD/APGD-CE/Square grid, CIFAR-10-C)",
+    )
+
+
+@register_protocol("nats-sss-jung2023")
+def _nats_sss_jung2023() -> ProtocolConfig:
+    """Jung et al.'s attack grid, corruption set, proxies and measures on all 32768 NATS-Bench SSS networks, each
+    trained with NATS-Bench SSS's 90-epoch schedule (``nats-sss-90e``) on CIFAR-10."""
+    return _jung2023().replace(
+        name="nats-sss-jung2023",
+        search_space="nats-sss",
+        train_profile="nats-sss-90e",
+        description="Jung et al. 2023's grid (FGSM/PGD/APGD-CE/Square, CIFAR-10-C) on all 32768 NATS-Bench SSS "
+                    "networks trained 90 epochs (nats-sss-90e), CIFAR-10",
     )
 
 

@@ -1,11 +1,15 @@
-"""The Dask pipeline: one task per (cell, seed, stage), results written by the workers into the Zarr store.
+"""The Dask pipeline: one task per (cell, seed, stage); workers compute, the client writes the sharded store.
 
 ``run_pipeline(store, protocol)`` creates the store (or resumes it), submits every stage that is not done yet to a
 Dask cluster (a ``LocalCluster`` of spawned single-threaded processes by default, any scheduler address, or SLURM
 through ``pipelines.slurm``), shows a progress bar, and returns a :class:`RunReport`.
 
-Fault tolerance comes from the store, not from the client: a task writes its values and only then marks the stage
-done, so a run killed at any moment is finished by running the same command again; a stage that raises is retried
+Write path: a worker returns its values; the client appends each result at once to the store's durable journal
+(:mod:`robustbench_nas.storage.journal`) and rewrites a block's shards whole (one commit, under the store's lock)
+as soon as every unit of that block in this run has finished, every ``commit_seconds``, and at the end. Shards are
+never written in part nor by two processes at once (zarr-python issue 3682), whatever the number of clients
+(``--shard i/n``). A run killed at any moment is finished by running the same command again: journal records left
+by the killed run are committed first, and whatever has no record is recomputed. A stage that raises is retried
 ``protocol.retries`` times in the task and then marked failed with its error text, without stopping other cells.
 """
 
@@ -24,7 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from robustbench_nas.storage import DONE, RobustnessStore, StoreError
+from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
 
 from .protocol import ProtocolConfig, shard_cells
 from .stages import StageContext, get_stage, list_stages, with_dependencies
@@ -52,6 +56,7 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
         store = RobustnessStore.open(path, mode="r+")
         saved = saved_protocol(store)
         if protocol is None:
+            store.commit()  # results of a killed run still in the journal
             return store, saved
         if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
             diff = saved.diff(protocol)
@@ -62,8 +67,7 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
                 f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
                 "Use a new --store path, or omit --protocol to continue the store's own protocol."
             )
-        if store.spec.arch_chunk != 1:
-            raise StoreError(f"{path} is a compacted store (arch_chunk={store.spec.arch_chunk}); run on the original")
+        store.commit()  # results of a killed run still in the journal (checked protocol first: never touch another's)
         return store, protocol.replace(data_root=protocol.data_root or saved.data_root)
     if protocol is None:
         raise StoreError(f"no store at {path}; pass a protocol (e.g. --protocol tiny) to create it")
@@ -110,7 +114,12 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     src_proto = saved_protocol(src)
     mine, theirs = protocol.to_dict(), src_proto.to_dict()
     copied: dict[str, int] = {}
-    status = src.status()
+    # committed results only (a source still being written may have journal records; those are not copied yet)
+    status = src.read_array("status")
+    src_seconds = src.read_array("stage_seconds")
+    cache: dict[str, np.ndarray] = {}
+    mine_status = store.status()
+    touched: set[int] = set()
     for stage in store.spec.stages:
         if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
             continue
@@ -122,44 +131,32 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
             if uid not in src.spec.archs:
                 continue
             for seed in store.spec.seeds:
-                if seed not in src.spec.seeds or store.is_done(uid, seed, stage):
+                if seed not in src.spec.seeds or mine_status[store.arch_pos(uid), store.seed_pos(seed),
+                                                             store.stage_pos(stage)] == DONE:
                     continue
                 if status[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)] != DONE:
                     continue
-                values = {name: src.read_cell(uid, seed, name) for name in names}
+                i, j = src.arch_pos(uid), src.seed_pos(seed)
+                values = {}
+                for name in names:
+                    if name not in cache:
+                        cache[name] = src.read_array(name)
+                    values[name] = cache[name][(i, j) if "seed" in src.arrays[name].dims else i]
                 if "checkpoint" in values:  # keep pointing at the same file, from the new store's folder
                     old = src.path.parent / str(values["checkpoint"])
                     values["checkpoint"] = os.path.relpath(old, store.path.parent)
-                secs = float(np.asarray(src._array("stage_seconds")[src.arch_pos(uid), src.seed_pos(seed),
-                                                                      src.stage_pos(stage)]))
-                store.write_cell(uid, seed, values, stage=stage, seconds=secs)
+                secs = float(src_seconds[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)])
+                store.write_cell(uid, seed, values, stage=stage, seconds=secs, commit=False)
+                touched.add(store.block_of(uid))
                 n += 1
         if n:
             copied[stage] = n
             log.info("reused %d %s results from %s", n, stage, src.path)
+    store.commit(sorted(touched))
     return copied
 
 
 # ---- the task run on a worker -------------------------------------------------------------------------------------
-_OPEN: dict[str, RobustnessStore] = {}
-
-
-def _open_cached(path: str, fingerprint: str) -> RobustnessStore:
-    """One handle per store and worker process (metadata never changes after creation).
-
-    A long-lived worker (``--scheduler``) may outlive a store that was deleted and made again with another
-    protocol at the same path: the handle is reopened when the fingerprint differs, and a task whose protocol is
-    not the store's is refused rather than written at the wrong positions.
-    """
-    store = _OPEN.get(path)
-    if store is None or store.attrs.get("protocol_fingerprint") != fingerprint:
-        store = _OPEN[path] = RobustnessStore.open(path, mode="r+")
-    if store.attrs.get("protocol_fingerprint") != fingerprint:
-        raise StoreError(f"{path} now holds protocol {store.attrs.get('protocol_fingerprint')}, "
-                         f"this task was made for {fingerprint}")
-    return store
-
-
 def _worker_device(device: str, resolve: Any) -> Any:
     """``auto`` on a multi-GPU machine: local worker k uses GPU k mod n (LocalCluster names workers 0, 1, ...)."""
     import torch
@@ -185,20 +182,28 @@ def execute_unit(
     device: str = "auto",
     threads: int = 1,
     upstream: Sequence[dict[str, Any]] = (),
+    arch_str: str = "",
+    checkpoint_rel: str = "",
 ) -> dict[str, Any]:
-    """Run one stage for one (cell, seed) and write it to the store. Runs on a worker; never raises for a stage error.
+    """Run one stage for one (cell, seed) and return its values. Runs on a worker; never raises for a stage error.
+
+    The worker writes nothing into the store (the client does, see the module docstring); only the ``train`` stage
+    writes its checkpoint file next to the store.
 
     Arguments:
-        store_path: the store folder.
+        store_path: the store folder (checkpoints live next to it).
         protocol: ``ProtocolConfig.to_dict()``.
         uid, seed: the cell and seed.
         stage: stage name.
         device: torch device name (``auto``: CUDA when present).
         threads: torch intra-op threads.
         upstream: results of the stages this one needs (Dask passes them once they are done).
+        arch_str: the cell's architecture string.
+        checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
+            earlier run (this run's ``train`` result in ``upstream`` takes precedence).
 
     Returns:
-        ``{"uid", "seed", "stage", "status": "done"|"failed"|"skipped", "seconds", "attempts", "error"}``.
+        ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values"}``.
     """
     import torch
 
@@ -206,39 +211,33 @@ def execute_unit(
 
     torch.set_num_threads(max(1, int(threads)))
     proto = ProtocolConfig.from_dict(protocol)
-    store = _open_cached(store_path, proto.fingerprint())
-    out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": ""}
-    if store.is_done(uid, seed, stage):  # e.g. a worker died after writing, and Dask re-ran the task
-        out["status"] = "skipped"
-        return out
+    out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": "",
+           "values": None}
     bad = [u for u in upstream if u.get("status") not in ("done", "skipped")]
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
-        store.mark_failed(uid, seed, stage, msg)
         return {**out, "status": "failed", "error": msg}
     definition = get_stage(stage)
-    i = store.arch_pos(uid)
-    ctx = StageContext(protocol=proto, uid=uid, arch_str=store.spec.arch_str[i], seed=seed,
-                       store_path=Path(store_path), device=_worker_device(device, resolve_device))
+    ctx = StageContext(protocol=proto, uid=uid, arch_str=arch_str, seed=seed, store_path=Path(store_path),
+                       device=_worker_device(device, resolve_device))
     if "train" in definition.needs:
-        ctx.checkpoint_rel = str(store.read_cell(uid, seed, "checkpoint"))
+        trained = [u for u in upstream if u.get("stage") == "train" and u.get("values")]
+        ctx.checkpoint_rel = str(trained[0]["values"]["checkpoint"]) if trained else checkpoint_rel
     error = ""
     for attempt in range(proto.retries + 1):
-        out["attempts"] = store.add_attempt(uid, seed, stage)
+        out["attempts"] += 1
         t0 = time.perf_counter()
         try:
             values = definition.fn(ctx)
-            seconds = time.perf_counter() - t0
-            store.write_cell(uid, seed, values, stage=stage, seconds=seconds)
-            out["seconds"] = seconds
+            out["seconds"] = time.perf_counter() - t0
+            out["values"] = values
             return out
         except Exception as e:  # noqa: BLE001  (any stage error is recorded, never propagated)
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
             log.warning("stage %s failed for cell %d seed %d (attempt %d/%d): %s", stage, uid, seed, attempt + 1,
                         proto.retries + 1, e)
             out["seconds"] = time.perf_counter() - t0
-    store.mark_failed(uid, seed, stage, error, out["seconds"])
-    return {**out, "status": "failed", "error": error.splitlines()[0] if error else ""}
+    return {**out, "status": "failed", "error": error}
 
 
 # ---- clusters -----------------------------------------------------------------------------------------------------
@@ -558,20 +557,93 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     order = _run_order(protocol, list(store.spec.archs))
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
+    checkpoints = None
         d = get_stage(stage)
         ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
+        ckpt = ""
+        if "train" in d.needs and (uid, seed, "train") not in futures:  # trained in an earlier run
+            if checkpoints is None:
+                checkpoints = store.read_array("checkpoint")
+            ckpt = str(checkpoints[store.arch_pos(uid), store.seed_pos(seed)])
         # finish started cells before starting new ones: evaluations outrank training of later cells
         priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
             execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
+            store.spec.arch_str[store.arch_pos(uid)], ckpt,
             key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
             resources={"GPU": 1} if (gpu and d.gpu) else None,
         )
     return {f: u for u, f in futures.items()}
 
 
+class ResultWriter:
+    """The client's side of the write path: results into the journal at once, whole-block commits.
+
+    A block is committed as soon as every unit of it submitted by this run has a result, every
+    ``commit_seconds`` for the blocks with new records, and at :meth:`close` (the end of the run).
+
+    Arguments:
+        store: the store (open ``r+``).
+        units: this run's units (to know when a block is complete).
+        commit_seconds: longest time results wait in the journal before their blocks are committed.
+    """
+
+    def __init__(self, store: RobustnessStore, units: Sequence[tuple[int, int, str]],
+                 commit_seconds: float = 120.0) -> None:
+        self.store = store
+        self.open_units: dict[int, int] = {}
+        for uid, _seed, _stage in units:
+            b = store.block_of(uid)
+            self.open_units[b] = self.open_units.get(b, 0) + 1
+        self.commit_seconds = commit_seconds
+        self.dirty: set[int] = set()
+        self.last_commit = time.monotonic()
+        self.attempts = store.attempts()
+
+    def record(self, uid: int, seed: int, stage: str, res: dict[str, Any]) -> tuple[int, Any]:
+        """The journal record of one task result (bad values from a stage become a failure, not a crash)."""
+        st = self.store
+        i, j, s = st.arch_pos(uid), st.seed_pos(seed), st.stage_pos(stage)
+        n = int(self.attempts[i, j, s]) + int(res.get("attempts") or 0)
+        for jj in st._seed_slots(stage, j):
+            self.attempts[i, jj, s] = n
+        if res["status"] == "done":
+            try:
+                return st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
+                                      seconds=res.get("seconds"), error="", attempts=n)
+            except (KeyError, ValueError) as e:  # the stage returned something the schema does not hold
+                res["status"], res["error"] = "failed", f"{type(e).__name__}: {e}"
+        return st.cell_record(uid, seed, stage=stage, status=FAILED, seconds=res.get("seconds"),
+                              error=res.get("error") or "failed", attempts=n)
+
+    def add(self, results: Sequence[tuple[int, int, str, dict[str, Any]]]) -> None:
+        """Journal a batch of results (one append, one fsync), then commit the blocks they completed."""
+        recs = [self.record(uid, seed, stage, res) for uid, seed, stage, res in results]
+        self.store.append(recs)
+        complete = []
+        for b, _ in recs:
+            self.dirty.add(b)
+            self.open_units[b] -= 1
+            if self.open_units[b] == 0:
+                complete.append(b)
+        if complete:
+            self.commit(complete)
+        elif time.monotonic() - self.last_commit > self.commit_seconds:
+            self.commit(sorted(self.dirty))
+
+    def commit(self, blocks: Sequence[int]) -> None:
+        self.store.commit(blocks)
+        self.dirty -= set(blocks)
+        self.last_commit = time.monotonic()
+
+    def close(self) -> None:
+        """Commit every block with records of this run."""
+        if self.dirty:
+            self.commit(sorted(self.dirty))
+
+
 def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, int, str]],
-             counts: dict[str, dict[str, int]], progress: bool) -> None:
+             counts: dict[str, dict[str, int]], progress: bool, commit_seconds: float = 120.0) -> None:
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -580,27 +652,33 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
     for uid, _seed, _stage in futures.values():
         open_units[uid] = open_units.get(uid, 0) + 1
     cells = {"done": 0, "total": len(open_units)}
+    writer = ResultWriter(store, list(futures.values()), commit_seconds)
     try:
-        for fut in as_completed(list(futures)):
-            uid, seed, stage = futures[fut]
-            open_units[uid] -= 1
-            cells["done"] += open_units[uid] == 0
-            try:
-                res = fut.result()
+        for batch in as_completed(list(futures)).batches():
+            results = []
+            for fut in batch:
+                uid, seed, stage = futures[fut]
+                open_units[uid] -= 1
+                cells["done"] += open_units[uid] == 0
+                try:
+                    res = fut.result()
+                except Exception as e:  # noqa: BLE001  (e.g. KilledWorker: the task took down its worker repeatedly)
+                    log.error("cell %d seed %d: stage %s lost: %s", uid, seed, stage, e)
+                    res = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": None, "attempts": 1}
+                results.append((uid, seed, stage, res))
+            writer.add(results)  # journal first: a result counts once it is durable
+            for uid, seed, stage, res in results:
                 status = res["status"]
                 if status == "failed":
-                    log.warning("cell %d seed %d: stage %s failed: %s", uid, seed, stage, res["error"])
-            except Exception as e:  # noqa: BLE001  (e.g. KilledWorker: the task took down its worker repeatedly)
-                status = "failed"
-                log.error("cell %d seed %d: stage %s lost: %s", uid, seed, stage, e)
-                with contextlib.suppress(Exception):
-                    store.mark_failed(uid, seed, stage, f"{type(e).__name__}: {e}")
-            counts[stage][status] += 1
-            log.info("cell %d seed %d: %s %s", uid, seed, stage, status)
-            bar.update(1)
+                    log.warning("cell %d seed %d: stage %s failed: %s", uid, seed, stage,
+                                (res.get("error") or "").splitlines()[0] if res.get("error") else "")
+                counts[stage][status] += 1
+                log.info("cell %d seed %d: %s %s", uid, seed, stage, status)
+                bar.update(1)
             bar.set_postfix_str(f"cells {cells['done']}/{cells['total']} | " + _postfix(counts), refresh=False)
     finally:
         bar.close()
+        writer.close()
 
 
 def _postfix(counts: dict[str, dict[str, int]]) -> str:
@@ -622,7 +700,9 @@ def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
     rows = []
     for s, stage in enumerate(store.spec.stages):
         done = st[:, :, s] == DONE
-        mean_s = float(np.nanmean(secs[:, :, s][done])) if done.any() else float("nan")
+        timed = secs[:, :, s][done]
+        timed = timed[np.isfinite(timed)]  # imported results have no wall time
+        mean_s = float(timed.mean()) if timed.size else float("nan")
         rows.append({"stage": stage, **prog[stage], "mean_s": mean_s})
     return rows
 
@@ -646,7 +726,8 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 
 __all__ = [
-    "DEFAULT_DASHBOARD", "STAGE_FIELDS", "RunReport", "check_dashboard_address", "dashboard_link", "execute_unit",
-    "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results", "run_pipeline",
+    "DEFAULT_DASHBOARD", "STAGE_FIELDS", "ResultWriter", "RunReport", "check_dashboard_address", "dashboard_link",
+    "execute_unit", "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results",
+    "run_pipeline",
     "saved_protocol", "summary_rows",
 ]

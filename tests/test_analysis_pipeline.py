@@ -41,7 +41,7 @@ def _synthetic_store(path: Path, n: int = 120, seed: int = 0) -> tuple[Path, pd.
     spec = StoreSpec(
         archs=uids, arch_str=[space.arch_str(u) for u in uids], seeds=[0],
         attacks={"pgd@Linf": [1 / 255, 8 / 255], "fgsm@Linf": [1 / 255]}, corruptions=["fog"],
-        proxies=["good", "noise"], stages=["clean", "adversarial", "corruptions", "proxies"], arch_chunk=n,
+        proxies=["good", "noise"], stages=["clean", "adversarial", "corruptions", "proxies"], shard_cells=n,
     )  # fmt: skip
     store = create_store(path, spec)
     store.write_array("clean_accuracy", clean[:, None])

@@ -41,7 +41,7 @@ def _store(path: Path, n: int, seed: int = 0, collapsed: int = 0) -> Path:
     spec = StoreSpec(
         archs=uids, arch_str=[space.arch_str(u) for u in uids], seeds=[0], attacks={"pgd@Linf": eps},
         corruptions=["fog"], proxies=["params", "anti"], stages=["clean", "adversarial", "corruptions", "proxies"],
-        arch_chunk=n,
+        shard_cells=n,
     )  # fmt: skip
     store = create_store(path, spec)
     store.write_array("clean_accuracy", clean[:, None])

@@ -123,6 +123,11 @@ def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None
     store = open_store(path)
     assert report.submitted == 3 * len(list_stages())
     assert all(v["pending"] == 0 and v["failed"] == 0 for v in store.progress().values())
+    # the store as the run leaves it: sharded, everything committed, one shard file per array (3 cells < 256)
+    assert store.pending_blocks() == [] and not list(path.rglob("*.log")) and not list(path.rglob("*.partial"))
+    adv = json.loads((path / "adv_confusion" / "zarr.json").read_text())
+    assert adv["codecs"][0]["name"] == "sharding_indexed"
+    assert len(list((path / "adv_confusion" / "c").rglob("*"))) <= 8  # c/0/0/... : one shard, not one file per cell
     ds = open_dataset(path, done_only=True).load()
     data = get_dataset("digits")
     test = data.split("test")
@@ -149,6 +154,27 @@ def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None
     assert np.isfinite(ds.proxy_value.values).all() and np.isfinite(ds.measure_value.values).all()
     # the `params` proxy counts in millions (NASLib's unit)
     np.testing.assert_allclose(ds.proxy_value.sel(proxy="params").values[:, 0] * 1e6, ds.params.values)
+
+
+def test_each_evaluation_stores_the_clean_accuracy_of_its_own_images(finished) -> None:
+    """adv_clean_accuracy / corruption_clean_accuracy: the clean accuracy of exactly the attack_images /
+    corruption_images subsets (recomputed here), so robust <= clean can be checked per cell on the same images."""
+    from robustbench_nas.evaluation import evaluate_clean
+    from robustbench_nas.training import load_checkpoint
+
+    path, _ = finished
+    ds = open_dataset(path, done_only=True).load()
+    p = micro()
+    for uid in ds.arch.values:
+        model, _ = load_checkpoint(path.parent / str(ds.checkpoint.sel(arch=uid, seed=0).values), "cpu")
+        for n, key in ((p.attack_images, "adv_clean_accuracy"), (p.corruption_images, "corruption_clean_accuracy")):
+            sub = stages_mod._split(p.dataset, p.data_root, p.eval_split, n, stages_mod.derived_seed(p.name, p.eval_split, n))
+            assert float(ds[key].sel(arch=uid, seed=0)) == evaluate_clean(model, sub.images(), sub.labels()).accuracy
+    adv = ds.adv_accuracy.sel(seed=0)
+    clean = ds.adv_clean_accuracy.sel(seed=0)
+    assert clean.dims == ("arch",) and np.isfinite(clean.values).all()
+    # per cell and per eps, on the same 48 images: an attack never raises the accuracy above the clean one here
+    assert (adv <= clean + 1e-12).all(), (adv.values, clean.values)
 
 
 def test_rerun_resumes_and_does_nothing_when_done(finished, client) -> None:
@@ -217,6 +243,30 @@ def test_shards_fill_one_store(tmp_path: Path, client) -> None:
     store = open_store(tmp_path / "s.zarr")
     assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
     assert plan_units(store, p, ["info"], None) == []
+    ds = open_dataset(tmp_path / "s.zarr", done_only=True).load()
+    assert (ds.params.values > 0).all()  # both shards' clients wrote into the same shard file, nothing lost
+    assert ds["nb201_index"].dims == ("arch",)
+
+
+def test_client_killed_after_journalling_is_committed_by_the_rerun(tmp_path: Path, client, monkeypatch) -> None:
+    """Results journalled but never committed (client killed before its commit) are kept by the next run, not
+    recomputed, and end in the shards."""
+    from pipelines import runner
+
+    p = micro(stages=("info",))
+    monkeypatch.setattr(runner.ResultWriter, "commit", lambda self, blocks: None)  # the client "dies" before commits
+    monkeypatch.setattr(runner.ResultWriter, "close", lambda self: None)
+    run_pipeline(tmp_path / "j.zarr", p, client=client, progress=False)
+    monkeypatch.undo()
+    store = open_store(tmp_path / "j.zarr")
+    assert store.pending_blocks() == [0]
+    assert store.progress()["info"]["done"] == 3  # status counts the journal
+    assert np.isnan(open_dataset(tmp_path / "j.zarr").flops.values).all()  # but nothing is committed yet
+    rep = run_pipeline(tmp_path / "j.zarr", p, client=client, progress=False)
+    assert rep.submitted == 0  # nothing recomputed
+    store = open_store(tmp_path / "j.zarr")
+    assert store.pending_blocks() == []
+    assert (open_dataset(tmp_path / "j.zarr", done_only=True).flops.values > 0).all()
 
 
 def test_bad_stage_names_are_errors(tmp_path: Path) -> None:

@@ -51,8 +51,11 @@ def test_layout_on_disk_is_zarr3_with_dimension_names(store) -> None:
     meta = json.loads((store.path / "adv_confusion" / "zarr.json").read_text())
     assert meta["zarr_format"] == 3
     assert meta["dimension_names"] == ["arch", "seed", "attack", "eps", "true_class", "pred_class"]
-    # one cell, one seed per chunk; the grid dims whole
-    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 1, 2, 3, 3, 3]
+    # shards: every cell (fewer than shard_cells) and seed; inner chunks: one cell, one seed, the grid dims whole
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 2, 2, 3, 3, 3]
+    (sharding,) = meta["codecs"]
+    assert sharding["name"] == "sharding_indexed"
+    assert sharding["configuration"]["chunk_shape"] == [1, 1, 2, 3, 3, 3]
     ds = xr.open_zarr(store.path)  # plain xarray, no helper
     assert list(ds["arch"].values) == ARCHS
     assert list(ds["seed"].values) == [7, 8]
@@ -162,7 +165,7 @@ def test_tidy_long_and_wide_tables(store) -> None:
     store.write_cell(0, 7, {"proxy_value": [1.0, 2.0, 3.0]}, stage="proxies")
     store.write_cell(6, 8, {"proxy_value": [4.0, 5.0, 6.0]})  # not marked done: left out
     long = to_dataframe(store.path)
-    assert list(long.columns) == ["arch", "arch_str", "nb201_index", "seed", "group", "name", "level",
+    assert list(long.columns) == ["arch", "arch_str", "seed", "group", "name", "level",
                                   "level_label", "metric", "value"]
     adv = long[(long.group == "adversarial") & (long.metric == "accuracy")]
     # 5 grid points; (pgd, 255/255) is off the grid, so its stray value 7.0 never shows up
@@ -179,8 +182,25 @@ def test_tidy_long_and_wide_tables(store) -> None:
     assert r["proxy:nwot::value"] == 3.0
 
 
+def test_arch_coords_are_coordinates_and_table_columns(tmp_path: Path) -> None:
+    st = create_store(tmp_path / "c.zarr", small_spec(arch_coords={"nb201_index": [0, 7, 12, 99],
+                                                                     "family": ["a", "b", "a", "c"]}))
+    st.write_cell(6, 7, {"clean_accuracy": 0.5}, stage="clean")
+    ds = xr.open_zarr(st.path)
+    assert ds["nb201_index"].values.tolist() == [0, 7, 12, 99]
+    ds = open_dataset(st.path)
+    assert {"nb201_index", "family"} <= set(ds.coords) and ds["family"].dims == ("arch",)
+    long = to_dataframe(st.path)
+    assert list(long.columns[:4]) == ["arch", "arch_str", "nb201_index", "family"]
+    assert long[["arch", "nb201_index", "family", "value"]].values.tolist() == [[6, 7, "b", 0.5]]
+    with pytest.raises(ValueError, match="3 values for 4 archs"):
+        small_spec(arch_coords={"x": [1, 2, 3]})
+    with pytest.raises(ValueError, match="not a usable coordinate name"):
+        small_spec(arch_coords={"seed": [1, 2, 3, 4]})
+
+
 def test_bulk_writer_for_importers(tmp_path: Path) -> None:
-    spec = small_spec(seeds=[0], arch_chunk=2, stages=["clean", "adversarial"])
+    spec = small_spec(seeds=[0], shard_cells=2, stages=["clean", "adversarial"])
     st = create_store(tmp_path / "imp.zarr", spec)
     acc = np.array([0.1, 0.2, 0.3, 0.4])
     st.write_array("clean_accuracy", acc[[2, 0]][:, None], archs=[12, 0])
@@ -238,7 +258,7 @@ def test_export_cli_parquet_and_csv(store, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no Zarr store" in res.output
 
 
-def test_compact_copy_is_identical_with_bigger_chunks(store, tmp_path: Path) -> None:
+def test_compact_copy_is_identical_with_bigger_shards(store, tmp_path: Path) -> None:
     from robustbench_nas.storage.compact import compact_store
 
     rng = np.random.default_rng(0)
@@ -246,52 +266,216 @@ def test_compact_copy_is_identical_with_bigger_chunks(store, tmp_path: Path) -> 
         store.write_cell(a, 7, {"adv_accuracy": rng.random((2, 3)), "adv_confusion": rng.integers(0, 9, (2, 3, 3, 3))},
                          stage="adversarial")
     store.mark_failed(6, 8, "train", "boom")
-    out = compact_store(store.path, tmp_path / "pub.zarr", arch_chunk=2, shard_archs=4)
+    out = compact_store(store.path, tmp_path / "pub.zarr", shard_cells=2, compress=True)
     meta = json.loads((out.path / "adv_confusion" / "zarr.json").read_text())
-    assert meta["chunk_grid"]["configuration"]["chunk_shape"][:2] == [4, 2]  # the shard: 4 cells, both seeds
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"][:2] == [2, 2]  # the shard: 2 cells, both seeds
     assert meta["codecs"][0]["name"] == "sharding_indexed"
     a, b = open_dataset(store.path).load(), open_dataset(out.path).load()
     for v in a.data_vars:
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+    z = xr.open_zarr(out.path).load()  # plain zarr-python reads the compressed shards too
+    np.testing.assert_array_equal(z.adv_confusion.values, a.adv_confusion.values)
     assert out.failures() == store.failures()
     with pytest.raises(StoreError, match="refusing to overwrite"):
         compact_store(store.path, out.path)
+    compact_store(store.path, out.path, overwrite=True)  # our own store: replaced
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
 
 
-def test_fast_bookkeeping_reader_equals_zarr(store) -> None:
-    from robustbench_nas.storage.store import _scan_scalar_chunks
+def test_compact_overwrite_refuses_a_folder_that_is_not_a_store(store, tmp_path: Path) -> None:
+    from robustbench_nas.storage.compact import compact_store
 
-    store.write_cell(6, 8, {"clean_accuracy": 0.5}, stage="clean", seconds=1.25)
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    with pytest.raises(StoreError, match="not a robustbench-nas store; refusing to overwrite"):
+        compact_store(store.path, precious, overwrite=True)
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+    plain = tmp_path / "plain.zarr"
+    import zarr
+
+    zarr.open_group(str(plain), mode="w", zarr_format=3)  # a Zarr store, but not ours
+    with pytest.raises(StoreError, match="refusing to overwrite"):
+        compact_store(store.path, plain, overwrite=True)
+    assert (plain / "zarr.json").is_file()
+
+
+def test_shard_reader_equals_zarr_python(store) -> None:
+    """Our own shard decoder and writer against zarr-python on every array (the independent reference)."""
+    import zarr
+
+    rng = np.random.default_rng(1)
+    store.write_cell(6, 8, {"clean_accuracy": 0.5, "clean_confusion": rng.integers(0, 9, (3, 3))}, stage="clean",
+                     seconds=1.25)
     store.write_cell(40, 7, {"params": 3, "flops": 1.0, "flops_plain": 1.0}, stage="info", seconds=0.5)
+    store.write_cell(12, 7, {"checkpoint": "ck/12_s7.safetensors"}, stage="train")
     store.mark_failed(0, 7, "train", "x", seconds=3.0)
     store.add_attempt(0, 7, "train")
-    (store.path / "status" / "c" / "1" / "1" / "3.abc.partial").write_bytes(b"\x01")  # a killed writer's temp file
-    for name in ("status", "stage_seconds", "attempts"):
-        arr = store._array(name)
-        fast = _scan_scalar_chunks(store.path / name, arr)
-        assert fast is not None, name  # the fast path applies to the layout written by create()
-        np.testing.assert_array_equal(fast, np.asarray(arr[...]), err_msg=name)
-        assert fast.dtype == np.asarray(arr[...]).dtype
-    assert int((store.status() == DONE).sum()) == 3  # clean once, info at both seeds
+    g = zarr.open_group(str(store.path), mode="r")
+    for name in store.arrays:
+        ours = store.read_array(name)
+        theirs = np.asarray(g[name][...])
+        if ours.dtype == object:
+            assert [str(v) for v in ours.ravel()] == [str(v) for v in theirs.ravel()], name
+        else:
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+            assert ours.dtype == theirs.dtype, name
+    assert int((store.status() == DONE).sum()) == 4  # clean once, train once, info at both seeds
+    # and zarr-python writing a shard (its own encoding, chunk order) is read back by ours
+    g2 = zarr.open_group(str(store.path), mode="r+")
+    vals = rng.random((4, 2, 2, 3))
+    g2["adv_accuracy"][...] = vals
+    np.testing.assert_array_equal(store.read_array("adv_accuracy"), vals)
+    np.testing.assert_array_equal(store.read_cell(12, 8, "adv_accuracy"), vals[2, 1])
 
 
-def test_writer_dying_mid_cell_leaves_nothing_marked_done(store, monkeypatch) -> None:
-    """A crash between two array writes of one stage: the values already written are never read as done."""
-    real = store._array
+def test_commit_killed_mid_block_leaves_nothing_marked_done_then_completes(store, monkeypatch) -> None:
+    """A crash between two shard writes of one commit: values already replaced are never read as done, and the
+    journal (still there) completes the commit the next time."""
+    import robustbench_nas.storage.store as store_mod
 
-    class Dies:
-        def __init__(self, arr):
-            self.arr = arr
+    real = store_mod.write_shard
 
-        def __setitem__(self, key, value):
+    def dies(root, layout, b, block, **kw):
+        if layout.name == "adv_confusion":
             raise OSError("killed while writing adv_confusion")
+        return real(root, layout, b, block, **kw)
 
-    monkeypatch.setattr(store, "_array", lambda name: Dies(real(name)) if name == "adv_confusion" else real(name))
+    monkeypatch.setattr(store_mod, "write_shard", dies)
     with pytest.raises(OSError, match="killed"):
         store.write_cell(6, 7, {"adv_accuracy": np.full((2, 3), 0.5), "adv_confusion": np.ones((2, 3, 3, 3))},
                          stage="adversarial")
     monkeypatch.undo()
-    assert not store.is_done(6, 7, "adversarial")
-    assert float(open_dataset(store.path).adv_accuracy.sel(arch=6, seed=7)[0, 0]) == 0.5  # half-written...
+    ds = open_dataset(store.path)
+    assert float(ds.adv_accuracy.sel(arch=6, seed=7)[0, 0]) == 0.5  # half-committed...
+    assert int(ds.status.sel(arch=6, seed=7, stage="adversarial")) == PENDING  # ...status untouched
     assert np.isnan(open_dataset(store.path, done_only=True).adv_accuracy.sel(arch=6, seed=7).values).all()
     assert to_dataframe(store.path).query("group == 'adversarial'").empty  # ...and never read as a result
+    assert store.pending_blocks() == [0]
+    assert store.commit() == 1  # the journal record finishes what the killed commit began
+    ds = open_dataset(store.path, done_only=True)
+    assert (ds.adv_confusion.sel(arch=6, seed=7).values == 1).all()
+    assert store.pending_blocks() == [] and not list(store.path.rglob("*.partial"))
+
+
+def test_torn_journal_record_is_ignored(store) -> None:
+    """A writer killed mid-append leaves a partial record: it is dropped (recomputed), the rest is applied."""
+    b, rec = store.cell_record(6, 7, {"clean_accuracy": 0.25}, stage="clean", status=DONE, error="")
+    b2, rec2 = store.cell_record(12, 7, {"clean_accuracy": 0.75}, stage="clean", status=DONE, error="")
+    raw = rec.encode() + rec2.encode()[:-5]
+    store.journal.dir.mkdir(exist_ok=True)
+    (store.journal.dir / f"dead-1-abc.b{b}.log").write_bytes(raw)
+    assert store.is_done(6, 7, "clean") and not store.is_done(12, 7, "clean")
+    assert store.commit() == 1
+    np.testing.assert_array_equal(store.read_array("clean_accuracy")[:3, 0], [np.nan, 0.25, np.nan])
+    assert not store.is_done(12, 7, "clean")
+
+
+def _v1_store(path: Path, spec_kw: dict) -> dict[str, np.ndarray]:
+    """A schema-1 store as the previous code wrote it: one chunk per (cell, seed), nb201_index coordinate."""
+    import zarr
+
+    spec = small_spec(**spec_kw)
+    d = spec.to_dict()
+    d.pop("arch_coords"), d.pop("shard_cells"), d.pop("compress")
+    d.update(nb201_index=[100 + a for a in spec.archs], arch_chunk=1)
+    g = zarr.open_group(str(path), mode="w", zarr_format=3,
+                        attributes={"rbnas_schema": 1, "spec": d, "protocol": {"name": "x"},
+                                    "protocol_fingerprint": "f00"})
+    from robustbench_nas.storage import array_specs
+
+    sizes = spec.dim_sizes()
+    rng = np.random.default_rng(3)
+    vals = {}
+    for name, a in array_specs(spec).items():
+        shape = tuple(sizes[x] for x in a.dims)
+        arr = g.create_array(name, shape=shape, dtype=str if a.dtype == "str" else a.dtype,
+                             chunks=tuple(1 if x in ("arch", "seed", "stage") else max(1, sizes[x]) for x in a.dims),
+                             fill_value=a.fill, dimension_names=list(a.dims))
+        if a.dtype == "str":
+            v = np.asarray([f"{name}{k}" for k in range(int(np.prod(shape)))]).reshape(shape)
+        elif a.dtype.startswith("int"):
+            v = rng.integers(0, 3, shape).astype(a.dtype)
+        else:
+            v = rng.random(shape)
+        arr[...] = v
+        vals[name] = v
+    for name, v in (("arch", spec.archs), ("nb201_index", d["nb201_index"]), ("seed", spec.seeds)):
+        g.create_array(name, shape=(len(v),), dtype="int64", dimension_names=["arch" if name != "seed" else "seed"])[...] = v
+    zarr.consolidate_metadata(str(path))
+    return vals
+
+
+def _tree_hash(path: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).digest() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def test_v1_store_gives_one_line_error_and_migrates_exactly(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    old = tmp_path / "old.zarr"
+    vals = _v1_store(old, {})
+    before = _tree_hash(old)
+    with pytest.raises(StoreError, match=r"schema 1 .*rbnas migrate"):
+        open_store(old)
+    res = CliRunner().invoke(cli, ["status", str(old)])
+    assert res.exit_code == 2 and "rbnas migrate" in res.output and "Traceback" not in res.output
+    assert len([ln for ln in res.output.strip().splitlines() if ln.startswith("Error")]) == 1
+    res = CliRunner().invoke(cli, ["migrate", str(old), str(tmp_path / "sub" / "new.zarr")])
+    assert res.exit_code == 0, res.output
+    assert _tree_hash(old) == before  # the old store is only read
+    new = open_store(tmp_path / "sub" / "new.zarr")
+    assert new.spec.arch_coords == {"nb201_index": [100 + a for a in ARCHS]}
+    assert new.attrs["protocol_fingerprint"] == "f00"
+    for name, v in vals.items():
+        got = new.read_array(name)
+        if name == "checkpoint":  # relative to the new store's folder
+            assert [str(x) for x in got.ravel()] == [str(Path("..") / s) for s in v.ravel()]
+        elif got.dtype == object:
+            assert [str(x) for x in got.ravel()] == [str(x) for x in v.ravel()], name
+        else:
+            np.testing.assert_array_equal(got, v, err_msg=name)
+    assert open_dataset(new.path)["nb201_index"].values.tolist() == [100 + a for a in ARCHS]
+    res = CliRunner().invoke(cli, ["migrate", str(old), str(tmp_path / "sub" / "new.zarr")])
+    assert res.exit_code == 2 and "already exists" in res.output
+
+
+@pytest.mark.parametrize("bad", [None, "garbage", 2.5, True, [1], 99])
+def test_unknown_schema_attribute_is_a_clean_error_and_untouched(tmp_path: Path, bad) -> None:
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    st = create_store(tmp_path / "s.zarr", small_spec())
+    st.write_cell(6, 7, {"clean_accuracy": 0.5}, stage="clean")
+    meta = json.loads((st.path / "zarr.json").read_text())
+    meta["attributes"]["rbnas_schema"] = bad
+    (st.path / "zarr.json").write_text(json.dumps(meta))
+    before = _tree_hash(st.path)
+    with pytest.raises(StoreError, match="schema"):
+        open_store(st.path, mode="r+")
+    for args in (["status", str(st.path)], ["export", str(st.path), "--out", str(tmp_path / "t.csv")],
+                 ["run", "--store", str(st.path), "--no-progress"]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "schema" in res.output and "Traceback" not in res.output, res.output
+    assert _tree_hash(st.path) == before
+
+
+def test_export_refuses_to_replace_a_file_without_force(store, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    out = tmp_path / "results.csv"
+    out.write_text("my own table\n")
+    res = CliRunner().invoke(cli, ["export", str(store.path), "--format", "csv", "--out", str(out)])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert out.read_text() == "my own table\n"
+    res = CliRunner().invoke(cli, ["export", str(store.path), "--format", "csv", "--out", str(out), "--force"])
+    assert res.exit_code == 0 and out.read_text().startswith("arch,")

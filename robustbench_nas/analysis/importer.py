@@ -44,7 +44,7 @@ def import_jung2023(
     *,
     dataset: str = "cifar10",
     measures: tuple[str, ...] = RELEASE_MEASURES,
-    arch_chunk: int = 512,
+    shard_cells: int = 256,
     progress: bool = False,
 ) -> ReleaseReport:
     """Read the release at ``root`` and write it as a new store at ``store_path``.
@@ -54,7 +54,7 @@ def import_jung2023(
         store_path: the new store (must not exist).
         dataset: ``cifar10``, ``cifar100`` or ``ImageNet16-120``.
         measures: release measures to import (``accuracy``, ``confidence``, ``cm``).
-        arch_chunk: cells per chunk (a single-writer store: bigger chunks, fewer files).
+        shard_cells: cells per shard file (the layout ``rbnas run`` writes; inner chunks of one cell).
         progress: progress bar while reading.
 
     Returns:
@@ -97,7 +97,8 @@ def import_jung2023(
         severities=[int(s) for s in ds["severity"].values],
         num_classes=K,
         stages=stages,
-        arch_chunk=arch_chunk,
+        arch_coords={"nb201_index": list(uids)},
+        shard_cells=shard_cells,
     )
     attrs = {
         "source": ds.attrs["source"],

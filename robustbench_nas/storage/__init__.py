@@ -23,7 +23,9 @@ from .schema import (
 from .store import (
     RobustnessStore,
     StoreError,
+    check_schema,
     create_store,
+    ensure_ours,
     mask_not_done,
     open_dataset,
     open_store,
@@ -33,6 +35,6 @@ from .store import (
 
 __all__ = [
     "ArraySpec", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "RobustnessStore", "SCHEMA_VERSION", "STAGES",
-    "StoreError", "StoreSpec", "array_specs", "create_store", "eps_label", "mask_not_done", "open_dataset",
+    "StoreError", "StoreSpec", "array_specs", "check_schema", "create_store", "ensure_ours", "eps_label", "mask_not_done", "open_dataset",
     "open_store", "software_versions", "stage_arrays", "to_dataframe",
 ]

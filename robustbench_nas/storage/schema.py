@@ -4,9 +4,9 @@ A store holds one run (one protocol). Every array is a Zarr v3 array with ``dime
 arrays (``arch``, ``seed``, ``attack``, ``eps``, ...) are written at creation, so ``xarray.open_zarr(path)`` gives a
 tidy :class:`xarray.Dataset`.
 
-Per-cell arrays are chunked with ``arch_chunk`` cells (1 by default) and one seed per chunk along ``arch`` and
-``seed``; every other dimension is one full chunk. With ``arch_chunk == 1`` each (cell, seed, stage) owns its
-chunks exclusively, so writers in different processes never touch the same chunk file (zarr 3 has no locks).
+Per-cell arrays are sharded (Zarr v3 ``sharding_indexed``): one shard file holds ``shard_cells`` cells (256 by
+default) x every seed, split into inner chunks of one (cell, seed) each, whole along every other dimension. Shards
+are only ever written whole, by one writer at a time (see :mod:`.journal`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 
 #: Schema version written into every store (``attrs["rbnas_schema"]``); bump on incompatible changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version history: 1 = one chunk file per cell (``nb201_index`` coordinate, ``arch_chunk``); 2 = sharded layout,
+# ``arch_coords`` (``rbnas migrate OLD NEW`` converts 1 -> 2).
 
 #: Stage names in pipeline order. ``info`` (params / FLOPs) and ``proxies`` need no training.
 STAGES: tuple[str, ...] = ("info", "proxies", "train", "clean", "adversarial", "corruptions", "measures")
@@ -51,9 +53,10 @@ class StoreSpec:
     """Coordinates of one store: which cells, seeds, grids and names it holds.
 
     Arguments:
-        archs: the ``arch`` coordinate: NB201 uids (smallest index of each isomorphism class), distinct.
+        archs: the ``arch`` coordinate: the search space's class ids (uids), distinct.
         arch_str: architecture strings, one per arch.
-        nb201_index: the NB201 index each cell was requested as (defaults to ``archs``).
+        arch_coords: extra per-arch coordinates beside ``arch`` / ``arch_str``, ``{name: [one value per arch]}``
+            (ints, floats or strings), e.g. ``{"nb201_index": [...]}`` (the index each cell was requested as).
         seeds: training / initialisation seeds (the ``seed`` coordinate).
         attacks: ``{attack key: [eps in [0, 1] units]}``; the ``eps`` coordinate is the sorted union, and
             ``attack_grid[attack, eps]`` marks the evaluated pairs (the rest stays NaN).
@@ -67,7 +70,8 @@ class StoreSpec:
         history: names of the per-epoch curves (arrays ``history_<name>``).
         stages: stages whose arrays the store holds.
         search_space: search-space name.
-        arch_chunk: cells per chunk along ``arch``; only 1 is safe for concurrent writers.
+        shard_cells: cells per shard file (inner chunks are always one cell and one seed).
+        compress: zstd-compress large per-cell values (confusion matrices); smaller files, slower reads.
 
     Example:
         >>> spec = StoreSpec(archs=[0, 6], arch_str=["a", "b"], seeds=[0], attacks={"fgsm@Linf": [1 / 255]})
@@ -88,9 +92,10 @@ class StoreSpec:
     epochs: int = 0
     history: list[str] = field(default_factory=lambda: list(DEFAULT_HISTORY))
     stages: list[str] = field(default_factory=lambda: list(STAGES))
-    nb201_index: list[int] | None = None
+    arch_coords: dict[str, list[Any]] = field(default_factory=dict)
     search_space: str = "nb201"
-    arch_chunk: int = 1
+    shard_cells: int = 256
+    compress: bool = False
 
     def __post_init__(self) -> None:
         self.archs = [int(a) for a in self.archs]
@@ -103,9 +108,8 @@ class StoreSpec:
         self.measures = [str(m) for m in self.measures]
         self.history = [str(h) for h in self.history]
         self.stages = [str(s) for s in self.stages]
-        if self.nb201_index is None:
-            self.nb201_index = list(self.archs)
-        self.nb201_index = [int(i) for i in self.nb201_index]
+        self.arch_coords = {str(k): [v.item() if isinstance(v, np.generic) else v for v in vals]
+                            for k, vals in (self.arch_coords or {}).items()}
         self.validate()
 
     def validate(self) -> None:
@@ -115,11 +119,17 @@ class StoreSpec:
         if len(set(self.archs)) != len(self.archs):
             dup = sorted({a for a in self.archs if self.archs.count(a) > 1})[:5]
             raise ValueError(f"StoreSpec.archs has duplicate cells: {dup}")
-        if len(self.arch_str) != len(self.archs) or len(self.nb201_index or []) != len(self.archs):
-            raise ValueError(
-                f"StoreSpec: {len(self.archs)} archs but {len(self.arch_str)} arch_str and "
-                f"{len(self.nb201_index or [])} nb201_index entries"
-            )
+        if len(self.arch_str) != len(self.archs):
+            raise ValueError(f"StoreSpec: {len(self.archs)} archs but {len(self.arch_str)} arch_str entries")
+        reserved = {"arch", "arch_str", "attack_grid", *self.dim_sizes()}
+        for name, vals in self.arch_coords.items():
+            if not name.isidentifier() or name in reserved:
+                raise ValueError(f"StoreSpec.arch_coords: {name!r} is not a usable coordinate name")
+            if len(vals) != len(self.archs):
+                raise ValueError(f"StoreSpec.arch_coords[{name!r}] has {len(vals)} values for {len(self.archs)} archs")
+            kinds = {type(v) for v in vals}
+            if not kinds <= {int, float, bool} and not kinds <= {str}:
+                raise ValueError(f"StoreSpec.arch_coords[{name!r}]: values must be all numbers or all strings")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"StoreSpec.seeds must be non-empty and distinct, got {self.seeds}")
         for name, values in (("corruptions", self.corruptions), ("severities", self.severities),
@@ -141,8 +151,8 @@ class StoreSpec:
             raise ValueError(f"StoreSpec.num_classes must be >= 1, got {self.num_classes}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"StoreSpec.class_names has {len(self.class_names)} names for {self.num_classes} classes")
-        if self.epochs < 0 or self.arch_chunk < 1:
-            raise ValueError(f"StoreSpec: epochs >= 0 and arch_chunk >= 1 required, got {self.epochs}, {self.arch_chunk}")
+        if self.epochs < 0 or self.shard_cells < 1:
+            raise ValueError(f"StoreSpec: epochs >= 0 and shard_cells >= 1 required, got {self.epochs}, {self.shard_cells}")
 
     # ---- coordinates -------------------------------------------------------------------------------------------
     def eps_values(self) -> list[float]:
@@ -255,7 +265,8 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out += [
             ArraySpec("params", ("arch",), "int64", -1, "info", "trainable parameters of the network", "count"),
             ArraySpec("flops", ("arch",), "float64", _NAN, "info",
-                      "FLOPs in NAS-Bench-201's convention (its published numbers)", "1e6 multiply-adds"),
+                      "FLOPs in the search space's published convention (its benchmark's numbers)",
+                      "1e6 multiply-adds"),
             ArraySpec("flops_plain", ("arch",), "float64", _NAN, "info",
                       "conv + linear multiply-adds only", "1e6 multiply-adds"),
         ]
@@ -271,25 +282,28 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out += _stats_arrays("clean", "clean", (), "clean test")
     if "adversarial" in stages:
         out += _stats_arrays("adv", "adversarial", ("attack", "eps"), "adversarial")
+        out.append(ArraySpec("adv_clean_accuracy", ("arch", "seed"), "float64", _NAN, "adversarial",
+                             "clean accuracy of exactly the images the attacks used (attack_images)",
+                             "fraction in [0, 1]"))
     if "corruptions" in stages:
         out += _stats_arrays("corruption", "corruptions", ("corruption", "severity"), "corrupted-image")
+        out.append(ArraySpec("corruption_clean_accuracy", ("arch", "seed"), "float64", _NAN, "corruptions",
+                             "clean accuracy of exactly the images the corruptions used (corruption_images)",
+                             "fraction in [0, 1]"))
     if "measures" in stages:
         out.append(ArraySpec("measure_value", ("arch", "seed", "measure"), "float64", _NAN, "measures",
                              "Jacobian / Hessian robustness measure of the trained network"))
     return {a.name: a for a in out}
 
 
-def chunk_shape(a: ArraySpec, sizes: dict[str, int], arch_chunk: int) -> tuple[int, ...]:
-    """Chunks: ``arch_chunk`` along arch, 1 along seed and stage, everything else whole (at least 1)."""
-    out = []
-    for d in a.dims:
-        if d == "arch":
-            out.append(max(1, min(arch_chunk, sizes[d])))
-        elif d in ("seed", "stage"):
-            out.append(1)
-        else:
-            out.append(max(1, sizes[d]))
-    return tuple(out)
+def chunk_shape(a: ArraySpec, sizes: dict[str, int]) -> tuple[int, ...]:
+    """Inner chunks: one cell and one seed, everything else whole (at least 1)."""
+    return tuple(1 if d in ("arch", "seed") else max(1, sizes[d]) for d in a.dims)
+
+
+def shard_shape(a: ArraySpec, sizes: dict[str, int], shard_cells: int) -> tuple[int, ...]:
+    """Shards: ``shard_cells`` cells (at most the whole arch dim), every seed, everything else whole."""
+    return tuple(max(1, min(shard_cells, sizes[d])) if d == "arch" else max(1, sizes[d]) for d in a.dims)
 
 
 def stage_arrays(spec: StoreSpec, stage: str) -> list[ArraySpec]:
@@ -336,5 +350,6 @@ def resolve_names(values: Sequence[str], known: Sequence[str], what: str) -> lis
 
 __all__ = [
     "ArraySpec", "DEFAULT_HISTORY", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "SCHEMA_VERSION", "STAGES",
-    "STATUS_NAMES", "StoreSpec", "array_specs", "as_cell_value", "chunk_shape", "eps_label", "stage_arrays",
+    "STATUS_NAMES", "StoreSpec", "array_specs", "as_cell_value", "chunk_shape", "eps_label", "shard_shape",
+    "stage_arrays",
 ]
