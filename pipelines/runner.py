@@ -555,9 +555,9 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     pdict = protocol.to_dict()
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
+    checkpoints = None
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
-    checkpoints = None
         d = get_stage(stage)
         ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
         ckpt = ""
