@@ -368,3 +368,110 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
         cols = (cc + ox).clamp(0, w - 1).expand(n, h, w)
         out.add_(gather_pixels(x, rows, cols), alpha=float(weight))
     return out
+
+
+def fma_float32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``a * b + c`` rounded once to float32, as a fused multiply-add (``v_fma`` / ``_mm256_fmadd_ps``) gives it.
+
+    The float32 product is exact in float64 and the float64 sum is rounded to float32 afterwards; that double
+    rounding differs from a true FMA only when the float64 sum lands exactly on a float32 rounding midpoint.
+    """
+    return (a.double() * b.double() + c.double()).to(torch.float32)
+
+
+def opencv_affine_inverse(m: torch.Tensor) -> torch.Tensor:
+    """``cv2.invertAffineTransform`` of ``(N, 2, 3)`` float64 matrices, with OpenCV's statement order."""
+    m0, m1, m2, m3, m4, m5 = m.reshape(-1, 6).unbind(1)
+    det = m0 * m4 - m1 * m3
+    d = torch.where(det != 0, 1.0 / det, torch.zeros_like(det))
+    a11, a22, a12, a21 = m4 * d, m0 * d, -m1 * d, -m3 * d
+    b1 = -a11 * m2 - a12 * m5
+    b2 = -a21 * m2 - a22 * m5
+    return torch.stack([a11, a12, b1, a21, a22, b2], 1).reshape(-1, 2, 3)
+
+
+def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor) -> torch.Tensor:
+    """``cv2.warpAffine(img, M, (W, H), flags=INTER_LINEAR, borderMode=BORDER_REFLECT_101)`` of float32 images.
+
+    Arguments:
+        x: ``(N, C, H, W)`` float32 images.
+        m_inv: ``(N, 2, 3)`` float64 destination -> source matrices (``invertAffineTransform(M)``, which
+            warpAffine applies when ``WARP_INVERSE_MAP`` is not set).
+
+    OpenCV >= 4.11 (``warpAffineLinearInvoker_32FC*`` in ``imgwarp`` / ``warp_kernels.simd.hpp``) casts the
+    matrix to float32, computes ``src_x = fma(M0, x, float(y * M1 + M2))`` (``src_y`` with ``M3, M4, M5``),
+    ``ix = floor(src_x)``, ``a = src_x - ix`` and interpolates ``v0 = fma(a, p01 - p00, p00)``,
+    ``v1 = fma(a, p11 - p10, p10)``, ``v = fma(b, v1 - v0, v0)`` in float32; taps outside the image are
+    reflected (``borderInterpolate``, BORDER_REFLECT_101). This reproduces it bit for bit (tested against
+    ``cv2.warpAffine`` on random images). OpenCV < 4.11 rounded the source coordinates to a 1/32-pixel
+    fixed-point grid instead (``INTER_BITS = 5``): up to a few 8-bit levels apart from this.
+    """
+    n, c, h, w = x.shape
+    m = m_inv.to(device=x.device, dtype=torch.float32).reshape(n, 6, 1, 1)
+    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
+    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
+    # float(y * M1 + M2): a float32 product and a float32 sum (two roundings), per row.
+    row_x = torch.add(torch.mul(ys, m[:, 1]), m[:, 2])
+    row_y = torch.add(torch.mul(ys, m[:, 4]), m[:, 5])
+    sx = fma_float32(m[:, 0].expand(n, h, w), xs.expand(n, h, w), row_x.expand(n, h, w))
+    sy = fma_float32(m[:, 3].expand(n, h, w), xs.expand(n, h, w), row_y.expand(n, h, w))
+    fx, fy = torch.floor(sx), torch.floor(sy)
+    ax = (sx - fx).reshape(n, 1, -1)
+    ay = (sy - fy).reshape(n, 1, -1)
+    ix, iy = fx.long(), fy.long()
+    ra, rb = extend_index(iy, h, "mirror") * w, extend_index(iy + 1, h, "mirror") * w
+    ca, cb = extend_index(ix, w, "mirror"), extend_index(ix + 1, w, "mirror")
+    flat = x.reshape(n, c, h * w)
+
+    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
+
+    p00, p01, p10, p11 = tap(ra, ca), tap(ra, cb), tap(rb, ca), tap(rb, cb)
+    v0 = fma_float32(ax, p01 - p00, p00)
+    v1 = fma_float32(ax, p11 - p10, p10)
+    return fma_float32(ay, v1 - v0, v0).reshape(n, c, h, w)
+
+
+def scipy_map_coordinates_linear_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``scipy.ndimage.map_coordinates(img, (rows, cols), order=1, mode='reflect')`` per channel.
+
+    Arguments:
+        x: ``(N, C, H, W)`` images (float32 in the generator; the result has ``x``'s dtype, as scipy's output
+            takes the input's dtype).
+        rows, cols: ``(N, H', W')`` float64 coordinates.
+
+    SciPy reads the input as float64, reflects each coordinate into the image (half-sample symmetric), takes
+    the weights ``1 - t, t`` of ``t = c - floor(c)`` in float64, sums ``value * w_row * w_col`` over the four
+    taps in float64 (the border taps reflected again) and rounds the sum to the output dtype once.
+    """
+    n, c, h, w = x.shape
+
+    def fold(v: torch.Tensor, size: int) -> torch.Tensor:
+        # ni_interpolation.c map_coordinate, NI_EXTEND_REFLECT.
+        s2 = 2.0 * size
+        lo = v < 0
+        u = torch.where(lo & (v < -s2), s2 * torch.trunc(-v / s2) + v, v)
+        u = torch.where(lo, torch.where(u < -size, u + s2, -u - 1.0), u)
+        hi = u > size - 1
+        u2 = torch.where(hi & (u >= s2), u - s2 * torch.trunc(u / s2), u)
+        u2 = torch.where(hi, torch.where(u2 < size, u2, s2 - u2 - 1.0), u2)
+        return u2
+
+    rr, cc = fold(rows.double(), h), fold(cols.double(), w)
+    r0f, c0f = torch.floor(rr), torch.floor(cc)
+    tr = (rr - r0f).reshape(n, 1, -1)
+    tc = (cc - c0f).reshape(n, 1, -1)
+    r0, c0 = r0f.long(), c0f.long()
+    ra, rb = extend_index(r0, h, "reflect") * w, extend_index(r0 + 1, h, "reflect") * w
+    ca, cb = extend_index(c0, w, "reflect"), extend_index(c0 + 1, w, "reflect")
+    flat = x.reshape(n, c, h * w).double()
+
+    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
+
+    wr0, wc0 = 1.0 - tr, 1.0 - tc
+    t = tap(ra, ca) * wr0 * wc0
+    t = t + tap(ra, cb) * wr0 * tc
+    t = t + tap(rb, ca) * tr * wc0
+    t = t + tap(rb, cb) * tr * tc
+    return t.to(x.dtype).reshape(n, c, *rows.shape[1:])
