@@ -390,21 +390,26 @@ def opencv_affine_inverse(m: torch.Tensor) -> torch.Tensor:
     return torch.stack([a11, a12, b1, a21, a22, b2], 1).reshape(-1, 2, 3)
 
 
-def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor) -> torch.Tensor:
+def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor, simd_columns: int = 16) -> torch.Tensor:
     """``cv2.warpAffine(img, M, (W, H), flags=INTER_LINEAR, borderMode=BORDER_REFLECT_101)`` of float32 images.
 
     Arguments:
         x: ``(N, C, H, W)`` float32 images.
         m_inv: ``(N, 2, 3)`` float64 destination -> source matrices (``invertAffineTransform(M)``, which
             warpAffine applies when ``WARP_INVERSE_MAP`` is not set).
+        simd_columns: columns OpenCV's vector loop handles per step (2 registers of float32 lanes: 16 for its
+            AVX2 dispatch, which x86-64 wheels run); the last ``W % simd_columns`` columns of each row go
+            through its scalar tail, whose coordinates round differently. Widths that are multiples of 16 (CIFAR's
+            32) never reach the tail on AVX2 / AVX-512 / NEON builds.
 
-    OpenCV >= 4.11 (``warpAffineLinearInvoker_32FC*`` in ``imgwarp`` / ``warp_kernels.simd.hpp``) casts the
-    matrix to float32, computes ``src_x = fma(M0, x, float(y * M1 + M2))`` (``src_y`` with ``M3, M4, M5``),
-    ``ix = floor(src_x)``, ``a = src_x - ix`` and interpolates ``v0 = fma(a, p01 - p00, p00)``,
-    ``v1 = fma(a, p11 - p10, p10)``, ``v = fma(b, v1 - v0, v0)`` in float32; taps outside the image are
-    reflected (``borderInterpolate``, BORDER_REFLECT_101). This reproduces it bit for bit (tested against
-    ``cv2.warpAffine`` on random images). OpenCV < 4.11 rounded the source coordinates to a 1/32-pixel
-    fixed-point grid instead (``INTER_BITS = 5``): up to a few 8-bit levels apart from this.
+    OpenCV >= 4.11 (``warpAffineLinearInvoker_32FC*`` in ``warp_kernels.simd.hpp``) casts the matrix to
+    float32 and computes, in its vector loop, ``src_x = fma(M0, x, float(y * M1 + M2))`` (``src_y`` with
+    ``M3, M4, M5``), in its scalar tail ``src_x = fma(x, M0, y * M1) + M2`` (the compiler contracts
+    ``x*M[0] + y*M[1] + M[2]``); then ``ix = floor(src_x)``, ``a = src_x - ix`` and ``v0 = fma(a, p01 - p00,
+    p00)``, ``v1 = fma(a, p11 - p10, p10)``, ``v = fma(b, v1 - v0, v0)`` in float32; taps outside the image
+    are reflected (``borderInterpolate``, BORDER_REFLECT_101). This reproduces it bit for bit (tested against
+    ``cv2.warpAffine`` on random images of several sizes). OpenCV < 4.11 rounded the source coordinates to a
+    1/32-pixel fixed-point grid instead (``INTER_BITS = 5``): up to a few 8-bit levels apart from this.
     """
     n, c, h, w = x.shape
     m = m_inv.to(device=x.device, dtype=torch.float32).reshape(n, 6, 1, 1)
@@ -415,6 +420,11 @@ def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor) -> torch
     row_y = torch.add(torch.mul(ys, m[:, 4]), m[:, 5])
     sx = fma_float32(m[:, 0].expand(n, h, w), xs.expand(n, h, w), row_x.expand(n, h, w))
     sy = fma_float32(m[:, 3].expand(n, h, w), xs.expand(n, h, w), row_y.expand(n, h, w))
+    tail = (w // simd_columns) * simd_columns if simd_columns > 0 else 0
+    if tail < w:  # scalar tail: fma(x, M0, y * M1) + M2
+        xt = xs[..., tail:].expand(n, h, w - tail)
+        sx[..., tail:] = fma_float32(xt, m[:, 0], torch.mul(ys, m[:, 1]).expand_as(xt)) + m[:, 2]
+        sy[..., tail:] = fma_float32(xt, m[:, 3], torch.mul(ys, m[:, 4]).expand_as(xt)) + m[:, 5]
     fx, fy = torch.floor(sx), torch.floor(sy)
     ax = (sx - fx).reshape(n, 1, -1)
     ay = (sy - fy).reshape(n, 1, -1)
