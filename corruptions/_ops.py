@@ -157,8 +157,9 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray | None:
     if sigma <= 1e-15:
         return None
     radius = int(truncate * float(sigma) + 0.5)
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 / (sigma * sigma) * t * t)
+    t = np.arange(-radius, radius + 1)
+    # scipy's _gaussian_kernel1d statement for statement (integer x ** 2, then one float product).
+    k = np.exp(-0.5 / (sigma * sigma) * t**2)
     return k / k.sum()
 
 
@@ -485,3 +486,31 @@ def scipy_map_coordinates_linear_reflect(x: torch.Tensor, rows: torch.Tensor, co
     t = t + tap(rb, ca) * tr * wc0
     t = t + tap(rb, cb) * tr * tc
     return t.to(x.dtype).reshape(n, c, *rows.shape[1:])
+
+
+def scipy_gaussian_filter_float64(
+    x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0
+) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` (what ``skimage.filters.gaussian`` runs) of float64 images, rounding for
+    rounding: axis H first, then W; each output is ``x[i] * w[0]`` plus ``(x[i - k] + x[i + k]) * w[k]`` added
+    for ``k = r, r - 1, .., 1`` (``NI_Correlate1D``'s symmetric loop on x86-64 wheels, no FMA), in float64.
+
+    Where truncation to 8 bits follows (glass_blur), a value on a level ``k / 255`` must come out on the same
+    side of ``k`` as SciPy's sum does; a matrix product (another summation order) splits flat regions by one
+    level. ``x`` ``(N, C, H, W)`` float64; returns float64.
+    """
+    k = gaussian_kernel1d(float(sigma), float(truncate))
+    if k is None:
+        return x.clone()
+    r = len(k) // 2
+    w = [float(v) for v in k[r:]]  # w[d]: weight at distance d (the kernel is exactly symmetric)
+    y = x.to(torch.float64)
+    for dim in (2, 3):
+        n = y.shape[dim]
+        p = pad_axis(y, dim, r, r, mode)
+        centre = p.narrow(dim, r, n)
+        out = centre * w[0]
+        for d in range(r, 0, -1):
+            out = out + (p.narrow(dim, r - d, n) + p.narrow(dim, r + d, n)) * w[d]
+        y = out
+    return y

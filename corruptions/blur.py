@@ -20,6 +20,7 @@ from ._ops import (
     motion_blur as _motion_blur,
     quantize_floor,
     quantize_round,
+    scipy_gaussian_filter_float64,
     to_uint8_levels,
 )
 from .registry import Rng, register_corruption
@@ -132,10 +133,22 @@ def glass_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     """Gaussian blur, 8-bit truncation, local pixel copies (1-2 passes, the generator's "swap"), Gaussian blur again."""
     sigma, delta, iterations = GLASS[severity - 1]
     n, c, h, w = x.shape
-    y = quantize_floor(gaussian_filter(x, sigma))
+    # As the generator: uint8 / 255.0 and both blurs in float64 with SciPy's summation order, each truncated
+    # to 8 bits (np.uint8) without a margin, so flat regions land on the same side of a level as there.
+    y = scipy_gaussian_filter_float64(_float64_levels(x), sigma)
+    y = torch.floor(y * 255.0) / 255.0
     src = _glass_source_index(n, h, w, delta, iterations, rng, x.device)
     y = y.reshape(n, c, h * w).gather(2, src.unsqueeze(1).expand(n, c, h * w)).reshape(n, c, h, w)
-    return quantize_floor(gaussian_filter(y, sigma))
+    y = scipy_gaussian_filter_float64(y, sigma)
+    return (torch.floor(y.clamp(0.0, 1.0) * 255.0) / 255.0).to(x.dtype)
+
+
+def _float64_levels(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64; values within 1e-3 of an 8-bit level (float32 ``k / 255`` is within 1e-5) become that
+    level's ``k / 255.0`` exactly (what the generator's ``uint8 / 255.0`` holds), others are kept as they are."""
+    xd = x.to(torch.float64)
+    k = torch.round(xd * 255.0)
+    return torch.where((xd * 255.0 - k).abs() < 1e-3, k / 255.0, xd)
 
 
 @register_corruption("motion_blur", "blur", random=True)
