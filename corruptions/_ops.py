@@ -510,7 +510,9 @@ def scipy_gaussian_filter_float64(
         p = pad_axis(y, dim, r, r, mode)
         centre = p.narrow(dim, r, n)
         out = centre * w[0]
+        pair = torch.empty_like(out)
         for d in range(r, 0, -1):
-            out = out + (p.narrow(dim, r - d, n) + p.narrow(dim, r + d, n)) * w[d]
+            torch.add(p.narrow(dim, r - d, n), p.narrow(dim, r + d, n), out=pair)
+            out.add_(pair.mul_(w[d]))  # separate multiply and add: no fused multiply-add
         y = out
     return y

@@ -234,10 +234,10 @@ RANDOM_TOLERANCE = {
     "shot_noise": (1.0, 1.0, 0),
     "impulse_noise": (1.0, 1.0, 0),
     "speckle_noise": (0.9995, 1.0, 1),
-    # the pixel copies are exact (test_glass_blur_copy_indices_equal_the_generator_loop); the Gaussian blurs
-    # (float32 matrix products here, float64 in skimage) leave flat regions on k/255 up to rounding, and the
-    # truncation to 8 bits then splits them by one level: 1.4 % of the values at severity 2 / 4 (sigma 0.25)
-    "glass_blur": (0.98, 1.0, 1),
+    # the pixel copies are exact (test_glass_blur_copy_indices_equal_the_generator_loop); the Gaussian blurs run
+    # in float64 in SciPy's summation order (test_gaussian_filter_float64_bit_exact_with_scipy), so flat regions
+    # truncate to the same level (float32 matrix products split 1.4 % of the values by one level)
+    "glass_blur": (1.0, 1.0, 0),
     "motion_blur": (0.9995, 1.0, 1),
     "snow": (0.9995, 1.0, 1),
     "frost": (0.9995, 1.0, 1),
@@ -388,3 +388,20 @@ def test_map_coordinates_bit_exact_with_scipy(shape: tuple[int, int, int]) -> No
         ours = scipy_map_coordinates_linear_reflect(x, torch.from_numpy(rows)[None], torch.from_numpy(cols)[None])
         assert ours.dtype == torch.float32
         assert np.array_equal(ours[0].numpy(), expect), f"{int((ours[0].numpy() != expect).sum())} values differ"
+
+
+@pytest.mark.parametrize("sigma, mode", [(0.05, "nearest"), (0.25, "nearest"), (0.4, "nearest"), (1.5, "reflect")])
+def test_gaussian_filter_float64_bit_exact_with_scipy(sigma: float, mode: str) -> None:
+    """Our float64 Gaussian and ``scipy.ndimage.gaussian_filter`` (channel sigma 0, as skimage passes it) on
+    random images and on 8-bit levels (flat regions, where the summation order decides the truncated level)."""
+    from scipy.ndimage import gaussian_filter
+
+    from corruptions._ops import scipy_gaussian_filter_float64
+
+    rng = np.random.default_rng(int(sigma * 100))
+    imgs = [rng.random((32, 32, 3)), rng.integers(0, 4, (32, 32, 3)) * 60 / 255.0,
+            np.kron(rng.integers(0, 256, (4, 5, 3)), np.ones((6, 6, 1))) / 255.0]
+    for im in imgs:
+        expect = gaussian_filter(im, (sigma, sigma, 0), mode=mode, truncate=4.0)
+        ours = scipy_gaussian_filter_float64(torch.from_numpy(im).permute(2, 0, 1)[None], sigma, mode)
+        assert np.array_equal(ours[0].permute(1, 2, 0).numpy(), expect)
