@@ -7,10 +7,11 @@ package runs with a recording random source and the reference receives exactly t
 image's share each, in the order the generator's statements consume them; the two are then compared value by value.
 
 Tolerances (stated per test, measured on 8 real CIFAR-10 test images x 5 severities): exact where both sides do
-the same arithmetic (JPEG, glass_blur's pixel copies, frost's crop, the noises up to the float32-vs-float64
-rounding of values that land exactly on an 8-bit boundary); within one 8-bit level on >= 99.9 % of the values
-for the filters (float32 matrix products vs SciPy/OpenCV float64 or fixed-point kernels); elastic_transform's
-OpenCV ``warpAffine`` uses 1/32-pixel fixed-point weights, hence its looser bound.
+the same arithmetic (JPEG, shot / impulse noise, glass_blur: its copies and its float64 Gaussians in SciPy's
+summation order, elastic_transform: OpenCV's float32 warpAffine and SciPy's map_coordinates operation by
+operation, each step also checked bit for bit against the library on random inputs); the other noises up to the
+float32-vs-float64 rounding of values that land exactly on an 8-bit boundary; within one 8-bit level on >= 99.9 %
+of the values for the filters (float32 matrix products vs SciPy/OpenCV float64 or fixed-point kernels).
 """
 
 from __future__ import annotations
