@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -182,6 +182,12 @@ def gather_pixels(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> to
     return x.reshape(n, c, h * w).gather(2, flat).reshape(n, c, *rows.shape[1:])
 
 
+def _gather_taps(flat: torch.Tensor, row_offset: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Values of ``flat`` ``(N, C, H*W)`` at flat indices ``row_offset + col`` ``(N, ...)``: ``(N, C, P)``."""
+    n, c, _ = flat.shape
+    return flat.gather(2, (row_offset + col).reshape(n, 1, -1).expand(n, c, -1))
+
+
 def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
     """Bilinear interpolation of ``x`` ``(N, C, H, W)`` at float pixel coordinates ``rows``, ``cols`` ``(N, h, w)``.
 
@@ -198,10 +204,7 @@ def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mod
     ra, rb = extend_index(r0, h, mode) * w, extend_index(r0 + 1, h, mode) * w
     ca, cb = extend_index(c0, w, mode), extend_index(c0 + 1, w, mode)
     flat = x.reshape(n, c, h * w)
-
-    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
-
+    tap = partial(_gather_taps, flat)
     top = torch.lerp(tap(ra, ca), tap(ra, cb), fc)
     bottom = torch.lerp(tap(rb, ca), tap(rb, cb), fc)
     return torch.lerp(top, bottom, fr).reshape(n, c, *rows.shape[1:])
@@ -401,7 +404,7 @@ def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor, simd_col
         simd_columns: columns OpenCV's vector loop handles per step (2 registers of float32 lanes: 16 for its
             AVX2 dispatch, which x86-64 wheels run); the last ``W % simd_columns`` columns of each row go
             through its scalar tail, whose coordinates round differently. Widths that are multiples of 16 (CIFAR's
-            32) never reach the tail on AVX2 / AVX-512 / NEON builds.
+            32) never reach the tail on AVX2 / AVX-512 / NEON builds; 0 sends every column through the tail.
 
     OpenCV >= 4.11 (``warpAffineLinearInvoker_32FC*`` in ``warp_kernels.simd.hpp``) casts the matrix to
     float32 and computes, in its vector loop, ``src_x = fma(M0, x, float(y * M1 + M2))`` (``src_y`` with
@@ -433,10 +436,7 @@ def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor, simd_col
     ra, rb = extend_index(iy, h, "mirror") * w, extend_index(iy + 1, h, "mirror") * w
     ca, cb = extend_index(ix, w, "mirror"), extend_index(ix + 1, w, "mirror")
     flat = x.reshape(n, c, h * w)
-
-    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
-
+    tap = partial(_gather_taps, flat)
     p00, p01, p10, p11 = tap(ra, ca), tap(ra, cb), tap(rb, ca), tap(rb, cb)
     v0 = fma_float32(ax, p01 - p00, p00)
     v1 = fma_float32(ax, p11 - p10, p10)
@@ -475,11 +475,7 @@ def scipy_map_coordinates_linear_reflect(x: torch.Tensor, rows: torch.Tensor, co
     r0, c0 = r0f.long(), c0f.long()
     ra, rb = extend_index(r0, h, "reflect") * w, extend_index(r0 + 1, h, "reflect") * w
     ca, cb = extend_index(c0, w, "reflect"), extend_index(c0 + 1, w, "reflect")
-    flat = x.reshape(n, c, h * w).double()
-
-    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
-
+    tap = partial(_gather_taps, x.reshape(n, c, h * w).double())
     wr0, wc0 = 1.0 - tr, 1.0 - tc
     t = tap(ra, ca) * wr0 * wc0
     t = t + tap(ra, cb) * wr0 * tc
