@@ -512,3 +512,43 @@ def scipy_gaussian_filter_float64(
             out.add_(pair.mul_(w[d]))  # separate multiply and add: no fused multiply-add
         y = out
     return y
+
+
+def opencv_warp_affine_reflect101_fixed_point(x: torch.Tensor, m_inv: torch.Tensor) -> torch.Tensor:
+    """``cv2.warpAffine(INTER_LINEAR, BORDER_REFLECT_101)`` of float32 images as OpenCV < 4.11 computed it (the
+    releases that made the published CIFAR-10-C files); 4.11+ runs :func:`opencv_warp_affine_reflect101`.
+
+    ``WarpAffineInvoker``: ``AB_SCALE = 1024``, ``adelta[x] = cvRound(M0 x AB_SCALE)``, ``X0 = cvRound((M1 y +
+    M2) AB_SCALE) + 16`` (``AB_SCALE / INTER_TAB_SIZE / 2``), ``X = (X0 + adelta[x]) >> 5``, integer part
+    ``X >> 5`` and 1/32 fraction ``X & 31`` (the same with ``M3, M4, M5`` for Y); then ``remapBilinear`` with the
+    float32 weights of ``initInterTab2D`` (``(1 - fy)(1 - fx), (1 - fy) fx, fy (1 - fx), fy fx``) summed over
+    the four taps in that order. cvRound rounds half to even, as ``torch.round`` does.
+    """
+    n, c, h, w = x.shape
+    ix, iy, tx, ty = opencv_fixed_point_sources(m_inv.to(x.device), h, w)
+    fx = (tx.to(torch.float32) / 32.0).reshape(n, 1, -1)
+    fy = (ty.to(torch.float32) / 32.0).reshape(n, 1, -1)
+    ra, rb = extend_index(iy, h, "mirror") * w, extend_index(iy + 1, h, "mirror") * w
+    ca, cb = extend_index(ix, w, "mirror"), extend_index(ix + 1, w, "mirror")
+    tap = partial(_gather_taps, x.to(torch.float32).reshape(n, c, h * w))
+    gx, gy = 1.0 - fx, 1.0 - fy
+    out = tap(ra, ca) * (gy * gx)
+    out = out + tap(ra, cb) * (gy * fx)
+    out = out + tap(rb, ca) * (fy * gx)
+    out = out + tap(rb, cb) * (fy * fx)
+    return out.reshape(n, c, h, w)
+
+
+def opencv_fixed_point_sources(
+    m_inv: torch.Tensor, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV < 4.11 ``WarpAffineInvoker`` source coordinates for an ``(h, w)`` output: integer column and row
+    and their 1/32 fractions (``X >> 5``, ``Y >> 5``, ``X & 31``, ``Y & 31``), each ``(N, h, w)`` int64."""
+    n = m_inv.shape[0]
+    m = m_inv.to(torch.float64).reshape(n, 6, 1, 1)
+    xs = torch.arange(w, device=m.device, dtype=torch.float64).view(1, 1, w)
+    ys = torch.arange(h, device=m.device, dtype=torch.float64).view(1, h, 1)
+    ab = 1024.0  # AB_SCALE = 1 << AB_BITS (10); round_delta = AB_SCALE / INTER_TAB_SIZE / 2 = 16
+    sx = (torch.round((m[:, 1] * ys + m[:, 2]) * ab).long() + 16 + torch.round(m[:, 0] * xs * ab).long()) >> 5
+    sy = (torch.round((m[:, 4] * ys + m[:, 5]) * ab).long() + 16 + torch.round(m[:, 3] * xs * ab).long()) >> 5
+    return sx >> 5, sy >> 5, sx & 31, sy & 31
