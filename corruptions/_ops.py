@@ -188,28 +188,6 @@ def _gather_taps(flat: torch.Tensor, row_offset: torch.Tensor, col: torch.Tensor
     return flat.gather(2, (row_offset + col).reshape(n, 1, -1).expand(n, c, -1))
 
 
-def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
-    """Bilinear interpolation of ``x`` ``(N, C, H, W)`` at float pixel coordinates ``rows``, ``cols`` ``(N, h, w)``.
-
-    The two neighbours along each axis are mapped into the image by ``mode`` before interpolating, which is
-    what scipy's ``map_coordinates(order=1, mode=...)`` and OpenCV's ``remap`` borders do.
-    """
-    n, c, h, w = x.shape
-    r0f = torch.floor(rows)
-    c0f = torch.floor(cols)
-    fr = (rows - r0f).to(x.dtype).reshape(n, 1, -1)
-    fc = (cols - c0f).to(x.dtype).reshape(n, 1, -1)
-    r0 = r0f.long()
-    c0 = c0f.long()
-    ra, rb = extend_index(r0, h, mode) * w, extend_index(r0 + 1, h, mode) * w
-    ca, cb = extend_index(c0, w, mode), extend_index(c0 + 1, w, mode)
-    flat = x.reshape(n, c, h * w)
-    tap = partial(_gather_taps, flat)
-    top = torch.lerp(tap(ra, ca), tap(ra, cb), fc)
-    bottom = torch.lerp(tap(rb, ca), tap(rb, cb), fc)
-    return torch.lerp(top, bottom, fr).reshape(n, c, *rows.shape[1:])
-
-
 def apply_axis_matrices(x: torch.Tensor, a_rows: torch.Tensor, a_cols: torch.Tensor) -> torch.Tensor:
     """``A_rows @ x @ A_cols^T`` per channel: a separable linear resampling given as two dense matrices.
 
