@@ -51,7 +51,7 @@ def test_layout_on_disk_is_zarr3_with_dimension_names(store) -> None:
     meta = json.loads((store.path / "adv_confusion" / "zarr.json").read_text())
     assert meta["zarr_format"] == 3
     assert meta["dimension_names"] == ["arch", "seed", "attack", "eps", "true_class", "pred_class"]
-    # shards: every cell (fewer than shard_cells) and seed; inner chunks (default: ~1 MiB): here the whole shard
+    # shards: every cell (fewer than shard_cells) and seed; inner chunks (default: ~4 MiB): here the whole shard
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 2, 2, 3, 3, 3]
     (sharding,) = meta["codecs"]
     assert sharding["name"] == "sharding_indexed"

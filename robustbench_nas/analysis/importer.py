@@ -56,7 +56,7 @@ def import_jung2023(
         dataset: ``cifar10``, ``cifar100`` or ``ImageNet16-120``.
         measures: release measures to import (``accuracy``, ``confidence``, ``cm``).
         shard_cells: cells per shard file (the layout ``rbnas run`` writes).
-        chunk_cells: cells per inner chunk (``None``: ~1 MiB per chunk, see :class:`StoreSpec`).
+        chunk_cells: cells per inner chunk (``None``: ~4 MiB per chunk, see :class:`StoreSpec`).
         progress: progress bar while reading.
 
     Returns:

@@ -58,7 +58,7 @@ def compact_store(
         src: a store (read only; journal records not committed yet are refused: finish or resume the run first).
         dst: the new store (refused if it exists, unless ``overwrite`` and it is a robustbench-nas store).
         shard_cells: cells per shard file.
-        chunk_cells: cells per inner chunk (``None``: ~1 MiB per chunk; see :class:`StoreSpec`), whatever the
+        chunk_cells: cells per inner chunk (``None``: ~4 MiB per chunk; see :class:`StoreSpec`), whatever the
             source's inner chunks were (a store of one-cell chunks comes out in the new layout).
         compress: zstd-compress the large per-cell values (confusion matrices): a smaller download.
         overwrite: replace ``dst`` if it is one of our stores.

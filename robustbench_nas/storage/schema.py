@@ -73,7 +73,7 @@ class StoreSpec:
         search_space: search-space name.
         shard_cells: cells per shard file.
         chunk_cells: cells per inner chunk of a shard (every seed, the other dims whole); ``None`` (default): as
-            many as fit in :data:`CHUNK_BYTES` (1 MiB), at most the shard. Rounded down to a divisor of the
+            many as fit in :data:`CHUNK_BYTES` (4 MiB), at most the shard. Rounded down to a divisor of the
             shard's cells (Zarr requires it). Larger chunks make plain ``xarray.open_zarr`` fast (zarr-python
             pays ~0.1-0.2 ms per inner chunk); smaller ones make a one-cell read through zarr-python cheaper
             (it decodes a whole inner chunk). Stores written with other inner chunks (e.g. one cell, before this
@@ -300,10 +300,12 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
     return {a.name: a for a in out}
 
 
-#: target size of an inner chunk when ``StoreSpec.chunk_cells`` is ``None`` (see ``benchmarks/README.md``: 1 MiB
-#: keeps plain ``xarray.open_zarr(STORE).load()`` of a full jung2023 store within ~2x of our own reader, and one
-#: cell's record through zarr-python (one inner chunk decoded per array) at a few ms)
-CHUNK_BYTES = 1 << 20
+#: target size of an inner chunk when ``StoreSpec.chunk_cells`` is ``None``. Plain ``xarray.open_zarr(STORE).load()``
+#: costs ~1 ms of dask + zarr-python overhead per inner chunk, so fewer, larger chunks read faster; a one-cell read
+#: through zarr-python decodes one inner chunk per array, so smaller ones read a cell faster. 4 MiB: at 256 cells per
+#: shard every jung2023 array but the confusion matrices is one chunk per shard (those: 2), and a compressed
+#: 1024-cell export keeps one-cell reads to a few MB decoded per array (measurements: benchmarks/README.md)
+CHUNK_BYTES = 4 << 20
 #: bytes per value assumed for variable-length strings when sizing chunks
 _STR_BYTES = 64
 

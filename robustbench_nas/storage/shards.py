@@ -2,7 +2,7 @@
 
 Every per-cell array of a store is a Zarr v3 array with the ``sharding_indexed`` codec: one shard file holds
 ``shard_cells`` cells x every seed, split along ``arch`` into inner chunks of ``chunk_cells`` cells (every seed,
-the other dims whole; ~1 MiB by default), so a block of cells is one file, one cell's record is a byte-range read
+the other dims whole; ~4 MiB by default), so a block of cells is one file, one cell's record is a byte-range read
 (here) or one inner chunk per array (zarr-python), and ``xarray.open_zarr`` has few chunks to handle (zarr-python
 spends ~0.1-0.2 ms per inner chunk; stores of one (cell, seed) per chunk, which this code still reads, have ~150,000
 of them at full size). This module

@@ -1,7 +1,7 @@
 """Create, write and read robustbench-nas Zarr (format 3) stores.
 
 The store ``rbnas run`` writes is the publishable dataset as it is: every per-cell array is sharded (``shard_cells``
-cells x every seed per shard file, inner chunks of ``chunk_cells`` cells, ~1 MiB by default). Writes go through a durable journal and whole-
+cells x every seed per shard file, inner chunks of ``chunk_cells`` cells, ~4 MiB by default). Writes go through a durable journal and whole-
 shard commits under one lock (:mod:`.journal`); reads of whole arrays, single cells and bookkeeping decode shards
 directly (:mod:`.shards`). Plain ``xarray.open_zarr(path)`` reads the same files. See ``docs/storage.md``.
 """

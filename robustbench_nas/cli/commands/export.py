@@ -19,7 +19,7 @@ from ..common import fail
 @click.option("--all-values", is_flag=True, help="Include values of stages not marked done.")
 @click.option("--shard-cells", default=1024, show_default=True, type=int, help="zarr: cells per shard file.")
 @click.option("--chunk-cells", default=None, type=click.IntRange(min=1),
-              help="zarr: cells per inner chunk (default: ~1 MiB per chunk, at most the shard).")
+              help="zarr: cells per inner chunk (default: ~4 MiB per chunk, at most the shard).")
 @click.option("--compress/--no-compress", default=True, show_default=True,
               help="zarr: zstd-compress the confusion matrices (smaller download, slower reads).")
 @click.option("--force", is_flag=True, help="Replace an existing --out (a zarr --out only if it is one of our stores).")
