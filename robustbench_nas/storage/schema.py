@@ -75,8 +75,8 @@ class StoreSpec:
         chunk_cells: cells per inner chunk of a shard (every seed, the other dims whole); ``None`` (default): as
             many as fit in :data:`CHUNK_BYTES` (4 MiB), at most the shard. Rounded down to a divisor of the
             shard's cells (Zarr requires it). Larger chunks make plain ``xarray.open_zarr`` fast (zarr-python
-            pays ~0.2 ms per inner chunk, xarray's dask tasks ~1 ms); smaller ones make a one-cell read through zarr-python cheaper
-            (it decodes a whole inner chunk). Stores written with other inner chunks (e.g. one cell, before this
+            pays ~0.2 ms per inner chunk, xarray's dask tasks ~1 ms); smaller ones make a one-cell read through
+            zarr-python cheaper (it decodes a whole inner chunk). Stores written with other inner chunks (e.g. one cell, before this
             field existed) read the same: readers take the chunk shape from each array's metadata.
         compress: zstd-compress large per-cell values (confusion matrices); smaller files, slower reads.
 
