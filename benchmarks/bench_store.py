@@ -222,6 +222,14 @@ def read_cell_xarray(path: Path, arch: int) -> dict[str, np.ndarray]:
     return {k: ds[k].values for k in ds.data_vars}
 
 
+def read_cell_xarray_nodask(path: Path, arch: int) -> dict[str, np.ndarray]:
+    """The same through ``xarray.open_zarr(path, chunks=None)`` (lazily indexed zarr arrays, no dask graph)."""
+    import xarray as xr
+
+    ds = xr.open_zarr(str(path), chunks=None).sel(arch=arch).load()
+    return {k: ds[k].values for k in ds.data_vars}
+
+
 def read_all_zarr(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     """Every data array through zarr-python directly (the independent reader; slow: ~0.2 ms per inner chunk)."""
     import zarr
@@ -596,11 +604,14 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
                     note=f"{t_1 * 1e3:.1f} vs {t_j1 * 1e3:.1f} ms ({lib}; {via.split('(')[0]})"))
         rng = np.random.default_rng(5)
         sample = sorted(int(i) for i in rng.choice(n, size=min(n, 25), replace=False))
-        cell_suffix = {read_cell: "", read_cell_store_api: "_store_api", read_cell_xarray: "_xarray"}
+        cell_suffix = {read_cell: "", read_cell_store_api: "_store_api", read_cell_xarray: "_xarray",
+                       read_cell_xarray_nodask: "_xarray_nodask"}
         for via, fn in (("open_dataset(STORE)[name].sel(arch=...)", read_cell),
                         ("open_store(STORE).read_record(arch)", read_cell_store_api),
                         ("xarray.open_zarr(STORE).sel(arch=...).load() (plain xarray + zarr-python)",
-                         read_cell_xarray)):
+                         read_cell_xarray),
+                        ("xarray.open_zarr(STORE, chunks=None).sel(arch=...).load() (plain xarray, no dask)",
+                         read_cell_xarray_nodask)):
             t_cells, t_jcells, agree = [], [], True
             for i in sample:
                 rec, t_c = _timed(fn, zpath, spec.archs[i])
