@@ -15,8 +15,14 @@ Defaults and deliberate differences from the references (details in each module'
 - budgets: PGD 40 steps with step ``2.5 * eps / steps`` (Madry et al.; the reference dataset's step size is not
   published), APGD 100 iterations and 1 restart (AutoAttack standard; AutoAttack's "custom" version would use 5),
   Square 5000 queries with ``p_init=0.8`` and AutoAttack's un-rescaled schedule;
-- FGSM/PGD follow torchattacks' update rules bitwise, APGD and Square AutoAttack's (tests check both), but draw
-  random numbers from explicit generators instead of (re)seeding the global RNG;
+- FGSM/PGD follow torchattacks' update rules and its mean reduction (per epsilon): given the same start, the
+  iterates are bitwise equal to torchattacks' when one call attacks torchattacks' batch (tested on a full-size NB201
+  network, C=16, N=5, 200 CIFAR-10 images, PGD-10 at 1/255); APGD and Square follow AutoAttack's bitwise under the
+  same seed (tested). Random numbers come from explicit generators instead of (re)seeding the global RNG, so random
+  starts differ from torchattacks' and accuracies agree within the attack's randomness;
+- modes: ``"independent"`` (default, the reference protocols') attacks every epsilon from scratch;
+  ``"early_exit"`` reports the worst case over all eps' <= eps (stronger, cheaper; FGSM at 255/255 gave 0.004
+  against 0.095 independent on 1,000 real images), so it is not the reference's number;
 - APGD and Square attack only images correctly classified on the clean input, as AutoAttack does; FGSM and PGD
   attack every image, as torchattacks does (in ``"independent"`` mode);
 - robust images report the statistics of the attack's best (highest-loss) point, not of the clean image;

@@ -5,7 +5,9 @@ Two modes:
 - ``"independent"`` (default; the reference protocol): every epsilon is attacked from scratch on every image.
   Rows of all epsilons of the grid share each batch (one pass over the data for the whole grid), which changes no
   row's result because the model runs in eval mode and every attack treats rows independently (Square shares its
-  random squares across the rows of a batch, as the reference does across images).
+  random squares across the rows of a batch, as the reference does across images), up to float rounding: FGSM and
+  PGD weight each row's loss by 1/(rows of its eps in the batch), torchattacks' mean, and that scale can move a
+  gradient component that is within rounding of zero.
 - ``"early_exit"``: epsilons in ascending order; an image already misclassified (on the clean image or by the
   attack at a smaller epsilon) is not attacked again, because its adversarial example lies in every larger ball;
   within an attack a row stops as soon as it is misclassified. Accuracy is exact in the sense that every image

@@ -12,6 +12,13 @@ from the held-out 20 %).
 * **ours, early_exit**: ``mode="early_exit"``: an image broken at a smaller epsilon (or misclassified clean) is not
   attacked again, and rows leave an attack when they are misclassified.
 
+What each mode measures (both are stored by ``rbnas run``; ``independent`` is the reference protocols' default):
+``independent`` is the accuracy under each epsilon separately, exactly the quantity torchattacks computes, so its
+records carry ``same_work: true``; ``early_exit`` is the accuracy under the worst case over all eps' <= eps (an
+image counts as broken at eps when any smaller radius already broke it), a different, stronger quantity computed
+with less work, so its records carry ``same_work: false`` and their ratio is not a like-for-like speed-up (FGSM at
+255/255 gives 0.004 with early exit against 0.095 independent on the 1,000-image run).
+
 ``results_agree``: independent mode: every epsilon's accuracy within ``tolerance`` of torchattacks' (FGSM is
 deterministic and must agree to one image; the others use other random streams); early exit: never more than
 ``tolerance`` above torchattacks' accuracy (it is at least as strong by construction).
@@ -21,7 +28,12 @@ default. On a shared 2-core CPU the reference budgets are out of reach for 1,000
 ones (``--pgd-steps``, ``--apgd-steps``, ``--square-queries``); every record states its budget and whether it is
 the reference one (``reference_budget``). ``--quick`` shrinks everything (200 images, small budgets).
 
-Run: ``python -m benchmarks.bench_attacks [--quick] [--n 1000] [--square-queries Q] [--attacks fgsm@Linf,...]``.
+Reference-budget records (``attacks_*_reference``): ``--reference`` runs PGD-40, APGD-CE-100 and Square-5000 (and
+FGSM) on 300 real images against a small cell (C=4, N=1, 3 epochs) so that the whole comparison fits a bounded
+CPU time (about 20 minutes of one core); on a GPU the default sizes apply.
+
+Run: ``python -m benchmarks.bench_attacks [--quick | --reference] [--n 1000] [--square-queries Q] [--C 8 --N 1]
+[--attacks fgsm@Linf,...]``.
 """
 
 from __future__ import annotations
@@ -39,10 +51,17 @@ from benchmarks.common import SHARED_DATA, Timer, cuda_available, make_result, s
 log = logging.getLogger(__name__)
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+MODE_MEANING = {
+    "independent": "accuracy under each eps attacked from scratch (the reference protocols' default; the quantity "
+                   "torchattacks computes)",
+    "early_exit": "accuracy under the worst case over all eps' <= eps (images broken at a smaller eps or "
+                  "misclassified clean are not attacked again): a stronger quantity with less work",
+}
 TOL = {"fgsm@Linf": 0.002, "pgd@Linf": 0.02, "aa_apgd-ce@Linf": 0.02, "aa_square@Linf": 0.03}
 
 
-def _train_model(quick: bool, device: torch.device, epochs: int | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+def _train_model(quick: bool, device: torch.device, epochs: int | None = None, C: int | None = None,
+                 N: int | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     from robustbench_nas.data import get_dataset
     from robustbench_nas.training import get_profile, train_model
 
@@ -53,8 +72,8 @@ def _train_model(quick: bool, device: torch.device, epochs: int | None = None) -
         epochs=epochs or (2 if quick else (30 if on_gpu else 8)),
         batch_size=128,
         lr=0.05,
-        C=16 if on_gpu else 8,
-        N=5 if on_gpu else 1,
+        C=C or (16 if on_gpu else 8),
+        N=N or (5 if on_gpu else 1),
         max_train_images=2000 if quick else None,
     )
     t = time.perf_counter()
@@ -99,7 +118,8 @@ def _run_baseline(name: str, model: torch.nn.Module, x: torch.Tensor, y: torch.T
 
 def run(quick: bool = False, n: int | None = None, square_queries: int | None = None,
         attack_names: list[str] | None = None, batch_size: int | None = None, pgd_steps: int | None = None,
-        apgd_steps: int | None = None, epochs: int | None = None) -> list[dict]:
+        apgd_steps: int | None = None, epochs: int | None = None, C: int | None = None, N: int | None = None,
+        reference: bool = False) -> list[dict]:
     """Run the comparison; returns (and writes) one record per (attack, mode) and a total per mode."""
     import attacks
 
@@ -108,6 +128,10 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
         return []
     device = torch.device("cuda" if cuda_available() else "cpu")
     on_gpu = device.type == "cuda"
+    if reference:  # the reference budgets, sized to fit a bounded CPU time (module docstring)
+        pgd_steps, apgd_steps, square_queries = 40, 100, 5000
+        if not on_gpu:
+            n, C, N, epochs = n or 300, C or 4, N or 1, epochs or 3
     n = n or (200 if quick else 1000)
     bs = batch_size or (1024 if on_gpu else 256)
     if square_queries is None:
@@ -122,7 +146,8 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
     }
     reference_budget = {"fgsm@Linf": True, "pgd@Linf": pgd_steps == 40, "aa_apgd-ce@Linf": apgd_steps == 100,
                         "aa_square@Linf": square_queries == 5000}
-    model, ds, info = _train_model(quick, device, epochs)
+    model, ds, info = _train_model(quick, device, epochs, C, N)
+    suffix = "_quick" if quick else ("_reference" if reference else "")
     split = ds.split("test").subset(n, seed=0)
     x, y = split.images(device), split.labels(device)
     with torch.no_grad():
@@ -151,7 +176,7 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
             # single-threaded CPU work on a shared machine: process CPU seconds (others' load inflates wall time)
             o_s, b_s = (to.seconds, tb.seconds) if on_gpu else (to.cpu_seconds, tb.cpu_seconds)
             rec = make_result(
-                f"attacks_{name.split('@')[0]}_{mode}" + ("_quick" if quick else ""),
+                f"attacks_{name.split('@')[0]}_{mode}{suffix}",
                 o_s,
                 b_s,
                 agree,
@@ -172,6 +197,8 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
                 device=str(device),
                 model={"arch": ARCH, **info},
                 baseline="torchattacks 3.5, one call per eps",
+                same_work=mode == "independent",
+                measures=MODE_MEANING[mode],
                 quick=quick,
                 reference_budget=reference_budget[name],
             )
@@ -186,7 +213,11 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
                   f"    ours {np.round(ours, 3).tolist()}\n    base {np.round(base, 3).tolist()}")
     if set(names) == set(grid_all):
         for mode, (o, b, ok) in totals.items():
-            rec = make_result(f"attacks_jung2023_{mode}" + ("_quick" if quick else ""), o, b, ok, mode=mode,
+            rec = make_result(f"attacks_jung2023_{mode}{suffix}", o, b, ok, mode=mode,
+                              same_work=mode == "independent", measures=MODE_MEANING[mode],
+                              budgets={"pgd_steps": pgd_steps, "apgd_steps": apgd_steps,
+                                       "square_queries": square_queries},
+                              reference_budget=all(reference_budget.values()),
                               clock="wall" if on_gpu else "process_cpu",
                               n_images=int(x.shape[0]), clean_accuracy=clean, square_queries=square_queries,
                               device=str(device), model={"arch": ARCH, **info}, quick=quick)
@@ -196,8 +227,33 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
     return records
 
 
+def markdown(suffix: str = "_reference", results_dir: Any = None) -> str:
+    """Table of the saved ``attacks_<attack>_<mode><suffix>`` records (README figures are regenerated from it)."""
+    from benchmarks.common import load_results
+
+    recs = {r["name"]: r for r in load_results(results_dir)}
+    lines = ["| attack | budget | images (clean acc) | mode | same_work | ours s | torchattacks s | ratio | agree | "
+             "ours acc (eps /255: acc) | torchattacks acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("fgsm", "pgd", "aa_apgd-ce", "aa_square"):
+        for mode in ("independent", "early_exit"):
+            r = recs.get(f"attacks_{name}_{mode}{suffix}")
+            if r is None:
+                continue
+            p = r.get("params", {})
+            budget = (f"{p['steps']} steps" if "steps" in p else f"{p['n_queries']} queries" if "n_queries" in p
+                      else "1 step")
+            acc = ", ".join(f"{e:g}: {a:.3f}" for e, a in zip(r["eps_255"], r["ours_accuracy"]))
+            base = ", ".join(f"{a:.3f}" for a in r["baseline_accuracy"])
+            lines.append(f"| {r['attack']} | {budget} | {r['n_images']} ({r['clean_accuracy']:.3f}) | {mode} | {str(r.get('same_work')).lower()} | {r['ours_s']:.1f} "
+                         f"| {r['baseline_s']:.1f} | {r['ratio']:.2f}x | {'yes' if r['results_agree'] else 'NO'} | "
+                         f"{acc} | {base} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--markdown", default=None, const="_reference", nargs="?",
+                    help="print the table of the saved records with this name suffix (default _reference; no run)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--square-queries", type=int, default=None)
@@ -206,13 +262,20 @@ def main() -> None:
     ap.add_argument("--pgd-steps", type=int, default=None, help="default 40 (the reference budget); quick 10")
     ap.add_argument("--apgd-steps", type=int, default=None, help="default 100 (the reference budget); quick 20")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs of the attacked network")
+    ap.add_argument("--C", type=int, default=None, help="channels of the attacked network (CPU default 8)")
+    ap.add_argument("--N", type=int, default=None, help="cells per stage of the attacked network (CPU default 1)")
+    ap.add_argument("--reference", action="store_true",
+                    help="reference budgets (PGD-40, APGD-CE-100, Square-5000) on 300 images, a C=4 N=1 cell on CPU")
     a = ap.parse_args()
+    if a.markdown is not None:
+        print(markdown(a.markdown if a.markdown != "none" else ""))
+        return
     if not cuda_available():
         torch.set_num_threads(1)  # 2 shared cores: one thread, timed in process CPU seconds
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     run(quick=a.quick, n=a.n, square_queries=a.square_queries,
         attack_names=a.attacks.split(",") if a.attacks else None, batch_size=a.batch_size,
-        pgd_steps=a.pgd_steps, apgd_steps=a.apgd_steps, epochs=a.epochs)
+        pgd_steps=a.pgd_steps, apgd_steps=a.apgd_steps, epochs=a.epochs, C=a.C, N=a.N, reference=a.reference)
 
 
 if __name__ == "__main__":

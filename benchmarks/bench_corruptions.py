@@ -1,4 +1,4 @@
-"""Common-corruption throughput: ``corruptions`` (batched torch) vs the ``imagecorruptions`` package (numpy, per image).
+"""Common-corruption throughput: ``corruptions`` (batched torch) vs the CIFAR-10-C generator's per-image NumPy path.
 
 Work measured: all 19 corruptions x 5 severities on the CIFAR-10 test images of ``../shared/data/cifar10_test.npz``
 (10,000 by default; ``--quick``: 500).
@@ -7,19 +7,23 @@ Work measured: all 19 corruptions x 5 severities on the CIFAR-10 test images of 
   CPU caches make 250-1000 image batches 2-3x faster per image than 10,000 at once), one torch thread on the CPU
   (this process's CPU seconds: the machine is shared), and on the GPU when one is available (wall seconds, CUDA
   synchronised).
-* **baseline**: ``imagecorruptions.corrupt(image, severity, name)`` 1.1.2, one uint8 HWC image per call, as its
-  README shows; the per-image cost is measured on the first ``--baseline-n`` images of each cell (default 200;
-  ``--quick``: 20) and scaled to the full count (it is a fixed per-image cost: every image is processed alone).
-  It needs three compatibility shims on current libraries, applied to its module only: ``pkg_resources`` (gone in
-  setuptools >= 81), ``skimage.filters.gaussian(multichannel=...)`` (now ``channel_axis``, used by glass_blur and
-  gaussian_blur) and ``np.float_`` (gone in NumPy 2, used by fog).
+* **baseline (same work)**: ``benchmarks/cifar_c_reference.py``, the statements of Hendrycks' ``make_cifar_c.py``
+  with the CIFAR-10-C constants, one uint8 HWC image per call with ``np.random`` draws, i.e. the code path the
+  CIFAR-10-C files were made with (the reference of the pixel tests). It computes the same images, so every record
+  carries ``same_work: true``. Where the generator calls ImageMagick (motion_blur, snow) the reference runs the
+  ``imagecorruptions`` NumPy port of that motion blur, which may be slower than ImageMagick's C code: those two
+  records say so (``baseline_note``). The per-image cost is measured on the first ``--baseline-n`` images of each
+  cell (default 200; ``--quick``: 20) and scaled to the full count (each image is processed alone).
+* **imagecorruptions** (``imagecorruptions_s``, informational, ``imagecorruptions_same_work: false``): the PyPI
+  package 1.1.2 that many users reach for. It carries the ImageNet-C constants (larger kernels, more noise, two
+  more glass-blur passes), so it computes other images; its seconds are reported, never used for a ratio. It
+  needs three compatibility shims on current libraries, applied to its module only: ``pkg_resources`` (gone in
+  setuptools >= 81), ``skimage.filters.gaussian(multichannel=...)`` (now ``channel_axis``) and ``np.float_``.
 
-The two do not compute the same images: ``imagecorruptions`` carries the ImageNet-C constants (larger kernels, more
-noise), ours the CIFAR-10-C constants (what the CIFAR-10-C files and Jung et al. 2023 use). Where a CIFAR severity
-uses exactly the same constants as an ImageNet-C severity of the package (contrast 0.4 and 0.3; brightness 0.1, 0.2
-and 0.3; saturate (0.3, 0) and (0.1, 0); gaussian_blur sigma 1), both are run on the same images and must agree
-within one 8-bit level on 99 % of the pixels: that is ``results_agree`` (``None`` for corruptions without such a
-pair). Pixel-level agreement with the CIFAR generator itself is checked in tests/test_corruptions_reference.py.
+``results_agree``: deterministic corruptions: ours and the reference within one 8-bit level on >= 99.9 % of the
+values of the timed images; random corruptions (different random streams here): the mean |corrupted - clean| of
+ours within 10 % (or 0.5/255) of the reference's (25 % with fewer than 100 timed images, as in ``--quick``). Pixel-level agreement given the same draws is checked in
+tests/test_corruptions_reference.py.
 
 Run: ``python -m benchmarks.bench_corruptions [--quick] [--n 10000] [--baseline-n 200] [--batch-size 500]``.
 
@@ -59,15 +63,6 @@ from benchmarks.common import (
 )
 
 log = logging.getLogger(__name__)
-
-# (ours: CIFAR severity) -> (imagecorruptions: ImageNet-C severity) with identical constants
-SAME_CONSTANTS: dict[str, list[tuple[int, int]]] = {
-    "contrast": [(3, 1), (4, 2)],
-    "brightness": [(2, 1), (4, 2), (5, 3)],
-    "saturate": [(1, 1), (2, 2)],
-    "gaussian_blur": [(5, 1)],
-}
-
 
 def install_pkg_resources_shim() -> None:
     """``imagecorruptions`` 1.1.2 imports ``pkg_resources`` (gone from setuptools >= 81): register a minimal
@@ -138,8 +133,8 @@ def _time_ours(names, x, batch_size, device) -> tuple[dict[str, float], dict[str
     return wall, cpu
 
 
-def _time_baseline(ic, names, imgs: np.ndarray) -> dict[str, float]:
-    """CPU seconds per image per corruption (sum over the 5 severities)."""
+def _time_imagecorruptions(ic, names, imgs: np.ndarray) -> dict[str, float]:
+    """CPU seconds per image per corruption (sum over the 5 severities) of ``imagecorruptions`` (other constants)."""
     import warnings
 
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="imagecorruptions")
@@ -158,20 +153,50 @@ def _time_baseline(ic, names, imgs: np.ndarray) -> dict[str, float]:
     return per_image
 
 
-def _agreement(ic, name: str, x: torch.Tensor) -> dict[str, Any] | None:
+def _time_reference(names, imgs: np.ndarray) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+    """CPU seconds per image per corruption (5 severities) of the generator's per-image path, and its outputs."""
+    from benchmarks import cifar_c_reference as ref
+
+    per_image: dict[str, float] = {}
+    outputs: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        draws = np.random.RandomState(0)
+        ref.corrupt(name, imgs[0], 1, draws)  # warm-up (imports, frost textures)
+        total = 0.0
+        outputs[name] = []
+        for s in range(1, 6):
+            with Timer() as t:
+                out = [ref.corrupt(name, im, s, draws) for im in imgs]
+            total += t.cpu_seconds / len(imgs)
+            outputs[name].append(np.stack(out))
+        per_image[name] = total
+        log.info("reference %s: %.3f ms / image (5 severities)", name, total * 1e3)
+    return per_image, outputs
+
+
+def _agreement(name: str, x: torch.Tensor, ref_out: list[np.ndarray]) -> dict[str, Any]:
+    """Ours vs the reference on the timed images (module docstring: pixels, or strength for random ones)."""
     import corruptions
 
-    pairs = SAME_CONSTANTS.get(name)
-    if not pairs or ic is None:
-        return None
-    imgs = torch.round(x[:64] * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    fracs = []
-    for ours_sev, ic_sev in pairs:
-        ours = corruptions.get(name)(x[:64], ours_sev)
+    n = ref_out[0].shape[0]
+    clean = torch.round(x[:n] * 255).to(torch.int64).permute(0, 2, 3, 1).numpy()
+    random = corruptions.info(name).random
+    rel_tol = 0.1 if n >= 100 else 0.25  # frost's texture choice (1 of 5 per image) is noisy on 20 images
+    per_sev = []
+    for s in range(1, 6):
+        ours = corruptions.get(name)(x[:n], s, generator=corruptions.make_generator(s))
         ours = torch.round(ours * 255).to(torch.int64).permute(0, 2, 3, 1).numpy()
-        ref = np.stack([np.uint8(ic.corrupt(im, ic_sev, name)) for im in imgs]).astype(np.int64)
-        fracs.append(float((np.abs(ours - ref) <= 1).mean()))
-    return {"pairs": pairs, "fraction_within_1_level": fracs, "agree": min(fracs) >= 0.99}
+        r = ref_out[s - 1].astype(np.int64)
+        if random:
+            mo, mr = float(np.abs(ours - clean).mean()), float(np.abs(r - clean).mean())
+            per_sev.append({"ours_mean_abs_change": mo, "reference_mean_abs_change": mr,
+                            "ok": abs(mo - mr) <= max(rel_tol * mr, 0.5)})
+        else:
+            frac = float((np.abs(ours - r) <= 1).mean())
+            per_sev.append({"fraction_within_1_level": frac, "ok": frac >= 0.999})
+    return {"kind": "strength" if random else "pixels", "severities": per_sev, "images": n,
+            "strength_rel_tol": rel_tol if random else None,
+            "agree": all(p["ok"] for p in per_sev)}
 
 
 def run(quick: bool = False, n: int | None = None, baseline_n: int | None = None,
@@ -192,39 +217,45 @@ def run(quick: bool = False, n: int | None = None, baseline_n: int | None = None
         x = data[0]
     ic = load_imagecorruptions()
     suffix = "_quick" if quick else ""
+    timed = torch.round(x[:baseline_n] * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     with torch_threads(1):
         wall, cpu = _time_ours(names, x, batch_size, torch.device("cpu"))
-        per_image = _time_baseline(ic, names, torch.round(x[:baseline_n] * 255).to(torch.uint8)
-                                   .permute(0, 2, 3, 1).numpy()) if ic is not None else {}
-        agreements = {name: _agreement(ic, name, x) for name in names}
+        per_image, ref_out = _time_reference(names, timed)
+        ic_per_image = _time_imagecorruptions(ic, names, timed) if ic is not None else {}
+        agreements = {name: _agreement(name, x, ref_out[name]) for name in names}
     gpu_wall: dict[str, float] = {}
     if cuda_available():
         gpu_wall, _ = _time_ours(names, x, batch_size, torch.device("cuda"))
     records = []
     common = {"n_images": n, "severities": 5, "batch_size": batch_size, "clock": "process_cpu",
-              "baseline": "imagecorruptions 1.1.2 per image (ImageNet-C constants), extrapolated",
-              "baseline_images_timed": baseline_n}
+              "baseline": "the CIFAR-10-C generator's statements per image (benchmarks/cifar_c_reference.py, "
+                          "CIFAR constants), extrapolated",
+              "same_work": True, "baseline_images_timed": baseline_n}
     for name in names:
-        base = per_image[name] * n if name in per_image else None
         agr = agreements[name]
-        rec = make_result(f"corruptions_{name}{suffix}", cpu[name], base, None if agr is None else agr["agree"],
-                          ours_wall_s=wall[name], agreement=agr, gpu_wall_s=gpu_wall.get(name), **common)
+        note = ({"baseline_note": "the generator's ImageMagick motion blur runs as imagecorruptions' NumPy port"}
+                if name in ("motion_blur", "snow") else {})
+        rec = make_result(f"corruptions_{name}{suffix}", cpu[name], per_image[name] * n, agr["agree"],
+                          ours_wall_s=wall[name], agreement=agr, gpu_wall_s=gpu_wall.get(name),
+                          imagecorruptions_s=ic_per_image[name] * n if name in ic_per_image else None,
+                          imagecorruptions_same_work=False, **note, **common)
         records.append(rec)
     tot_ours = sum(cpu.values())
-    tot_base = sum(per_image[nm] * n for nm in names) if per_image else None
-    checked = [a["agree"] for a in agreements.values() if a is not None]
+    tot_base = sum(per_image[nm] * n for nm in names)
     records.append(make_result(
-        f"corruptions_all{suffix}", tot_ours, tot_base, all(checked) if checked else None,
+        f"corruptions_all{suffix}", tot_ours, tot_base, all(a["agree"] for a in agreements.values()),
         ours_wall_s=sum(wall.values()), corruptions=len(names), per_image_ms_ours=1e3 * tot_ours / n,
-        per_image_ms_baseline=None if tot_base is None else 1e3 * tot_base / n,
+        per_image_ms_baseline=1e3 * tot_base / n,
+        imagecorruptions_s=sum(ic_per_image[nm] * n for nm in names) if ic_per_image else None,
+        imagecorruptions_same_work=False,
         gpu_wall_s=sum(gpu_wall.values()) if gpu_wall else None, **common,
     ))
     if gpu_wall:
         tot_gpu = sum(gpu_wall.values())
         records.append(make_result(
-            f"corruptions_all_gpu{suffix}", tot_gpu, tot_base, all(checked) if checked else None,
-            clock="wall", device="cuda", n_images=n, corruptions=len(names), batch_size=batch_size,
-            baseline="imagecorruptions 1.1.2 per image on the CPU (ImageNet-C constants), extrapolated",
+            f"corruptions_all_gpu{suffix}", tot_gpu, tot_base, all(a["agree"] for a in agreements.values()),
+            clock="wall", device="cuda", n_images=n, corruptions=len(names), batch_size=batch_size, same_work=True,
+            baseline="the CIFAR-10-C generator's statements per image on the CPU (CIFAR constants), extrapolated",
         ))
     return records
 
@@ -278,8 +309,28 @@ def validate(epochs: int = 8) -> dict:
     )
 
 
+def markdown(results_dir: Any = None) -> str:
+    """The per-corruption table of the saved full-size records (README figures are regenerated from this)."""
+    from benchmarks.common import load_results
+
+    recs = {r["name"]: r for r in load_results(results_dir) if r["name"].startswith("corruptions_")
+            and not r["name"].endswith("_quick") and "pattern" not in r["name"]}
+    lines = ["| corruption | ours s | generator path s | ratio | same_work | agree | imagecorruptions s (other images) |",
+             "|---|---|---|---|---|---|---|"]
+    for name in sorted(recs, key=lambda k: (k == "corruptions_all", k)):
+        r = recs[name]
+        if "same_work" not in r:
+            continue
+        ic = r.get("imagecorruptions_s")
+        lines.append(f"| {name.removeprefix('corruptions_')} | {r['ours_s']:.2f} | {r['baseline_s']:.2f} | "
+                     f"{r['ratio']:.1f}x | {str(r['same_work']).lower()} | {'yes' if r['results_agree'] else 'NO'} | "
+                     f"{'-' if ic is None else f'{ic:.1f}'} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--markdown", action="store_true", help="print the table of the saved records (no run)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--baseline-n", type=int, default=None)
@@ -288,6 +339,9 @@ def main() -> None:
     p.add_argument("--validate", action="store_true", help="pattern check against Jung et al. 2023 (trains a net)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.markdown:
+        print(markdown())
+        return
     t = time.perf_counter()
     if args.validate:
         rec = validate()

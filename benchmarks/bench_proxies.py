@@ -4,6 +4,10 @@ Records:
 
 * ``proxies_<name>_<device>``: seconds per cell of one proxy at initialisation (C=16, N=5, batch of 64 real
   CIFAR-10 test images; random images when the shared data is absent). No baseline (a pure cost figure).
+* ``proxies_all_shared_vs_separate`` (``_cuda`` on GPU): all registered proxies of full-size cells through the
+  shared-pass engine (``engine="shared"``) vs the same proxies one at a time, each on its own copy
+  (``engine="separate"``, the reference path), run side by side on the same cells, batch and seed;
+  ``results_agree`` means every value equal bit for bit (NaN = NaN); ``same_work: true``. Cells: ``ENGINE_ARCHS``.
 * ``measures_<name>_<device>``: seconds per cell of one measure on 32 images (eval mode).
 * ``measures_jacobian_exact_vs_jacrev_<device>``: our batched exact Jacobian norm (one backward per class for the
   whole batch) vs the per-image ``torch.func.jacrev`` a user would write; agreement to 1e-4 relative.
@@ -28,6 +32,8 @@ from benchmarks.common import Timer, bench_main, make_result, save_result, share
 log = logging.getLogger(__name__)
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+#: Cells of the shared-vs-separate record: a conv-heavy cell and a mixed one (pool, 1x1, none, skip).
+ENGINE_ARCHS = (ARCH, "|avg_pool_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|")
 
 
 def _batch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -59,6 +65,36 @@ def _per_image_power(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, i
 
     return torch.cat([hessian_max_eig(model, x[i : i + 1], y[i : i + 1], max_iter=iters, tol=tol, seed=i).eig
                       for i in range(x.shape[0])])
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+
+
+def engine_record(device: torch.device, quick: bool) -> dict[str, Any]:
+    """``proxies_all_shared_vs_separate``: every proxy, shared-pass engine vs one proxy at a time."""
+    from robustbench_nas.proxies import compute_proxies, list_proxies
+
+    C, N = (8, 1) if quick else (16, 5)
+    n = 16 if quick else 64
+    x, y, source = _batch(n, device)
+    ours = base = wall_ours = wall_base = 0.0
+    agree = True
+    per_cell = []
+    for arch in ENGINE_ARCHS:
+        s_b, w_b, v_b = _seconds(lambda: compute_proxies(arch, x, y, seed=0, C=C, N=N, engine="separate"), device)
+        s_o, w_o, v_o = _seconds(lambda: compute_proxies(arch, x, y, seed=0, C=C, N=N, engine="shared"), device)
+        ours, base, wall_ours, wall_base = ours + s_o, base + s_b, wall_ours + w_o, wall_base + w_b
+        agree = agree and _same(v_o, v_b)
+        per_cell.append({"arch": arch, "shared_s": s_o, "separate_s": s_b, "ratio": s_b / s_o})
+        log.info("engine %s: shared %.2f s, separate %.2f s, equal %s", arch, s_o, s_b, _same(v_o, v_b))
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    return make_result(f"proxies_all_shared_vs_separate{suffix}", ours / len(ENGINE_ARCHS), base / len(ENGINE_ARCHS),
+                       agree, same_work=True, unit="s/cell", baseline="the same proxies one at a time (engine='separate')",
+                       tolerance="bitwise", proxies=list_proxies(), n_images=n, per_cell=per_cell,
+                       wall_ours_s=wall_ours / len(ENGINE_ARCHS), wall_baseline_s=wall_base / len(ENGINE_ARCHS),
+                       device=str(device), C=C, N=N, data=source,
+                       clock="process_cpu" if device.type == "cpu" else "wall")
 
 
 def run_device(device: torch.device, quick: bool) -> list[dict[str, Any]]:
@@ -116,8 +152,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     """CPU records on one torch thread; the same on GPU when CUDA is available."""
     records = []
     with torch_threads(1):
+        records.append(engine_record(torch.device("cpu"), quick))
         records += run_device(torch.device("cpu"), quick)
     if torch.cuda.is_available():
+        records.append(engine_record(torch.device("cuda"), quick))
         records += run_device(torch.device("cuda"), quick)
     for r in records:
         save_result(r)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
@@ -157,8 +157,9 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray | None:
     if sigma <= 1e-15:
         return None
     radius = int(truncate * float(sigma) + 0.5)
-    t = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 / (sigma * sigma) * t * t)
+    t = np.arange(-radius, radius + 1)
+    # scipy's _gaussian_kernel1d statement for statement (integer x ** 2, then one float product).
+    k = np.exp(-0.5 / (sigma * sigma) * t**2)
     return k / k.sum()
 
 
@@ -181,29 +182,10 @@ def gather_pixels(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> to
     return x.reshape(n, c, h * w).gather(2, flat).reshape(n, c, *rows.shape[1:])
 
 
-def sample_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mode: str) -> torch.Tensor:
-    """Bilinear interpolation of ``x`` ``(N, C, H, W)`` at float pixel coordinates ``rows``, ``cols`` ``(N, h, w)``.
-
-    The two neighbours along each axis are mapped into the image by ``mode`` before interpolating, which is
-    what scipy's ``map_coordinates(order=1, mode=...)`` and OpenCV's ``remap`` borders do.
-    """
-    n, c, h, w = x.shape
-    r0f = torch.floor(rows)
-    c0f = torch.floor(cols)
-    fr = (rows - r0f).to(x.dtype).reshape(n, 1, -1)
-    fc = (cols - c0f).to(x.dtype).reshape(n, 1, -1)
-    r0 = r0f.long()
-    c0 = c0f.long()
-    ra, rb = extend_index(r0, h, mode) * w, extend_index(r0 + 1, h, mode) * w
-    ca, cb = extend_index(c0, w, mode), extend_index(c0 + 1, w, mode)
-    flat = x.reshape(n, c, h * w)
-
-    def tap(r: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        return flat.gather(2, (r + col).reshape(n, 1, -1).expand(n, c, -1))
-
-    top = torch.lerp(tap(ra, ca), tap(ra, cb), fc)
-    bottom = torch.lerp(tap(rb, ca), tap(rb, cb), fc)
-    return torch.lerp(top, bottom, fr).reshape(n, c, *rows.shape[1:])
+def _gather_taps(flat: torch.Tensor, row_offset: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """Values of ``flat`` ``(N, C, H*W)`` at flat indices ``row_offset + col`` ``(N, ...)``: ``(N, C, P)``."""
+    n, c, _ = flat.shape
+    return flat.gather(2, (row_offset + col).reshape(n, 1, -1).expand(n, c, -1))
 
 
 def apply_axis_matrices(x: torch.Tensor, a_rows: torch.Tensor, a_cols: torch.Tensor) -> torch.Tensor:
@@ -368,3 +350,183 @@ def motion_blur(x: torch.Tensor, radius: float, sigma: float, angle_deg: torch.T
         cols = (cc + ox).clamp(0, w - 1).expand(n, h, w)
         out.add_(gather_pixels(x, rows, cols), alpha=float(weight))
     return out
+
+
+def fma_float32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``a * b + c`` rounded once to float32, as a fused multiply-add (``v_fma`` / ``_mm256_fmadd_ps``) gives it.
+
+    The float32 product is exact in float64 and the float64 sum is rounded to float32 afterwards; that double
+    rounding differs from a true FMA only when the float64 sum lands exactly on a float32 rounding midpoint.
+    """
+    return (a.double() * b.double() + c.double()).to(torch.float32)
+
+
+def opencv_affine_inverse(m: torch.Tensor) -> torch.Tensor:
+    """``cv2.invertAffineTransform`` of ``(N, 2, 3)`` float64 matrices, with OpenCV's statement order."""
+    m0, m1, m2, m3, m4, m5 = m.reshape(-1, 6).unbind(1)
+    det = m0 * m4 - m1 * m3
+    d = torch.where(det != 0, 1.0 / det, torch.zeros_like(det))
+    a11, a22, a12, a21 = m4 * d, m0 * d, -m1 * d, -m3 * d
+    b1 = -a11 * m2 - a12 * m5
+    b2 = -a21 * m2 - a22 * m5
+    return torch.stack([a11, a12, b1, a21, a22, b2], 1).reshape(-1, 2, 3)
+
+
+def opencv_warp_affine_reflect101(x: torch.Tensor, m_inv: torch.Tensor, simd_columns: int = 16) -> torch.Tensor:
+    """``cv2.warpAffine(img, M, (W, H), flags=INTER_LINEAR, borderMode=BORDER_REFLECT_101)`` of float32 images.
+
+    Arguments:
+        x: ``(N, C, H, W)`` float32 images.
+        m_inv: ``(N, 2, 3)`` float64 destination -> source matrices (``invertAffineTransform(M)``, which
+            warpAffine applies when ``WARP_INVERSE_MAP`` is not set).
+        simd_columns: columns OpenCV's vector loop handles per step (2 registers of float32 lanes: 16 for its
+            AVX2 dispatch, which x86-64 wheels run); the last ``W % simd_columns`` columns of each row go
+            through its scalar tail, whose coordinates round differently. Widths that are multiples of 16 (CIFAR's
+            32) never reach the tail on AVX2 / AVX-512 / NEON builds; 0 sends every column through the tail.
+
+    OpenCV >= 4.11 (``warpAffineLinearInvoker_32FC*`` in ``warp_kernels.simd.hpp``) casts the matrix to
+    float32 and computes, in its vector loop, ``src_x = fma(M0, x, float(y * M1 + M2))`` (``src_y`` with
+    ``M3, M4, M5``), in its scalar tail ``src_x = fma(x, M0, y * M1) + M2`` (the compiler contracts
+    ``x*M[0] + y*M[1] + M[2]``); then ``ix = floor(src_x)``, ``a = src_x - ix`` and ``v0 = fma(a, p01 - p00,
+    p00)``, ``v1 = fma(a, p11 - p10, p10)``, ``v = fma(b, v1 - v0, v0)`` in float32; taps outside the image
+    are reflected (``borderInterpolate``, BORDER_REFLECT_101). This reproduces it bit for bit (tested against
+    ``cv2.warpAffine`` on random images of several sizes). OpenCV < 4.11 rounded the source coordinates to a
+    1/32-pixel fixed-point grid instead (``INTER_BITS = 5``): up to a few 8-bit levels apart from this.
+    """
+    n, c, h, w = x.shape
+    m = m_inv.to(device=x.device, dtype=torch.float32).reshape(n, 6, 1, 1)
+    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
+    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
+    # float(y * M1 + M2): a float32 product and a float32 sum (two roundings), per row.
+    row_x = torch.add(torch.mul(ys, m[:, 1]), m[:, 2])
+    row_y = torch.add(torch.mul(ys, m[:, 4]), m[:, 5])
+    sx = fma_float32(m[:, 0].expand(n, h, w), xs.expand(n, h, w), row_x.expand(n, h, w))
+    sy = fma_float32(m[:, 3].expand(n, h, w), xs.expand(n, h, w), row_y.expand(n, h, w))
+    tail = (w // simd_columns) * simd_columns if simd_columns > 0 else 0
+    if tail < w:  # scalar tail: fma(x, M0, y * M1) + M2
+        xt = xs[..., tail:].expand(n, h, w - tail)
+        sx[..., tail:] = fma_float32(xt, m[:, 0], torch.mul(ys, m[:, 1]).expand_as(xt)) + m[:, 2]
+        sy[..., tail:] = fma_float32(xt, m[:, 3], torch.mul(ys, m[:, 4]).expand_as(xt)) + m[:, 5]
+    fx, fy = torch.floor(sx), torch.floor(sy)
+    ax = (sx - fx).reshape(n, 1, -1)
+    ay = (sy - fy).reshape(n, 1, -1)
+    ix, iy = fx.long(), fy.long()
+    ra, rb = extend_index(iy, h, "mirror") * w, extend_index(iy + 1, h, "mirror") * w
+    ca, cb = extend_index(ix, w, "mirror"), extend_index(ix + 1, w, "mirror")
+    flat = x.reshape(n, c, h * w)
+    tap = partial(_gather_taps, flat)
+    p00, p01, p10, p11 = tap(ra, ca), tap(ra, cb), tap(rb, ca), tap(rb, cb)
+    v0 = fma_float32(ax, p01 - p00, p00)
+    v1 = fma_float32(ax, p11 - p10, p10)
+    return fma_float32(ay, v1 - v0, v0).reshape(n, c, h, w)
+
+
+def scipy_map_coordinates_linear_reflect(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """``scipy.ndimage.map_coordinates(img, (rows, cols), order=1, mode='reflect')`` per channel.
+
+    Arguments:
+        x: ``(N, C, H, W)`` images (float32 in the generator; the result has ``x``'s dtype, as scipy's output
+            takes the input's dtype).
+        rows, cols: ``(N, H', W')`` float64 coordinates.
+
+    SciPy reads the input as float64, reflects each coordinate into the image (half-sample symmetric), takes
+    the weights ``1 - t, t`` of ``t = c - floor(c)`` in float64, sums ``value * w_row * w_col`` over the four
+    taps in float64 (the border taps reflected again) and rounds the sum to the output dtype once.
+    """
+    n, c, h, w = x.shape
+
+    def fold(v: torch.Tensor, size: int) -> torch.Tensor:
+        # ni_interpolation.c map_coordinate, NI_EXTEND_REFLECT.
+        s2 = 2.0 * size
+        lo = v < 0
+        u = torch.where(lo & (v < -s2), s2 * torch.trunc(-v / s2) + v, v)
+        u = torch.where(lo, torch.where(u < -size, u + s2, -u - 1.0), u)
+        hi = u > size - 1
+        u2 = torch.where(hi & (u >= s2), u - s2 * torch.trunc(u / s2), u)
+        u2 = torch.where(hi, torch.where(u2 < size, u2, s2 - u2 - 1.0), u2)
+        return u2
+
+    rr, cc = fold(rows.double(), h), fold(cols.double(), w)
+    r0f, c0f = torch.floor(rr), torch.floor(cc)
+    tr = (rr - r0f).reshape(n, 1, -1)
+    tc = (cc - c0f).reshape(n, 1, -1)
+    r0, c0 = r0f.long(), c0f.long()
+    ra, rb = extend_index(r0, h, "reflect") * w, extend_index(r0 + 1, h, "reflect") * w
+    ca, cb = extend_index(c0, w, "reflect"), extend_index(c0 + 1, w, "reflect")
+    tap = partial(_gather_taps, x.reshape(n, c, h * w).double())
+    wr0, wc0 = 1.0 - tr, 1.0 - tc
+    t = tap(ra, ca) * wr0 * wc0
+    t = t + tap(ra, cb) * wr0 * tc
+    t = t + tap(rb, ca) * tr * wc0
+    t = t + tap(rb, cb) * tr * tc
+    return t.to(x.dtype).reshape(n, c, *rows.shape[1:])
+
+
+def scipy_gaussian_filter_float64(
+    x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0
+) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` (what ``skimage.filters.gaussian`` runs) of float64 images, rounding for
+    rounding: axis H first, then W; each output is ``x[i] * w[0]`` plus ``(x[i - k] + x[i + k]) * w[k]`` added
+    for ``k = r, r - 1, .., 1`` (``NI_Correlate1D``'s symmetric loop on x86-64 wheels, no FMA), in float64.
+
+    Where truncation to 8 bits follows (glass_blur), a value on a level ``k / 255`` must come out on the same
+    side of ``k`` as SciPy's sum does; a matrix product (another summation order) splits flat regions by one
+    level. ``x`` ``(N, C, H, W)`` float64; returns float64.
+    """
+    k = gaussian_kernel1d(float(sigma), float(truncate))
+    if k is None:
+        return x.clone()
+    r = len(k) // 2
+    w = [float(v) for v in k[r:]]  # w[d]: weight at distance d (the kernel is exactly symmetric)
+    y = x.to(torch.float64)
+    for dim in (2, 3):
+        n = y.shape[dim]
+        p = pad_axis(y, dim, r, r, mode)
+        centre = p.narrow(dim, r, n)
+        out = centre * w[0]
+        pair = torch.empty_like(out)
+        for d in range(r, 0, -1):
+            torch.add(p.narrow(dim, r - d, n), p.narrow(dim, r + d, n), out=pair)
+            out.add_(pair.mul_(w[d]))  # separate multiply and add: no fused multiply-add
+        y = out
+    return y
+
+
+def opencv_warp_affine_reflect101_fixed_point(x: torch.Tensor, m_inv: torch.Tensor) -> torch.Tensor:
+    """``cv2.warpAffine(INTER_LINEAR, BORDER_REFLECT_101)`` of float32 images as OpenCV < 4.11 computed it (the
+    releases that made the published CIFAR-10-C files); 4.11+ runs :func:`opencv_warp_affine_reflect101`.
+
+    ``WarpAffineInvoker``: ``AB_SCALE = 1024``, ``adelta[x] = cvRound(M0 x AB_SCALE)``, ``X0 = cvRound((M1 y +
+    M2) AB_SCALE) + 16`` (``AB_SCALE / INTER_TAB_SIZE / 2``), ``X = (X0 + adelta[x]) >> 5``, integer part
+    ``X >> 5`` and 1/32 fraction ``X & 31`` (the same with ``M3, M4, M5`` for Y); then ``remapBilinear`` with the
+    float32 weights of ``initInterTab2D`` (``(1 - fy)(1 - fx), (1 - fy) fx, fy (1 - fx), fy fx``) summed over
+    the four taps in that order. cvRound rounds half to even, as ``torch.round`` does.
+    """
+    n, c, h, w = x.shape
+    ix, iy, tx, ty = opencv_fixed_point_sources(m_inv.to(x.device), h, w)
+    fx = (tx.to(torch.float32) / 32.0).reshape(n, 1, -1)
+    fy = (ty.to(torch.float32) / 32.0).reshape(n, 1, -1)
+    ra, rb = extend_index(iy, h, "mirror") * w, extend_index(iy + 1, h, "mirror") * w
+    ca, cb = extend_index(ix, w, "mirror"), extend_index(ix + 1, w, "mirror")
+    tap = partial(_gather_taps, x.to(torch.float32).reshape(n, c, h * w))
+    gx, gy = 1.0 - fx, 1.0 - fy
+    out = tap(ra, ca) * (gy * gx)
+    out = out + tap(ra, cb) * (gy * fx)
+    out = out + tap(rb, ca) * (fy * gx)
+    out = out + tap(rb, cb) * (fy * fx)
+    return out.reshape(n, c, h, w)
+
+
+def opencv_fixed_point_sources(
+    m_inv: torch.Tensor, h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OpenCV < 4.11 ``WarpAffineInvoker`` source coordinates for an ``(h, w)`` output: integer column and row
+    and their 1/32 fractions (``X >> 5``, ``Y >> 5``, ``X & 31``, ``Y & 31``), each ``(N, h, w)`` int64."""
+    n = m_inv.shape[0]
+    m = m_inv.to(torch.float64).reshape(n, 6, 1, 1)
+    xs = torch.arange(w, device=m.device, dtype=torch.float64).view(1, 1, w)
+    ys = torch.arange(h, device=m.device, dtype=torch.float64).view(1, h, 1)
+    ab = 1024.0  # AB_SCALE = 1 << AB_BITS (10); round_delta = AB_SCALE / INTER_TAB_SIZE / 2 = 16
+    sx = (torch.round((m[:, 1] * ys + m[:, 2]) * ab).long() + 16 + torch.round(m[:, 0] * xs * ab).long()) >> 5
+    sy = (torch.round((m[:, 4] * ys + m[:, 5]) * ab).long() + 16 + torch.round(m[:, 3] * xs * ab).long()) >> 5
+    return sx >> 5, sy >> 5, sx & 31, sy & 31

@@ -20,6 +20,7 @@ from ._ops import (
     motion_blur as _motion_blur,
     quantize_floor,
     quantize_round,
+    scipy_gaussian_filter_float64,
     to_uint8_levels,
 )
 from .registry import Rng, register_corruption
@@ -27,7 +28,12 @@ from .registry import Rng, register_corruption
 # make_cifar_c.py: defocus_blur c = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)] (radius, alias_blur)
 DEFOCUS = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))
 # make_cifar_c.py: glass_blur c = [(0.05,1,1), (0.25,1,1), (0.4,1,1), (0.25,1,2), (0.4,1,2)]
-# (sigma, max_delta, iterations)
+# (sigma, max_delta, iterations): x = uint8(gaussian(x, sigma) * 255); then c[2] passes over h = 32 - c[1] down to
+# c[1] + 1 and, inside, w likewise, each drawing dx, dy = randint(-c[1], c[1]) (only -1 or 0) and running
+# ``x[h, w], x[h', w'] = x[h', w'], x[h, w]``; finally clip(gaussian(x / 255, sigma), 0, 1) * 255, stored as uint8.
+# QUIRK reproduced on purpose: on an (H, W, 3) NumPy array x[h, w] is a view, so that line is not a swap but a
+# copy x[h, w] <- x[h', w'] (x[h', w'] keeps its value; distinct pixel values get lost instead of moving). The
+# published CIFAR-10-C / CIFAR-100-C files were made by that code, so the copy is what we compute.
 GLASS = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))
 # make_cifar_c.py: motion_blur c = [(6,1), (6,1.5), (6,2), (8,2), (9,2.5)] (ImageMagick radius, sigma); angle U(-45, 45)
 MOTION = ((6, 1.0), (6, 1.5), (6, 2.0), (8, 2.0), (9, 2.5))
@@ -84,47 +90,65 @@ def defocus_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     return quantize_floor(correlate2d(x, disk_kernel(radius, alias), "mirror"))
 
 
-def _glass_permutation(
+def _glass_source_index(
     n: int, h: int, w: int, delta: int, iterations: int, rng: Rng, device: torch.device
 ) -> torch.Tensor:
-    """Flat source index ``(n, h*w)`` after the generator's sequential local pixel swaps.
+    """Flat source index ``(n, h*w)``: output pixel ``p`` of image ``i`` is input pixel ``src[i, p]``.
 
-    For each iteration, rows ``h-delta .. delta+1`` and columns ``w-delta .. delta+1`` (descending), pixel
-    ``(r, c)`` swaps with ``(r + dy, c + dx)``, ``dx, dy = randint(-delta, delta)`` (numpy's exclusive upper
-    bound: with delta = 1 the partner is only ever up/left, a quirk of the published generator kept here).
-    The swaps are sequential (a pixel can travel several steps), so they run in order, vectorised over images.
+    What the generator computes, not what it meant. Per pass, rows ``h-delta .. delta+1`` and columns
+    ``w-delta .. delta+1`` (both descending), pixel ``(r, c)`` meets ``(r + dy, c + dx)``, ``dx, dy =
+    randint(-delta, delta)`` (exclusive upper bound: with delta = 1 the partner is only ever up/left/up-left/itself).
+    The "swap" ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` runs on an (H, W, 3) array, so both right-hand
+    values are *views*; the first assignment overwrites ``x[h, w]`` and the second writes that new value back into
+    ``x[h', w']``: the partner's pixel is **copied** into ``(r, c)`` and the partner keeps its own (see GLASS).
+
+    With delta = 1 every partner's flat index is <= the pixel's own and a pass visits pixels in descending flat
+    order, so no partner has been written earlier in the same pass: a pass is one gather from the pass's input,
+    vectorised over pixels and images. Larger deltas (not used by the CIFAR constants) run the copies in order.
     """
-    rows = list(range(h - delta, delta, -1))
-    cols = list(range(w - delta, delta, -1))
-    # perm[p, i] = source pixel now at position p of image i; kept position-major so that perm[p] is contiguous.
-    perm = torch.arange(h * w, device=device).unsqueeze(1).repeat(1, n)
-    if not rows or not cols:
-        return perm.T
-    # One draw per (iteration, row, col): (dx, dy) as in the generator's randint(..., size=(2,)).
+    rows = torch.arange(h - delta, delta, -1, device=device)
+    cols = torch.arange(w - delta, delta, -1, device=device)
+    src = torch.arange(h * w, device=device).unsqueeze(0).repeat(n, 1)
+    if len(rows) == 0 or len(cols) == 0:
+        return src
+    # One draw per (pass, row, col): (dx, dy) as in the generator's randint(..., size=(2,)), for every image.
     d = rng.integers((iterations, len(rows), len(cols), 2, n), -delta, delta).to(device)
-    # Flat index of the swap partner of pixel (r, c) in every image: (r + dy) * w + (c + dx), times n, plus image.
-    partner = (d[..., 1, :] * w + d[..., 0, :]) * n + torch.arange(n, device=device)
-    flat = perm.view(-1)
+    pos = (rows.view(-1, 1) * w + cols.view(1, -1)).reshape(-1)  # visiting order, (R*C,)
+    offset = (d[..., 1, :] * w + d[..., 0, :]).reshape(iterations, -1, n).permute(0, 2, 1)  # (it, n, R*C)
     for it in range(iterations):
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                p = r * w + c
-                q = partner[it, i, j] + p * n
-                a = perm[p].clone()
-                perm[p] = flat[q]
-                flat[q] = a
-    return perm.T
+        partner = pos.unsqueeze(0) + offset[it]  # (n, R*C)
+        if delta == 1:
+            new = src.clone()
+            new[:, pos] = src.gather(1, partner)
+            src = new
+        else:
+            ar = torch.arange(n, device=device)
+            for k in range(pos.numel()):
+                src[:, pos[k]] = src[ar, partner[:, k]]
+    return src
 
 
 @register_corruption("glass_blur", "blur", random=True)
 def glass_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
-    """Gaussian blur, 8-bit truncation, local pixel shuffling (1-2 passes), Gaussian blur again."""
+    """Gaussian blur, 8-bit truncation, local pixel copies (1-2 passes, the generator's "swap"), Gaussian blur again."""
     sigma, delta, iterations = GLASS[severity - 1]
     n, c, h, w = x.shape
-    y = quantize_floor(gaussian_filter(x, sigma))
-    perm = _glass_permutation(n, h, w, delta, iterations, rng, x.device)
-    y = y.reshape(n, c, h * w).gather(2, perm.unsqueeze(1).expand(n, c, h * w)).reshape(n, c, h, w)
-    return quantize_floor(gaussian_filter(y, sigma))
+    # As the generator: uint8 / 255.0 and both blurs in float64 with SciPy's summation order, each truncated
+    # to 8 bits (np.uint8) without a margin, so flat regions land on the same side of a level as there.
+    y = scipy_gaussian_filter_float64(_float64_levels(x), sigma)
+    y = torch.floor(y * 255.0) / 255.0
+    src = _glass_source_index(n, h, w, delta, iterations, rng, x.device)
+    y = y.reshape(n, c, h * w).gather(2, src.unsqueeze(1).expand(n, c, h * w)).reshape(n, c, h, w)
+    y = scipy_gaussian_filter_float64(y, sigma)
+    return (torch.floor(y.clamp(0.0, 1.0) * 255.0) / 255.0).to(x.dtype)
+
+
+def _float64_levels(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64; values within 1e-3 of an 8-bit level (float32 ``k / 255`` is within 1e-5) become that
+    level's ``k / 255.0`` exactly (what the generator's ``uint8 / 255.0`` holds), others are kept as they are."""
+    xd = x.to(torch.float64)
+    k = torch.round(xd * 255.0)
+    return torch.where((xd * 255.0 - k).abs() < 1e-3, k / 255.0, xd)
 
 
 @register_corruption("motion_blur", "blur", random=True)

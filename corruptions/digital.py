@@ -12,10 +12,12 @@ import torch
 from ._ops import (
     gaussian_filter,
     hsv_to_rgb,
+    opencv_affine_inverse,
+    opencv_warp_affine_reflect101,
     pil_resize_box,
     quantize_floor,
     rgb_to_hsv,
-    sample_bilinear,
+    scipy_map_coordinates_linear_reflect,
     to_uint8_levels,
 )
 from .jpeg import jpeg_roundtrip
@@ -78,46 +80,42 @@ def jpeg_compression(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     return jpeg_roundtrip(to_uint8_levels(x), JPEG_QUALITY[severity - 1]) / 255.0
 
 
-def _affine_sources(
-    n: int, h: int, w: int, jitter: torch.Tensor, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Source pixel coordinates of ``cv2.warpAffine(img, getAffineTransform(pts1, pts1 + jitter))``.
+def _affine_inverse(h: int, w: int, jitter: torch.Tensor) -> torch.Tensor:
+    """``invertAffineTransform(getAffineTransform(pts1, pts2))`` as the generator builds it: ``(N, 2, 3)`` float64.
 
     ``pts1`` are the generator's three points around the centre (``center +- min(H, W) // 3``, as (x, y));
-    warpAffine samples the source at ``M^-1 (x, y)``, with its coordinates on a 1/32-pixel grid
-    (OpenCV's ``INTER_TAB_SIZE``).
+    ``pts2 = pts1 + jitter.astype(float32)`` is a float32 sum; getAffineTransform solves the 6x6 system in
+    float64; warpAffine inverts the result (``invertAffineTransform``) and samples the source there.
     """
+    n = jitter.shape[0]
     dev = jitter.device
     cy, cx = float(h // 2), float(w // 2)  # center_square = float32(shape_size) // 2 -> (H//2, W//2)
     s = float(min(h, w) // 3)
     # pts1 = [center + s, [center[0] + s, center[1] - s], center - s]; each row is (x, y) for cv2.
-    p1 = torch.tensor([[cy + s, cx + s], [cy + s, cx - s], [cy - s, cx - s]], dtype=torch.float64, device=dev)
+    p1 = torch.tensor([[cy + s, cx + s], [cy + s, cx - s], [cy - s, cx - s]], dtype=torch.float32, device=dev)
     p1 = p1.expand(n, 3, 2)
-    p2 = p1 + jitter.to(torch.float64)
+    p2 = (p1 + jitter.to(torch.float32)).double()
     ones = torch.ones(n, 3, 1, dtype=torch.float64, device=dev)
-    # Inverse map: solve [p2, 1] @ A = p1 for the 3x2 matrix A (dst -> src).
-    a = torch.linalg.solve(torch.cat([p2, ones], 2), p1)  # (n, 3, 2)
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float64, device=dev),
-        torch.arange(w, dtype=torch.float64, device=dev),
-        indexing="ij",
-    )
-    grid = torch.stack([xx, yy, torch.ones_like(xx)], -1).reshape(1, h * w, 3)
-    src = (grid @ a).reshape(n, h, w, 2)
-    src = torch.round(src * 32.0) / 32.0
-    return src[..., 1].to(dtype), src[..., 0].to(dtype)  # rows (y), cols (x)
+    # Forward map src -> dst: solve [pts1, 1] @ A = pts2 for the 3x2 matrix A; M = A^T.
+    fwd = torch.linalg.solve(torch.cat([p1.double(), ones], 2), p2).transpose(1, 2)
+    return opencv_affine_inverse(fwd)
 
 
 @register_corruption("elastic_transform", "digital", random=True)
 def elastic_transform(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     """Random affine jitter of three control points (reflect-101 borders), then a smooth random displacement
-    field (uniform noise, Gaussian sigma, truncate 3, times alpha; bilinear, reflect borders)."""
-    n, _, h, w = x.shape
+    field (uniform noise, Gaussian sigma, truncate 3, times alpha; bilinear, reflect borders).
+
+    As the generator computes it: the affine warp is OpenCV's float32 ``warpAffine`` arithmetic
+    (:func:`~corruptions._ops.opencv_warp_affine_reflect101`), the displacement fields are float64 Gaussians
+    of float64 uniforms cast to float32, the displaced sampling is SciPy's float64 ``map_coordinates`` rounded
+    to float32, and ``np.uint8(np.clip(v, 0, 1) * 255)`` truncates the float32 result without a margin.
+    """
+    n, c, h, w = x.shape
     size = min(h, w)
     alpha, sigma, jit = (f * size for f in ELASTIC[severity - 1])
     jitter = rng.uniform((n, 3, 2), -jit, jit, dtype=torch.float64)
-    rows, cols = _affine_sources(n, h, w, jitter, torch.float64)
-    y = sample_bilinear(x, rows, cols, "mirror")
+    y = opencv_warp_affine_reflect101(x.to(torch.float32), _affine_inverse(h, w, jitter))
     # The generator draws dx (added to columns) first, then dy (added to rows).
     ux = rng.uniform((n, 1, h, w), -1.0, 1.0, dtype=torch.float64)
     uy = rng.uniform((n, 1, h, w), -1.0, 1.0, dtype=torch.float64)
@@ -125,5 +123,6 @@ def elastic_transform(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     dy = (gaussian_filter(uy, sigma, mode="reflect", truncate=3.0) * alpha).to(torch.float32).squeeze(1)
     base_r = torch.arange(h, device=x.device, dtype=torch.float64).view(1, h, 1)
     base_c = torch.arange(w, device=x.device, dtype=torch.float64).view(1, 1, w)
-    out = sample_bilinear(y, base_r + dy.double(), base_c + dx.double(), "reflect")
-    return quantize_floor(out)
+    out = scipy_map_coordinates_linear_reflect(y, base_r + dy.double(), base_c + dx.double())
+    # np.clip(float32, 0, 1) * 255 stays float32; np.uint8 truncates.
+    return torch.floor(out.clamp(0.0, 1.0) * 255.0).div_(255.0).to(x.dtype)

@@ -77,7 +77,8 @@ class ProtocolConfig:
 
     Attributes:
         name: protocol name.
-        search_space: registered search space (``nb201``).
+        search_space: registered search space (``nb201``, ``nats-sss``; aliases are stored by their registered
+            name). Every stage builds its networks through it.
         dataset: registered dataset (``digits``, ``cifar10``, ...); ``data_root`` says where it is (runtime).
         train_profile: training profile name; ``profile_overrides`` changes fields of it (e.g. ``{"epochs": 2}``).
         archs: ``"all"`` (every unique cell), an int N (a seeded sample of N unique cells, ``arch_seed``), or a
@@ -140,6 +141,12 @@ class ProtocolConfig:
         set_(self, "stages", tuple(str(s) for s in self.stages))
         if isinstance(self.archs, (list, tuple)):
             set_(self, "archs", tuple(int(a) if isinstance(a, int) else str(a) for a in self.archs))
+        from robustbench_nas.search_spaces import canonical_name
+
+        try:
+            set_(self, "search_space", canonical_name(str(self.search_space)))
+        except KeyError as e:
+            raise ValueError(f"protocol {self.name!r}: {e.args[0]}") from None
         self.validate()
 
     def validate(self) -> None:
@@ -281,11 +288,15 @@ class ProtocolConfig:
 
         return get_profile(self.train_profile, **self.profile_overrides)
 
-    def resolve_archs(self) -> list[tuple[int, int, str]]:
-        """The cells of the run: ``[(uid, requested nb201 index, arch string)]``, sorted by uid, unique."""
+    def space(self) -> Any:
+        """The run's :class:`~robustbench_nas.search_spaces.SearchSpace`."""
         from robustbench_nas.search_spaces import get_search_space
 
-        space = get_search_space(self.search_space)
+        return get_search_space(self.search_space)
+
+    def resolve_archs(self) -> list[tuple[int, int, str]]:
+        """The cells of the run: ``[(uid, requested index, arch string)]``, sorted by uid, unique."""
+        space = self.space()
         if self.archs == "all":
             idx = space.unique_indices()
         elif isinstance(self.archs, int):
@@ -315,7 +326,7 @@ class ProtocolConfig:
         profile = self.profile()
         return StoreSpec(
             archs=[c[0] for c in cells],
-            arch_coords={"nb201_index": [c[1] for c in cells]},
+            arch_coords=self.space().arch_coords([c[1] for c in cells]),
             arch_str=[c[2] for c in cells],
             seeds=list(self.seeds),
             attacks={k: list(v) for k, v in self.attacks.items()},
@@ -346,8 +357,8 @@ def parse_archs(text: str) -> Any:
         return [int(s) if s.isdigit() else s for s in items]
     if text.isdigit():
         return int(text)
-    if text.startswith("|"):
-        return [s for s in text.split(",") if s]  # arch strings contain no commas
+    if any(c in text for c in "|:~"):  # architecture strings (NB201 '|op~0|+...', SSS 'C1:...:C5'): no commas
+        return [s.strip() for s in text.split(",") if s.strip()]
     try:
         return [int(s) for s in text.split(",") if s]
     except ValueError:
@@ -428,6 +439,19 @@ def _jung2023() -> ProtocolConfig:
     )
 
 
+@register_protocol("nats-sss-jung2023")
+def _nats_sss_jung2023() -> ProtocolConfig:
+    """Jung et al.'s attack grid, corruption set, proxies and measures on all 32768 NATS-Bench SSS networks, each
+    trained with NATS-Bench SSS's 90-epoch schedule (``nats-sss-90e``) on CIFAR-10."""
+    return _jung2023().replace(
+        name="nats-sss-jung2023",
+        search_space="nats-sss",
+        train_profile="nats-sss-90e",
+        description="Jung et al. 2023's grid (FGSM/PGD/APGD-CE/Square, CIFAR-10-C) on all 32768 NATS-Bench SSS "
+                    "networks trained 90 epochs (nats-sss-90e), CIFAR-10",
+    )
+
+
 @register_protocol("robbench2024")
 def _robbench2024() -> ProtocolConfig:
     """NAS-RobBench-201 (Wu et al., ICLR 2024): all 6466 cells adversarially trained (``pgd-at``: PGD eps 8/255,
@@ -443,6 +467,47 @@ def _robbench2024() -> ProtocolConfig:
         attack_params=params,
         batch_size=256,
         description="NAS-RobBench-201 (Wu et al. 2024): PGD adversarial training, FGSM / PGD-20 / AutoAttack",
+    )
+
+
+#: The 16 registered zero-cost proxies, in the shipped table's column order (the registry's order).
+def _all_proxies() -> tuple[str, ...]:
+    from robustbench_nas.proxies import list_proxies
+
+    return tuple(list_proxies())
+
+
+@register_protocol("nb201-proxies")
+def _nb201_proxies() -> ProtocolConfig:
+    """The shipped proxy table: all proxies, full-size NB201 (C=16, N=5) at initialisation, seed 0, batch 64.
+
+    Cells: the 500-cell clean-accuracy-stratified sample of the Jung et al. release
+    (:mod:`robustbench_nas.analysis.proxy_sample`), run in the listed (interleaved) order; images: 64 of the
+    ``npz`` dataset's train split (pass ``--data-root ../shared/data/cifar10_test.npz``: CIFAR-10 test images).
+    """
+    from robustbench_nas.analysis.proxy_sample import shipped_sample
+
+    return ProtocolConfig(
+        name="nb201-proxies",
+        dataset="npz",
+        train_profile="nb201-200e",  # only its network size (C=16, N=5) is used: nothing is trained
+        archs=tuple(shipped_sample()),
+        seeds=(0,),
+        proxies=_all_proxies(),
+        proxy_images=64,
+        stages=("info", "proxies"),
+        description="zero-cost proxies of 500 stratified NB201 cells (C=16, N=5, batch 64, seed 0), no training",
+    )
+
+
+@register_protocol("nb201-proxies-seeds")
+def _nb201_proxies_seeds() -> ProtocolConfig:
+    """Seed noise of the proxies: the first 10 cells of the sample at initialisation seeds 1 and 2 (same images)."""
+    from robustbench_nas.analysis.proxy_sample import shipped_sample
+
+    return _nb201_proxies().replace(
+        name="nb201-proxies-seeds", archs=tuple(shipped_sample()[:10]), seeds=(1, 2),
+        description="seed noise: 10 cells of the nb201-proxies sample at seeds 1 and 2",
     )
 
 

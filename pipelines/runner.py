@@ -521,6 +521,24 @@ def run_pipeline(
                      dashboard=dashboard, **report_kwargs)
 
 
+def _run_order(protocol: ProtocolConfig, archs: list[int]) -> dict[int, int]:
+    """Rank of each cell in the run: the protocol's listed order when ``archs`` is a list, uid order otherwise.
+
+    A listed order lets a long run that stops part-way leave a chosen prefix done (e.g. the interleaved
+    stratified sample of ``nb201-proxies``); the store itself stays sorted by uid.
+    """
+    order = {uid: k for k, uid in enumerate(archs)}
+    if isinstance(protocol.archs, tuple):
+        from robustbench_nas.search_spaces import get_search_space
+
+        space = get_search_space(protocol.search_space)
+        listed: dict[int, int] = {}
+        for a in protocol.archs:
+            listed.setdefault(space.uid(a), len(listed))
+        order = {uid: listed.get(uid, len(listed) + k) for uid, k in order.items()}
+    return order
+
+
 def _wait_for_slurm_workers(client: Any) -> None:
     """On a SLURM cluster made here: block until a worker joined, or raise why none will (see slurm.py)."""
     cluster = getattr(client, "cluster", None)
@@ -536,9 +554,10 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     run_id = uuid.uuid4().hex[:6]
     pdict = protocol.to_dict()
     futures: dict[tuple[int, int, str], Any] = {}
-    order = {uid: k for k, uid in enumerate(store.spec.archs)}
+    order = _run_order(protocol, list(store.spec.archs))
     checkpoints = None
-    for uid, seed, stage in units:
+    # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
+    for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
         d = get_stage(stage)
         ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
         ckpt = ""

@@ -166,23 +166,29 @@ class StageContext:
             self._model = model.eval()
         return self._model
 
+    @property
+    def space(self) -> Any:
+        """The protocol's search space."""
+        return self.protocol.space()
+
     def network_kwargs(self) -> dict[str, Any]:
-        """``num_classes, C, N, mean, std`` of the protocol's network (as the trainer builds it)."""
+        """``num_classes, mean, std`` and the space's options (NB201: ``C, N``) of the protocol's network (as the
+        trainer builds it)."""
         info = self.dataset.info
-        prof = self.protocol.profile()
-        return {"num_classes": info.num_classes, "C": prof.C, "N": prof.N, "mean": info.mean, "std": info.std}
+        return {"num_classes": info.num_classes, "mean": info.mean, "std": info.std,
+                **self.space.network_options(self.protocol.profile())}
 
 
 # ---- the stages --------------------------------------------------------------------------------------------------
 @register_stage("info", per_seed=False)
 def info_stage(ctx: StageContext) -> dict[str, Any]:
-    """Parameters and FLOPs of the network (no training, no data)."""
-    from robustbench_nas.models import build_model, count_flops, count_params
+    """Parameters and FLOPs of the network, counted on the built network in the space's convention (no data)."""
+    from robustbench_nas.models import count_params
 
     info = ctx.dataset.info
-    model = build_model(ctx.arch_str, in_channels=info.channels, **ctx.network_kwargs())
-    flops = count_flops(model, (info.channels, info.image_size, info.image_size))
-    return {"params": count_params(model), "flops": flops.nb201_m, "flops_plain": flops.plain_m}
+    model = ctx.space.build_network(ctx.arch_str, in_channels=info.channels, **ctx.network_kwargs())
+    flops = ctx.space.count_flops(model, (info.channels, info.image_size, info.image_size))
+    return {"params": count_params(model), "flops": flops.published_m, "flops_plain": flops.plain_m}
 
 
 @register_stage("proxies", gpu=True)
@@ -191,7 +197,8 @@ def proxies_stage(ctx: StageContext) -> dict[str, Any]:
     from robustbench_nas.proxies import compute_proxies
 
     x, y = ctx.split("train", ctx.protocol.proxy_images)
-    values = compute_proxies(ctx.arch_str, x, y, list(ctx.protocol.proxies), seed=ctx.seed, **ctx.network_kwargs())
+    values = compute_proxies(ctx.arch_str, x, y, list(ctx.protocol.proxies), seed=ctx.seed,
+                             space=ctx.protocol.search_space, **ctx.network_kwargs())
     return {"proxy_value": np.array([values[p] for p in ctx.protocol.proxies], dtype=np.float64)}
 
 
@@ -203,7 +210,7 @@ def train_stage(ctx: StageContext) -> dict[str, Any]:
 
     profile = ctx.protocol.profile()
     result = train_model(ctx.arch_str, ctx.dataset, profile, seed=ctx.seed, device=ctx.device,
-                         eval_split=ctx.protocol.eval_split, progress=False)
+                         eval_split=ctx.protocol.eval_split, progress=False, space=ctx.protocol.search_space)
     path = save_checkpoint(ctx.checkpoint_path(), result.model, result.meta)
     out: dict[str, Any] = {"checkpoint": str(path.relative_to(ctx.store_path.parent))}
     for key in DEFAULT_HISTORY:
@@ -242,6 +249,14 @@ def _grid_values(prefix: str, shape: tuple[int, int], k: int, results: list[tupl
             f"{prefix}_confusion": cm}
 
 
+def _clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """Clean accuracy of exactly the images an evaluation used (its subset may differ from ``eval_images``), so
+    that robust and clean accuracy of one cell can be compared on the same images."""
+    from robustbench_nas.evaluation import evaluate_clean
+
+    return float(evaluate_clean(model, x, y, batch_size=batch_size).accuracy)
+
+
 @register_stage("adversarial", needs=("train",), gpu=True)
 def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
     """Every attack of the protocol at every eps of its grid, on ``attack_images`` evaluation images."""
@@ -262,7 +277,9 @@ def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
         for r in res:
             i, j = spec.eps_index(attack, r.eps)
             found.append((i, j, r.stats))
-    return _grid_values("adv", (len(p.attacks), len(spec.eps_values())), ctx.dataset.info.num_classes, found)
+    out = _grid_values("adv", (len(p.attacks), len(spec.eps_values())), ctx.dataset.info.num_classes, found)
+    out["adv_clean_accuracy"] = _clean_accuracy(model, x, y, p.batch_size)
+    return out
 
 
 @register_stage("corruptions", needs=("train",), gpu=True)
@@ -279,7 +296,9 @@ def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
     if len(found) != len(p.corruptions) * len(p.severities):
         raise RuntimeError(f"corruptions.evaluate returned {len(found)} results for "
                            f"{len(p.corruptions)} x {len(p.severities)}")
-    return _grid_values("corruption", (len(p.corruptions), len(p.severities)), ctx.dataset.info.num_classes, found)
+    out = _grid_values("corruption", (len(p.corruptions), len(p.severities)), ctx.dataset.info.num_classes, found)
+    out["corruption_clean_accuracy"] = _clean_accuracy(ctx.trained_model(), x, y, p.batch_size)
+    return out
 
 
 @register_stage("measures", needs=("train",), gpu=True)

@@ -292,12 +292,79 @@ def test_fidelity_study_runs_on_cpu_with_tiny_sizes(jung2023_root: Path, cifar10
 
 
 @pytest.mark.slow
-def test_device_agreement_code_path_cpu_vs_cpu() -> None:
-    """The GPU-vs-CPU correctness check, run CPU vs CPU: identical numbers, so it must report agreement."""
+def test_device_agreement_check_can_fail() -> None:
+    """The GPU-vs-CPU check on two CPU copies: a relative weight perturbation of rounding size (1e-6) must pass
+    with a non-zero logit difference (the tolerance is exercised, not a self-comparison), a 5 % one must fail."""
     from benchmarks.bench_end_to_end import device_agreement_record
 
-    r = device_agreement_record("cpu", "cpu", n=40, train_steps=2)
-    common.validate_result(r)
-    assert r["results_agree"] is True and r["max_rel_logit_diff"] == 0.0
-    assert set(r["max_abs_accuracy_diff"]) == {"clean", "fgsm@Linf", "pgd@Linf", "corruptions"}
-    assert len(r["values"]["cpu"]["corruptions"]) == 4
+    small = device_agreement_record("cpu", "cpu", n=40, train_steps=2, perturb_b=1e-6)
+    common.validate_result(small)
+    assert small["results_agree"] is True and 0 < small["max_rel_logit_diff"] <= 1e-4
+    assert set(small["max_abs_accuracy_diff"]) == {"clean", "fgsm@Linf", "pgd@Linf", "corruptions"}
+    assert len(small["values"]["cpu"]["corruptions"]) == 4
+    big = device_agreement_record("cpu", "cpu", n=40, train_steps=2, perturb_b=0.05)
+    assert big["results_agree"] is False and big["max_rel_logit_diff"] > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------- device check
+def test_device_check_refuses_to_run_without_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a silent skip: without a CUDA device (or with a CPU device) the real check stops with a message."""
+    from benchmarks import device_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        device_check.main(["--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="use a CUDA device"):
+        device_check.main(["--device", "cpu", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_device_check_reports_sections_it_could_not_run(tmp_path: Path) -> None:
+    """A budget too small for any section: every section is reported as not run and the exit code says so."""
+    from benchmarks import device_check
+
+    code = device_check.main(["--dry-run", "--device", "cpu", "--out", str(tmp_path), "--budget-s", "5",
+                              "--threads", "1"])
+    summary = json.loads((tmp_path / "device_check_summary_dry_run.json").read_text())
+    assert code == 1 and summary["results_agree"] is False
+    assert {v["status"] for v in summary["sections"].values()} == {"not_run"}
+    assert set(summary["sections"]) == set(device_check.SECTIONS)
+
+
+@pytest.mark.slow
+def test_device_check_dry_run_runs_every_section(tmp_path: Path) -> None:
+    """benchmarks/device_check.sh --dry-run --device cpu: every section runs and writes its records."""
+    from benchmarks import device_check
+
+    code = device_check.main(["--dry-run", "--device", "cpu", "--out", str(tmp_path), "--threads", "1"])
+    summary = json.loads((tmp_path / "device_check_summary_dry_run.json").read_text())
+    assert set(summary["sections"]) == set(device_check.SECTIONS)
+    bad = {k: v.get("error") for k, v in summary["sections"].items() if v["status"] != "ok"}
+    assert not bad and code == 0, bad
+    for name in summary["sections"]["agreement_attacks"]["records"]:
+        rec = json.loads((tmp_path / f"{name}.json").read_text())
+        import attacks
+
+        assert set(rec["accuracy"]) == set(attacks.list_attacks())  # every attack
+    rec = json.loads((tmp_path / "device_agreement_corruptions_cpu.json").read_text())
+    import corruptions
+
+    assert set(rec["fraction_within_1_level"]) == set(corruptions.list_corruptions())
+
+
+# ---------------------------------------------------------------------------------------------------- corruptions
+def test_corruption_benchmark_agreement_can_fail(cifar10_npz: Path) -> None:
+    """bench_corruptions' same-work check: the reference's outputs agree with ours; shifted outputs (deterministic:
+    pixels) or a doubled strength (random: mean change) do not."""
+    from benchmarks import cifar_c_reference as ref
+    from benchmarks.bench_corruptions import _agreement
+
+    x, _ = common.shared_cifar10(10)
+    imgs = torch.round(x * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for name in ("contrast", "gaussian_noise"):
+        draws = np.random.RandomState(0)
+        outs = [np.stack([ref.corrupt(name, im, s, draws) for im in imgs]) for s in range(1, 6)]
+        assert _agreement(name, x, outs)["agree"], name
+        clean = imgs.astype(np.int64)
+        wrong = [np.clip(clean + 2 * (o.astype(np.int64) - clean) + 3, 0, 255).astype(np.uint8) for o in outs]
+        assert not _agreement(name, x, wrong)["agree"], name

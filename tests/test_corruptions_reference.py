@@ -1,44 +1,45 @@
-"""Corruptions against independent references on the same images.
+"""Corruptions against Hendrycks & Dietterich's CIFAR generator, pixel by pixel on the same images.
 
-The references below follow Hendrycks & Dietterich's CIFAR generator (``ImageNet-C/create_c/make_cifar_c.py``,
-github.com/hendrycks/robustness) step by step with numpy / scipy / scikit-image / OpenCV / Pillow, with the
-CIFAR-10-C constants written out again here (so a wrong constant in the package fails). Random corruptions are
-compared on their deterministic part: the reference receives the same random draws (taken from a generator
-with the same seed, in the order the package draws them). ImageMagick's motion blur (not installable here) is
-taken from the ``imagecorruptions`` package's numpy re-implementation (``_motion_blur``).
+The reference is ``benchmarks/cifar_c_reference.py``: the statements of ``ImageNet-C/create_c/make_cifar_c.py``
+(github.com/hendrycks/robustness) one image at a time with NumPy / SciPy / scikit-image / OpenCV / Pillow, the
+CIFAR-10-C constants written out again there (so a wrong constant in the package fails). Random corruptions: the
+package runs with a recording random source and the reference receives exactly those draws (``Injected``), one
+image's share each, in the order the generator's statements consume them; the two are then compared value by value.
+
+Tolerances (stated per test, measured on 8 real CIFAR-10 test images x 5 severities): exact where both sides do
+the same arithmetic (JPEG, shot / impulse noise, glass_blur: its copies and its float64 Gaussians in SciPy's
+summation order, elastic_transform: OpenCV's float32 warpAffine and SciPy's map_coordinates operation by
+operation, each step also checked bit for bit against the library on random inputs); the other noises up to the
+float32-vs-float64 rounding of values that land exactly on an 8-bit boundary; within one 8-bit level on >= 99.9 %
+of the values for the filters (float32 matrix products vs SciPy/OpenCV float64 or fixed-point kernels).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import os
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 import corruptions
-from corruptions.registry import Rng, make_generator
+from corruptions.registry import Rng, info, make_generator
 
 cv2 = pytest.importorskip("cv2")
 skimage = pytest.importorskip("skimage")
 from PIL import Image  # noqa: E402
-from scipy.ndimage import map_coordinates  # noqa: E402
 from scipy.ndimage import zoom as scizoom  # noqa: E402
-from skimage.filters import gaussian as sk_gaussian  # noqa: E402
+
+from benchmarks import cifar_c_reference as ref  # noqa: E402
 
 
 def _imagecorruptions():
-    """Import ``imagecorruptions`` 1.1.2 (with the ``pkg_resources`` stand-in of the benchmark when needed)."""
-    if importlib.util.find_spec("imagecorruptions") is None:
+    """``imagecorruptions`` 1.1.2 (the motion-blur reference); skip when it is not installed."""
+    from benchmarks.bench_corruptions import load_imagecorruptions
+
+    if load_imagecorruptions() is None:
         pytest.skip("imagecorruptions not installed (pip install -e .[dev])")
-    from benchmarks.bench_corruptions import install_pkg_resources_shim
-
-    install_pkg_resources_shim()
-    import imagecorruptions.corruptions as ic
-
-    return ic
 
 
 @pytest.fixture(scope="module")
@@ -70,117 +71,40 @@ def _agree(ours: np.ndarray, ref: np.ndarray, *, frac: float = 0.99, max_diff: i
     assert d.max() <= max_diff, f"max difference {d.max()} levels"
 
 
-def _u8(v: np.ndarray) -> np.ndarray:
-    """The generator's final ``np.uint8(...)`` (truncation)."""
-    return np.uint8(v)
-
-
 # ---------------------------------------------------------------- deterministic corruptions
 
 
-def ref_gaussian_blur(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [0.4, 0.6, 0.7, 0.8, 1][severity - 1]
-    return _u8(np.clip(sk_gaussian(x / 255.0, sigma=c, channel_axis=-1), 0, 1) * 255)
-
-
-def ref_disk(radius: float, alias_blur: float) -> np.ndarray:
-    grid = np.arange(-8, 8 + 1) if radius <= 8 else np.arange(-radius, radius + 1)
-    ksize = (3, 3) if radius <= 8 else (5, 5)
-    xx, yy = np.meshgrid(grid, grid)
-    d = np.array((xx**2 + yy**2) <= radius**2, dtype=np.float32)
-    d /= d.sum()
-    return cv2.GaussianBlur(d, ksize=ksize, sigmaX=alias_blur)
-
-
-def ref_defocus_blur(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
-    k = ref_disk(*c)
-    xf = x / 255.0
-    out = np.stack([cv2.filter2D(xf[:, :, d], -1, k) for d in range(3)], -1)
-    return _u8(np.clip(out, 0, 1) * 255)
-
-
-def ref_clipped_zoom(img: np.ndarray, z: float) -> np.ndarray:
-    h = img.shape[0]
-    ch = int(np.ceil(h / z))
-    top = (h - ch) // 2
-    img = scizoom(img[top : top + ch, top : top + ch], (z, z, 1), order=1)
-    trim = (img.shape[0] - h) // 2
-    return img[trim : trim + h, trim : trim + h]
-
-
-def ref_zoom_blur(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.01),
-         np.arange(1, 1.26, 0.01)][severity - 1]
-    xf = (x / 255.0).astype(np.float32)
-    out = np.zeros_like(xf)
-    for z in c:
-        out += ref_clipped_zoom(xf, z)
-    return _u8(np.clip((xf + out) / (len(c) + 1), 0, 1) * 255)
-
-
-def ref_contrast(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [0.75, 0.5, 0.4, 0.3, 0.15][severity - 1]
-    xf = x / 255.0
-    m = xf.mean(axis=(0, 1), keepdims=True)
-    return _u8(np.clip((xf - m) * c + m, 0, 1) * 255)
-
-
-def ref_brightness(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [0.05, 0.1, 0.15, 0.2, 0.3][severity - 1]
-    hsv = skimage.color.rgb2hsv(x / 255.0)
-    hsv[:, :, 2] = np.clip(hsv[:, :, 2] + c, 0, 1)
-    return _u8(np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
-
-
-def ref_saturate(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
-    hsv = skimage.color.rgb2hsv(x / 255.0)
-    hsv[:, :, 1] = np.clip(hsv[:, :, 1] * c[0] + c[1], 0, 1)
-    return _u8(np.clip(skimage.color.hsv2rgb(hsv), 0, 1) * 255)
-
-
-def ref_pixelate(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
-    im = Image.fromarray(x)
-    h, w = x.shape[:2]
-    im = im.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
-    return np.asarray(im)
-
-
 def ref_jpeg(x: np.ndarray, severity: int) -> np.ndarray:
-    c = [80, 65, 58, 50, 40][severity - 1]
-    buf = io.BytesIO()
-    Image.fromarray(x).save(buf, "JPEG", quality=c)
-    return np.asarray(Image.open(buf).convert("RGB"))
+    return ref.corrupt("jpeg_compression", x, severity)
 
 
+#: name -> (fraction of values within one 8-bit level, largest difference in levels), all 5 severities
 DETERMINISTIC = {
-    "gaussian_blur": (ref_gaussian_blur, 0.999, 1),
-    "defocus_blur": (ref_defocus_blur, 0.999, 1),
-    "zoom_blur": (ref_zoom_blur, 0.999, 1),
-    "contrast": (ref_contrast, 0.999, 1),
-    "brightness": (ref_brightness, 0.999, 1),
-    "saturate": (ref_saturate, 0.999, 1),
-    "pixelate": (ref_pixelate, 0.999, 1),
-    "jpeg_compression": (ref_jpeg, 0.999, 1),
+    "gaussian_blur": (0.999, 1),
+    "defocus_blur": (0.999, 1),
+    "zoom_blur": (0.999, 1),
+    "contrast": (0.999, 1),
+    "brightness": (0.999, 1),
+    "saturate": (0.999, 1),
+    "pixelate": (0.999, 1),
+    "jpeg_compression": (1.0, 0),
 }
 
 
 @pytest.mark.parametrize("name", list(DETERMINISTIC))
 def test_deterministic_matches_reference(name: str, images: np.ndarray) -> None:
-    ref_fn, frac, max_diff = DETERMINISTIC[name]
+    frac, max_diff = DETERMINISTIC[name]
     for s in range(1, 6):
-        ref = np.stack([ref_fn(im, s) for im in images])
-        _agree(_ours(name, images, s), ref, frac=frac, max_diff=max_diff)
+        expect = np.stack([ref.corrupt(name, im, s) for im in images])
+        _agree(_ours(name, images, s), expect, frac=frac, max_diff=max_diff)
 
 
 def test_jpeg_bit_exact(images: np.ndarray) -> None:
     """Integer ISLOW DCT + libjpeg colour/chroma arithmetic: identical bytes to Pillow (libjpeg-turbo), including
     quality 50 on JPEG-decoded images, where coefficients sit exactly on rounding ties."""
     for s in range(1, 6):
-        ref = np.stack([ref_jpeg(im, s) for im in images])
-        assert np.array_equal(_ours("jpeg_compression", images, s), ref)
+        expect = np.stack([ref_jpeg(im, s) for im in images])
+        assert np.array_equal(_ours("jpeg_compression", images, s), expect)
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (24, 40), (17, 23)])
@@ -188,8 +112,8 @@ def test_jpeg_other_sizes_bit_exact(shape: tuple[int, int]) -> None:
     """Partial MCUs (odd sizes included) are padded the way libjpeg pads them, so other sizes are exact too."""
     rng = np.random.default_rng(1)
     imgs = rng.integers(0, 256, (3, *shape, 3)).astype(np.uint8)
-    ref = np.stack([ref_jpeg(im, 3) for im in imgs])
-    assert np.array_equal(_ours("jpeg_compression", imgs, 3), ref)
+    expect = np.stack([ref_jpeg(im, 3) for im in imgs])
+    assert np.array_equal(_ours("jpeg_compression", imgs, 3), expect)
 
 
 @pytest.mark.parametrize("quality", [1, 10, 95, 100])
@@ -205,219 +129,322 @@ def test_jpeg_codec_extreme_patterns_bit_exact(quality: int) -> None:
         im = im.astype(np.uint8)
         buf = io.BytesIO()
         Image.fromarray(im).save(buf, "JPEG", quality=quality)
-        ref = np.asarray(Image.open(buf))
+        expect = np.asarray(Image.open(buf))
         ours = jpeg_roundtrip(torch.from_numpy(im).permute(2, 0, 1)[None].float(), quality)[0].permute(1, 2, 0)
-        assert np.array_equal(ours.numpy().astype(np.uint8), ref)
+        assert np.array_equal(ours.numpy().astype(np.uint8), expect)
 
 
 # ---------------------------------------------------------------- random corruptions, same draws
 
 
-def _rng(seed: int = 0) -> Rng:
-    return Rng(make_generator(seed), torch.device("cpu"), torch.float32)
+class RecordingRng(Rng):
+    """The package's random source, recording every draw it hands out (as NumPy arrays, in order)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(make_generator(seed), torch.device("cpu"), torch.float32)
+        self.log: list[tuple[str, np.ndarray]] = []
+
+    def _rec(self, kind: str, t: torch.Tensor) -> torch.Tensor:
+        self.log.append((kind, t.numpy().copy()))
+        return t
+
+    def uniform(self, *a: Any, **k: Any) -> torch.Tensor:
+        return self._rec("uniform", super().uniform(*a, **k))
+
+    def normal(self, *a: Any, **k: Any) -> torch.Tensor:
+        return self._rec("normal", super().normal(*a, **k))
+
+    def poisson(self, rate: torch.Tensor) -> torch.Tensor:
+        return self._rec("poisson", super().poisson(rate))
+
+    def integers(self, *a: Any, **k: Any) -> torch.Tensor:
+        return self._rec("integers", super().integers(*a, **k))
 
 
-def test_motion_blur_matches_imagemagick_reimplementation(images: np.ndarray) -> None:
-    ic = _imagecorruptions()
-    for s, (radius, sigma) in enumerate([(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)], 1):
-        ours = _ours("motion_blur", images, s, seed=s)
-        angles = _rng(s).uniform((len(images),), -45, 45, dtype=torch.float64).numpy()
-        ref = np.stack(
-            [np.round(np.clip(ic._motion_blur(im, radius=radius, sigma=sigma, angle=a), 0, 255)).astype(np.uint8)
-             for im, a in zip(images, angles)]
-        )
-        _agree(ours, ref, frac=0.999, max_diff=1)
+def _hwc(a: np.ndarray) -> np.ndarray:
+    """One image's (C, H, W) draw in the generator's (H, W, C) layout, float64 as NumPy draws."""
+    return np.ascontiguousarray(a.transpose(1, 2, 0)).astype(np.float64)
 
 
-def test_glass_blur_matches_sequential_swaps(images: np.ndarray) -> None:
-    consts = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)]
-    imgs = images[:3]
-    for s in (1, 3, 5):
-        sigma, delta, iters = consts[s - 1]
-        ours = _ours("glass_blur", imgs, s, seed=s)
-        rows = list(range(32 - delta, delta, -1))
-        d = _rng(s).integers((iters, len(rows), len(rows), 2, len(imgs)), -delta, delta).numpy()
-        refs = []
-        for n, im in enumerate(imgs):
-            x = np.uint8(sk_gaussian(im / 255.0, sigma=sigma, channel_axis=-1) * 255)
-            for it in range(iters):
-                for i, h in enumerate(rows):
-                    for j, w in enumerate(rows):
-                        dx, dy = d[it, i, j, 0, n], d[it, i, j, 1, n]
-                        hp, wp = h + dy, w + dx
-                        x[h, w], x[hp, wp] = x[hp, wp], x[h, w].copy()
-            refs.append(_u8(np.clip(sk_gaussian(x / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255))
-        _agree(ours, np.stack(refs), frac=0.999, max_diff=1)
+def _per_image(name: str, log: list[tuple[str, np.ndarray]], k: int) -> ref.Injected:
+    """Image ``k``'s share of the package's draws, in the order the generator's statements consume them."""
+    kinds = [kind for kind, _ in log]
+    d = [v for _, v in log]
+    if name in ("gaussian_noise", "speckle_noise"):
+        assert kinds == ["normal"]
+        return ref.Injected(_hwc(d[0][k]))
+    if name == "shot_noise":
+        assert kinds == ["poisson"]
+        return ref.Injected(_hwc(d[0][k]))
+    if name == "impulse_noise":  # flipped, then salted
+        assert kinds == ["uniform", "uniform"]
+        return ref.Injected(_hwc(d[0][k]), _hwc(d[1][k]))
+    if name == "glass_blur":  # (passes, rows, cols, (dx, dy), images): one randint(size=(2,)) per visited pixel
+        assert kinds == ["integers"]
+        steps = d[0][..., k].reshape(-1, 2)
+        return ref.Injected(*[steps[i] for i in range(len(steps))])
+    if name == "motion_blur":
+        assert kinds == ["uniform"]
+        return ref.Injected(float(d[0][k]))
+    if name == "snow":  # layer, then angle
+        assert kinds == ["normal", "uniform"]
+        return ref.Injected(d[0][k, 0].astype(np.float64), float(d[1][k]))
+    if name == "frost":  # texture, then the crop's corner: randint(0, size - 32) as floor(u * (size - 32))
+        assert kinds == ["integers", "uniform"]
+        idx = int(d[0][k])
+        tex = ref.frost_textures()[idx]
+        u = d[1][k]
+        return ref.Injected(idx, int(np.floor(u[0] * (tex.shape[0] - 32))), int(np.floor(u[1] * (tex.shape[1] - 32))))
+    if name == "fog":  # one uniform per wibbledmean call, batched over images
+        assert set(kinds) == {"uniform"}
+        return ref.Injected(*[v[k] for v in d])
+    if name == "elastic_transform":  # affine jitter, then dx and dy fields
+        assert kinds == ["uniform"] * 3
+        return ref.Injected(d[0][k], d[1][k, 0], d[2][k, 0])
+    if name == "spatter":
+        assert kinds == ["normal"]
+        return ref.Injected(d[0][k, 0])
+    raise KeyError(name)
 
 
-def test_elastic_matches_opencv_scipy(images: np.ndarray) -> None:
-    for s in range(1, 6):
-        c = [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)][s - 1]
-        alpha, sig, jit = (32 * v for v in c)
-        n = len(images)
-        ours = _ours("elastic_transform", images, s, seed=s)
-        r = _rng(s)
-        jitter = r.uniform((n, 3, 2), -jit, jit, dtype=torch.float64).numpy()
-        ux = r.uniform((n, 1, 32, 32), -1, 1, dtype=torch.float64).numpy()
-        uy = r.uniform((n, 1, 32, 32), -1, 1, dtype=torch.float64).numpy()
-        refs = []
-        for k, im in enumerate(images):
-            img = np.array(im, dtype=np.float32) / 255.0
-            center = np.float32((32, 32)) // 2
-            sq = 32 // 3
-            pts1 = np.float32([center + sq, [center[0] + sq, center[1] - sq], center - sq])
-            pts2 = (pts1 + jitter[k]).astype(np.float32)
-            m = cv2.getAffineTransform(pts1, pts2)
-            img = cv2.warpAffine(img, m, (32, 32), borderMode=cv2.BORDER_REFLECT_101)
-            dx = (sk_gaussian(ux[k, 0], sig, mode="reflect", truncate=3) * alpha).astype(np.float32)[..., None]
-            dy = (sk_gaussian(uy[k, 0], sig, mode="reflect", truncate=3) * alpha).astype(np.float32)[..., None]
-            xx, yy, zz = np.meshgrid(np.arange(32), np.arange(32), np.arange(3))
-            ind = np.reshape(yy + dy, (-1, 1)), np.reshape(xx + dx, (-1, 1)), np.reshape(zz, (-1, 1))
-            out = map_coordinates(img, ind, order=1, mode="reflect").reshape(img.shape)
-            refs.append(_u8(np.clip(out, 0, 1) * 255))
-        # OpenCV's warpAffine samples on a 1/32-pixel grid with fixed-point weights; we mimic the grid only.
-        _agree(ours, np.stack(refs), frac=0.99, max_diff=4)
-
-
-def _ref_plasma(mapsize: int, wibbledecay: float, uniform) -> np.ndarray:
-    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
-    maparray[0, 0] = 0
-    stepsize = mapsize
-    wibble = 100.0
-
-    def wibbledmean(array):
-        return array / 4 + wibble * uniform(-wibble, wibble, array.shape)
-
-    while stepsize >= 2:
-        half = stepsize // 2
-        corner = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        sq = corner + np.roll(corner, shift=-1, axis=0)
-        sq += np.roll(sq, shift=-1, axis=1)
-        maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(sq)
-        dr = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
-        ul = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        lt = dr + np.roll(dr, 1, axis=0) + ul + np.roll(ul, -1, axis=1)
-        maparray[0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(lt)
-        tt = dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=0)
-        maparray[half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(tt)
-        stepsize //= 2
-        wibble /= wibbledecay
-    maparray -= maparray.min()
-    return maparray / maparray.max()
-
-
-def test_fog_matches_reference_plasma(images: np.ndarray) -> None:
-    for s in range(1, 6):
-        strength, decay = [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)][s - 1]
-        g = make_generator(s)
-
-        def uniform(lo, hi, shape):
-            t = torch.rand((1, *shape), generator=g, dtype=torch.float64) * (hi - lo) + lo
-            return t[0].numpy()
-
-        refs = []
-        for k, im in enumerate(images):
-            x = im / 255.0
-            mx = x.max()
-            x = x + strength * _ref_plasma(32, decay, uniform)[:32, :32][..., None]
-            refs.append(_u8(np.clip(x * mx / (mx + strength), 0, 1) * 255))
-        # One call per image so that each consumes its own draws in the reference's order.
-        ours = np.concatenate([_ours_with_gen("fog", images[k : k + 1], s, g2) for k, g2 in _seq_gens(s, len(images))])
-        _agree(ours, np.stack(refs), frac=0.999, max_diff=1)
-
-
-def _seq_gens(seed: int, n: int):
-    """One shared generator used image after image (the reference draws per image in sequence)."""
-    g = make_generator(seed)
-    for k in range(n):
-        yield k, g
-
-
-def _ours_with_gen(name: str, imgs: np.ndarray, severity: int, g: torch.Generator) -> np.ndarray:
+def _ours_and_reference(name: str, imgs: np.ndarray, severity: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
-    y = corruptions.get(name)(x, severity, generator=g)
-    return (y * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    rng = RecordingRng(seed)
+    y = info(name).fn(x.contiguous(), severity, rng)
+    ours = (y * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    expect = []
+    for k, im in enumerate(imgs):
+        draws = _per_image(name, rng.log, k)
+        expect.append(ref.corrupt(name, im, severity, draws))
+        draws.assert_used()
+    return ours, np.stack(expect)
 
 
-def test_frost_matches_generator_crops(images: np.ndarray) -> None:
-    ic = _imagecorruptions()
-    frost_dir = os.path.join(os.path.dirname(ic.__file__), "frost")
-    files = ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg"]
-    textures = [cv2.resize(cv2.imread(os.path.join(frost_dir, f)), (0, 0), fx=0.2, fy=0.2) for f in files]
-    n = len(images)
+def test_recorded_draws_are_the_public_functions_draws(images: np.ndarray) -> None:
+    """The raw function with the recording source gives what ``corruptions.get(name)`` gives for the same seed."""
+    for name in ("glass_blur", "impulse_noise", "elastic_transform", "frost"):
+        ours, _ = _ours_and_reference(name, images[:2], 3, seed=5)
+        assert np.array_equal(ours, _ours(name, images[:2], 3, seed=5)), name
+
+
+#: name -> (fraction of values that must be identical, fraction within one 8-bit level, largest difference);
+#: measured on the 8 test images x 5 severities (worst severity): see the module docstring for the reasons.
+RANDOM_TOLERANCE = {
+    # float32 x + noise vs float64: a value within float rounding of an 8-bit boundary truncates apart (<= 2e-4)
+    "gaussian_noise": (0.9995, 1.0, 1),
+    "shot_noise": (1.0, 1.0, 0),
+    "impulse_noise": (1.0, 1.0, 0),
+    "speckle_noise": (0.9995, 1.0, 1),
+    # the pixel copies are exact (test_glass_blur_copy_indices_equal_the_generator_loop); the Gaussian blurs run
+    # in float64 in SciPy's summation order (test_gaussian_filter_float64_bit_exact_with_scipy), so flat regions
+    # truncate to the same level (float32 matrix products split 1.4 % of the values by one level)
+    "glass_blur": (1.0, 1.0, 0),
+    "motion_blur": (0.9995, 1.0, 1),
+    "snow": (0.9995, 1.0, 1),
+    "frost": (0.9995, 1.0, 1),
+    "fog": (0.9995, 1.0, 1),
+    "spatter": (0.9995, 1.0, 1),
+    # OpenCV's float32 warpAffine (FMA coordinates and lerps) and SciPy's float64 map_coordinates reproduced
+    # operation by operation (test_warp_affine_bit_exact_with_cv2, test_map_coordinates_bit_exact_with_scipy)
+    "elastic_transform": (1.0, 1.0, 0),
+}
+
+
+@pytest.mark.parametrize("name", list(RANDOM_TOLERANCE))
+def test_random_corruption_pixel_exact_given_the_same_draws(name: str, images: np.ndarray) -> None:
+    if name in ("motion_blur", "snow"):
+        _imagecorruptions()
+    exact_frac, within_frac, max_diff = RANDOM_TOLERANCE[name]
     for s in range(1, 6):
-        c = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][s - 1]
-        ours = _ours("frost", images, s, seed=s)
-        r = _rng(s)
-        idx = r.integers((n,), 0, 5).numpy()
-        u = r.uniform((n, 2), dtype=torch.float64).numpy()
-        refs = []
-        for k, im in enumerate(images):
-            fr = textures[idx[k]]
-            x0 = int(np.floor(u[k, 0] * (fr.shape[0] - 32)))
-            y0 = int(np.floor(u[k, 1] * (fr.shape[1] - 32)))
-            crop = fr[x0 : x0 + 32, y0 : y0 + 32][..., [2, 1, 0]]
-            refs.append(_u8(np.clip(c[0] * np.array(im) + c[1] * crop, 0, 255)))
-        _agree(ours, np.stack(refs), frac=0.999, max_diff=1)
+        ours, expect = _ours_and_reference(name, images, s, seed=s)
+        d = np.abs(ours.astype(int) - expect.astype(int))
+        got = (float((d == 0).mean()), float((d <= 1).mean()), int(d.max()))
+        assert got[0] >= exact_frac and got[1] >= within_frac and got[2] <= max_diff, (name, s, got)
 
 
-def test_snow_matches_reference(images: np.ndarray) -> None:
-    ic = _imagecorruptions()
-    consts = [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-              (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)]
-    n = len(images)
+def test_glass_blur_swap_line_is_a_copy_on_numpy_views() -> None:
+    """The generator's ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on an (H, W, 3) array copies, it does not swap."""
+    x = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
+    a, b = x[0, 0].copy(), x[1, 1].copy()
+    x[0, 0], x[1, 1] = x[1, 1], x[0, 0]
+    assert np.array_equal(x[0, 0], b) and np.array_equal(x[1, 1], b) and not np.array_equal(x[1, 1], a)
+
+
+def test_glass_blur_would_fail_with_a_true_swap(images: np.ndarray) -> None:
+    """The comparison can fail: a reference that really swaps (``.copy()`` on the right) disagrees with ours."""
+    ours, expect = _ours_and_reference("glass_blur", images[:3], 3, seed=3)
+    assert float((ours != expect).mean()) < 0.02
+    rng = RecordingRng(3)
+    info("glass_blur").fn(torch.from_numpy(images[:3]).permute(0, 3, 1, 2).float().contiguous() / 255, 3, rng)
+    swapped = []
+    for k, im in enumerate(images[:3]):
+        draws = _per_image("glass_blur", rng.log, k)
+        sigma = ref.GLASS_BLUR[2][0]
+        x = np.uint8(ref._gaussian(im / 255.0, sigma, channel_axis=-1) * 255)
+        for h in range(31, 1, -1):
+            for w in range(31, 1, -1):
+                dx, dy = draws.randint(-1, 1, size=(2,))
+                x[h, w], x[h + dy, w + dx] = x[h + dy, w + dx], x[h, w].copy()
+        swapped.append(np.uint8(np.clip(ref._gaussian(x / 255.0, sigma, channel_axis=-1), 0, 1) * 255))
+    assert float((np.stack(swapped) != ours).mean()) > 0.05
+
+
+def test_glass_blur_strength_matches_the_generator_on_real_images(cifar10_npz) -> None:
+    """Mean |x - clean| per severity on 200 real images: the generator's own figures (issue 13, made with the
+    unchanged make_cifar_c.py: 11.6, 11.7, 11.4 /255 at severities 1-3) within 0.5/255; the true swap gave 16.6."""
+    with np.load(cifar10_npz) as z:
+        x = torch.from_numpy(z["x"][np.arange(0, 10000, 50)].transpose(0, 3, 1, 2).copy()).float() / 255
+    f = corruptions.get("glass_blur")
+    for s, published in zip((1, 2, 3), (11.6, 11.7, 11.4)):
+        mad = float((f(x, s, generator=make_generator(0)) - x).abs().mean() * 255)
+        assert abs(mad - published) <= 0.5, (s, mad)
+
+
+@pytest.mark.parametrize("shape, delta", [((32, 32), 1), ((16, 16), 1), ((24, 40), 1), ((16, 20), 2)])
+def test_glass_blur_copy_indices_equal_the_generator_loop(shape: tuple[int, int], delta: int) -> None:
+    """Where each output pixel comes from, exactly: the generator's loop (its copy, on an index image) with the
+    package's draws; other sizes use the same loop with 32 replaced by the image's height and width; delta = 2 (not
+    a CIFAR constant) exercises the sequential path, where a partner may already have been written in the pass."""
+    from corruptions.blur import _glass_source_index
+
+    n, (h, w) = 2, shape
+    rng = RecordingRng(1)
+    src = _glass_source_index(n, h, w, delta, 2, rng, torch.device("cpu")).numpy()
+    d = rng.log[0][1]
+    for k in range(n):
+        idx = np.arange(h * w).reshape(h, w)
+        for it in range(2):
+            for i, r in enumerate(range(h - delta, delta, -1)):
+                for j, c in enumerate(range(w - delta, delta, -1)):
+                    dx, dy = d[it, i, j, :, k]
+                    idx[r, c] = idx[r + dy, c + dx]
+        assert np.array_equal(src[k], idx.ravel())
+
+
+def _opencv_float_warp() -> None:
+    """OpenCV >= 4.11 warps float32 images in float32 arithmetic; older releases used 1/32-pixel fixed point."""
+    major, minor = (int(v) for v in cv2.__version__.split(".")[:2])
+    if (major, minor) < (4, 11):
+        pytest.skip(f"OpenCV {cv2.__version__} warps on a 1/32-pixel fixed-point grid (float kernels since 4.11)")
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (24, 40, 3), (17, 23, 1), (64, 48, 4), (5, 7, 3)])
+def test_warp_affine_bit_exact_with_cv2(shape: tuple[int, int, int]) -> None:
+    """Our warp and ``cv2.warpAffine(BORDER_REFLECT_101)`` on random float32 images, same M: identical floats
+    (shifts up to ~15 pixels and scales of +-15 % reach far into the reflected border; widths that are not
+    multiples of 16 exercise OpenCV's scalar tail)."""
+    from corruptions._ops import opencv_affine_inverse, opencv_warp_affine_reflect101
+
+    _opencv_float_warp()
+    h, w, c = shape
+    rng = np.random.default_rng(h * w + c)
+    for _ in range(8):
+        img = rng.random((h, w, c), dtype=np.float32)
+        m = np.array([[1.0, 0, 0], [0, 1.0, 0]]) + rng.normal(0, 0.15, (2, 3)) * [1, 1, 10]
+        expect = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT_101).reshape(h, w, c)
+        m_inv = opencv_affine_inverse(torch.from_numpy(m)[None])
+        assert np.array_equal(m_inv[0].numpy(), cv2.invertAffineTransform(m))
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+        ours = opencv_warp_affine_reflect101(x, m_inv)[0].permute(1, 2, 0).numpy()
+        assert ours.dtype == np.float32
+        assert np.array_equal(ours, expect), f"{int((ours != expect).sum())} of {ours.size} values differ"
+
+
+def test_warp_affine_of_the_generator_matrices_bit_exact_with_cv2(images: np.ndarray) -> None:
+    """The generator's own matrices (getAffineTransform of float32 points, jitter of every severity) on the
+    test images, batched: identical to per-image cv2.warpAffine."""
+    from corruptions._ops import opencv_warp_affine_reflect101
+    from corruptions.digital import ELASTIC, _affine_inverse
+
+    _opencv_float_warp()
+    rng = np.random.default_rng(3)
+    imgs = images.astype(np.float32) / 255
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    pts1 = np.float32([[16 + 10, 16 + 10], [16 + 10, 16 - 10], [16 - 10, 16 - 10]])
+    for _, _, jit in ELASTIC:
+        jitter = rng.uniform(-32 * jit, 32 * jit, (len(imgs), 3, 2))
+        ours = opencv_warp_affine_reflect101(x, _affine_inverse(32, 32, torch.from_numpy(jitter)))
+        for k, im in enumerate(imgs):
+            m = cv2.getAffineTransform(pts1, pts1 + jitter[k].astype(np.float32))
+            expect = cv2.warpAffine(im, m, (32, 32), borderMode=cv2.BORDER_REFLECT_101)
+            assert np.array_equal(ours[k].permute(1, 2, 0).numpy(), expect)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (24, 40, 3), (17, 23, 1)])
+def test_map_coordinates_bit_exact_with_scipy(shape: tuple[int, int, int]) -> None:
+    """Our displaced sampling and ``scipy.ndimage.map_coordinates(order=1, mode='reflect')`` of float32 images at
+    float64 coordinates up to 12 pixels outside: identical float32 results."""
+    from scipy.ndimage import map_coordinates
+
+    from corruptions._ops import scipy_map_coordinates_linear_reflect
+
+    h, w, c = shape
+    rng = np.random.default_rng(h + w)
+    for k in range(6):
+        img = rng.random((h, w, c), dtype=np.float32)
+        rows = np.arange(h)[:, None] + rng.uniform(-1, 1, (h, w)) * 2 * (k + 1)
+        cols = np.arange(w)[None, :] + rng.uniform(-1, 1, (h, w)) * 2 * (k + 1)
+        expect = np.stack([map_coordinates(img[..., j], (rows, cols), order=1, mode="reflect") for j in range(c)])
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+        ours = scipy_map_coordinates_linear_reflect(x, torch.from_numpy(rows)[None], torch.from_numpy(cols)[None])
+        assert ours.dtype == torch.float32
+        assert np.array_equal(ours[0].numpy(), expect), f"{int((ours[0].numpy() != expect).sum())} values differ"
+
+
+@pytest.mark.parametrize("sigma, mode", [(0.05, "nearest"), (0.25, "nearest"), (0.4, "nearest"), (1.5, "reflect")])
+def test_gaussian_filter_float64_bit_exact_with_scipy(sigma: float, mode: str) -> None:
+    """Our float64 Gaussian and ``scipy.ndimage.gaussian_filter`` (channel sigma 0, as skimage passes it) on
+    random images and on 8-bit levels (flat regions, where the summation order decides the truncated level)."""
+    from scipy.ndimage import gaussian_filter
+
+    from corruptions._ops import scipy_gaussian_filter_float64
+
+    rng = np.random.default_rng(int(sigma * 100))
+    imgs = [rng.random((32, 32, 3)), rng.integers(0, 4, (32, 32, 3)) * 60 / 255.0,
+            np.kron(rng.integers(0, 256, (4, 5, 3)), np.ones((6, 6, 1))) / 255.0]
+    for im in imgs:
+        expect = gaussian_filter(im, (sigma, sigma, 0), mode=mode, truncate=4.0)
+        ours = scipy_gaussian_filter_float64(torch.from_numpy(im).permute(2, 0, 1)[None], sigma, mode)
+        assert np.array_equal(ours[0].permute(1, 2, 0).numpy(), expect)
+
+
+def test_fixed_point_warp_interpolation_bit_exact_with_cv2_remap() -> None:
+    """OpenCV < 4.11's warp (what made the published files) cannot run here, but its second half can: our
+    fixed-point warp equals ``cv2.remap`` fed its own integer coordinates and 1/32 fractions (CV_16SC2 + CV_16UC1
+    maps, the ``remapBilinear`` table path that every OpenCV version keeps)."""
+    from corruptions._ops import (
+        opencv_fixed_point_sources,
+        opencv_warp_affine_reflect101,
+        opencv_warp_affine_reflect101_fixed_point,
+    )
+
+    rng = np.random.default_rng(11)
+    for h, w, c in [(32, 32, 3), (24, 40, 3), (17, 23, 1)]:
+        img = rng.random((h, w, c), dtype=np.float32)
+        m = torch.from_numpy(np.array([[1.0, 0, 0], [0, 1.0, 0]]) + rng.normal(0, 0.15, (2, 3)) * [1, 1, 10])[None]
+        ix, iy, tx, ty = (t[0].numpy() for t in opencv_fixed_point_sources(m, h, w))
+        xy = np.stack([ix, iy], -1).astype(np.int16)
+        alpha = (ty * 32 + tx).astype(np.uint16)
+        expect = cv2.remap(img, xy, alpha, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).reshape(h, w, c)
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].contiguous()
+        ours = opencv_warp_affine_reflect101_fixed_point(x, m)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(ours, expect)
+        # the fractions really are on a 1/32 grid, and the warp is the float one up to that rounding
+        near = opencv_warp_affine_reflect101_fixed_point(x, m) - opencv_warp_affine_reflect101(x, m)
+        assert 0 < float(near.abs().max()) < 0.1
+
+
+def test_published_files_warp_is_within_a_few_levels(images: np.ndarray, monkeypatch) -> None:
+    """The docs' figure for the OpenCV < 4.11 arithmetic (which made the published files): elastic_transform with
+    the fixed-point warp against the reference (OpenCV >= 4.11), measured on the 8 test images: 81.0-86.8 %
+    identical, >= 99.43 % within one level, at most 3 levels apart (200 images: 82.7-88.2 %, >= 99.58 %, 3);
+    asserted with a margin, and identical < 92 % so that the two arithmetics are shown to differ."""
+    import corruptions.digital as digital
+    from corruptions._ops import opencv_warp_affine_reflect101_fixed_point
+
+    _opencv_float_warp()
+    monkeypatch.setattr(digital, "opencv_warp_affine_reflect101", opencv_warp_affine_reflect101_fixed_point)
     for s in range(1, 6):
-        c = consts[s - 1]
-        ours = _ours("snow", images, s, seed=s)
-        r = _rng(s)
-        layers = r.normal((n, 1, 32, 32), mean=c[0], std=c[1]).numpy()
-        angles = r.uniform((n,), -135, -45, dtype=torch.float64).numpy()
-        refs = []
-        for k, im in enumerate(images):
-            x = np.array(im, dtype=np.float32) / 255.0
-            layer = ref_clipped_zoom(layers[k, 0][..., None], c[2])
-            layer[layer < c[3]] = 0
-            layer8 = (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
-            blurred = ic._motion_blur(layer8.astype(np.float64), radius=c[4], sigma=c[5], angle=angles[k])
-            layer = (np.round(np.clip(blurred, 0, 255)).astype(np.uint8) / 255.0)[..., None]
-            grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).reshape(32, 32, 1)
-            x = c[6] * x + (1 - c[6]) * np.maximum(x, grey * 1.5 + 0.5)
-            refs.append(_u8(np.clip(x + layer + np.rot90(layer, k=2), 0, 1) * 255))
-        _agree(ours, np.stack(refs), frac=0.999, max_diff=1)
-
-
-def test_spatter_matches_opencv_pipeline(images: np.ndarray) -> None:
-    consts = [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
-              (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)]
-    n = len(images)
-    for s in range(1, 6):
-        c = consts[s - 1]
-        ours = _ours("spatter", images, s, seed=s)
-        liquid_all = _rng(s).normal((n, 1, 32, 32), mean=c[0], std=c[1], dtype=torch.float64).numpy()
-        refs = []
-        for k, im in enumerate(images):
-            x = np.array(im, dtype=np.float32) / 255.0
-            liquid = sk_gaussian(liquid_all[k, 0], sigma=c[2])
-            liquid[liquid < c[3]] = 0
-            if c[5] == 0:
-                liquid = (liquid * 255).astype(np.uint8)
-                dist = 255 - cv2.Canny(liquid, 50, 150)
-                dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
-                _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
-                dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
-                dist = cv2.equalizeHist(dist)
-                ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
-                dist = cv2.filter2D(dist, cv2.CV_8U, ker)
-                dist = cv2.blur(dist, (3, 3)).astype(np.float32)
-                m = (liquid * dist).astype(np.float32)
-                m = m / m.max() if m.max() > 0 else m
-                m = m[..., None] * c[4]
-                color = np.array([175, 238, 238], dtype=np.float32) / 255.0
-                refs.append(_u8(np.clip(x + m * color, 0, 1) * 255))
-            else:
-                m = np.where(liquid > c[3], 1, 0)
-                m = sk_gaussian(m.astype(np.float32), sigma=c[4])
-                m[m < 0.8] = 0
-                color = np.array([63, 42, 20], dtype=np.float32) / 255.0 * m[..., None]
-                refs.append(_u8(np.clip(x * (1 - m[..., None]) + color, 0, 1) * 255))
-        _agree(ours, np.stack(refs), frac=0.999, max_diff=1)
+        ours, expect = _ours_and_reference("elastic_transform", images, s, seed=s)
+        d = np.abs(ours.astype(int) - expect.astype(int))
+        assert 0.78 <= float((d == 0).mean()) <= 0.92 and float((d <= 1).mean()) >= 0.99 and d.max() <= 3, s

@@ -156,6 +156,27 @@ def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None
     np.testing.assert_allclose(ds.proxy_value.sel(proxy="params").values[:, 0] * 1e6, ds.params.values)
 
 
+def test_each_evaluation_stores_the_clean_accuracy_of_its_own_images(finished) -> None:
+    """adv_clean_accuracy / corruption_clean_accuracy: the clean accuracy of exactly the attack_images /
+    corruption_images subsets (recomputed here), so robust <= clean can be checked per cell on the same images."""
+    from robustbench_nas.evaluation import evaluate_clean
+    from robustbench_nas.training import load_checkpoint
+
+    path, _ = finished
+    ds = open_dataset(path, done_only=True).load()
+    p = micro()
+    for uid in ds.arch.values:
+        model, _ = load_checkpoint(path.parent / str(ds.checkpoint.sel(arch=uid, seed=0).values), "cpu")
+        for n, key in ((p.attack_images, "adv_clean_accuracy"), (p.corruption_images, "corruption_clean_accuracy")):
+            sub = stages_mod._split(p.dataset, p.data_root, p.eval_split, n, stages_mod.derived_seed(p.name, p.eval_split, n))
+            assert float(ds[key].sel(arch=uid, seed=0)) == evaluate_clean(model, sub.images(), sub.labels()).accuracy
+    adv = ds.adv_accuracy.sel(seed=0)
+    clean = ds.adv_clean_accuracy.sel(seed=0)
+    assert clean.dims == ("arch",) and np.isfinite(clean.values).all()
+    # per cell and per eps, on the same 48 images: an attack never raises the accuracy above the clean one here
+    assert (adv <= clean + 1e-12).all(), (adv.values, clean.values)
+
+
 def test_rerun_resumes_and_does_nothing_when_done(finished, client) -> None:
     path, _ = finished
     again = run_pipeline(path, micro(), client=client, progress=False)

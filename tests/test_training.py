@@ -98,10 +98,54 @@ def test_lr_schedules():
     assert lr_at(p, 0, 100) == pytest.approx(0.1)
     assert lr_at(p, 50, 100) == pytest.approx(0.05)
     assert lr_at(p, 100, 100) == pytest.approx(0.0, abs=1e-12)
-    q = get_profile("pgd-at")
-    assert lr_at(q, 15, 100) == pytest.approx(0.05)
-    assert lr_at(q, 30, 100) == pytest.approx(0.1)
-    assert lr_at(q, 65, 100) == pytest.approx(0.05)
+    q = get_profile("pgd-at")  # OneCycleLR's defaults: 0.1/25 -> 0.1 at 30 % (cosine) -> 0.1/25/1e4
+    assert lr_at(q, 0, 100) == pytest.approx(0.004)
+    assert lr_at(q, 29, 100) == pytest.approx(0.1)
+    assert lr_at(q, 99, 100) == pytest.approx(0.004 / 1e4)
+
+
+def test_onecycle_closed_form_equals_torch_scheduler():
+    """lr_at / momentum_at describe exactly what torch's OneCycleLR does at every step (several lengths)."""
+    from robustbench_nas.training import momentum_at
+
+    for epochs, spe in ((50, 7), (3, 10), (1, 13)):
+        q = get_profile("pgd-at", epochs=epochs)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=q.lr, momentum=q.momentum)
+        sch = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, epochs=epochs, steps_per_epoch=spe)
+        for step in range(epochs * spe):
+            g = opt.param_groups[0]
+            assert lr_at(q, step, epochs * spe) == pytest.approx(g["lr"], rel=1e-12, abs=1e-15), step
+            assert momentum_at(q, step, epochs * spe) == pytest.approx(g["momentum"], rel=1e-12), step
+            opt.step()
+            sch.step()
+
+
+def test_pgd_at_trainer_steps_lr_and_momentum_as_onecycle(monkeypatch):
+    """Every optimiser step of the ``pgd-at`` trainer sees the lr and momentum that torch's
+    ``OneCycleLR(optimizer, 0.1, epochs=..., steps_per_epoch=...)`` (PyTorch defaults, as NAS-RobBench-201's
+    main.py) sets on the same optimiser; the old linear ramp with constant momentum 0.9 would fail here."""
+    seen: list[tuple[float, float]] = []
+    real_step = torch.optim.SGD.step
+
+    def recording_step(self, *a, **k):
+        seen.append((self.param_groups[0]["lr"], self.param_groups[0]["momentum"]))
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    ds = get_dataset("digits")
+    prof = get_profile("tiny-at", epochs=2, schedule="onecycle", warmup_fraction=0.3, max_train_images=96,
+                       batch_size=32, lr=0.1, momentum=0.9, nesterov=False)
+    train_model(0, ds, prof, seed=0, device="cpu", progress=False)
+    spe = len(seen) // 2
+    assert len(seen) == 2 * spe and spe >= 2
+    monkeypatch.setattr(torch.optim.SGD, "step", real_step)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    sch = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, epochs=2, steps_per_epoch=spe)
+    for lr, mom in seen:
+        assert (lr, mom) == (opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"])
+        opt.step()
+        sch.step()
+    assert seen[0] == pytest.approx((0.1 / 25, 0.95)) and min(m for _, m in seen) < 0.9
 
 
 def test_cli_train(tmp_path):

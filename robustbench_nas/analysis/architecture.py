@@ -1,4 +1,5 @@
-"""Architecture vs robustness: accuracy-vs-eps curves, robustness vs parameter count, op-on-edge effects, best cells.
+"""Architecture vs robustness: accuracy-vs-eps curves, robustness vs parameter count, per-position choice effects
+(NB201: op on each edge; NATS-Bench SSS: width of each layer), best cells.
 
 Every function returns a tidy :class:`pandas.DataFrame` (the data behind a figure), computed from the store's
 dataset or from the target / feature tables of :mod:`.targets`.
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..search_spaces import EDGES, OPS, get_search_space
+from ..search_spaces import get_search_space
 from .targets import _reduce_extra, find_var
 
 
@@ -45,9 +46,15 @@ def eps_curves(ds: xr.Dataset, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> 
 
 
 def robustness_by_params(
-    targets: pd.DataFrame, params: pd.Series, target: str = "adv_mean", *, min_cells: int = 2
+    targets: pd.DataFrame, params: pd.Series, target: str = "adv_mean", *, min_cells: int = 2,
+    rel_width: float | None = None,
 ) -> pd.DataFrame:
     """Spread of ``target`` among cells with the same parameter count.
+
+    Arguments:
+        rel_width: ``None``: cells with exactly equal counts (NB201, where many cells share one). A number: cells
+            whose counts lie in the same log-spaced bin of relative width ``rel_width`` (e.g. 0.02 = within 2 %),
+            for spaces where equal counts are rare (NATS-Bench SSS); ``params`` is then the bin's geometric centre.
 
     Returns:
         ``params, n, min, max, range, mean`` per parameter count with at least ``min_cells`` cells, sorted by
@@ -55,6 +62,12 @@ def robustness_by_params(
         41 %.)
     """
     df = pd.DataFrame({"params": params, "y": targets[target]}).dropna()
+    if rel_width is not None:
+        if not rel_width > 0:
+            raise ValueError(f"rel_width must be positive, got {rel_width}")
+        step = np.log1p(rel_width)
+        b = np.floor(np.log(df["params"].to_numpy(np.float64)) / step)
+        df["params"] = np.exp((b + 0.5) * step)
     g = df.groupby("params")["y"]
     out = g.agg(["size", "min", "max", "mean"]).rename(columns={"size": "n"}).reset_index()
     out["range"] = out["max"] - out["min"]
@@ -63,33 +76,52 @@ def robustness_by_params(
     return out[["target", "params", "n", "min", "max", "range", "mean"]]
 
 
-def op_edge_effects(targets: pd.DataFrame, target_names: Sequence[str]) -> pd.DataFrame:
-    """Mean of each target over the cells with op ``o`` on edge ``e``, minus the mean over all cells.
+def choice_effects(targets: pd.DataFrame, target_names: Sequence[str], space: str = "nb201") -> pd.DataFrame:
+    """Mean of each target over the cells with choice ``c`` at position ``p``, minus the mean over all cells.
 
-    The cells are the uids (one per isomorphism class), as in the published analyses.
+    Positions and choices are the space's (:meth:`~robustbench_nas.search_spaces.SearchSpace.layer_labels`,
+    ``layer_choices``): NB201's op on each edge, NATS-Bench SSS's width of each layer (then ``mean`` against
+    ``choice`` is robustness against width per layer). The cells are the uids (one per isomorphism class), as in
+    the published analyses.
 
     Returns:
-        ``target, edge (index 0..5), edge_label ("1<-0"), op, n, mean, effect``.
+        ``target, position (index), position_label ("1<-0" / "C3"), choice, n, mean, effect``.
     """
-    space = get_search_space("nb201")
-    ops = np.array([space.cell(int(i)).ops for i in targets.index])  # type: ignore[attr-defined]
+    sp = get_search_space(space)
+    labels = sp.layer_labels()
+    choices = sp.layer_choices([int(i) for i in targets.index])
     rows = []
     for t in target_names:
         y = targets[t].to_numpy(np.float64)
         ok = np.isfinite(y)
         base = float(y[ok].mean())
-        for e, (j, i) in enumerate(EDGES):
-            for op in OPS:
-                m = ok & (ops[:, e] == op)
+        for p, label in enumerate(labels):
+            for c in dict.fromkeys(np.sort(np.unique(choices[:, p])) if choices.dtype != object
+                                   else _ordered(choices[:, p], sp)):
+                m = ok & (choices[:, p] == c)
                 if m.any():
-                    rows.append({"target": t, "edge": e, "edge_label": f"{j}<-{i}", "op": op, "n": int(m.sum()),
+                    rows.append({"target": t, "position": p, "position_label": label,
+                                 "choice": c.item() if isinstance(c, np.generic) else c, "n": int(m.sum()),
                                  "mean": float(y[m].mean()), "effect": float(y[m].mean()) - base})  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["target", "position", "position_label", "choice", "n", "mean", "effect"])
 
 
-def best_cells(targets: pd.DataFrame, target_names: Sequence[str], k: int = 10) -> pd.DataFrame:
+def _ordered(values: np.ndarray, sp: object) -> list:
+    """Choices in the space's own order when it has one (NB201's ops), else sorted."""
+    order = list(getattr(sp, "ops", ()))
+    present = set(values.tolist())
+    return [o for o in order if o in present] + sorted(present - set(order))
+
+
+def op_edge_effects(targets: pd.DataFrame, target_names: Sequence[str], space: str = "nb201") -> pd.DataFrame:
+    """:func:`choice_effects` with NB201's column names: ``target, edge, edge_label, op, n, mean, effect``."""
+    return choice_effects(targets, target_names, space).rename(
+        columns={"position": "edge", "position_label": "edge_label", "choice": "op"})
+
+
+def best_cells(targets: pd.DataFrame, target_names: Sequence[str], k: int = 10, space: str = "nb201") -> pd.DataFrame:
     """The ``k`` best cells per target: ``target, rank, arch, arch_str, value``."""
-    space = get_search_space("nb201")
+    space = get_search_space(space)
     rows = []
     for t in target_names:
         s = targets[t].dropna().sort_values(ascending=False, kind="stable").head(k)

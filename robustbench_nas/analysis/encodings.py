@@ -1,165 +1,85 @@
-"""Zero-cost architecture encodings of NB201 cells: one-hot ops, op counts, paths and GRAF-style graph features.
+"""Zero-cost architecture encodings for the analysis, taken from the search space.
 
-None of these needs a network: they are functions of the cell's six edge ops only. ``params`` and ``flops`` (two of
-the 13 standard zero-cost proxies) are exact linear functions of the op counts in NB201 (every op of a kind has the
-same cost in a stage): :func:`arch_costs` takes them from :func:`robustbench_nas.models.nb201_cost`.
+Each search space owns its encodings (:attr:`robustbench_nas.search_spaces.SearchSpace.encoders`): NB201 has
+one-hot ops, op counts, paths and GRAF-style graph features (:mod:`robustbench_nas.search_spaces.nb201_encodings`);
+NATS-Bench SSS has its channel counts, one-hot channels and width statistics
+(:mod:`robustbench_nas.search_spaces.nats_sss`). This module turns them into tables, for any space by name.
 
-GRAF-style features follow Kadlecova et al., "Surprisingly Strong Performance Prediction with Neural Graph Features"
-(ICML 2024): for every non-empty subset S of the non-zero ops, the graph that keeps only edges with an op in S, and
-its number of input->output paths, shortest and longest such path, in-degree of the output node and out-degree of the
-input node.
+``params`` and ``flops`` (two of the standard zero-cost proxies) come from the space's exact cost
+(:meth:`~robustbench_nas.search_spaces.SearchSpace.cost`) in its published convention.
 
 Example:
     >>> X = encode(["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|none~2|"], "opcount")
     >>> X.loc[0, "count_nor_conv_3x3"], X.loc[0, "count_none"]
     (1, 2)
+    >>> encode(["8:16:24:32:64"], "channels", space="nats-sss").iloc[0].tolist()
+    [8.0, 16.0, 24.0, 32.0, 64.0]
 """
 
 from __future__ import annotations
 
-import itertools
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..search_spaces import EDGES, OPS, Cell, get_search_space
-
-_ENCODERS: dict[str, Callable[[Cell], dict[str, float]]] = {}
-_REAL_OPS: tuple[str, ...] = tuple(op for op in OPS if op != "none")
-#: The four input->output paths of the NB201 cell, as edge positions (string order).
-_PATHS: tuple[tuple[int, ...], ...] = ((3,), (0, 4), (1, 5), (0, 2, 5))
-_SHORT = {"skip_connect": "skip", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3", "avg_pool_3x3": "pool", "none": "none"}
+from ..search_spaces import get_search_space
+from ..search_spaces.base import Encoder
+from ..search_spaces.base import register_encoding as _register
 
 
-def register_encoding(name: str) -> Callable[[Callable[[Cell], dict[str, float]]], Callable[[Cell], dict[str, float]]]:
-    """Register ``f(cell) -> {feature: value}`` as an encoding named ``name``."""
-
-    def deco(f: Callable[[Cell], dict[str, float]]) -> Callable[[Cell], dict[str, float]]:
-        _ENCODERS[name] = f
-        return f
-
-    return deco
+def register_encoding(name: str, space: str = "nb201") -> Any:
+    """Register ``f(arch object) -> {feature: value}`` as encoding ``name`` of search space ``space``."""
+    return _register(name, space)
 
 
-def list_encodings() -> list[str]:
-    """Registered encoding names (plus ``all``)."""
-    return sorted(_ENCODERS) + ["all"]
+def list_encodings(space: str = "nb201") -> list[str]:
+    """Encoding names of ``space`` (plus ``all`` and ``default``)."""
+    return get_search_space(space).list_encodings() + ["all", "default"]
 
 
-@register_encoding("onehot")
-def onehot(cell: Cell) -> dict[str, float]:
-    """30 binary features ``e<k>=<op>``: the op on each of the 6 edges (edge k in string order, k=0..5)."""
-    return {f"e{k}({j}<-{i})={op}": float(cell.ops[k] == op) for k, (j, i) in enumerate(EDGES) for op in OPS}
-
-
-@register_encoding("opcount")
-def opcount(cell: Cell) -> dict[str, float]:
-    """5 counts ``count_<op>`` of each op over the 6 edges, and 4 counts ``live_<op>`` over live edges only.
-
-    An edge is live when it lies on an input->output path whose edges are all non-``none`` (a dead edge cannot
-    change the output).
-    """
-    out = {f"count_{op}": cell.ops.count(op) for op in OPS}
-    live: set[int] = set()
-    for path in _PATHS:
-        if all(cell.ops[e] != "none" for e in path):
-            live.update(path)
-    for op in _REAL_OPS:
-        out[f"live_{op}"] = sum(1 for e in live if cell.ops[e] == op)
-    return out
-
-
-@register_encoding("path")
-def path_encoding(cell: Cell) -> dict[str, float]:
-    """Path encoding (White et al., BANANAS): one binary feature per op sequence of a live input->output path.
-
-    4 + 16 + 64 = 84 features ``path=<op>-<op>...``; a path with a ``none`` edge carries no signal.
-    """
-    out = {f"path={'-'.join(_SHORT[o] for o in seq)}": 0.0 for L in (1, 2, 3) for seq in itertools.product(_REAL_OPS, repeat=L)}
-    for path in _PATHS:
-        seq = [cell.ops[e] for e in path]
-        if "none" not in seq:
-            out[f"path={'-'.join(_SHORT[o] for o in seq)}"] = 1.0
-    return out
-
-
-def _subsets() -> list[tuple[str, ...]]:
-    return [s for L in range(1, len(_REAL_OPS) + 1) for s in itertools.combinations(_REAL_OPS, L)]
-
-
-@register_encoding("graf")
-def graf(cell: Cell) -> dict[str, float]:
-    """GRAF-style graph features (15 op subsets x 5 features = 75).
-
-    For each non-empty subset S of {skip, c1, c3, pool}: ``npaths[S]`` (input->output paths using only ops in S),
-    ``minlen[S]`` / ``maxlen[S]`` (their shortest / longest length in edges, 0 when there is none),
-    ``indeg_out[S]`` (edges with an op in S entering the output node), ``outdeg_in[S]`` (leaving the input node).
-    """
-    out: dict[str, float] = {}
-    for S in _subsets():
-        tag = "+".join(_SHORT[o] for o in S)
-        lens = [len(p) for p in _PATHS if all(cell.ops[e] in S for e in p)]
-        out[f"npaths[{tag}]"] = float(len(lens))
-        out[f"minlen[{tag}]"] = float(min(lens)) if lens else 0.0
-        out[f"maxlen[{tag}]"] = float(max(lens)) if lens else 0.0
-        out[f"indeg_out[{tag}]"] = float(sum(cell.ops[k] in S for k, (j, _i) in enumerate(EDGES) if j == 3))
-        out[f"outdeg_in[{tag}]"] = float(sum(cell.ops[k] in S for k, (_j, i) in enumerate(EDGES) if i == 0))
-    return out
-
-
-def _cells(archs: Iterable[object]) -> tuple[list[int], list[Cell]]:
-    space = get_search_space("nb201")
-    idx = [space.index_of(a) for a in archs]
-    return idx, [space.cell(i) for i in idx]
-
-
-def encode(archs: Sequence[object], kind: str | Sequence[str] = "all") -> pd.DataFrame:
-    """Encode cells (NB201 strings, indices or :class:`Cell`) as a feature table.
+def encode(archs: Sequence[object], kind: str | Sequence[str] = "all", *, space: str = "nb201") -> pd.DataFrame:
+    """Encode architectures (strings, indices or architecture objects) of ``space`` as a feature table.
 
     Arguments:
-        archs: the cells, length ``n``.
-        kind: an encoding name (``onehot``, ``opcount``, ``path``, ``graf``), a list of them, or ``all``.
+        archs: the architectures, length ``n``.
+        kind: an encoding name of the space, a list of them, ``all`` or ``default`` (the space's default set).
+        space: search-space name.
 
     Returns:
-        DataFrame ``(n, F)`` indexed by NB201 index (name ``arch``), one column per feature (float).
+        DataFrame ``(n, F)`` indexed by the space's index (name ``arch``), one column per feature (float).
     """
-    kinds = [kind] if isinstance(kind, str) else list(kind)
-    if "all" in kinds:
-        kinds = list(_ENCODERS)
-    unknown = [k for k in kinds if k not in _ENCODERS]
-    if unknown:
-        raise ValueError(f"unknown encoding(s) {unknown}; known: {list_encodings()}")
-    idx, cells = _cells(archs)
-    rows = []
-    for c in cells:
-        row: dict[str, float] = {}
-        for k in kinds:
-            row.update(_cached(k, c))
-        rows.append(row)
-    df = pd.DataFrame(rows, index=pd.Index(idx, name="arch"), dtype=np.float64)
-    return df
+    sp = get_search_space(space)
+    kinds = tuple(sp.resolve_encodings(kind))
+    idx = [sp.index_of(a) for a in archs]
+    rows = [_cached(sp.name, kinds, i) for i in idx]
+    return pd.DataFrame(rows, index=pd.Index(idx, name="arch"), dtype=np.float64)
 
 
 @lru_cache(maxsize=None)
-def _cached(kind: str, cell: Cell) -> dict[str, float]:
-    return _ENCODERS[kind](cell)
+def _cached(space: str, kinds: tuple[str, ...], index: int) -> dict[str, float]:
+    return get_search_space(space).encode_one(index, kinds)
 
 
 def arch_costs(
-    archs: Sequence[object], *, num_classes: int = 10, C: int = 16, N: int = 5, image_size: int = 32
+    archs: Sequence[object], *, num_classes: int = 10, image_size: int = 32, space: str = "nb201", **options: Any
 ) -> pd.DataFrame:
-    """Parameter count and FLOPs of each cell's network (:func:`robustbench_nas.models.nb201_cost`, exact).
+    """Parameter count and FLOPs of each architecture's network (the space's exact :meth:`cost`).
+
+    Arguments:
+        options: the space's network options (NB201: ``C``, ``N``; default: the benchmark's size).
 
     Returns:
-        DataFrame indexed by NB201 index with ``params`` (count), ``flops`` (NB201 convention, see
-        :class:`robustbench_nas.models.counting.FlopCount`) and ``flops_plain``, both in **1e6 multiply-adds** as in
-        the store (``docs/storage.md``).
+        DataFrame indexed by the space's index with ``params`` (count), ``flops`` (the space's published convention,
+        see its ``flops_convention``) and ``flops_plain``, both in **1e6 multiply-adds** as in the store
+        (``docs/storage.md``).
     """
-    from ..models import nb201_cost
-
-    idx, cells = _cells(archs)
-    costs = [nb201_cost(c, num_classes=num_classes, C=C, N=N, input_shape=(3, image_size, image_size)) for c in cells]
-    vals = np.array([[c.params, c.flops.nb201 / 1e6, c.flops.plain / 1e6] for c in costs], dtype=np.float64)
+    sp = get_search_space(space)
+    idx = [sp.index_of(a) for a in archs]
+    costs = [sp.cost(i, num_classes, (3, image_size, image_size), **options) for i in idx]
+    vals = np.array([[c.params, c.flops.published / 1e6, c.flops.plain / 1e6] for c in costs], dtype=np.float64)
     return pd.DataFrame(vals, index=pd.Index(idx, name="arch"), columns=["params", "flops", "flops_plain"])
+
+
+__all__ = ["Encoder", "arch_costs", "encode", "list_encodings", "register_encoding"]

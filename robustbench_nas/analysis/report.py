@@ -44,7 +44,7 @@ from .prediction import PredictionConfig, feature_groups, feature_importance, su
 from .ranking import RankingConfig, best_per_target, rank_features, to_markdown, write_ranking
 from .search import Objective, run_searches, summarize_regret
 from .stats import spearman
-from .targets import features_table, target_name, targets_table
+from .targets import features_table, store_space, target_name, targets_table
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ class AnalysisConfig:
             forests of 100 trees, as in Lukasik et al. 2023; 2 repeats): minutes matter more than the last 0.005
             of held-out Spearman in a report.
         predict_targets: targets to predict (``None``: clean, PGD or the first attack at 1/255, adv_mean).
-        encodings: cell encodings used as features (``None``: none).
+        encodings: architecture encodings used as features (``None``: none; ``default``: the store's search
+            space's default set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
         importance_train_size: training cells of the permutation-importance model.
         search_budget, search_repeats: NAS on the dataset (0 budget: skipped).
         top_k: best cells listed per target.
@@ -77,6 +78,8 @@ class AnalysisConfig:
         seed: seed of every random step.
         sections: which parts to run (``ranking``, ``prediction``, ``architecture``, ``search`` and any
             :func:`register_section` name); ``None``: all of them.
+        proxies: a proxy table for the ``proxy_study`` section, joined onto the store's cells by uid
+            (``"shipped"``: the packaged NB201 CIFAR-10 table; a CSV path; ``None``: no study), see :mod:`.proxy_study`.
     """
 
     ranking: RankingConfig = field(default_factory=RankingConfig)
@@ -84,7 +87,7 @@ class AnalysisConfig:
     prediction: PredictionConfig = field(
         default_factory=lambda: PredictionConfig(models=("rf",), repeats=2, n_estimators=100, max_test=2000))
     predict_targets: list[str] | None = None
-    encodings: list[str] | None = field(default_factory=lambda: ["opcount", "graf"])
+    encodings: list[str] | None = field(default_factory=lambda: ["default"])
     importance_train_size: int = 1000
     search_budget: int = 300
     search_repeats: int = 10
@@ -92,6 +95,7 @@ class AnalysisConfig:
     min_clean: float | None = None
     seed: int = 0
     sections: tuple[str, ...] | None = None
+    proxies: str | None = None
 
 
 # ---- names, order and units of targets ---------------------------------------------------------------------------
@@ -300,7 +304,8 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     min_clean = resolve_min_clean(T, cfg.min_clean)
     keep = T["clean"] >= min_clean if min_clean is not None else pd.Series(True, index=T.index)
     headline = _default_predict_targets(T) + (["corruption_mean"] if "corruption_mean" in T else [])
-    summary: dict[str, Any] = {"cells": len(T), "targets": list(T.columns), "features": list(F_rank.columns),
+    summary: dict[str, Any] = {"cells": len(T), "search_space": store_space(ds), "targets": list(T.columns),
+                               "features": list(F_rank.columns),
                                "min_clean": min_clean, "cells_min_clean": int(keep.sum()),
                                "config": _jsonable(asdict(cfg)), "seconds": {}}  # fmt: skip
     if dropped:
@@ -431,11 +436,32 @@ def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd
     except ValueError as e:
         log.info("no eps curves: %s", e)
     eff_targets = [t for t in headline if t in T]
+    space = summary["search_space"]
     try:
-        eff = arch.op_edge_effects(T, eff_targets)
-    except (KeyError, ValueError) as e:  # a store of another search space
+        eff = arch.op_edge_effects(T, eff_targets, space)
+    except (KeyError, ValueError, NotImplementedError) as e:
         eff = pd.DataFrame()
-        rep.warn("architecture", f"op-on-edge effects skipped: {e}")
+        rep.warn("architecture", f"per-position effects skipped: {e}")
+    if not eff.empty and pd.api.types.is_numeric_dtype(eff["op"]):
+        # a space whose positions choose a width (NATS-Bench SSS): each target against the width of each layer
+        eff = eff.rename(columns={"edge": "position", "edge_label": "layer", "op": "width"})
+        eff.to_csv(rep.out / "width_effects.csv", index=False)
+        d = eff.assign(target=eff["target"].map(pretty_target), **{"mean over cells": eff["mean"]})
+        png = figs.plot_lines(d, "width", "mean over cells", ["layer"], fig_dir, "width_effects", panel="target",
+                              title="each target against the width (channels) of each layer")
+        body += ("<h3>Which layer's width matters</h3>"
+                 + _img(png, "Mean of each target over the cells with that width at that layer.")
+                 + f"<p>Data: {rep.file('width_effects.csv', 'target vs width per layer')}.</p>")  # fmt: skip
+        key = "adv_mean" if "adv_mean" in eff_targets else eff_targets[-1]
+        e = eff[eff["target"] == key]
+        slopes = {lay: float(np.polyfit(g["width"], g["mean"], 1)[0]) for lay, g in e.groupby("layer") if len(g) > 1}
+        if slopes:
+            top = max(slopes, key=lambda k: abs(slopes[k]))
+            rep.findings.append(
+                f"The width of layer <b>{html.escape(top)}</b> moves <b>{html.escape(pretty_target(key))}</b> most: "
+                f"{_fmt(slopes[top] * 8, 3, True)} per 8 channels (slope of the per-width means).")  # fmt: skip
+            summary["width_slopes_per_channel"] = {"target": key, **slopes}
+        eff = pd.DataFrame()
     if not eff.empty:
         eff.to_csv(rep.out / "op_edge_effects.csv", index=False)
         panels = {pretty_target(t): eff[eff["target"] == t].pivot(index="op", columns="edge_label", values="effect")
@@ -461,7 +487,12 @@ def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd
             summary["op_edge_extremes"] = {"target": key, "best": hi.to_dict(), "worst": lo.to_dict()}
     key = "adv_mean" if "adv_mean" in T else ("clean" if "clean" in T else T.columns[0])
     if "params" in F:
-        by = arch.robustness_by_params(T[keep], F["params"][keep], key).rename(columns={"params": "params_M"})
+        by = arch.robustness_by_params(T[keep], F["params"][keep], key)
+        if by["n"].sum() < 0.5 * T[key][keep].notna().sum():
+            # equal counts are rare (e.g. NATS-Bench SSS): match parameters within 2 % instead
+            by = arch.robustness_by_params(T[keep], F["params"][keep], key, rel_width=0.02)
+            summary["same_params_rule"] = "within 2 % (log-spaced bins)"
+        by = by.rename(columns={"params": "params_M"})
         by.to_csv(rep.out / f"by_params_{_safe(key)}.csv", index=False)
         png = figs.plot_scatter(F["params"], T[key], fig_dir, f"params_vs_{_safe(key)}",
                                 color=T["clean"] if "clean" in T else None, xlabel="params (M)", ylabel=key)
@@ -485,7 +516,7 @@ def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd
     if len(Tk) < cfg.top_k:
         why = f"have clean accuracy >= {min_clean:g}" if min_clean is not None else "in the store"
         rep.warn("architecture", f"only {len(Tk)} cells {why}: the best-cell lists are shorter than {cfg.top_k}")
-    best = arch.best_cells(Tk, eff_targets, cfg.top_k)
+    best = arch.best_cells(Tk, eff_targets, cfg.top_k, summary["search_space"])
     if len(best):
         best["clean"] = T.loc[best["arch"], "clean"].to_numpy() if "clean" in T else np.nan
         best["params_M"] = F.loc[best["arch"], "params"].to_numpy() if "params" in F else np.nan
@@ -581,7 +612,7 @@ def _search(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, summary: d
     budget = min(cfg.search_budget, len(T))
     if budget < cfg.search_budget:
         rep.warn("search", f"search budget {cfg.search_budget} exceeds the {len(T)} cells: used {budget}")
-    C = pd.concat([run_searches(Objective.from_series(T[t]), budget=budget, repeats=cfg.search_repeats,
+    C = pd.concat([run_searches(Objective.from_series(T[t], summary["search_space"]), budget=budget, repeats=cfg.search_repeats,
                                 seed=cfg.seed) for t in objs], ignore_index=True)  # fmt: skip
     C.to_csv(rep.out / "search_regret.csv", index=False)
     Sg = summarize_regret(C)
@@ -677,3 +708,6 @@ __all__ = [
     "AnalysisConfig", "ReportBuilder", "SectionContext", "list_sections", "parse_target", "pretty_target",
     "register_section", "run_analysis", "sort_targets", "to_markdown",
 ]
+
+
+from . import proxy_study as _proxy_study  # noqa: E402,F401  (registers the proxy_study section)

@@ -1,7 +1,7 @@
 """NAS on a robustness dataset: search algorithms run as table look-ups, with regret curves.
 
-Each algorithm queries an :class:`Objective` (one value per cell, e.g. PGD accuracy at 1/255) for cells of the NB201
-space; isomorphic cells share their uid's value, and a query of a cell already seen costs nothing. The budget counts
+Each algorithm queries an :class:`Objective` (one value per cell, e.g. PGD accuracy at 1/255) for cells of a search
+space (NB201 by default); isomorphic cells share their uid's value, and a query of a cell already seen costs nothing. The budget counts
 distinct uids queried. Regret after ``t`` queries = (best value in the table) - (best value found so far).
 
 Algorithms (registry ``@register_search``): ``random`` (uniform over unique cells), ``local`` (White et al. 2021:
@@ -43,26 +43,27 @@ def list_searches() -> list[str]:
 
 @dataclass
 class Objective:
-    """Values of one target per uid; the search space maps every NB201 index to its uid.
+    """Values of one target per uid; the search space ``space`` maps every index to its uid.
 
     Cells with NaN (not evaluated) cannot be chosen: querying one returns ``-inf`` and still costs a query.
     """
 
     values: dict[int, float]
     name: str = "objective"
+    space_name: str = "nb201"
     _space: object = field(default=None, repr=False)
     _uid: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        self._space = get_search_space("nb201")
+        self._space = get_search_space(self.space_name)
         self._uid = self._space.uid_table()  # type: ignore[attr-defined]
         if not any(np.isfinite(v) for v in self.values.values()):
             raise ValueError(f"objective {self.name!r} has no finite value")
 
     @classmethod
-    def from_series(cls, s: pd.Series) -> "Objective":
-        """From a target column indexed by uid (``arch``)."""
-        return cls({int(k): float(v) for k, v in s.items()}, name=str(s.name))
+    def from_series(cls, s: pd.Series, space: str = "nb201") -> "Objective":
+        """From a target column indexed by uid (``arch``) of search space ``space``."""
+        return cls({int(k): float(v) for k, v in s.items()}, name=str(s.name), space_name=space)
 
     @property
     def space(self) -> object:
@@ -115,7 +116,7 @@ def random_search(obj: Objective, budget: int, rng: np.random.Generator) -> list
 
 @register_search("local")
 def local_search(obj: Objective, budget: int, rng: np.random.Generator) -> list[int]:
-    """Best-improvement hill climbing over the one-edge neighbourhood, with random restarts."""
+    """Best-improvement hill climbing over the space's neighbourhood (one mutation away), with random restarts."""
     b = _Budget(obj, budget)
     cand = obj.candidates()
     space = obj.space

@@ -49,6 +49,19 @@ def target_name(attack: str, eps: float) -> str:
     return f"{attack}@{_eps_label(eps)}"
 
 
+def store_space(ds: xr.Dataset) -> str:
+    """The search space a store's dataset holds (its spec's ``search_space``; ``nb201`` for stores without one)."""
+    spec = ds.attrs.get("spec")
+    if isinstance(spec, str):  # some readers leave JSON attributes as text
+        import json
+
+        spec = json.loads(spec)
+    name = (spec or {}).get("search_space") or ds.attrs.get("search_space") or "nb201"
+    from ..search_spaces import canonical_name
+
+    return canonical_name(str(name))
+
+
 def _arch_index(ds: xr.Dataset) -> pd.Index:
     return pd.Index(np.asarray(ds["arch"].values).astype(np.int64), name="arch")
 
@@ -107,10 +120,11 @@ def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, 
 
     Arguments:
         ds: the store's dataset.
-        encodings: also add cell encodings (``onehot``, ``opcount``, ``path``, ``graf``, ``all``), computed from
-            ``arch_str`` (NB201 search space only).
-        costs: add ``params`` and ``flops`` (read from the store, else computed exactly by
-            :func:`.encodings.arch_costs` for a NB201 store).
+        encodings: also add architecture encodings of the store's search space (NB201: ``onehot``, ``opcount``,
+            ``path``, ``graf``; NATS-Bench SSS: ``channels``, ``onehot``, ``width``; or ``all`` / ``default``),
+            computed from ``arch_str``.
+        costs: add ``params`` and ``flops`` (read from the store, else computed exactly by the space's cost,
+            :func:`.encodings.arch_costs`).
 
     Returns:
         DataFrame indexed by ``arch``; proxies as ``proxy:<name>``, measures as ``measure:<name>``.
@@ -129,8 +143,8 @@ def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, 
         stored = {k: np.where(v < 0, np.nan, v) for k, v in stored.items()}  # -1 = int fill (not computed)
         if len(stored) == 2 and all(np.isfinite(v).all() for v in stored.values()):
             c = pd.DataFrame(stored, index=idx)
-        elif _is_nb201(ds):  # exact for NB201 cells: a function of the op counts (see encodings.arch_costs)
-            c = arch_costs(_arch_strs(ds))[["params", "flops"]]
+        elif _has_arch_str(ds):  # exact, from the space's own cost (see encodings.arch_costs)
+            c = arch_costs(_arch_strs(ds), space=store_space(ds))[["params", "flops"]]
             c.index = idx
         else:
             c = None
@@ -138,9 +152,9 @@ def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, 
             c["params"] = c["params"] / 1e6  # millions, like FLOPs and the `params` proxy (NB201's unit)
             parts.append(c)
     if encodings:
-        if not _is_nb201(ds):
-            raise ValueError("cell encodings need a NB201 store (an 'arch_str' coordinate)")
-        e = encode(_arch_strs(ds), encodings)
+        if not _has_arch_str(ds):
+            raise ValueError("architecture encodings need a store with an 'arch_str' coordinate")
+        e = encode(_arch_strs(ds), encodings, space=store_space(ds))
         e.index = idx
         parts.append(e)
     if not parts:
@@ -148,7 +162,7 @@ def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, 
     return pd.concat(parts, axis=1)
 
 
-def _is_nb201(ds: xr.Dataset) -> bool:
+def _has_arch_str(ds: xr.Dataset) -> bool:
     return "arch_str" in ds.coords or "arch_str" in ds.data_vars
 
 

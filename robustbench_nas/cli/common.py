@@ -194,3 +194,23 @@ def check_n_images(n: int | None, available: int, where: str, *, param: str = "n
 
     logging.getLogger("robustbench_nas.cli").info("%s has %d images, fewer than the default %s %d: using all of them",
                                                   where, available, flag, n)
+
+
+def space_option(default: str | None = "nb201") -> Callable[[Callable], Callable]:
+    """``--space NAME``: the search space (``nb201``, ``nats-sss``; see ``rbnas space --help``)."""
+    from ..search_spaces import list_search_spaces
+
+    helptext = f"Search space: {' | '.join(list_search_spaces())}."
+    if default is None:
+        helptext += " Default: the protocol's / store's own (nb201 unless it says otherwise)."
+    return click.option("--space", "space_name", default=default, show_default=default is not None, help=helptext)
+
+
+def resolve_space(name: str) -> Any:
+    """The search space ``name`` (exit 2 naming the known spaces if it is unknown)."""
+    from ..search_spaces import get_search_space
+
+    try:
+        return get_search_space(name)
+    except KeyError as e:
+        fail(str(e.args[0]))

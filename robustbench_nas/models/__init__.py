@@ -1,6 +1,10 @@
-"""Networks of the search spaces (NAS-Bench-201 first) and their parameter / FLOP counts."""
+"""Networks of the search spaces and their parameter / FLOP counts.
 
-from .counting import CellCost, FlopCount, count_flops, count_params, nb201_cost
+Build a network through its space (``get_search_space(name).build_network(arch, ...)``); :func:`build_model` is the
+NB201 builder, kept for code written when NB201 was the only space.
+"""
+
+from .counting import CellCost, FlopCount, count_flops, count_params, nb201_cost, tally_flops
 from .nb201 import CIFAR_MEAN, CIFAR_STD, NB201Network, Normalize, build_model
 
 __all__ = [
@@ -14,4 +18,5 @@ __all__ = [
     "count_flops",
     "count_params",
     "nb201_cost",
+    "tally_flops",
 ]

@@ -1,38 +1,22 @@
-"""Parameter and FLOP counts of built models (measured with forward hooks, not formulas)."""
+"""Parameter and FLOP counts of built models (measured with forward hooks, not formulas).
+
+:func:`tally_flops` measures the raw ingredients once; each search space combines them into its published
+convention (:meth:`robustbench_nas.search_spaces.SearchSpace.published_flops`), and :func:`count_flops` applies the
+convention of the space the model belongs to (``model.space_name``, NB201 by default).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-#: A constant in NAS-Bench-201's published FLOPs of unknown origin; with it, :func:`count_flops`'s ``nb201``
-#: count equals the published value on every cell checked (see docs/protocols in the shared folder).
-NB201_FLOPS_CONSTANT = 1078
+from ..search_spaces.base import CellCost, FlopCount
+from ..search_spaces.nb201 import NB201_FLOPS_CONSTANT
 
-
-@dataclass(frozen=True)
-class FlopCount:
-    """FLOPs of one forward pass of a single image.
-
-    Attributes:
-        plain: multiply-adds of the convolutions and the linear layer.
-        nb201: NAS-Bench-201's convention (the published ``flops`` column): ``plain`` + linear bias +
-            3 x conv output elements + 9 x output elements of the in-cell 3x3 average pools + 1078.
-    """
-
-    plain: int
-    nb201: int
-
-    @property
-    def plain_m(self) -> float:
-        return self.plain / 1e6
-
-    @property
-    def nb201_m(self) -> float:
-        return self.nb201 / 1e6
+__all__ = ["CellCost", "FlopCount", "NB201_FLOPS_CONSTANT", "count_flops", "count_params", "nb201_cost",
+           "tally_flops"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -41,25 +25,30 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> FlopCount:
-    """Count FLOPs of ``model`` on one input of shape ``input_shape`` = ``(C, H, W)``."""
-    conv_macs = conv_out = pool_out = lin_macs = lin_bias = 0
+def tally_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
+    """Raw FLOP ingredients of one forward pass of a single input of shape ``input_shape`` = ``(C, H, W)``.
+
+    Returns:
+        ``conv_macs`` (sum over convs of output elements x kernel area x input channels per group), ``conv_out``
+        (conv output elements), ``conv_bias`` (output elements of convs with a bias), ``pool3_out`` (output
+        elements of 3x3 stride-1 average pools), ``linear_macs`` and ``linear_bias`` (outputs of linear layers
+        with a bias).
+    """
+    t = dict.fromkeys(("conv_macs", "conv_out", "conv_bias", "pool3_out", "linear_macs", "linear_bias"), 0)
 
     def on_conv(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
-        nonlocal conv_macs, conv_out
         k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        conv_macs += out.numel() * k
-        conv_out += out.numel()
+        t["conv_macs"] += out.numel() * k
+        t["conv_out"] += out.numel()
+        t["conv_bias"] += out.numel() if m.bias is not None else 0
 
     def on_pool(m: nn.AvgPool2d, _inp: tuple, out: torch.Tensor) -> None:
-        nonlocal pool_out
         if m.kernel_size in (3, (3, 3)) and m.stride in (1, (1, 1)):
-            pool_out += out.numel()
+            t["pool3_out"] += out.numel()
 
     def on_linear(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
-        nonlocal lin_macs, lin_bias
-        lin_macs += m.in_features * m.out_features
-        lin_bias += m.out_features if m.bias is not None else 0
+        t["linear_macs"] += m.in_features * m.out_features
+        t["linear_bias"] += m.out_features if m.bias is not None else 0
 
     hooks = []
     for mod in model.modules():
@@ -79,56 +68,22 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> F
         for h in hooks:
             h.remove()
         model.train(was_training)
-    plain = conv_macs + lin_macs
-    nb201 = plain + lin_bias + 3 * conv_out + 9 * pool_out + NB201_FLOPS_CONSTANT
-    return FlopCount(plain=plain, nb201=nb201)
+    return t
 
 
-@dataclass(frozen=True)
-class CellCost:
-    """Parameters and FLOPs of one NB201 network (see :class:`FlopCount` for the two FLOP conventions)."""
+def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), space: str | None = None) -> FlopCount:
+    """Count FLOPs of ``model`` on one input of shape ``input_shape`` = ``(C, H, W)``.
 
-    params: int
-    flops: FlopCount
+    ``published`` follows the convention of ``space`` (default: the model's ``space_name``, else ``nb201``).
+    """
+    from ..search_spaces import get_search_space
 
-
-_COST_TABLES: dict[tuple, tuple[CellCost, dict[str, CellCost]]] = {}
+    return get_search_space(space or getattr(model, "space_name", "nb201")).count_flops(model, input_shape)
 
 
 def nb201_cost(arch: object, num_classes: int = 10, C: int = 16, N: int = 5,
                input_shape: Sequence[int] = (3, 32, 32)) -> CellCost:
-    """Parameters and FLOPs of the NB201 network of ``arch`` without building it.
+    """Parameters and FLOPs of the NB201 network of ``arch`` without building it (see ``NB201SearchSpace.cost``)."""
+    from ..search_spaces import get_search_space
 
-    Every edge of a NB201 cell sees the same channels and resolution, so a network's counts are the counts of the
-    all-``none`` network plus one increment per edge op. The increments are measured once (per configuration) on
-    built networks with a single non-zero edge, so the result equals :func:`count_params` / :func:`count_flops`
-    on the built network exactly (tested), about 1000x faster: ``rbnas space list`` covers 15625 cells in seconds.
-    """
-    from ..search_spaces import Cell, get_search_space
-    from ..search_spaces.nb201 import OPS
-    from .nb201 import build_model
-
-    key = (num_classes, C, N, tuple(input_shape))
-    if key not in _COST_TABLES:
-
-        def measure(ops: tuple[str, ...]) -> CellCost:
-            m = build_model(Cell(ops), num_classes=num_classes, C=C, N=N, in_channels=input_shape[0])
-            return CellCost(count_params(m), count_flops(m, input_shape))
-
-        base = measure(("none",) * 6)
-        deltas = {}
-        for op in OPS:
-            one = measure((op,) + ("none",) * 5)
-            deltas[op] = CellCost(
-                one.params - base.params,
-                FlopCount(one.flops.plain - base.flops.plain, one.flops.nb201 - base.flops.nb201),
-            )
-        _COST_TABLES[key] = (base, deltas)
-    base, deltas = _COST_TABLES[key]
-    cell = arch if isinstance(arch, Cell) else get_search_space("nb201").cell(arch)
-    params, plain, nb = base.params, base.flops.plain, base.flops.nb201
-    for op in cell.ops:
-        params += deltas[op].params
-        plain += deltas[op].flops.plain
-        nb += deltas[op].flops.nb201
-    return CellCost(params, FlopCount(plain, nb))
+    return get_search_space("nb201").cost(arch, num_classes, input_shape, C=C, N=N)

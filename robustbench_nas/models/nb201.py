@@ -1,9 +1,12 @@
-"""The NAS-Bench-201 macro network (Dong & Yang, ICLR 2020), built from a cell string.
+"""The NAS-Bench-201 macro network (Dong & Yang, ICLR 2020), built from a cell string, and its layers.
 
 Stem 3x3 conv (C) + BN; three stages of ``N`` cells at C, 2C, 4C channels separated by ResNet basic reduction
 blocks; BN + ReLU + global average pool + linear head. Ops are ReLU -> Conv(bias=False) -> BN; avg pool 3x3
 stride 1 pad 1 with ``count_include_pad=False``; ``none`` is the zero op. The first layer normalises the input,
 so the network takes pixels in [0, 1].
+
+The layers (:class:`InferCell`, :class:`ResNetBasicBlock`, ...) also build other spaces' networks: a cell may map
+``c_in -> c_out`` channels (NATS-Bench's size space), as in xautodl's ``InferCell``.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import torch
 from torch import nn
 
 from ..search_spaces import Cell, get_search_space
+from ..search_spaces.base import CIFAR_MEAN, CIFAR_STD
 from ..search_spaces.nb201 import EDGES
 
-#: NAS-Bench-201's CIFAR normalisation (pixel units / 255).
-CIFAR_MEAN: tuple[float, float, float] = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR_STD: tuple[float, float, float] = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "InferCell", "NB201Network", "Normalize", "ResNetBasicBlock", "build_model",
+           "make_op"]
 
 
 class Normalize(nn.Module):
@@ -49,34 +52,64 @@ class ReLUConvBN(nn.Sequential):
 
 
 class Zero(nn.Module):
-    """The ``none`` op: zeros of the input's shape (stride 1)."""
+    """The ``none`` op: zeros of the input's shape (stride 1), with ``c_out`` channels when given."""
+
+    def __init__(self, c_out: int | None = None) -> None:
+        super().__init__()
+        self.c_out = c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.0)
+        if self.c_out is None or self.c_out == x.shape[1]:
+            return x.mul(0.0)
+        return x.new_zeros((x.shape[0], self.c_out, *x.shape[2:]))
 
 
-def make_op(op: str, channels: int) -> nn.Module:
-    """One NB201 edge op at stride 1 with ``channels`` in and out."""
+class ConvBN(nn.Sequential):
+    """Conv1x1(bias=False) -> BN without ReLU: ``skip_connect`` between different widths (xautodl's
+    ``FactorizedReduce`` at stride 1)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(nn.Conv2d(c_in, c_out, 1, stride=1, padding=0, bias=False), nn.BatchNorm2d(c_out))
+
+
+class ProjectedPool(nn.Sequential):
+    """``avg_pool_3x3`` between different widths: ReLU-Conv1x1-BN, then the pool (xautodl's ``POOLING``)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(ReLUConvBN(c_in, c_out, 1, 1, 0), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
+
+
+def make_op(op: str, channels: int, c_out: int | None = None) -> nn.Module:
+    """One NB201 edge op at stride 1 from ``channels`` to ``c_out`` channels (default: ``channels``)."""
+    c_in, c_out = channels, channels if c_out is None else c_out
     if op == "none":
-        return Zero()
+        return Zero() if c_in == c_out else Zero(c_out)
     if op == "skip_connect":
-        return nn.Identity()
+        return nn.Identity() if c_in == c_out else ConvBN(c_in, c_out)
     if op == "nor_conv_1x1":
-        return ReLUConvBN(channels, channels, 1, 1, 0)
+        return ReLUConvBN(c_in, c_out, 1, 1, 0)
     if op == "nor_conv_3x3":
-        return ReLUConvBN(channels, channels, 3, 1, 1)
+        return ReLUConvBN(c_in, c_out, 3, 1, 1)
     if op == "avg_pool_3x3":
+        if c_in != c_out:
+            return ProjectedPool(c_in, c_out)
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise ValueError(f"unknown NB201 op {op!r}")
 
 
 class InferCell(nn.Module):
-    """A NB201 cell: node ``j`` = sum over ``i < j`` of ``op_ij(node_i)``; output = node 3."""
+    """A NB201 cell: node ``j`` = sum over ``i < j`` of ``op_ij(node_i)``; output = node 3.
 
-    def __init__(self, cell: Cell, channels: int) -> None:
+    Edges leaving the input node map ``channels -> c_out``, the others ``c_out -> c_out`` (``c_out`` defaults to
+    ``channels``: NB201's cells keep their width).
+    """
+
+    def __init__(self, cell: Cell, channels: int, c_out: int | None = None) -> None:
         super().__init__()
         self.cell = cell
-        self.edges = nn.ModuleList(make_op(op, channels) for op in cell.ops)
+        c_out = channels if c_out is None else c_out
+        self.edges = nn.ModuleList(make_op(op, channels if i == 0 else c_out, c_out)
+                                   for (_j, i), op in zip(EDGES, cell.ops))
         self._sources = [[k for k, (j, _) in enumerate(EDGES) if j == t] for t in (1, 2, 3)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,6 +161,9 @@ class NB201Network(nn.Module):
         >>> net(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
+
+    #: the search space whose network this is (its FLOP convention, its checkpoints)
+    space_name = "nb201"
 
     def __init__(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import zlib
@@ -11,8 +10,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..models import CIFAR_MEAN, CIFAR_STD, build_model
-from .registry import ProxyContext, get_proxy, registered
+from ..search_spaces import CIFAR_MEAN, CIFAR_STD, get_search_space
+from .registry import get_proxy, registered
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,11 @@ def proxy_generator(name: str, seed: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
 
 
-def init_model(arch: object, seed: int, **model_kwargs: object) -> nn.Module:
-    """Build ``arch`` with PyTorch's default initialisation drawn from ``seed`` (the global RNG is restored)."""
+def init_model(arch: object, seed: int, space: str = "nb201", **model_kwargs: object) -> nn.Module:
+    """Build ``arch`` of ``space`` with PyTorch's default initialisation drawn from ``seed`` (global RNG restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return build_model(arch, **model_kwargs)  # type: ignore[arg-type]
+        return get_search_space(space).build_network(arch, **model_kwargs)  # type: ignore[arg-type]
 
 
 def _check_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
@@ -66,8 +65,9 @@ def compute_model_proxies(
     *,
     seed: int = 0,
     num_classes: int | None = None,
+    engine: str = "shared",
 ) -> dict[str, float]:
-    """Proxies of an already-built ``model`` (left unchanged: every proxy works on its own deep copy).
+    """Proxies of an already-built ``model`` (left unchanged: the proxies work on deep copies).
 
     Arguments:
         model: network taking [0, 1] images (NB201 networks for ``zen``/``croze``).
@@ -75,23 +75,28 @@ def compute_model_proxies(
         names: proxies (default: all of :func:`list_proxies`).
         seed: seeds each proxy's own generator (:func:`proxy_generator`).
         num_classes: classes of the head (default: the model's ``config['num_classes']``).
+        engine: ``"shared"`` (default: proxies that need the same passes get them once, see
+            :mod:`robustbench_nas.proxies.engine`) or ``"separate"`` (the reference: each proxy on its own copy);
+            both give the same values bit for bit.
 
     Shape:
         x ``(N, C, H, W)``, y ``(N,)``.
     """
+    from .engine import EngineContext, compute_separate, compute_shared
+
     names = list(names) if names is not None else list_proxies()
-    specs = [get_proxy(n) for n in names]
+    for n in names:
+        get_proxy(n)  # unknown names fail before any work
+    if engine not in ("shared", "separate"):
+        raise ValueError(f"engine must be 'shared' or 'separate', got {engine!r}")
     k = int(num_classes if num_classes is not None else getattr(model, "config", {}).get("num_classes", 10))
     _check_batch(x, y, k)
-    out: dict[str, float] = {}
-    for spec in specs:
-        net = copy.deepcopy(model).to(x.device)  # the caller's model stays where it is, as it is
-        ctx = ProxyContext(generator=proxy_generator(spec.name, seed), num_classes=k, seed=int(seed))
-        value = float(spec.fn(net, x, y, ctx))
+    ectx = EngineContext(seed=int(seed), num_classes=k)
+    # the caller's model stays where it is, as it is: the engine works on deep copies
+    out = (compute_shared if engine == "shared" else compute_separate)(model, x, y, names, ectx)
+    for name, value in out.items():
         if not math.isfinite(value):
-            log.warning("proxy %s is not finite (%s) for %s", spec.name, value, getattr(model, "arch_str", "model"))
-        out[spec.name] = value
-        del net
+            log.warning("proxy %s is not finite (%s) for %s", name, value, getattr(model, "arch_str", "model"))
     return out
 
 
@@ -103,23 +108,28 @@ def compute_proxies(
     *,
     seed: int = 0,
     num_classes: int = 10,
-    C: int = 16,
-    N: int = 5,
+    C: int | None = None,
+    N: int | None = None,
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
+    space: str = "nb201",
+    engine: str = "shared",
 ) -> dict[str, float]:
     """Zero-cost proxies of cell ``arch`` at initialisation, on one batch.
 
-    Builds the NB201 network with PyTorch's default initialisation drawn from ``seed`` (global RNG restored),
+    Builds the network of ``space`` with PyTorch's default initialisation drawn from ``seed`` (global RNG restored),
     on the device of ``x``, then computes each proxy on a private copy (BN handling per proxy as in the
     reference implementations: train-mode BN, or BN removed for synflow/croze).
 
     Arguments:
-        arch: NB201 string, index or cell.
+        arch: architecture string, index or architecture object of ``space``.
         x: images in [0, 1]; y: labels in [0, num_classes).
         names: proxies to compute (default: all registered, see :func:`list_proxies`).
         seed: initialisation seed and the proxies' random streams.
-        num_classes, C, N, mean, std: network settings as in :func:`robustbench_nas.models.build_model`.
+        num_classes, mean, std: network settings; ``C``, ``N``: NB201's width and depth (default 16 and 5; only
+            for spaces whose networks take them).
+        space: search-space name (``nb201``, ``nats-sss``).
+        engine: ``"shared"`` or ``"separate"`` (see :func:`compute_model_proxies`).
 
     Shape:
         x ``(N, C, H, W)`` with N >= 2, y ``(N,)``.
@@ -130,5 +140,7 @@ def compute_proxies(
     Example:
         >>> compute_proxies(arch, x, y, ["synflow", "nwot"], seed=0, C=8, N=1)
     """
-    model = init_model(arch, seed, num_classes=num_classes, C=C, N=N, mean=mean, std=std, in_channels=int(x.shape[1]))
-    return compute_model_proxies(model.to(x.device), x, y, names, seed=seed, num_classes=num_classes)
+    options = {k: v for k, v in (("C", C), ("N", N)) if v is not None}
+    model = init_model(arch, seed, space, num_classes=num_classes, mean=mean, std=std, in_channels=int(x.shape[1]),
+                       **options)
+    return compute_model_proxies(model.to(x.device), x, y, names, seed=seed, num_classes=num_classes, engine=engine)

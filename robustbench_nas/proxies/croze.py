@@ -83,13 +83,27 @@ def _perturb_weights(net: nn.Module, x: torch.Tensor, y: torch.Tensor, gamma: fl
     """In place: ``w += gamma * ||w|| * g / ||g||`` for conv/linear weights, ``g = dCE/dw`` (ascent direction)."""
     net.zero_grad(set_to_none=True)
     F.cross_entropy(net(x), y).backward()
-    with torch.no_grad():
-        for layer in weight_layers(net):
-            g = layer.weight.grad
-            if g is None:
-                continue
-            layer.weight.add_(gamma * layer.weight.norm() / (g.norm() + _TINY) * g)
+    layers = list(weight_layers(net))
+    _weight_step(layers, [m.weight.grad for m in layers], gamma)
     net.zero_grad(set_to_none=True)
+
+
+def _weight_step(layers: list[nn.Module], grads: list[torch.Tensor | None], gamma: float) -> None:
+    """``w += gamma * ||w|| * g / ||g||`` for each layer with a gradient (the reference's rescaled SGD ascent)."""
+    with torch.no_grad():
+        for layer, g in zip(layers, grads):
+            if g is not None:
+                layer.weight.add_(gamma * layer.weight.norm() / (g.norm() + _TINY) * g)
+
+
+def _surrogate(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
+    """Step 1 in place on ``net`` (no BN, float64, absolute values); returns the float64 batch and a copy for step 2."""
+    remove_batchnorm(net)
+    net.double().train()
+    with torch.no_grad():
+        for t in list(net.parameters()) + list(net.buffers()):
+            t.abs_()
+    return x.double(), copy.deepcopy(net)
 
 
 def _perturb_input(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -108,13 +122,7 @@ def croze_score(
     eps: float = CROZE_INPUT_EPS,
 ) -> float:
     """CRoZe of ``net`` (modified in place: pass a copy) on images ``x`` in [0, 1] with labels ``y``."""
-    remove_batchnorm(net)
-    net.double().train()
-    with torch.no_grad():
-        for t in list(net.parameters()) + list(net.buffers()):
-            t.abs_()
-    x = x.double()
-    adv = copy.deepcopy(net)
+    x, adv = _surrogate(net, x)
     _perturb_weights(adv, x, y, gamma)
     x_adv = _perturb_input(adv, x, y, eps)
     adv.zero_grad(set_to_none=True)
@@ -122,18 +130,55 @@ def croze_score(
     out, feats = _forward_with_feats(net, x)
     out_adv, feats_adv = _forward_with_feats(adv, x_adv)
     (F.cross_entropy(out, y) + F.cross_entropy(out_adv, y)).backward()
+    layers, layers_adv = list(weight_layers(net)), list(weight_layers(adv))
+    return _croze_sum(net, layers, layers_adv, [m.weight.grad for m in layers], [m.weight.grad for m in layers_adv],
+                      feats, feats_adv, cells_per_stage)
+
+
+def _croze_sum(net: nn.Module, layers: list[nn.Module], layers_adv: list[nn.Module],
+               grads: list[torch.Tensor | None], grads_adv: list[torch.Tensor | None],
+               feats: list[torch.Tensor], feats_adv: list[torch.Tensor], cells_per_stage: int) -> float:
+    """Sum over conv/linear layers of |weight sim * gradient sim * feature sim| (the reference's final loop)."""
     index = _layer_feature_index(net, cells_per_stage)
     total = 0.0
     with torch.no_grad():
-        for layer, layer_adv in zip(weight_layers(net), weight_layers(adv)):
-            if layer.weight.grad is None or layer_adv.weight.grad is None:
+        for layer, layer_adv, g, g_adv in zip(layers, layers_adv, grads, grads_adv):
+            if g is None or g_adv is None:
                 continue
             w_sim = (1 + F.cosine_similarity(layer_adv.weight, layer.weight, dim=0)).sum()
-            g_sim = F.cosine_similarity(layer_adv.weight.grad, layer.weight.grad, dim=0).abs().sum()
+            g_sim = F.cosine_similarity(g_adv, g, dim=0).abs().sum()
             k = index[layer]
             f_sim = (1 + F.cosine_similarity(feats_adv[k], feats[k], dim=0)).sum()
             total += float((w_sim * g_sim * f_sim).abs())
     return total
+
+
+def croze_score_shared(
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    cells_per_stage: int,
+    gamma: float = CROZE_WEIGHT_GAMMA,
+    eps: float = CROZE_INPUT_EPS,
+) -> float:
+    """:func:`croze_score` with three forward/backward passes instead of four (same value, bit for bit).
+
+    The reference's weight-perturbation pass runs the still-unperturbed copy on the clean batch: that is exactly the
+    clean network's forward/backward of its final pass, so one clean pass gives the perturbation direction, the clean
+    gradients and the clean features. Then the input perturbation (input gradient on the perturbed network) and one
+    pass of the perturbed network on the perturbed batch. ``net`` is modified in place (pass a copy).
+    """
+    x, adv = _surrogate(net, x)
+    layers, layers_adv = list(weight_layers(net)), list(weight_layers(adv))
+    out, feats = _forward_with_feats(net, x)
+    grads = list(torch.autograd.grad(F.cross_entropy(out, y), [m.weight for m in layers], allow_unused=True))
+    _weight_step(layers_adv, grads, gamma)  # the reference's _perturb_weights, with the (identical) clean gradient
+    x_adv = _perturb_input(adv, x, y, eps)
+    out_adv, feats_adv = _forward_with_feats(adv, x_adv)
+    grads_adv = list(torch.autograd.grad(F.cross_entropy(out_adv, y), [m.weight for m in layers_adv],
+                                         allow_unused=True))
+    return _croze_sum(net, layers, layers_adv, grads, grads_adv, feats, feats_adv, cells_per_stage)
 
 
 @register_proxy(

@@ -1,4 +1,4 @@
-"""``flops``: FLOPs in millions for one image of the batch's shape, NAS-Bench-201's published convention."""
+"""``flops``: FLOPs in millions for one image of the batch's shape, in the published convention of the network's space."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from .registry import ProxyContext, register_proxy
 
 @register_proxy(
     "flops",
-    summary="FLOPs (M) of one image, NB201's published convention (count_flops(...).nb201)",
+    summary="FLOPs (M) of one image, the network's search-space convention (count_flops(...).published)",
     reference="NAS-Bench-201 / NASLib model_stats",
     uses_data=False,
     uses_labels=False,
 )
 def flops(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
-    return count_flops(net, tuple(x.shape[1:])).nb201 / 1e6
+    return count_flops(net, tuple(x.shape[1:])).published / 1e6

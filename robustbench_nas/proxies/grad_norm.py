@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -17,8 +19,13 @@ from .registry import ProxyContext, register_proxy
 def grad_norm(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
     net.train()
     cross_entropy_grads(net, x, y)
+    return grad_norm_score([layer.weight.grad for layer in weight_layers(net)])
+
+
+def grad_norm_score(grads: Sequence[torch.Tensor | None]) -> float:
+    """``sum_l ||g_l||_2`` over the layers' weight gradients (``None``: a weight the loss does not reach)."""
     total = 0.0
-    for layer in weight_layers(net):
-        if layer.weight.grad is not None:
-            total += float(layer.weight.grad.norm())
+    for g in grads:
+        if g is not None:
+            total += float(g.norm())
     return total

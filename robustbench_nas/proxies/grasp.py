@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -21,8 +23,17 @@ def grasp(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -
     grad_w = torch.autograd.grad(loss, weights, allow_unused=True)
     loss = nn.functional.cross_entropy(net(x), y)
     grad_f = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+    return grasp_score(weights, grad_w, grad_f)
+
+
+def grasp_score(weights: Sequence[torch.Tensor], grad_w: Sequence[torch.Tensor | None],
+                grad_f: Sequence[torch.Tensor | None], *, retain_graph: bool = False) -> float:
+    """``sum -w * (H g)``: ``H g`` as the gradient of ``sum(g.detach() * grad_f)`` (``grad_f`` with a graph).
+
+    ``retain_graph``: keep the forward graph for a later backward (the shared-pass engine's input Jacobian).
+    """
     z = sum((gw.detach() * gf).sum() for gw, gf in zip(grad_w, grad_f) if gw is not None and gf is not None)
-    hg = torch.autograd.grad(z, weights, allow_unused=True)
+    hg = torch.autograd.grad(z, weights, allow_unused=True, retain_graph=retain_graph)
     total = 0.0
     for w, h in zip(weights, hg):
         if h is not None:

@@ -22,8 +22,16 @@ from .registry import ProxyContext, register_proxy
     robust=True,
 )
 def jacobian_fro(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
-    calibrate_batchnorm(net, x)
+    return jacobian_fro_value(calibrate_batchnorm(net, x), x)
+
+
+def jacobian_fro_value(net: nn.Module, x: torch.Tensor) -> float:
+    """``jacobian_fro`` of a network already calibrated with :func:`calibrate_batchnorm` on ``x``."""
     return jacobian_norms(net, x).mean_fro
+
+
+#: Lanczos budget of the ``hessian_eig`` proxy.
+HESSIAN_MAX_ITER, HESSIAN_TOL = 20, 1e-3
 
 
 @register_proxy(
@@ -33,5 +41,10 @@ def jacobian_fro(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyCon
     robust=True,
 )
 def hessian_eig(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
-    calibrate_batchnorm(net, x)
-    return hessian_max_eig(net, x, y, max_iter=20, tol=1e-3, generator=ctx.generator, method="lanczos").mean
+    return hessian_eig_value(calibrate_batchnorm(net, x), x, y, ctx.generator)
+
+
+def hessian_eig_value(net: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> float:
+    """``hessian_eig`` of a network already calibrated with :func:`calibrate_batchnorm` on ``x``."""
+    return hessian_max_eig(net, x, y, max_iter=HESSIAN_MAX_ITER, tol=HESSIAN_TOL, generator=generator,
+                           method="lanczos").mean

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -17,8 +19,14 @@ from .registry import ProxyContext, register_proxy
 def plain(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
     net.train()
     cross_entropy_grads(net, x, y)
+    layers = list(weight_layers(net))
+    return plain_score([m.weight.detach() for m in layers], [m.weight.grad for m in layers])
+
+
+def plain_score(weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> float:
+    """``sum w * g`` (signed) over the layers' weights and their gradients (``None``: a weight the loss does not reach)."""
     total = 0.0
-    for layer in weight_layers(net):
-        if layer.weight.grad is not None:
-            total += float((layer.weight.detach() * layer.weight.grad).sum())
+    for w, g in zip(weights, grads):
+        if g is not None:
+            total += float((w * g).sum())
     return total

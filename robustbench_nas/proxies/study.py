@@ -142,13 +142,15 @@ def run_study(
     batch_size: int = 64,
     sample_seed: int = 0,
     progress: bool = True,
+    space: str = "nb201",
 ) -> dict[str, dict[int, float]]:
-    """Compute ``proxies`` for a seeded sample of ``n_cells`` unique NB201 cells (full-size, C=16, N=5).
+    """Compute ``proxies`` for a seeded sample of ``n_cells`` unique cells of ``space`` at full size (NB201: C=16,
+    N=5; NATS-Bench SSS: the architecture's own widths).
 
     Appends ``{"uid", "arch", "proxy", "value", "seconds"}`` lines to ``out`` and skips pairs already there.
     Returns ``{proxy: {uid: value}}`` over everything in ``out`` for the sampled cells.
     """
-    space = get_search_space("nb201")
+    space = get_search_space(space)
     uids = space.sample(n_cells, seed=sample_seed, unique=True)
     x, y = load_batch(npz, batch_size, seed)
     out = Path(out)
@@ -167,7 +169,7 @@ def run_study(
                 if (uid, p) in done:
                     continue
                 t0 = time.perf_counter()
-                v = compute_proxies(uid, x, y, [p], seed=seed)[p]
+                v = compute_proxies(uid, x, y, [p], seed=seed, space=space.name)[p]
                 dt = time.perf_counter() - t0
                 done[(uid, p)] = v
                 fh.write(json.dumps({"uid": uid, "arch": space.arch_str(uid), "proxy": p, "value": v, "seconds": dt}) + "\n")

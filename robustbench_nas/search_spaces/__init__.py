@@ -1,18 +1,40 @@
-"""Search spaces: registry by name, NAS-Bench-201 first."""
+"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201 and NATS-Bench's size space (SSS)."""
 
-from .base import ArchitectureError, SearchSpace, get_search_space, list_search_spaces, register_search_space
+from .base import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    ArchitectureError,
+    CellCost,
+    FlopCount,
+    SearchSpace,
+    canonical_name,
+    get_search_space,
+    list_search_spaces,
+    register_encoding,
+    register_search_space,
+)
 from .nb201 import EDGES, OPS, Cell, NB201SearchSpace, isomorphism_key, parse_arch
+from .nats_sss import SSS_CHANNELS, NATSSizeSpace, parse_channels
 
 __all__ = [
     "ArchitectureError",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
     "Cell",
+    "CellCost",
     "EDGES",
+    "FlopCount",
+    "NATSSizeSpace",
     "NB201SearchSpace",
     "OPS",
+    "SSS_CHANNELS",
     "SearchSpace",
+    "canonical_name",
     "get_search_space",
     "isomorphism_key",
     "list_search_spaces",
     "parse_arch",
+    "parse_channels",
+    "register_encoding",
     "register_search_space",
 ]

@@ -276,7 +276,8 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out += [
             ArraySpec("params", ("arch",), "int64", -1, "info", "trainable parameters of the network", "count"),
             ArraySpec("flops", ("arch",), "float64", _NAN, "info",
-                      "FLOPs in NAS-Bench-201's convention (its published numbers)", "1e6 multiply-adds"),
+                      "FLOPs in the search space's published convention (its benchmark's numbers)",
+                      "1e6 multiply-adds"),
             ArraySpec("flops_plain", ("arch",), "float64", _NAN, "info",
                       "conv + linear multiply-adds only", "1e6 multiply-adds"),
         ]
@@ -292,8 +293,14 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out += _stats_arrays("clean", "clean", (), "clean test")
     if "adversarial" in stages:
         out += _stats_arrays("adv", "adversarial", ("attack", "eps"), "adversarial")
+        out.append(ArraySpec("adv_clean_accuracy", ("arch", "seed"), "float64", _NAN, "adversarial",
+                             "clean accuracy of exactly the images the attacks used (attack_images)",
+                             "fraction in [0, 1]"))
     if "corruptions" in stages:
         out += _stats_arrays("corruption", "corruptions", ("corruption", "severity"), "corrupted-image")
+        out.append(ArraySpec("corruption_clean_accuracy", ("arch", "seed"), "float64", _NAN, "corruptions",
+                             "clean accuracy of exactly the images the corruptions used (corruption_images)",
+                             "fraction in [0, 1]"))
     if "measures" in stages:
         out.append(ArraySpec("measure_value", ("arch", "seed", "measure"), "float64", _NAN, "measures",
                              "Jacobian / Hessian robustness measure of the trained network"))

@@ -12,7 +12,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..models import NB201Network, build_model
+from torch import nn
+
+from ..search_spaces import get_search_space
 
 CHECKPOINT_NAME = "model.safetensors"
 _META_KEY = "rbnas"
@@ -28,7 +30,7 @@ def _resolve(path: str | os.PathLike) -> Path:
     return p / CHECKPOINT_NAME if p.is_dir() or p.suffix == "" else p
 
 
-def save_checkpoint(path: str | os.PathLike, model: NB201Network, meta: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights and ``meta`` (plus the model's build config) atomically.
 
     ``path`` is a file (``*.safetensors``) or a folder (``model.safetensors`` inside). Returns the file written.
@@ -58,7 +60,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[NB201Network, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network from the checkpoint's metadata and load its weights (strict), in eval mode."""
     target = _resolve(path)
     meta = read_checkpoint_meta(target)
@@ -66,7 +68,12 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
         state = load_file(str(target), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {target} is corrupt: {e}") from e
-    model = build_model(**meta["model"])
+    config = dict(meta["model"])
+    space = config.pop("space", "nb201")  # checkpoints of NB201 networks carry no space name
+    try:
+        model = get_search_space(space).build_network(**config)
+    except KeyError as e:
+        raise CheckpointError(f"checkpoint {target}: {e.args[0]}") from e
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -19,10 +19,13 @@ class TrainProfile:
         batch_size: images per step.
         lr: peak learning rate.
         momentum, nesterov, weight_decay: SGD settings (weight decay on all parameters, as NB201).
-        schedule: ``"cosine"`` (per step, to 0, NB201), ``"onecycle"`` (linear up to ``lr`` over the first
-            ``warmup_fraction`` of steps then linear down to 0; NAS-RobBench-201) or ``"constant"``.
-        warmup_fraction: fraction of steps of the one-cycle ramp-up.
-        C, N: network width (channels of the first stage) and cells per stage.
+        schedule: ``"cosine"`` (per step, to 0, NB201), ``"onecycle"`` (``torch.optim.lr_scheduler.OneCycleLR`` with
+            max_lr ``lr`` and PyTorch's defaults, stepped per batch: cosine from lr/25 up to lr over the first
+            ``warmup_fraction`` of the steps, then down to lr/25/1e4, momentum cycled 0.95 -> 0.85 -> 0.95, which
+            overrides ``momentum``; NAS-RobBench-201's ``main.py``) or ``"constant"``.
+        warmup_fraction: OneCycleLR's ``pct_start`` (fraction of steps of the ramp-up; PyTorch's default 0.3).
+        C, N: network width (channels of the first stage) and cells per stage, for spaces whose networks take them
+            (NB201; see ``SearchSpace.network_options``). NATS-Bench SSS architectures fix their own widths.
         augment: random crop (dataset padding) + horizontal flip (if the dataset allows).
         label_smoothing: cross-entropy label smoothing.
         max_train_images: train on a class-balanced seeded subset of this size (``None``: all).
@@ -112,6 +115,19 @@ def _nb201_12e() -> TrainProfile:
     return TrainProfile(name="nb201-12e", epochs=12)
 
 
+@register_profile("nats-sss-90e")
+def _nats_sss_90e() -> TrainProfile:
+    """NATS-Bench SSS's full schedule (xautodl ``configs/nas-benchmark/hyper-opts/90E.config``): 90 epochs, SGD
+    nesterov 0.9, lr 0.1 cosine to 0, no warmup, wd 5e-4, batch 256."""
+    return TrainProfile(name="nats-sss-90e", epochs=90)
+
+
+@register_profile("nats-sss-12e")
+def _nats_sss_12e() -> TrainProfile:
+    """NATS-Bench SSS's short schedule (``12E.config``): as ``nats-sss-90e`` with 12 epochs."""
+    return TrainProfile(name="nats-sss-12e", epochs=12)
+
+
 @register_profile("tiny")
 def _tiny() -> TrainProfile:
     """Small network (C=4, N=1), few epochs: for CPUs, CI and the embedded ``digits`` data."""
@@ -120,7 +136,9 @@ def _tiny() -> TrainProfile:
 
 @register_profile("pgd-at")
 def _pgd_at() -> TrainProfile:
-    """NAS-RobBench-201's adversarial training: PGD-7 at 8/255, step 2/255, random start; 50 epochs one-cycle 0.1."""
+    """NAS-RobBench-201's adversarial training (its ``main.py``): PGD-7 at 8/255, step 2/255, random start, examples
+    crafted with the model in eval mode; SGD (momentum 0.9, no nesterov, wd 5e-4), 50 epochs,
+    ``OneCycleLR(optimizer, 0.1, epochs, steps_per_epoch)`` with PyTorch's defaults (cycled momentum included)."""
     return TrainProfile(
         name="pgd-at",
         epochs=50,

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data import Dataset, DeviceLoader
 from ..evaluation import evaluate_clean
-from ..models import NB201Network, build_model
+from ..search_spaces import get_search_space
 from ..utils import resolve_device
 from .profiles import TrainProfile
 
@@ -34,7 +34,7 @@ class TrainResult:
         meta: what defines the run (arch, dataset, profile, seed, device) for the checkpoint.
     """
 
-    model: NB201Network
+    model: nn.Module
     history: list[dict[str, float]]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -43,17 +43,67 @@ class TrainResult:
         return float(self.history[-1]["test_acc"])
 
 
+#: torch.optim.lr_scheduler.OneCycleLR's defaults, which NAS-RobBench-201's main.py uses unchanged
+ONECYCLE_DIV_FACTOR = 25.0
+ONECYCLE_FINAL_DIV_FACTOR = 1e4
+ONECYCLE_MOMENTUM = (0.85, 0.95)  # (base, max): momentum cycles inversely to the learning rate
+
+
+def _cos_anneal(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def _onecycle_phase(profile: TrainProfile, step: int, total_steps: int) -> tuple[float, float, float]:
+    """(start, end, pct) of OneCycleLR's two-phase cosine schedule at ``step``, as fractions of the peak."""
+    up_end = float(profile.warmup_fraction * total_steps) - 1
+    down_end = float(total_steps - 1)
+    if step <= up_end:
+        return 0.0, 1.0, step / up_end if up_end > 0 else 1.0
+    return 1.0, 2.0, (step - up_end) / (down_end - up_end) if down_end > up_end else 1.0
+
+
 def lr_at(profile: TrainProfile, step: int, total_steps: int) -> float:
-    """Learning rate at optimiser step ``step`` (0-based) of ``total_steps``."""
+    """Learning rate at optimiser step ``step`` (0-based) of ``total_steps``.
+
+    ``"onecycle"`` is the closed form of ``torch.optim.lr_scheduler.OneCycleLR(opt, profile.lr, total_steps,
+    pct_start=profile.warmup_fraction)`` with PyTorch's defaults (the trainer itself runs the library's scheduler):
+    cosine from ``lr / 25`` up to ``lr`` over the first ``pct_start`` of the steps, then down to ``lr / 25 / 1e4``.
+    """
     t = step / max(1, total_steps)
     if profile.schedule == "cosine":
         return 0.5 * profile.lr * (1.0 + math.cos(math.pi * t))
     if profile.schedule == "onecycle":
-        w = profile.warmup_fraction
-        if w > 0 and t < w:
-            return profile.lr * t / w
-        return profile.lr * max(0.0, (1.0 - t) / max(1e-12, 1.0 - w))
+        initial = profile.lr / ONECYCLE_DIV_FACTOR
+        levels = (initial, profile.lr, initial / ONECYCLE_FINAL_DIV_FACTOR)
+        a, b, pct = _onecycle_phase(profile, step, total_steps)
+        return _cos_anneal(levels[int(a)], levels[int(b)], pct)
     return profile.lr
+
+
+def momentum_at(profile: TrainProfile, step: int, total_steps: int) -> float:
+    """SGD momentum at ``step``: ``profile.momentum``, except ``"onecycle"``, which cycles it as OneCycleLR does
+    (0.95 down to 0.85 while the learning rate rises, back up to 0.95 while it falls)."""
+    if profile.schedule != "onecycle":
+        return profile.momentum
+    base, top = ONECYCLE_MOMENTUM
+    a, b, pct = _onecycle_phase(profile, step, total_steps)
+    return _cos_anneal(top, base, pct) if a == 0.0 else _cos_anneal(base, top, pct)
+
+
+def make_scheduler(
+    profile: TrainProfile, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The library scheduler of a profile, stepped once per batch; ``None`` where the trainer sets the rate itself.
+
+    ``"onecycle"``: ``OneCycleLR(optimizer, profile.lr, epochs=profile.epochs, steps_per_epoch=steps_per_epoch,
+    pct_start=profile.warmup_fraction)`` with every other argument at PyTorch's default (cosine annealing,
+    div_factor 25, final_div_factor 1e4, cycle_momentum between 0.85 and 0.95), as NAS-RobBench-201's ``main.py``.
+    """
+    if profile.schedule != "onecycle":
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, profile.lr, epochs=profile.epochs, steps_per_epoch=steps_per_epoch, pct_start=profile.warmup_fraction
+    )
 
 
 def _adversary(profile: TrainProfile) -> Callable[..., torch.Tensor] | None:
@@ -85,14 +135,15 @@ def train_model(
     eval_split: str = "test",
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    space: str = "nb201",
 ) -> TrainResult:
-    """Train ``arch`` (NB201 string or index) on ``dataset`` with ``profile``.
+    """Train ``arch`` (a string or index of ``space``) on ``dataset`` with ``profile``.
 
     Reproducible: the seed fixes initialisation (through a forked global RNG, so the caller's RNG state is left
     alone), data order and augmentation; on the CPU the same seed gives the same weights bit for bit.
 
     Arguments:
-        arch: cell string, index or ``Cell``.
+        arch: architecture string, index or architecture object of ``space``.
         dataset: from :func:`robustbench_nas.data.get_dataset`; trains on its ``train`` split.
         profile: :class:`TrainProfile`.
         seed: run seed.
@@ -100,13 +151,16 @@ def train_model(
         eval_split: split whose accuracy is recorded per epoch.
         progress: show a progress bar.
         on_epoch: called with each epoch's history row.
+        space: search-space name; the network is ``space.build_network`` with the profile's
+            ``space.network_options`` (NB201: ``C``, ``N``).
     """
     dev = resolve_device(device)
     info = dataset.info
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = build_model(arch, num_classes=info.num_classes, C=profile.C, N=profile.N, mean=info.mean, std=info.std,
-                            in_channels=info.channels)
+        sp = get_search_space(space)
+        model = sp.build_network(arch, num_classes=info.num_classes, mean=info.mean, std=info.std,
+                                 in_channels=info.channels, **sp.network_options(profile))
     model = model.to(dev)
     if profile.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -121,6 +175,7 @@ def train_model(
                           channels_last=profile.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum, nesterov=profile.nesterov,
                           weight_decay=profile.weight_decay)
+    scheduler = make_scheduler(profile, opt, len(loader))
     perturb = _adversary(profile)
     autocast = (
         torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if profile.amp == "bf16" else contextlib.nullcontext()
@@ -136,9 +191,10 @@ def train_model(
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
         for xb, yb in loader:
-            lr = lr_at(profile, step, total)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            if scheduler is None:
+                lr = lr_at(profile, step, total)
+                for group in opt.param_groups:
+                    group["lr"] = lr
             if perturb is not None:
                 xb = perturb(model, xb, yb, g)
             with autocast:
@@ -147,6 +203,8 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach() * yb.shape[0]
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += yb.shape[0]
@@ -157,7 +215,7 @@ def train_model(
             test_acc = evaluate_clean(model, eval_data.images(dev), eval_data.labels(dev)).accuracy
         row = {
             "epoch": epoch,
-            "lr": lr_at(profile, step, total),
+            "lr": float(opt.param_groups[0]["lr"]) if scheduler is not None else lr_at(profile, step, total),
             "train_loss": float(loss_sum) / max(1, seen),
             "train_acc": float(correct) / max(1, seen),
             "test_acc": test_acc,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import check_output_dir, echo_json, fail, force_option
+from ..common import check_output_dir, echo_json, fail, force_option, space_option
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -31,17 +31,23 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--repeats", default=2, show_default=True, help="Random splits per training size.")
 @click.option("--trees", default=100, show_default=True,
               help="Trees (boosting rounds) of the ensemble regressors; 0: each model's own default (300).")
-@click.option("--encodings", default="opcount,graf", show_default=True,
-              help="Cell encodings as features: onehot, opcount, path, graf, all, or 'none'.")
+@click.option("--encodings", default="default", show_default=True,
+              help="Architecture encodings as features: the space's names (nb201: onehot, opcount, path, graf; "
+                   "nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; nats-sss: channels,width), "
+                   "'all', or 'none'.")
+@space_option(default=None)
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--proxies", "proxy_table", default=None,
+              help="Proxy study: join a proxy table onto the store by uid ('shipped' = the packaged NB201 CIFAR-10 "
+                   "table, or a CSV with arch_str, uid, proxy columns).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @force_option(help="Write into an --out folder that holds other files (otherwise an error).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
-            train_sizes: str, repeats: int, trees: int, encodings: str, search_budget: int, search_repeats: int,
-            seed: int, progress: bool, force: bool) -> None:  # fmt: skip
+            train_sizes: str, repeats: int, trees: int, encodings: str, space_name: str | None, search_budget: int,
+            search_repeats: int, seed: int, proxy_table: str | None, progress: bool, force: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
     from robustbench_nas.analysis.ranking import RankingConfig
@@ -87,15 +93,24 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         search_budget=search_budget,
         search_repeats=search_repeats,
         seed=seed,
-        sections=secs,
+        sections=secs + ("proxy_study",) if proxy_table and secs is not None and "proxy_study" not in secs else secs,
+        proxies=proxy_table,
     )  # fmt: skip
     try:
         ds = load_store(store_path)
     except (StoreError, FileNotFoundError) as e:
         fail(str(e))
+    from robustbench_nas.analysis.targets import store_space
+    from robustbench_nas.search_spaces import canonical_name
+
+    try:
+        if space_name is not None and canonical_name(space_name) != store_space(ds):
+            fail(f"--space {space_name}: {store_path} holds the {store_space(ds)} search space")
+    except KeyError as e:
+        fail(str(e.args[0]))
     try:
         summary = run_analysis(ds, out_dir, cfg, progress=progress)
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e))
     echo_json({"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
                "findings": summary.get("findings"), "warnings": summary.get("warnings"),

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..common import dataset_options, echo_json, fail, threads_option
+from ..common import dataset_options, echo_json, fail, resolve_space, space_option, threads_option
 
 
 def _parse_names(text: str | None, known: list[str]) -> list[str]:
@@ -22,22 +22,28 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 
 @click.command(name="proxies")
 @click.argument("archs", nargs=-1)
+@space_option()
 @dataset_options()
 @click.option("--split", default="train", show_default=True, help="Split the batch is drawn from.")
 @click.option("--batch-size", default=64, show_default=True, type=int, help="Images in the (seeded, random) batch.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Initialisation, batch and proxy seed.")
 @click.option("--proxies", "names", default=None, help="Comma-separated proxies (default: all; see --list).")
-@click.option("--C", "channels", default=16, show_default=True, type=int, help="Channels of the first stage.")
-@click.option("--N", "cells", default=5, show_default=True, type=int, help="Cells per stage.")
+@click.option("--C", "channels", default=None, type=int, help="NB201: channels of the first stage (default 16).")
+@click.option("--N", "cells", default=None, type=int, help="NB201: cells per stage (default 5).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @threads_option()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--engine", type=click.Choice(["shared", "separate"]), default="shared", show_default=True,
+              help="shared: proxies needing the same passes get them once; separate: one proxy at a time (reference). "
+                   "Same values bit for bit.")
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
-def command(archs, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt, list_only) -> None:
-    """Proxies of each ARCH (NB201 string or index) at initialisation: csv with arch_str first, one column per proxy."""
+def command(archs, space_name, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt,
+            engine, list_only) -> None:  # fmt: skip
+    """Proxies of each ARCH (a string or index of --space) at initialisation: csv with arch_str first, one column
+    per proxy."""
     from ...data import DataError, get_dataset
     from ...proxies import compute_proxies, describe_proxies, list_proxies
-    from ...search_spaces import ArchitectureError, get_search_space
+    from ...search_spaces import ArchitectureError
     from ...utils import resolve_device, set_torch_threads
 
     if list_only:
@@ -49,10 +55,10 @@ def command(archs, dataset, data_root, split, batch_size, seed, names, channels,
                 click.echo(f"{r['name']:<13} {'robust ' if r['robust'] else ''}{r['summary']}  [{r['reference']}]")
         return
     if not archs:
-        fail("give at least one ARCH (NB201 string or index), or --list")
+        fail("give at least one ARCH (a string or index of --space), or --list")
     set_torch_threads(threads)
     selected = _parse_names(names, list_proxies())
-    space = get_search_space("nb201")
+    space = resolve_space(space_name)
     try:
         indices = [space.index_of(int(a) if a.isdigit() else a) for a in archs]
         dev = resolve_device(device)
@@ -69,8 +75,11 @@ def command(archs, dataset, data_root, split, batch_size, seed, names, channels,
 
     rows = []
     for index in tqdm(indices, desc="proxies", unit="cell", disable=fmt == "json" or len(indices) < 2, file=sys.stderr):
-        vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels, N=cells,
-                               mean=info.mean, std=info.std)
+        try:
+            vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels,
+                                   N=cells, mean=info.mean, std=info.std, space=space.name, engine=engine)
+        except (TypeError, ValueError) as e:  # e.g. --C for a space whose architectures fix their widths
+            fail(str(e))
         rows.append({"arch_str": space.arch_str(index), **vals})
     if fmt == "json":
         echo_json(rows)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..common import echo_json, fail, parse_overrides, threads_option
+from ..common import echo_json, fail, parse_overrides, space_option, threads_option
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -31,8 +31,10 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 
 @click.command(name="run")
 @click.option("--protocol", "protocol_name", default=None,
-              help="Named protocol (tiny, jung2023, robbench2024). Omit to continue an existing store's own protocol.")
+              help="Named protocol (tiny, jung2023, robbench2024, nats-sss-jung2023, nb201-proxies, "
+                   "nb201-proxies-seeds). Omit to continue an existing store's own protocol.")
 @click.option("--store", "store_path", required=True, type=click.Path(), help="The Zarr store (created if missing).")
+@space_option(default=None)
 @click.option("--archs", default=None, help="all | N (seeded sample) | comma list of indices/strings | @FILE.")
 @click.option("--arch-seed", default=None, type=int, help="Seed of the --archs N sample.")
 @click.option("--seeds", default=None, help="Comma list of training seeds (overrides the protocol's).")
@@ -62,13 +64,14 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run report as JSON (stdout; progress stays on stderr).")
-def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_root, overrides, stages, force_stages,
-            reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
+def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides, stages,
+            force_stages, reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
             device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
-    Re-running the same command resumes; a store made with another protocol is refused. Example:
-    `rbnas run --protocol tiny --store runs/tiny.zarr`. `--set epochs=3` changes a training-profile field.
+    Re-running the same command resumes; a store made with another protocol is refused. Examples:
+    `rbnas run --protocol tiny --store runs/tiny.zarr`; `rbnas run --space nats-sss --protocol tiny --store
+    runs/tiny-sss.zarr` (the same run on NATS-Bench SSS). `--set epochs=3` changes a training-profile field.
 
     Exit status: 0 when every unit run is done, 1 when any ended failed (the summary lists them), 2 for bad input,
     130 when interrupted (Ctrl-C; finished units are kept, the same command resumes).
@@ -96,6 +99,8 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
     logging.getLogger("pipelines").setLevel(logging.INFO)
     try:
         changes = parse_overrides(overrides)
+        if space_name is not None:
+            changes["search_space"] = space_name
         if archs is not None:
             changes["archs"] = parse_archs(archs)
         if arch_seed is not None:
@@ -110,7 +115,7 @@ def command(protocol_name, store_path, archs, arch_seed, seeds, dataset, data_ro
         if protocol_name is not None:
             protocol = get_protocol(protocol_name, **changes)
         elif changes and set(changes) - {"data_root"}:
-            fail("protocol changes (--archs, --seeds, --set, ...) need --protocol; without it the store's own "
+            fail("protocol changes (--space, --archs, --seeds, --set, ...) need --protocol; without it the store's own "
                  "protocol is continued unchanged")
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         shard_t = parse_shard(shard)

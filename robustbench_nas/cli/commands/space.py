@@ -8,46 +8,56 @@ from functools import lru_cache
 
 import click
 
-from ...models import nb201_cost
 from ...search_spaces import ArchitectureError, get_search_space
-from ..common import echo_json, fail
+from ..common import echo_json, fail, resolve_space, space_option
 
 
 @lru_cache(maxsize=None)
 def cell_row(space_name: str, index: int) -> dict:
-    """index, arch_str, uid, params (M) and FLOPs (M, NB201 convention, CIFAR-10 head) of one cell."""
+    """index, arch_str, uid, params (M) and FLOPs (M, the space's published convention, CIFAR-10 head) of one cell.
+
+    The counts are the space's exact :meth:`cost` (closed form or per-op tables: no network is built per row).
+    """
     space = get_search_space(space_name)
-    cost = nb201_cost(index)
+    cost = space.cost(index)
     return {
         "index": index,
         "arch_str": space.arch_str(index),
         "uid": space.uid(index),
         "params": cost.params / 1e6,
-        "flops": cost.flops.nb201 / 1e6,
+        "flops": cost.flops.published / 1e6,
         "flops_plain": cost.flops.plain / 1e6,
     }
 
 
+def _space_option_here(f):  # `rbnas space --space X list` and `rbnas space list --space X` both work
+    return click.option("--space", "sub_space", default=None, help="Search space (overrides the group's --space).")(f)
+
+
 @click.group(name="space")
-@click.option("--space", "space_name", default="nb201", show_default=True, help="Search space name.")
+@space_option()
 @click.pass_context
 def command(ctx: click.Context, space_name: str) -> None:
-    """Inspect a search space: cells, isomorphism classes, parameter and FLOP counts.
+    """Inspect a search space: architectures, isomorphism classes, parameter and FLOP counts.
 
-    params are in millions; flops are millions of FLOPs in NAS-Bench-201's convention (CIFAR-10 head, 32x32),
-    flops_plain the plain multiply-adds of convolutions and the linear layer.
+    params are in millions; flops are millions of FLOPs in the space's published convention (CIFAR-10 head,
+    32x32: NAS-Bench-201's for nb201, NATS-Bench's get_model_infos for nats-sss), flops_plain the plain
+    multiply-adds of convolutions and the linear layer.
     """
-    try:
-        ctx.obj = get_search_space(space_name)
-    except KeyError as e:
-        fail(str(e))
+    ctx.obj = resolve_space(space_name)
+
+
+def _space(ctx_space, sub_space: str | None):
+    return resolve_space(sub_space) if sub_space else ctx_space
 
 
 @command.command("count")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_space_option_here
 @click.pass_obj
-def count_cmd(space, as_json: bool) -> None:
+def count_cmd(space, as_json: bool, sub_space: str | None) -> None:
     """Number of cells and of unique (non-isomorphic) cells."""
+    space = _space(space, sub_space)
     out = {"cells": space.num_cells, "unique": space.num_unique}
     if as_json:
         echo_json(out)
@@ -58,9 +68,11 @@ def count_cmd(space, as_json: bool) -> None:
 @command.command("show")
 @click.argument("arch")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_space_option_here
 @click.pass_obj
-def show_cmd(space, arch: str, as_json: bool) -> None:
-    """One cell, given as NB201 string or index: index, arch_str, uid, params, flops."""
+def show_cmd(space, arch: str, as_json: bool, sub_space: str | None) -> None:
+    """One architecture, given as its string or index: index, arch_str, uid, params, flops."""
+    space = _space(space, sub_space)
     try:
         row = cell_row(space.name, space.index_of(arch))
     except ArchitectureError as e:
@@ -77,11 +89,13 @@ def show_cmd(space, arch: str, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--limit", type=int, default=None, help="At most this many rows.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@_space_option_here
 @click.pass_obj
-def list_cmd(space, unique: bool, fmt: str, limit: int | None, progress: bool) -> None:
-    """One row per cell: index, arch_str, uid, params, flops."""
+def list_cmd(space, unique: bool, fmt: str, limit: int | None, progress: bool, sub_space: str | None) -> None:
+    """One row per architecture: index, arch_str, uid, params (M), flops (M), flops_plain (M)."""
     from tqdm.auto import tqdm
 
+    space = _space(space, sub_space)
     indices = space.unique_indices() if unique else list(range(space.num_cells))
     if limit is not None:
         indices = indices[:limit]

@@ -1,0 +1,162 @@
+"""The shipped NB201 proxy table: export it from a pipeline store, load it, join it onto a store's cells.
+
+``robustbench_nas/analysis/data/nb201_cifar10_proxies.csv``: one row per computed cell, ``arch_str``, ``uid`` (the
+NB201 isomorphism-class uid = the ``arch`` coordinate of a Jung et al. import) and one column per proxy (seed 0);
+``nb201_cifar10_proxies.json`` beside it: protocol, batch size, seed, data, software versions, cost per cell, counts,
+and (from a second store at other seeds) each proxy's seed noise; ``nb201_cifar10_proxies_seeds.csv`` holds the
+per-seed values behind the noise figures.
+
+Export (resumable computation first, see ``docs/proxies.md``)::
+
+    python -m robustbench_nas.analysis.proxy_table /tmp/i16/proxies.zarr --seeds-store /tmp/i16/seeds.zarr \\
+        --out robustbench_nas/analysis/data/nb201_cifar10_proxies.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+TABLE_FILE = "nb201_cifar10_proxies.csv"
+SHIPPED = "shipped"
+
+
+def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Long table (uid, arch_str, seed, proxy columns) of the cells whose proxies stage is done, and run facts."""
+    from ..storage import DONE, open_dataset
+
+    ds = open_dataset(str(store_path), done_only=False)
+    proxies = [str(p) for p in ds["proxy"].values]
+    status = ds["status"].sel(stage="proxies").values if "status" in ds else None
+    vals = ds["proxy_value"].values  # (arch, seed, proxy)
+    secs = ds["stage_seconds"].sel(stage="proxies").values if "stage_seconds" in ds else None
+    rows = []
+    for a, uid in enumerate(ds["arch"].values):
+        for s, seed in enumerate(ds["seed"].values):
+            if status is not None and int(status[a, s]) != DONE:
+                continue
+            rows.append({"uid": int(uid), "arch_str": str(ds["arch_str"].values[a]), "seed": int(seed),
+                         **{p: float(vals[a, s, k]) for k, p in enumerate(proxies)},
+                         "_seconds": float(secs[a, s]) if secs is not None else float("nan")})  # fmt: skip
+    protocol = json.loads(ds.attrs["protocol"]) if isinstance(ds.attrs.get("protocol"), str) else ds.attrs.get("protocol")
+    facts = {"protocol": protocol, "cells_in_run": int(ds.sizes["arch"]), "proxies": proxies}
+    return pd.DataFrame(rows), facts
+
+
+def seed_noise(long: pd.DataFrame, proxies: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per proxy: mean Spearman between the cell rankings of two seeds, and the within-cell / between-cell spread.
+
+    ``spearman_between_seeds``: mean over seed pairs of Spearman(values at seed a, values at seed b) over cells;
+    ``noise_ratio``: mean within-cell std over seeds divided by the std over cells of the per-cell means (0 = no
+    seed noise; about 1 = the ranking is noise).
+    """
+    from .stats import spearman
+
+    out: dict[str, dict[str, float]] = {}
+    seeds = sorted(long["seed"].unique())
+    for p in proxies:
+        wide = long.pivot_table(index="uid", columns="seed", values=p, aggfunc="first")
+        pairs = [(a, b) for i, a in enumerate(seeds) for b in seeds[i + 1:] if a in wide and b in wide]
+        rho = [spearman(wide[a].to_numpy(), wide[b].to_numpy()) for a, b in pairs]
+        between = float(np.nanstd(wide.mean(axis=1).to_numpy()))
+        within = float(np.nanmean(wide.std(axis=1, ddof=1).to_numpy())) if wide.shape[1] > 1 else float("nan")
+        out[p] = {"spearman_between_seeds": float(np.nanmean(rho)) if rho else float("nan"),
+                  "noise_ratio": within / between if between > 0 else float("nan"),
+                  "cells": int(wide.dropna().shape[0]), "seeds": [int(s) for s in wide.columns]}  # fmt: skip
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    from .. import __version__
+
+    return {"robustbench_nas": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | Path | None = None,
+                 data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split") -> dict[str, Any]:
+    """Write the seed-0 table (CSV) and its metadata (JSON beside it) from a finished or partial run.
+
+    Returns:
+        The metadata written.
+    """
+    long, facts = _store_values(store)
+    if long.empty:
+        raise ValueError(f"{store}: no cell has its proxies stage done yet")
+    proxies = facts["proxies"]
+    seed0 = int(facts["protocol"]["seeds"][0]) if facts.get("protocol") else 0
+    main = long[long["seed"] == seed0].sort_values("uid")
+    out_csv = Path(out_csv)
+    main[["arch_str", "uid", *proxies]].to_csv(out_csv, index=False, float_format="%.17g")
+    p = facts["protocol"] or {}
+    meta: dict[str, Any] = {
+        "description": "zero-cost proxies at initialisation of NB201 cells (full size), one row per cell",
+        "cells": int(len(main)), "cells_planned": facts["cells_in_run"],
+        "sample": "clean-accuracy-stratified, interleaved (robustbench_nas.analysis.proxy_sample); computed in "
+                  "the listed order, so the rows are a stratified prefix of the 500-cell sample",
+        "proxies": proxies, "seed": seed0, "batch_size": p.get("proxy_images"), "data": data,
+        "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},
+        "protocol": p.get("name"), "protocol_fields": p,
+        "cost_per_cell_s": {"median": float(np.nanmedian(main["_seconds"])), "mean": float(np.nanmean(main["_seconds"])),
+                            "clock": "wall seconds of the proxies stage on a shared 2-core CPU, 1 torch thread, nice 19"},
+        "software": _versions(),
+        "reproduce": "rbnas run --protocol nb201-proxies --store STORE --data-root ../shared/data/cifar10_test.npz "
+                     "--workers 1 --threads 1 (resumes), then python -m robustbench_nas.analysis.proxy_table STORE",
+    }  # fmt: skip
+    if seeds_store is not None and Path(seeds_store).exists():
+        s_long, _ = _store_values(seeds_store)
+        both = pd.concat([s_long, main[main["uid"].isin(s_long["uid"])]], ignore_index=True)
+        both = both.sort_values(["uid", "seed"])
+        both[["arch_str", "uid", "seed", *proxies]].to_csv(out_csv.with_name(out_csv.stem + "_seeds.csv"),
+                                                           index=False, float_format="%.17g")
+        meta["seed_noise"] = seed_noise(both, proxies)
+    out_csv.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return meta
+
+
+def load_table(path: str | Path = SHIPPED) -> pd.DataFrame:
+    """The proxy table indexed by ``uid`` (``"shipped"``: the packaged one), proxy columns as ``proxy:<name>``."""
+    if str(path) == SHIPPED:
+        with resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE).open() as f:
+            df = pd.read_csv(f)
+    else:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"proxy table {path} not found (a CSV with arch_str, uid and proxy columns)")
+        df = pd.read_csv(path)
+    if "uid" not in df.columns:
+        raise ValueError(f"proxy table {path}: no 'uid' column (expected arch_str, uid, one column per proxy)")
+    df = df.set_index("uid")
+    return df.drop(columns=[c for c in ("arch_str", "seed") if c in df.columns]).add_prefix("proxy:").astype(np.float64)
+
+
+def table_meta(path: str | Path = SHIPPED) -> dict[str, Any]:
+    """The JSON beside a table (``{}`` when absent)."""
+    if str(path) == SHIPPED:
+        f = resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE.replace(".csv", ".json"))
+        return json.loads(f.read_text()) if f.is_file() else {}
+    p = Path(path).with_suffix(".json")
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Export the proxy table (CSV + JSON) from a nb201-proxies store.")
+    ap.add_argument("store")
+    ap.add_argument("--seeds-store", default=None, help="A nb201-proxies-seeds store (seed noise).")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "data" / TABLE_FILE))
+    a = ap.parse_args(argv)
+    meta = export_table(a.store, a.out, seeds_store=a.seeds_store)
+    print(json.dumps({k: meta[k] for k in ("cells", "cells_planned", "cost_per_cell_s")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""``rbnas predict STORE --target T --train-size N``: predict a robustness target of held-out cells."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import click
+
+from ..common import echo_json, fail
+
+
+@click.command(name="predict")
+@click.argument("store_path", type=click.Path())
+@click.option("--target", default="pgd@Linf@1/255", show_default=True,
+              help="Target column (as in rbnas analyze: clean, pgd@Linf@1/255, corruption_mean, adv_mean, ...).")
+@click.option("--train-size", "train_sizes", default="100", show_default=True,
+              help="Training cells (random, per repeat); a comma list gives a learning curve (one result per size).")
+@click.option("--repeats", default=5, show_default=True, type=int, help="Random splits (seeds seed, seed+1, ...).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--model", default="auto", show_default=True,
+              help="auto (chosen by 5-fold CV inside the training cells among rf3, gp, et, rf3+gp, et+gp) or a "
+                   "registered model.")
+@click.option("--encodings", default="all", show_default=True,
+              help="Cell encodings as features (onehot, opcount, path, graf, all), or 'none'.")
+@click.option("--proxies", "proxy_table", default=None,
+              help="Also use a proxy table's proxies as features ('shipped' or a CSV; NaN where not computed).")
+@click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--progress/--no-progress", default=False, show_default=True)
+def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, model: str, encodings: str,
+            proxy_table: str | None, no_store_proxies: bool, as_json: bool, progress: bool) -> None:  # fmt: skip
+    """Held-out Spearman / Kendall / R^2 of predicting TARGET from free per-cell features (split by uid).
+
+    Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed. Every cell
+    with a finite target that is not a training cell is a test cell; scores are the mean over the repeats.
+    Example: `rbnas predict runs/jung.zarr --target 'pgd@Linf@1/255' --train-size 100 --repeats 5 --json`.
+    """
+    import pandas as pd
+
+    from robustbench_nas.analysis.prediction import predict_heldout
+    from robustbench_nas.analysis.targets import features_table, load_store, targets_table
+    from robustbench_nas.storage import StoreError
+
+    try:
+        sizes = [int(v) for v in train_sizes.split(",") if v.strip()]
+    except ValueError:
+        fail(f"--train-size must be an integer or a comma list of integers, got {train_sizes!r}")
+    if not sizes or min(sizes) < 5 or repeats < 1:
+        fail(f"--train-size must be >= 5 and --repeats >= 1, got {train_sizes}, {repeats}")
+    t0 = time.perf_counter()
+    try:
+        ds = load_store(store_path)
+    except (StoreError, FileNotFoundError, OSError) as e:
+        fail(str(e))
+    T = targets_table(ds)
+    if target not in T.columns:
+        fail(f"unknown target {target!r}; available: {', '.join(T.columns)}")
+    enc = None if encodings.strip().lower() == "none" else [e.strip() for e in encodings.split(",") if e.strip()]
+    try:
+        F = features_table(ds, encodings=enc)
+    except ValueError as e:
+        fail(str(e))
+    if no_store_proxies:
+        F = F[[c for c in F.columns if not c.startswith(("proxy:", "measure:"))]]
+    if proxy_table:
+        from robustbench_nas.analysis.proxy_table import load_table
+
+        try:
+            P = load_table(proxy_table)
+        except (FileNotFoundError, ValueError) as e:
+            fail(str(e))
+        from robustbench_nas.analysis.proxy_study import signed_log
+
+        F = pd.concat([F, signed_log(P.reindex(F.index))], axis=1)  # monotone; synflow (~1e49) fits float32
+    n = int(T[target].notna().sum())
+    if max(sizes) >= n:
+        fail(f"--train-size {max(sizes)}: the store has only {n} cells with {target}")
+    results = []
+    for size in sizes:
+        t1 = time.perf_counter()
+        try:
+            res = predict_heldout(F, T[target], train_size=size, repeats=repeats, seed=seed, model=model,
+                                  progress=progress)  # fmt: skip
+        except (KeyError, ValueError) as e:
+            fail(str(e))
+        res["seconds"] = time.perf_counter() - t1
+        results.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.items()})
+        if not as_json:
+            click.echo(f"{target}: held-out Spearman {res['spearman_mean']:.3f} +- {res['spearman_std']:.3f}, "
+                       f"Kendall {res['kendall_mean']:.3f} ({size} training cells, {res['n_test']} test cells, "
+                       f"{repeats} repeats, models {','.join(res['models'])}, {res['seconds']:.1f} s)")  # fmt: skip
+    if as_json:
+        if len(results) == 1:
+            echo_json({**results[0], "total_seconds": time.perf_counter() - t0})
+        else:
+            echo_json({"target": target, "curve": results, "total_seconds": time.perf_counter() - t0})
