@@ -16,9 +16,11 @@ numbers (every record says ``same_work``):
   process; no fsync); the fsync'd default is a separate record on a sample.
 * **bulk write** (an import): :meth:`RobustnessStore.write_array` for every array vs the reference release layout
   (Jung et al. 2023): one JSON file per (key, metric) ``{"cifar10": {key: {metric: {uid: value}}}}``.
-* **read all**: ``open_dataset(...).load()`` (every array into memory) vs ``json.loads`` of every reference-layout
-  file (and ``orjson.loads``); **read one array**: PGD accuracies of every cell vs parsing ``pgd@Linf_accuracy.json``;
-  **read one cell**: one cell's full record (every array) from a freshly opened store vs its per-cell JSON file.
+* **read all**: ``open_dataset(...).load()`` (every array into memory) and plain ``xarray.open_zarr(...).load()``
+  (zarr-python's reader) vs ``json.loads`` of every reference-layout file (and ``orjson.loads``); **read one
+  array**: PGD accuracies of every cell (``open_dataset``, ``open_store().read_array``, plain ``xarray.open_zarr``)
+  vs parsing ``pgd@Linf_accuracy.json``; **read one cell**: one cell's full record (every array) from a freshly
+  opened store (the same three routes) vs its per-cell JSON file.
 * **size and file count** of both.
 * **simulated run**: 6466 cells' results written by 4 client processes (as ``--shard i/4``) in random completion
   order; one is SIGKILLed at a random moment, a fifth process resumes its cells; every value is compared with the
@@ -193,6 +195,38 @@ def read_all(path: Path) -> dict[str, np.ndarray]:
     from robustbench_nas.storage import open_dataset
 
     ds = open_dataset(path).load()
+    return {k: ds[k].values for k in ds.data_vars}
+
+
+def read_all_xarray(path: Path) -> dict[str, np.ndarray]:
+    """Every array through plain ``xarray.open_zarr(path).load()`` (zarr-python's reader: what a researcher types)."""
+    import xarray as xr
+
+    ds = xr.open_zarr(str(path)).load()
+    return {k: ds[k].values for k in ds.variables}
+
+
+def read_one_xarray(path: Path, attack: str = "pgd@Linf") -> np.ndarray:
+    """``adv_accuracy`` of one attack for every cell through plain ``xarray.open_zarr``, fresh open."""
+    import xarray as xr
+
+    return xr.open_zarr(str(path))["adv_accuracy"].sel(attack=attack).isel(seed=0).values
+
+
+def read_cell_xarray(path: Path, arch: int) -> dict[str, np.ndarray]:
+    """One cell's full record through plain ``xarray.open_zarr``, fresh open: ``.sel(arch=...).load()`` (one dask
+    compute for every array; ``ds[name].sel(...).values`` per array pays dask's per-compute overhead ~35 times)."""
+    import xarray as xr
+
+    ds = xr.open_zarr(str(path)).sel(arch=arch).load()
+    return {k: ds[k].values for k in ds.data_vars}
+
+
+def read_cell_xarray_nodask(path: Path, arch: int) -> dict[str, np.ndarray]:
+    """The same through ``xarray.open_zarr(path, chunks=None)`` (lazily indexed zarr arrays, no dask graph)."""
+    import xarray as xr
+
+    ds = xr.open_zarr(str(path), chunks=None).sel(arch=arch).load()
     return {k: ds[k].values for k in ds.data_vars}
 
 
@@ -493,7 +527,8 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
     libs = ["json"] + (["orjson"] if _orjson() is not None else [])
     records: list[dict[str, Any]] = []
     common = {"n_cells": n, "values": values, "dims": spec.dim_sizes(), "shard_cells": spec.shard_cells,
-              "layout": "as `rbnas run` leaves it (sharded, inner chunks of one cell)"}
+              "chunk_cells": spec.chunk_cells,
+              "layout": "as `rbnas run` leaves it (sharded; inner chunks of ~4 MiB, chunk_cells=None)"}
     tmp = Path(tempfile.mkdtemp(prefix="rbnas_bench_store_", dir=workdir))
     try:
         cells = list(range(n))
@@ -525,39 +560,58 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
         for lib in libs:
             _, t_jw[lib] = _timed(write_json_reference, jroot[lib], spec, data, lib)
         read_all(jung_tiny := _tiny_store(tmp))  # imports paid once, outside the timings
+        read_all_xarray(jung_tiny)
         shutil.rmtree(jung_tiny, ignore_errors=True)
-        back, t_r = _median_s(read_all, zpath, repeat=3)
-        agree_store = _store_matches(back, data)
-        del back
+        t_jr = {}
+        jback = None
         for lib in libs:
-            jback, t_jr = _median_s(read_json_reference, jroot["json"], lib, repeat=3)
-            agree = agree_store and _json_matches(jback, spec, data)
+            jback, t_jr[lib] = _median_s(read_json_reference, jroot["json"], lib, repeat=3)
+            json_ok = _json_matches(jback, spec, data)
             del jback
-            records.append(make_result(
-                "store_read_all" + ("" if lib == "json" else "_vs_orjson"), t_r, t_jr, agree,
-                kind="measured", same_work=True, unit=f"s to read every value of {n} cells (median of 3)",
-                baseline=f"reference release layout, {lib}.loads of every file (values left as Python lists)",
-                via="open_dataset(STORE).load()", **common,
-                note=f"{n / t_r:.0f} vs {n / t_jr:.0f} cells/s ({lib})"))
+            t_jr[lib] = (t_jr[lib], json_ok)
+        agree_all = True
+        for via, fn, suffix in (("open_dataset(STORE).load()", read_all, ""),
+                                ("xarray.open_zarr(STORE).load() (plain xarray + zarr-python)", read_all_xarray,
+                                 "_xarray")):
+            back, t_r = _median_s(fn, zpath, repeat=3)
+            agree_store = _store_matches(back, data)
+            agree_all &= agree_store
+            del back
+            for lib in libs:
+                t_j, json_ok = t_jr[lib]
+                records.append(make_result(
+                    "store_read_all" + suffix + ("" if lib == "json" else "_vs_orjson"), t_r, t_j,
+                    agree_store and json_ok, kind="measured", same_work=True,
+                    unit=f"s to read every value of {n} cells (median of 3)",
+                    baseline=f"reference release layout, {lib}.loads of every file (values left as Python lists)",
+                    via=via, **common, note=f"{n / t_r:.0f} vs {n / t_j:.0f} cells/s ({lib}; {via.split('(')[0]})"))
         pgd = data["adv_accuracy"][:, 0, list(spec.attacks).index("pgd@Linf")]
         cols = [spec.eps_values().index(e) for e in sorted(spec.attacks["pgd@Linf"])]
         read_one(zpath)  # imports (xarray indexing, ...) paid once, outside the timings: a fresh store, not a fresh Python
+        one_suffix = {read_one: "", read_one_store_api: "_store_api", read_one_xarray: "_xarray"}
         for via, fn in (("open_dataset(STORE)[...].sel(...)", read_one), ("open_store(STORE).read_array(...)",
-                                                                        read_one_store_api)):
+                                                                        read_one_store_api),
+                        ("xarray.open_zarr(STORE)[...].sel(...) (plain xarray + zarr-python)", read_one_xarray)):
             one, t_1 = _median_s(fn, zpath)
             for lib in libs:
                 jone, t_j1 = _median_s(read_json_one, jroot["json"], "pgd@Linf", lib)
                 agree = _equal(one[:, cols], pgd[:, cols]) and _equal(jone.reshape(n, -1), pgd[:, cols])
                 records.append(make_result(
-                    "store_read_one_array" + ("" if fn is read_one else "_store_api") + (
+                    "store_read_one_array" + one_suffix[fn] + (
                         "" if lib == "json" else "_vs_orjson"), t_1, t_j1, agree,
                     kind="measured", same_work=True, unit=f"s to read PGD accuracy of {n} cells (fresh open, median of 5)",
                     baseline=f"{lib}.loads of pgd@Linf_accuracy.json into an array", via=via, **common,
                     note=f"{t_1 * 1e3:.1f} vs {t_j1 * 1e3:.1f} ms ({lib}; {via.split('(')[0]})"))
         rng = np.random.default_rng(5)
         sample = sorted(int(i) for i in rng.choice(n, size=min(n, 25), replace=False))
+        cell_suffix = {read_cell: "", read_cell_store_api: "_store_api", read_cell_xarray: "_xarray",
+                       read_cell_xarray_nodask: "_xarray_nodask"}
         for via, fn in (("open_dataset(STORE)[name].sel(arch=...)", read_cell),
-                        ("open_store(STORE).read_record(arch)", read_cell_store_api)):
+                        ("open_store(STORE).read_record(arch)", read_cell_store_api),
+                        ("xarray.open_zarr(STORE).sel(arch=...).load() (plain xarray + zarr-python)",
+                         read_cell_xarray),
+                        ("xarray.open_zarr(STORE, chunks=None).sel(arch=...).load() (plain xarray, no dask)",
+                         read_cell_xarray_nodask)):
             t_cells, t_jcells, agree = [], [], True
             for i in sample:
                 rec, t_c = _timed(fn, zpath, spec.archs[i])
@@ -566,7 +620,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
                 t_jcells.append(t_jc.seconds)
                 agree &= all(_equal(rec[k], data[k][i]) and _equal(np.asarray(jrec[k]), data[k][i]) for k in data)
             records.append(make_result(
-                "store_read_one_cell" + ("" if fn is read_cell else "_store_api"), float(np.mean(t_cells)),
+                "store_read_one_cell" + cell_suffix[fn], float(np.mean(t_cells)),
                 float(np.mean(t_jcells)), bool(agree), kind="measured", same_work=True,
                 unit="s per cell: one cell's full record (every array) from a freshly opened store", via=via,
                 max_s=float(np.max(t_cells)), median_s=float(np.median(t_cells)), cells_timed=len(sample),
@@ -577,7 +631,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
         jbytes, jfiles = _du(jroot["json"])
         pbytes, pfiles = _du(tmp / "percell_json")
         records.append(make_result(
-            "store_size", zbytes / 1e6, jbytes / 1e6, agree_store, kind="measured", same_work=True,
+            "store_size", zbytes / 1e6, jbytes / 1e6, agree_all, kind="measured", same_work=True,
             unit="MB on disk (not seconds)", ours_files=zfiles, baseline_files=jfiles,
             per_cell_json={"mb": pbytes / 1e6, "files": pfiles}, **common,
             note=f"{zbytes / 1e6:.1f} MB in {zfiles} files vs JSON release {jbytes / 1e6:.1f} MB in {jfiles} files "

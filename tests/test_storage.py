@@ -51,11 +51,11 @@ def test_layout_on_disk_is_zarr3_with_dimension_names(store) -> None:
     meta = json.loads((store.path / "adv_confusion" / "zarr.json").read_text())
     assert meta["zarr_format"] == 3
     assert meta["dimension_names"] == ["arch", "seed", "attack", "eps", "true_class", "pred_class"]
-    # shards: every cell (fewer than shard_cells) and seed; inner chunks: one cell, one seed, the grid dims whole
+    # shards: every cell (fewer than shard_cells) and seed; inner chunks (default: ~4 MiB): here the whole shard
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 2, 2, 3, 3, 3]
     (sharding,) = meta["codecs"]
     assert sharding["name"] == "sharding_indexed"
-    assert sharding["configuration"]["chunk_shape"] == [1, 1, 2, 3, 3, 3]
+    assert sharding["configuration"]["chunk_shape"] == [4, 2, 2, 3, 3, 3]
     ds = xr.open_zarr(store.path)  # plain xarray, no helper
     assert list(ds["arch"].values) == ARCHS
     assert list(ds["seed"].values) == [7, 8]
@@ -479,3 +479,92 @@ def test_export_refuses_to_replace_a_file_without_force(store, tmp_path: Path) -
     assert out.read_text() == "my own table\n"
     res = CliRunner().invoke(cli, ["export", str(store.path), "--format", "csv", "--out", str(out), "--force"])
     assert res.exit_code == 0 and out.read_text().startswith("arch,")
+
+
+ARCHS7 = [0, 6, 12, 40, 41, 50, 77]
+
+
+@pytest.mark.parametrize("shard_cells,chunk_cells,compress,expect", [
+    (4, 1, False, 1),       # one cell (both seeds) per inner chunk
+    (4, 3, False, 2),       # rounded down to a divisor of the shard
+    (4, None, False, 4),    # automatic: the whole shard here; the last shard (3 cells) pads its one chunk
+    (3, 3, True, 3),        # compressed (confusion matrices), last shard of one cell
+    (7, 2, True, 1),        # 7 cells in one shard: 2 does not divide 7
+])
+def test_inner_chunks_of_several_cells_equal_zarr_python(tmp_path: Path, shard_cells, chunk_cells, compress,
+                                                         expect) -> None:
+    """Every reader and writer of ours against zarr-python for inner chunks of several cells, partial last shards
+    and partial last chunks (zarr pads them with the fill value), raw and compressed."""
+    import zarr
+
+    spec = small_spec(archs=ARCHS7, arch_str=[f"c{a}" for a in ARCHS7], shard_cells=shard_cells,
+                      chunk_cells=chunk_cells, compress=compress, num_classes=20)
+    st = create_store(tmp_path / "s.zarr", spec)
+    meta = json.loads((st.path / "adv_confusion" / "zarr.json").read_text())
+    assert meta["codecs"][0]["configuration"]["chunk_shape"][:2] == [expect, 2]
+    assert [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]] == (
+        ["bytes", "zstd"] if compress else ["bytes"])
+    rng = np.random.default_rng(3)
+    full = {}
+    for name, a in st.arrays.items():
+        if a.stage is None:
+            continue
+        shape = tuple(st.sizes[d] for d in a.dims)
+        if a.dtype == "str":
+            full[name] = np.asarray([f"s{k}" for k in range(int(np.prod(shape)))], dtype=object).reshape(shape)
+        elif a.dtype.startswith("int"):
+            full[name] = rng.integers(0, 1000, shape).astype(a.dtype)
+        else:
+            full[name] = rng.random(shape)
+        st.write_array(name, full[name][:5], archs=ARCHS7[:5])  # two shard-partial bulk writes
+        st.write_array(name, full[name][5:], archs=ARCHS7[5:])
+    st.write_cell(41, 8, {"clean_accuracy": 0.125}, stage="clean", seconds=2.0)  # journal + commit of one cell
+    full["clean_accuracy"][4, 1] = 0.125
+    g = zarr.open_group(str(st.path), mode="r")
+    ds = xr.open_zarr(st.path).load()
+    fresh = open_store(st.path)
+    for name in st.arrays:
+        ours = fresh.read_array(name)
+        theirs = np.asarray(g[name][...])
+        same = (lambda x, y: [str(v) for v in x.ravel()] == [str(v) for v in y.ravel()]) if ours.dtype == object \
+            else (lambda x, y: np.array_equal(x, y, equal_nan=True))
+        assert same(ours, theirs), name
+        assert same(ours, np.asarray(ds[name].values)), name
+        if name in full:
+            assert same(ours, full[name]), name
+        for i, arch in enumerate(ARCHS7):
+            assert same(fresh.read_record(arch)[name], theirs[i]), (name, arch)
+    assert int((fresh.status() == DONE).sum()) == 1
+    np.testing.assert_array_equal(open_dataset(st.path)["clean_confusion"].values, full["clean_confusion"])
+    # zarr-python writing a region of shards (its own encoding) is read back by ours
+    g2 = zarr.open_group(str(st.path), mode="r+")
+    vals = rng.integers(0, 9, (7, 2, 2, 3, 20, 20)).astype("int32")
+    g2["adv_confusion"][...] = vals
+    np.testing.assert_array_equal(fresh.read_array("adv_confusion"), vals)
+    np.testing.assert_array_equal(fresh.read_cell(77, 7, "adv_confusion"), vals[6, 0])
+
+
+def test_store_of_one_cell_inner_chunks_without_the_field_opens_and_commits(tmp_path: Path, monkeypatch) -> None:
+    """A store written before `chunk_cells` existed (inner chunks of one (cell, seed), no field in its spec
+    attribute) opens, reads and takes new results in its own layout; no schema change is involved."""
+    import robustbench_nas.storage.store as store_mod
+
+    def old_chunk_shape(a, sizes, *_):  # the writer before `chunk_cells`: one cell and one seed per inner chunk
+        return tuple(1 if d in ("arch", "seed") else max(1, sizes[d]) for d in a.dims)
+
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "chunk_shape", old_chunk_shape)
+        st = create_store(tmp_path / "old.zarr", small_spec(shard_cells=2))
+    meta = json.loads((st.path / "zarr.json").read_text())
+    meta["attributes"]["spec"].pop("chunk_cells")
+    (st.path / "zarr.json").write_text(json.dumps(meta))
+    assert "chunk_cells" not in json.loads((st.path / "zarr.json").read_text())["attributes"]["spec"]
+    old = open_store(st.path, "r+")
+    cm = np.arange(9).reshape(3, 3)
+    old.write_cell(12, 8, {"clean_accuracy": 0.75, "clean_confusion": cm}, stage="clean")
+    lay = json.loads((st.path / "clean_confusion" / "zarr.json").read_text())
+    assert lay["codecs"][0]["configuration"]["chunk_shape"] == [1, 1, 3, 3]  # still the old layout
+    ds = open_dataset(st.path, done_only=True)
+    assert float(ds.clean_accuracy.sel(arch=12, seed=8)) == 0.75
+    np.testing.assert_array_equal(xr.open_zarr(st.path).clean_confusion.sel(arch=12, seed=8).values, cm)
+    np.testing.assert_array_equal(old.read_record(12)["clean_confusion"][1], cm)

@@ -45,6 +45,7 @@ def import_jung2023(
     dataset: str = "cifar10",
     measures: tuple[str, ...] = RELEASE_MEASURES,
     shard_cells: int = 256,
+    chunk_cells: int | None = None,
     progress: bool = False,
 ) -> ReleaseReport:
     """Read the release at ``root`` and write it as a new store at ``store_path``.
@@ -54,7 +55,8 @@ def import_jung2023(
         store_path: the new store (must not exist).
         dataset: ``cifar10``, ``cifar100`` or ``ImageNet16-120``.
         measures: release measures to import (``accuracy``, ``confidence``, ``cm``).
-        shard_cells: cells per shard file (the layout ``rbnas run`` writes; inner chunks of one cell).
+        shard_cells: cells per shard file (the layout ``rbnas run`` writes).
+        chunk_cells: cells per inner chunk (``None``: ~4 MiB per chunk, see :class:`StoreSpec`).
         progress: progress bar while reading.
 
     Returns:
@@ -99,6 +101,7 @@ def import_jung2023(
         stages=stages,
         arch_coords={"nb201_index": list(uids)},
         shard_cells=shard_cells,
+        chunk_cells=chunk_cells,
     )
     attrs = {
         "source": ds.attrs["source"],

@@ -1,4 +1,4 @@
-"""Copies of a store: :func:`compact_store` (another shard size / compression) and :func:`migrate_store` (schema 1).
+"""Copies of a store: :func:`compact_store` (another shard / inner chunk size, compression) and :func:`migrate_store` (schema 1).
 
 The store ``rbnas run`` leaves is already the publishable layout; :func:`compact_store` only re-shards it (e.g.
 1024 cells per shard, zstd-compressed confusion matrices for a smaller download). :func:`migrate_store` converts a
@@ -48,6 +48,7 @@ def compact_store(
     dst: str | os.PathLike,
     *,
     shard_cells: int = 1024,
+    chunk_cells: int | None = None,
     compress: bool = True,
     overwrite: bool = False,
 ) -> RobustnessStore:
@@ -57,6 +58,8 @@ def compact_store(
         src: a store (read only; journal records not committed yet are refused: finish or resume the run first).
         dst: the new store (refused if it exists, unless ``overwrite`` and it is a robustbench-nas store).
         shard_cells: cells per shard file.
+        chunk_cells: cells per inner chunk (``None``: ~4 MiB per chunk; see :class:`StoreSpec`), whatever the
+            source's inner chunks were (a store of one-cell chunks comes out in the new layout).
         compress: zstd-compress the large per-cell values (confusion matrices): a smaller download.
         overwrite: replace ``dst`` if it is one of our stores.
 
@@ -76,7 +79,8 @@ def compact_store(
         raise StoreError(f"{dst} already exists; refusing to overwrite it")
     if dst.exists() or dst.is_symlink():
         ensure_ours(dst, "overwrite")  # before any work: a foreign folder is refused, untouched
-    spec = replace(source.spec, shard_cells=min(shard_cells, len(source.spec.archs)), compress=compress)
+    spec = replace(source.spec, shard_cells=min(shard_cells, len(source.spec.archs)), chunk_cells=chunk_cells,
+                   compress=compress)
     extra = {k: v for k, v in source.attrs.items() if k not in ("spec", "rbnas_schema")}
     extra["compacted_from"] = str(source.path)
     tmp = _temp_beside(dst, "compacting")

@@ -5,8 +5,9 @@ arrays (``arch``, ``seed``, ``attack``, ``eps``, ...) are written at creation, s
 tidy :class:`xarray.Dataset`.
 
 Per-cell arrays are sharded (Zarr v3 ``sharding_indexed``): one shard file holds ``shard_cells`` cells (256 by
-default) x every seed, split into inner chunks of one (cell, seed) each, whole along every other dimension. Shards
-are only ever written whole, by one writer at a time (see :mod:`.journal`).
+default) x every seed, split along ``arch`` into inner chunks of ``chunk_cells`` cells (every seed, whole along every
+other dimension; by default as many cells as fit in :data:`CHUNK_BYTES`, at most the shard). Shards are only ever
+written whole, by one writer at a time (see :mod:`.journal`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,13 @@ class StoreSpec:
         history: names of the per-epoch curves (arrays ``history_<name>``).
         stages: stages whose arrays the store holds.
         search_space: search-space name.
-        shard_cells: cells per shard file (inner chunks are always one cell and one seed).
+        shard_cells: cells per shard file.
+        chunk_cells: cells per inner chunk of a shard (every seed, the other dims whole); ``None`` (default): as
+            many as fit in :data:`CHUNK_BYTES` (4 MiB), at most the shard. Rounded down to a divisor of the
+            shard's cells (Zarr requires it). Larger chunks make plain ``xarray.open_zarr`` fast (zarr-python
+            pays ~0.2 ms per inner chunk, xarray's dask tasks ~1 ms); smaller ones make a one-cell read through
+            zarr-python cheaper (it decodes a whole inner chunk). Stores written with other inner chunks (e.g. one cell, before this
+            field existed) read the same: readers take the chunk shape from each array's metadata.
         compress: zstd-compress large per-cell values (confusion matrices); smaller files, slower reads.
 
     Example:
@@ -95,6 +102,7 @@ class StoreSpec:
     arch_coords: dict[str, list[Any]] = field(default_factory=dict)
     search_space: str = "nb201"
     shard_cells: int = 256
+    chunk_cells: int | None = None
     compress: bool = False
 
     def __post_init__(self) -> None:
@@ -153,6 +161,9 @@ class StoreSpec:
             raise ValueError(f"StoreSpec.class_names has {len(self.class_names)} names for {self.num_classes} classes")
         if self.epochs < 0 or self.shard_cells < 1:
             raise ValueError(f"StoreSpec: epochs >= 0 and shard_cells >= 1 required, got {self.epochs}, {self.shard_cells}")
+        if self.chunk_cells is not None and (isinstance(self.chunk_cells, bool) or not isinstance(self.chunk_cells, int)
+                                             or self.chunk_cells < 1):
+            raise ValueError(f"StoreSpec.chunk_cells must be None (automatic) or an int >= 1, got {self.chunk_cells!r}")
 
     # ---- coordinates -------------------------------------------------------------------------------------------
     def eps_values(self) -> list[float]:
@@ -296,9 +307,33 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
     return {a.name: a for a in out}
 
 
-def chunk_shape(a: ArraySpec, sizes: dict[str, int]) -> tuple[int, ...]:
-    """Inner chunks: one cell and one seed, everything else whole (at least 1)."""
-    return tuple(1 if d in ("arch", "seed") else max(1, sizes[d]) for d in a.dims)
+#: target size of an inner chunk when ``StoreSpec.chunk_cells`` is ``None``. Plain ``xarray.open_zarr(STORE).load()``
+#: costs ~1 ms of dask + zarr-python overhead per inner chunk, so fewer, larger chunks read faster; a one-cell read
+#: through zarr-python decodes one inner chunk per array, so smaller ones read a cell faster. 4 MiB: at 256 cells per
+#: shard every jung2023 array but the confusion matrices is one chunk per shard (those: 2), and a compressed
+#: 1024-cell export keeps one-cell reads to a few MB decoded per array (measurements: benchmarks/README.md)
+CHUNK_BYTES = 4 << 20
+#: bytes per value assumed for variable-length strings when sizing chunks
+_STR_BYTES = 64
+
+
+def chunk_cells_of(a: ArraySpec, sizes: dict[str, int], shard_cells: int, chunk_cells: int | None) -> int:
+    """Cells per inner chunk of array ``a``: ``chunk_cells`` (``None``: as many as fit in :data:`CHUNK_BYTES`),
+    at most the shard, rounded down to a divisor of the shard's cells (at least 1)."""
+    rows = max(1, min(shard_cells, sizes["arch"]))
+    if chunk_cells is None:
+        per_cell = math.prod(max(1, sizes[d]) for d in a.dims[1:])
+        per_cell *= _STR_BYTES if a.dtype == "str" else np.dtype(a.dtype).itemsize
+        chunk_cells = max(1, CHUNK_BYTES // per_cell)
+    want = max(1, min(int(chunk_cells), rows))
+    return max(c for c in range(1, want + 1) if rows % c == 0)
+
+
+def chunk_shape(a: ArraySpec, sizes: dict[str, int], shard_cells: int = 256,
+                chunk_cells: int | None = None) -> tuple[int, ...]:
+    """Inner chunks: :func:`chunk_cells_of` cells, every seed, everything else whole (at least 1)."""
+    c = chunk_cells_of(a, sizes, shard_cells, chunk_cells)
+    return tuple(c if d == "arch" else max(1, sizes[d]) for d in a.dims)
 
 
 def shard_shape(a: ArraySpec, sizes: dict[str, int], shard_cells: int) -> tuple[int, ...]:
@@ -350,6 +385,6 @@ def resolve_names(values: Sequence[str], known: Sequence[str], what: str) -> lis
 
 __all__ = [
     "ArraySpec", "DEFAULT_HISTORY", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "SCHEMA_VERSION", "STAGES",
-    "STATUS_NAMES", "StoreSpec", "array_specs", "as_cell_value", "chunk_shape", "eps_label", "shard_shape",
+    "STATUS_NAMES", "StoreSpec", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
     "stage_arrays",
 ]

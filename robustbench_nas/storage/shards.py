@@ -1,9 +1,11 @@
 """Whole-shard encode / decode of the store's Zarr v3 arrays, without zarr-python's per-chunk overhead.
 
 Every per-cell array of a store is a Zarr v3 array with the ``sharding_indexed`` codec: one shard file holds
-``shard_cells`` cells x every seed, split into inner chunks of exactly one (cell, seed) each, so one cell's record is
-read alone (a byte-range read) and a block of cells is one file. zarr-python spends ~0.2 ms per inner chunk; a
-full-size store has ~150,000 of them, so reading or writing a store through zarr takes tens of seconds. This module
+``shard_cells`` cells x every seed, split along ``arch`` into inner chunks of ``chunk_cells`` cells (every seed,
+the other dims whole; ~4 MiB by default), so a block of cells is one file, one cell's record is a byte-range read
+(here) or one inner chunk per array (zarr-python), and ``xarray.open_zarr`` has few chunks to handle (zarr-python
+spends ~0.1-0.2 ms per inner chunk; stores of one (cell, seed) per chunk, which this code still reads, have ~150,000
+of them at full size). This module
 reads and writes the very same bytes (the Zarr v3 sharding format: encoded inner chunks, then an index of
 ``(offset, nbytes)`` uint64 pairs in C order of the chunk grid, then the CRC32C of the index) with a handful of
 numpy calls per shard. ``xarray.open_zarr`` and zarr-python read what is written here unchanged.
@@ -145,7 +147,8 @@ def layout_from_meta(name: str, meta: dict[str, Any]) -> ArrayLayout | None:
         if zstd is False:
             return None
         chunk = tuple(int(c) for c in conf["chunk_shape"])
-        # our layouts: shards split only along the first dim; inner chunks (1, .., 1, whole, .., whole)
+        # our layouts: shards split only along the first dim; inner chunks (c, whole, .., whole) or, as stores
+        # before ``chunk_cells`` were written, (1, .., 1, whole, .., whole)
         if any(o != s for o, s in zip(outer[1:], shape[1:])) or not _row_chunks(chunk, outer):
             return None
         return ArrayLayout(shard=outer, chunk=chunk, zstd=zstd, **common)
@@ -156,16 +159,14 @@ def layout_from_meta(name: str, meta: dict[str, Any]) -> ArrayLayout | None:
 
 
 def _row_chunks(chunk: tuple[int, ...], shard: tuple[int, ...]) -> bool:
-    """Inner chunks are 1 along leading dims and whole along the rest, so chunk C order is array C order."""
-    whole = False
-    for c, s in zip(chunk, shard):
-        if whole and c != s:
-            return False
-        if c != 1:
-            if c != s:
-                return False
-            whole = True
-    return True
+    """Inner chunks are 1 along leading dims, then a divisor of the shard along one dim, then whole along the
+    rest (so chunk C order is array C order); a split other than along the first dim must be whole (no padding)."""
+    if len(chunk) != len(shard) or any(c < 1 or s % c for c, s in zip(chunk, shard)):
+        return False
+    split = next((d for d, c in enumerate(chunk) if c != 1), len(chunk))
+    if split > 0 and split < len(chunk) and chunk[split] != shard[split]:
+        return False
+    return all(c == s for c, s in zip(chunk[split + 1:], shard[split + 1:]))
 
 
 def _inner_codecs(codecs: list[dict[str, Any]], dtype: np.dtype) -> int | None | bool:
@@ -217,17 +218,38 @@ def _decode_chunk(layout: ArrayLayout, data: bytes | memoryview, shape: tuple[in
 
 
 # ---- whole shards ------------------------------------------------------------------------------------------------
+def _chunk_grid(layout: ArrayLayout, rows: int) -> tuple[int, int, int]:
+    """``(c0, n_in, padded)`` for a shard with ``rows`` in-bounds rows: cells per inner chunk, inner chunks that
+    hold in-bounds rows (they come first in C order), and those chunks' rows (``rows`` rounded up to ``c0``)."""
+    assert layout.chunk is not None
+    grid = layout.grid
+    c0 = layout.chunk[0] if layout.chunk else 1
+    per_row = int(np.prod(grid[1:])) if len(grid) > 1 else 1
+    n_rows = -(-rows // c0)
+    return c0, n_rows * per_row, n_rows * c0
+
+
+def _pad_rows(layout: ArrayLayout, block: np.ndarray, padded: int) -> np.ndarray:
+    """``block`` with fill rows appended up to ``padded`` rows (an inner chunk past the array's end is written
+    whole, its out-of-bounds part at the fill value, as zarr-python does)."""
+    if padded == block.shape[0]:
+        return block
+    pad = _fill_array(layout, (padded - block.shape[0], *block.shape[1:]))
+    return np.concatenate([np.asarray(block, dtype=pad.dtype), pad])
+
+
 def encode_shard(layout: ArrayLayout, block: np.ndarray) -> bytes:
     """The bytes of one shard holding ``block`` (its in-bounds rows: ``(rows, *shape[1:])``).
 
-    Every in-bounds inner chunk is written (fill values included) in C order, so an uncompressed shard's data
-    region is the block's own bytes; chunks past the end of the array are marked empty.
+    Every inner chunk holding in-bounds rows is written (fill values included) in C order, so an uncompressed
+    shard's data region is the block's own bytes (plus the fill rows completing the last chunk); chunks wholly past
+    the end of the array are marked empty. Inner chunks are ``chunk[0]`` cells along the first dim and either whole
+    along the rest or (``chunk[0] == 1``) 1 along leading dims then whole: chunk C order is array C order.
     """
     assert layout.shard is not None and layout.chunk is not None
-    grid = layout.grid
-    n_total = int(np.prod(grid))
-    per_row = int(np.prod(grid[1:])) if len(grid) > 1 else 1
-    n_in = block.shape[0] * per_row
+    n_total = int(np.prod(layout.grid))
+    _, n_in, padded = _chunk_grid(layout, block.shape[0])
+    block = _pad_rows(layout, block, padded)
     index = np.full((n_total, 2), _EMPTY, dtype="<u8")
     if not layout.is_str and layout.zstd is None:
         data = np.ascontiguousarray(block, dtype=layout.dtype.newbyteorder("<")).tobytes()
@@ -252,10 +274,8 @@ def decode_shard(layout: ArrayLayout, raw: bytes, rows: int, out: np.ndarray | N
     """The in-bounds ``rows`` of a shard from its bytes (missing chunks at the fill value), decoded into ``out``
     (a C-contiguous array of shape ``(rows, *shape[1:])``) when given."""
     assert layout.shard is not None and layout.chunk is not None
-    grid = layout.grid
-    n_total = int(np.prod(grid))
-    per_row = int(np.prod(grid[1:])) if len(grid) > 1 else 1
-    n_in = rows * per_row
+    n_total = int(np.prod(layout.grid))
+    _, n_in, padded = _chunk_grid(layout, rows)
     ib = raw[len(raw) - 16 * n_total - 4: len(raw) - 4]
     if len(raw) < 16 * n_total + 4 or _crc32c(ib) != int.from_bytes(raw[-4:], "little"):
         raise ValueError(f"{layout.name}: shard index checksum mismatch (a damaged shard file)")
@@ -269,22 +289,27 @@ def decode_shard(layout: ArrayLayout, raw: bytes, rows: int, out: np.ndarray | N
         if layout.zstd is None:
             expect = np.arange(n_in, dtype=np.uint64) * np.uint64(size)
             if (index[:, 1] == size).all() and (index[:, 0] == expect).all():  # our writer's layout: one copy
+                # in-bounds rows are the first ones in C order; the fill rows completing the last chunk follow
                 out[...] = np.frombuffer(raw, dtype=layout.dtype.newbyteorder("<"), count=out.size).reshape(shape)
                 return out
         elif native and out.flags.c_contiguous:  # every chunk present: decompress straight into place
-            flat = out.reshape((n_in, size // layout.dtype.itemsize))
+            full = out if padded == rows else np.empty((padded, *shape[1:]), dtype=layout.dtype)
+            flat = full.reshape((n_in, size // layout.dtype.itemsize))
             view = memoryview(raw)
             codec = _zstd(layout.zstd)
             for k, (off, nb) in enumerate(index.tolist()):
                 codec.decode(view[off: off + nb], out=flat[k])
+            if full is not out:
+                out[...] = full[:rows]
             return out
-    out[...] = _fill_array(layout, shape)
-    chunks = out.reshape((n_in, *layout.chunk))
+    full = _fill_array(layout, (padded, *shape[1:]))
+    chunks = full.reshape((n_in, *layout.chunk))
     view = memoryview(raw)
     for k, (off, nb) in enumerate(index.tolist()):
         if off == int(_EMPTY):
             continue
         chunks[k] = _decode_chunk(layout, view[off: off + nb], layout.chunk)
+    out[...] = full[:rows]
     return out
 
 
@@ -303,15 +328,16 @@ def read_shard(root: Path, layout: ArrayLayout, b: int, out: np.ndarray | None =
 
 
 def read_row(root: Path, layout: ArrayLayout, i: int) -> np.ndarray:
-    """Row ``i`` (one cell, every seed) alone: the shard index, then only that cell's inner chunks (byte ranges)."""
+    """Row ``i`` (one cell, every seed) alone: the shard index, then only the byte ranges holding that cell
+    (uncompressed chunks: the cell's own bytes; compressed or string chunks: the inner chunks holding it)."""
     if layout.shard is None:
         return read_array(root, layout)[i]
     assert layout.chunk is not None
     b = i // layout.rows_per_shard
-    grid = layout.grid
-    n_total = int(np.prod(grid))
-    per_row = int(np.prod(grid[1:])) if len(grid) > 1 else 1
-    k0 = (i - b * layout.rows_per_shard) * per_row
+    n_total = int(np.prod(layout.grid))
+    c0, per_row, _ = _chunk_grid(layout, 1)
+    r = i - b * layout.rows_per_shard
+    k0, rr = (r // c0) * per_row, r % c0  # first inner chunk holding the cell; the cell's row in it
     shape = tuple(layout.shape[1:])
     try:
         fh = open(layout.shard_path(root, b), "rb")
@@ -324,16 +350,24 @@ def read_row(root: Path, layout: ArrayLayout, i: int) -> np.ndarray:
         if _crc32c(ib) != int.from_bytes(tail[-4:], "little"):
             raise ValueError(f"{layout.name}: shard index checksum mismatch (a damaged shard file)")
         index = np.frombuffer(ib, dtype="<u8").reshape(n_total, 2)[k0: k0 + per_row]
-        out = _fill_array(layout, (per_row, *layout.chunk[1:])) if per_row else _fill_array(layout, shape)
+        sub = layout.chunk[1:]  # one row of an inner chunk
+        out = _fill_array(layout, (per_row, *sub)) if per_row else _fill_array(layout, shape)
         present = index[:, 0] != _EMPTY
         if present.any():
-            lo = int(index[present, 0].min())
-            hi = int((index[present, 0] + index[present, 1]).max())
+            raw_rows = not layout.is_str and layout.zstd is None
+            row_nb = int(np.prod(sub)) * layout.dtype.itemsize
+            spans = [(int(index[k, 0]) + rr * row_nb, row_nb) if raw_rows else (int(index[k, 0]), int(index[k, 1]))
+                     for k in np.flatnonzero(present)]
+            if raw_rows and any(int(index[k, 1]) != c0 * row_nb for k in np.flatnonzero(present)):
+                raise ValueError(f"{layout.name}: inner chunk of unexpected size (a damaged shard file)")
+            lo = min(o for o, _ in spans)
+            hi = max(o + n for o, n in spans)
             fh.seek(lo)
             buf = memoryview(fh.read(hi - lo))
-            for k in np.flatnonzero(present):
-                off, nb = int(index[k, 0]) - lo, int(index[k, 1])
-                out[k] = _decode_chunk(layout, buf[off: off + nb], layout.chunk[1:])
+            for k, (off, nb) in zip(np.flatnonzero(present), spans):
+                piece = buf[off - lo: off - lo + nb]
+                out[k] = (_decode_chunk(layout, piece, sub) if raw_rows
+                          else _decode_chunk(layout, piece, layout.chunk)[rr])
     return out.reshape(shape)
 
 

@@ -1,7 +1,7 @@
 """Create, write and read robustbench-nas Zarr (format 3) stores.
 
 The store ``rbnas run`` writes is the publishable dataset as it is: every per-cell array is sharded (``shard_cells``
-cells x every seed per shard file, inner chunks of one (cell, seed)). Writes go through a durable journal and whole-
+cells x every seed per shard file, inner chunks of ``chunk_cells`` cells, ~4 MiB by default). Writes go through a durable journal and whole-
 shard commits under one lock (:mod:`.journal`); reads of whole arrays, single cells and bookkeeping decode shards
 directly (:mod:`.shards`). Plain ``xarray.open_zarr(path)`` reads the same files. See ``docs/storage.md``.
 """
@@ -202,14 +202,16 @@ class RobustnessStore:
             cls._write_coords(group, spec)
             for a in array_specs(spec).values():
                 shape = tuple(sizes[d] for d in a.dims)
-                cell = chunk_shape(a, sizes)
-                cell_bytes = int(np.prod(cell)) * (np.dtype(a.dtype).itemsize if a.dtype != "str" else 8)
+                chunk = chunk_shape(a, sizes, spec.shard_cells, spec.chunk_cells)
+                # compression is decided per (cell, seed) value: only the large ones (confusion matrices)
+                cell_bytes = int(np.prod([max(1, sizes[d]) for d in a.cell_dims])) * (
+                    np.dtype(a.dtype).itemsize if a.dtype != "str" else 8)
                 compress = spec.compress and a.dtype != "str" and cell_bytes > COMPRESS_BYTES
                 group.create_array(
                     a.name,
                     shape=shape,
                     dtype=_zarr_dtype(a),
-                    chunks=cell,
+                    chunks=chunk,
                     shards=shard_shape(a, sizes, spec.shard_cells),
                     compressors=zarr.codecs.ZstdCodec(level=3, checksum=False) if compress else None,
                     fill_value=a.fill,

@@ -18,11 +18,13 @@ from ..common import fail
               help="long: one row per value; wide: one row per (cell, seed).")
 @click.option("--all-values", is_flag=True, help="Include values of stages not marked done.")
 @click.option("--shard-cells", default=1024, show_default=True, type=int, help="zarr: cells per shard file.")
+@click.option("--chunk-cells", default=None, type=click.IntRange(min=1),
+              help="zarr: cells per inner chunk (default: ~4 MiB per chunk, at most the shard).")
 @click.option("--compress/--no-compress", default=True, show_default=True,
               help="zarr: zstd-compress the confusion matrices (smaller download, slower reads).")
 @click.option("--force", is_flag=True, help="Replace an existing --out (a zarr --out only if it is one of our stores).")
 def command(store_path: str, fmt: str, out_path: str | None, kind: str, all_values: bool, shard_cells: int,
-            compress: bool, force: bool) -> None:
+            chunk_cells: int | None, compress: bool, force: bool) -> None:
     """Write STORE's results as one tidy pandas table (confusion matrices stay in the store), or compact it."""
     from robustbench_nas.storage import StoreError, open_store
 
@@ -32,7 +34,8 @@ def command(store_path: str, fmt: str, out_path: str | None, kind: str, all_valu
             from robustbench_nas.storage.compact import compact_store
 
             out_z = Path(out_path) if out_path else store.path.with_name(f"{store.path.stem}.compact.zarr")
-            compact_store(store.path, out_z, shard_cells=shard_cells, compress=compress, overwrite=force)
+            compact_store(store.path, out_z, shard_cells=shard_cells, chunk_cells=chunk_cells, compress=compress,
+                          overwrite=force)
             click.echo(f"wrote a copy ({shard_cells} cells per shard{', compressed' if compress else ''}) to {out_z}")
             return
     except (StoreError, ValueError) as e:
