@@ -439,7 +439,7 @@ def _architecture(rep: ReportBuilder, cfg: AnalysisConfig, ds: xr.Dataset, T: pd
     space = summary["search_space"]
     try:
         eff = arch.op_edge_effects(T, eff_targets, space)
-    except (KeyError, ValueError, NotImplementedError) as e:
+    except (KeyError, ValueError) as e:
         eff = pd.DataFrame()
         rep.warn("architecture", f"per-position effects skipped: {e}")
     if not eff.empty and pd.api.types.is_numeric_dtype(eff["op"]):

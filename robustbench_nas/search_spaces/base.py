@@ -304,7 +304,7 @@ class SearchSpace(abc.ABC):
 
     def layer_choices(self, indices: Sequence[int]) -> np.ndarray:
         """The choice at each position for each index: shape ``(len(indices), len(layer_labels()))``."""
-        raise NotImplementedError(f"{self.name} has no per-position choices")
+        raise ValueError(f"search space {self.name!r} has no per-position choices (layer_labels() is empty)")
 
 
 def register_encoding(name: str, space: str | type = "nb201") -> Callable[[Encoder], Encoder]:
