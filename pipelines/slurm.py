@@ -669,7 +669,7 @@ def write_credentials(base_dir: str | os.PathLike) -> tuple[Any, Path]:
     """Make TLS credentials for one run and write them where the worker jobs can read them.
 
     A fresh self-signed certificate and RSA key (``distributed.Security.temporary``) are written as ``ca.pem``,
-    ``cert.pem`` and ``key.pem`` into a new folder ``<base_dir>/.rbnas-credentials-XXXX`` made with mode 0700
+    ``cert.pem`` and ``key.pem`` into a new folder ``<base_dir>/.rbnas-credentials-<random suffix>`` made with mode 0700
     (``tempfile.mkdtemp``); each file is created with mode 0600 (``O_EXCL``: never through an existing file or
     link). Only the owner (and root) can read the key; ``base_dir`` must be on the file system the compute nodes
     share.
