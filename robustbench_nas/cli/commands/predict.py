@@ -19,7 +19,8 @@ from ..common import echo_json, fail
 @click.option("--repeats", default=5, show_default=True, type=int, help="Random splits (seeds seed, seed+1, ...).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--model", default="auto", show_default=True,
-              help="auto (chosen by 5-fold CV inside the training cells among rf3, gp, et, rf3+gp, et+gp) or a "
+              help="auto (chosen by 5-fold CV inside the training cells among the AUTO_CANDIDATES of "
+                   "robustbench_nas.analysis.prediction: extra-trees, forest and GP on feature views, rank averages) or a "
                    "registered model.")
 @click.option("--encodings", default="all", show_default=True,
               help="Cell encodings as features (onehot, opcount, path, graf, all), or 'none'.")
