@@ -180,6 +180,7 @@ PROPAGATION_CONV3_GAIN: tuple[float, ...] = (1.0, 0.5, 0.25)
 #: Cells of the NB201 network (3 stages of 5) and the positions of the residual reduction blocks between stages.
 _NB201_CELLS, _REDUCTIONS = 15, (5, 10)
 _DEAD = 10.0  # log perturbation-to-signal ratio of a cell whose output carries no signal (worse than any live one)
+# (with signal at the output the perturbation power is positive too: every op passes some of both, so log D/S is finite)
 
 
 @register_encoding("propagation", NB201SearchSpace)
@@ -209,8 +210,8 @@ def propagation(cell: Cell) -> dict[str, float]:
                         S, D = (1.0, D / S) if S > 0 else (0.0, 0.0)
                     S, D = propagate(cell, S, D, smooth=a, pool_noise=q, conv3_gain=g)
                     if c in (0, _NB201_CELLS - 1):
-                        out[f"prop_snr{c + 1}{tag}"] = float(np.log((D + 1e-12) / (S + 1e-12))) if S > 0 else _DEAD
-            out[f"prop_logS[a={a:g}]"] = float(np.log(S + 1e-12)) if S > 0 else -30.0
+                        out[f"prop_snr{c + 1}{tag}"] = float(np.log(D / S)) if S > 0 else _DEAD
+            out[f"prop_logS[a={a:g}]"] = float(np.log(S)) if S > 0 else -30.0
     for c in (0.5, 1.0, 2.0):
         for h in (1.0, 1 / 3, 1 / 9):
             out[f"prop_gain[c={c:g},pool={h:.2f}]"] = path_gain(cell, {"skip_connect": 1.0, "nor_conv_1x1": c,
