@@ -32,9 +32,9 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--trees", default=100, show_default=True,
               help="Trees (boosting rounds) of the ensemble regressors; 0: each model's own default (300).")
 @click.option("--encodings", default="default", show_default=True,
-              help="Architecture encodings as features: the space's names (nb201: onehot, opcount, path, graf; "
-                   "nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; nats-sss: channels,width), "
-                   "'all', or 'none'.")
+              help="Architecture encodings as features: the space's names (nb201: onehot, opcount, path, graf, "
+                   "pathstats, propagation; nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; "
+                   "nats-sss: channels,width), 'all', or 'none'.")
 @space_option(default=None)
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)

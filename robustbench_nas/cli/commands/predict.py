@@ -20,10 +20,11 @@ from ..common import echo_json, fail
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--model", default="auto", show_default=True,
               help="auto (chosen by 5-fold CV inside the training cells among the AUTO_CANDIDATES of "
-                   "robustbench_nas.analysis.prediction: extra-trees, forest and GP on feature views, rank averages) or a "
-                   "registered model.")
+                   "robustbench_nas.analysis.prediction: extra-trees, forest and GP on feature views and their rank "
+                   "averages) or a registered model.")
 @click.option("--encodings", default="all", show_default=True,
-              help="Cell encodings as features (onehot, opcount, path, graf, all), or 'none'.")
+              help="Cell encodings as features (nb201: onehot, opcount, path, graf, pathstats, propagation; all), or "
+                   "'none'.")
 @click.option("--proxies", "proxy_table", default=None,
               help="Also use a proxy table's proxies as features ('shipped' or a CSV; NaN where not computed).")
 @click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
