@@ -304,9 +304,10 @@ def feature_importance(
 #: Views (:func:`feature_views`): ``signal`` = the route and propagation features of the cell (``route_*``,
 #: ``prop_*``: per-path conv counts, effective depth, the mean-field perturbation-to-signal ratios) and its costs;
 #: ``compact`` = every feature but the one-hot and path encodings (op counts, GRAF, route, propagation, costs,
-#: proxies); ``all``. On PGD@1/255 of the published release (3 seeded splits, held-out Spearman) extra-trees on the
-#: signal view is the best single model at 100 cells (0.756 vs 0.667 for the former default's forest) and on the
-#: compact view at 1000 (0.887 vs 0.866); their rank average with a GP is the steadiest. Which one a run uses is
+#: proxies); ``all``. On PGD@1/255 of the published release (seeded splits, held-out Spearman,
+#: docs/results/predictor_experiments.json) extra-trees on the signal view is the best single model at 100 cells
+#: (0.770 vs 0.692 for a forest on op counts + GRAF + costs) and on the compact view at 1000 (0.886 vs 0.866 for
+#: extra-trees on every former encoding); their rank average with a GP is the steadiest. Which one a run uses is
 #: chosen by inner cross-validation only (``select_model``).
 AUTO_CANDIDATES: dict[str, tuple[tuple[str, str], ...]] = {
     "et": (("et", "compact"),),
