@@ -161,3 +161,24 @@ def test_measures_reject_bad_input() -> None:
     net.train()
     with pytest.raises(ValueError, match="training mode"):
         jacobian_norms(net, x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_hessian_active_subset_is_bitwise_the_full_batch(method: str) -> None:
+    """Rebuilding the graph on the unconverged images (the default) gives the full-batch iteration's bits.
+
+    Full-size cell (C=16, N=5), float32, 64 images in chunks of 32 as the ``hessian_eig`` proxy runs it; the images
+    converge at different iterations (checked), so the rebuild really happens.
+    """
+    from robustbench_nas.proxies._utils import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    net = calibrate_batchnorm(build_model(ARCH, num_classes=10, C=16, N=5), x)
+    full = hessian_max_eig(net, x, y, max_iter=12, tol=1e-3, seed=0, method=method, shrink=0.0)
+    active = hessian_max_eig(net, x, y, max_iter=12, tol=1e-3, seed=0, method=method)
+    assert int(full.iters.min()) < int(full.iters.max())  # uneven convergence: the subset path was exercised
+    assert torch.equal(full.eig, active.eig) and torch.equal(full.iters, active.iters)
+    assert torch.equal(full.converged, active.converged)
