@@ -97,6 +97,7 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
     seed0 = int(facts["protocol"]["seeds"][0]) if facts.get("protocol") else 0
     main = long[long["seed"] == seed0].sort_values("uid")
     out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
     main[["arch_str", "uid", *proxies]].to_csv(out_csv, index=False, float_format="%.17g")
     p = facts["protocol"] or {}
     meta: dict[str, Any] = {
