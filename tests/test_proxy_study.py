@@ -54,6 +54,13 @@ def test_study_ranks_joined_proxies(synth, tmp_path):
     assert "corruption:fog@s3" in set(R.target) and "hrs@fgsm@Linf@8/255" not in set(R.target)
     assert (tmp_path / "proxy_study" / "proxy_heatmap_all.png").stat().st_size > 0
     assert "Published findings" in body
+    assert "Seed noise" not in body and not (tmp_path / "proxy_study" / "seed_noise.csv").exists()
+    noise = {"good": {"spearman_between_seeds": 0.9, "noise_ratio": 0.2, "cells": 10, "seeds": [0, 1, 2]},
+             "noise": {"spearman_between_seeds": 0.1, "noise_ratio": 1.1, "cells": 10, "seeds": [0, 1, 2]}}
+    body, summary = run_proxy_study(ds, P, tmp_path / "n", ProxyStudyConfig(n_boot=50, trees=10), seed_noise=noise)
+    S = pd.read_csv(tmp_path / "n" / "proxy_study" / "seed_noise.csv")
+    assert list(S["proxy"]) == ["good", "noise"] and list(S["noise_ratio"]) == [0.2, 1.1]  # quietest first
+    assert "Seed noise" in body and summary["seed_noise_cells"] == 10
 
 
 def test_complementarity_sees_a_sum_of_two_proxies():

@@ -220,9 +220,26 @@ def plot_proxy_heatmap(R: pd.DataFrame, out: Path, name: str = "proxy_heatmap", 
     return _save(fig, table, out, name, index=True)
 
 
+def seed_noise_table(noise: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
+    """The proxy table's seed-noise figures (its JSON's ``seed_noise``) as rows, noisiest proxy last.
+
+    Columns: ``proxy``, ``cells``, ``seeds``, ``spearman_between_seeds`` (mean over seed pairs of the cells' rank
+    agreement), ``noise_ratio`` (within-cell std over seeds / std over cells; about 1 = the ranking is noise).
+    """
+    if not noise:
+        return pd.DataFrame(columns=["proxy", "cells", "seeds", "spearman_between_seeds", "noise_ratio"])
+    rows = [{"proxy": k, "cells": v.get("cells"), "seeds": ",".join(str(s) for s in v.get("seeds", [])),
+             "spearman_between_seeds": v.get("spearman_between_seeds"), "noise_ratio": v.get("noise_ratio")}
+            for k, v in noise.items()]  # fmt: skip
+    return pd.DataFrame(rows).sort_values("noise_ratio", kind="stable").reset_index(drop=True)
+
+
 def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
-                    cfg: ProxyStudyConfig | None = None) -> tuple[str, dict[str, Any]]:
+                    cfg: ProxyStudyConfig | None = None,
+                    seed_noise: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
     """Join ``proxies`` (indexed by uid, ``proxy:*`` columns) onto ``ds``'s cells and write the study.
+
+    ``seed_noise``: the table's per-proxy seed noise (``table_meta(...)["seed_noise"]``), shown beside the ranking.
 
     Returns:
         ``(html fragment, summary)``; files in ``out_dir/proxy_study/``.
@@ -260,7 +277,11 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
             i = r["spearman"].idxmax()
             best[t] = {k: (float(r.loc[i, k]) if k != "feature" else str(r.loc[i, k]))
                        for k in ("feature", "spearman", "spearman_lo", "spearman_hi")}
-    summary = {"cells": int(len(common)), "best_proxy": best, "seconds": time.time() - t0}
+    noise = seed_noise_table(seed_noise)
+    if len(noise):
+        noise.to_csv(out / "seed_noise.csv", index=False)
+    summary = {"cells": int(len(common)), "best_proxy": best, "seconds": time.time() - t0,
+               "seed_noise_cells": int(noise["cells"].max()) if len(noise) else 0}
     from .ranking import to_markdown
 
     def tbl(df: pd.DataFrame) -> str:
@@ -277,7 +298,11 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
             + "".join(f'<img src="proxy_study/{p.name}" style="max-width:100%">' for p in figs)
             + "<h3>Top proxies per target</h3>" + tbl(top)
             + "<h3>Complementarity (random forests, 3-fold CV)</h3>" + tbl(scores)
-            + "<h3>Published findings</h3>" + tbl(comp))  # fmt: skip
+            + "<h3>Published findings</h3>" + tbl(comp)
+            + ("<h3>Seed noise (initialisation seeds, same batch)</h3><p>How much of each proxy's ranking is its own "
+               "initialisation: Spearman between the cells' values at two seeds (mean over seed pairs) and the "
+               "within-cell spread over the between-cell spread (about 1: the ranking is noise).</p>"
+               + tbl(noise.round(3)) if len(noise) else ""))  # fmt: skip
     return body, summary
 
 
@@ -289,9 +314,11 @@ def proxy_study_section(ctx: SectionContext) -> None:
     """The report section: runs when ``AnalysisConfig.proxies`` names a table (``rbnas analyze --proxies``)."""
     if not ctx.config.proxies:
         return
-    from .proxy_table import load_table
+    from .proxy_table import load_table, table_meta
 
-    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out, ProxyStudyConfig(seed=ctx.config.seed))
+    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out,
+                                    ProxyStudyConfig(seed=ctx.config.seed),
+                                    seed_noise=table_meta(ctx.config.proxies).get("seed_noise"))
     ctx.summary["proxy_study"] = summary
     if summary.get("warning"):
         ctx.report.warn("proxy_study", f"{summary['warning']}: intervals are wide, read the values as provisional")
@@ -304,10 +331,12 @@ def proxy_study_section(ctx: SectionContext) -> None:
     for name, what in (("proxy_ranking.csv", "every proxy vs every target, Spearman/Kendall with intervals"),
                        ("complementarity.csv", "forests on one proxy / all proxies / encodings / both"),
                        ("permutation_importance.csv", "permutation importance of the proxies"),
-                       ("published_comparison.csv", "published findings next to ours")):  # fmt: skip
-        ctx.report.file(f"proxy_study/{name}", what)
+                       ("published_comparison.csv", "published findings next to ours"),
+                       ("seed_noise.csv", "each proxy's seed noise (from the table's JSON)")):  # fmt: skip
+        if name != "seed_noise.csv" or summary.get("seed_noise_cells"):
+            ctx.report.file(f"proxy_study/{name}", what)
     ctx.report.section("proxy_study", "Zero-cost proxies vs the published robustness", body)
 
 
 __all__ = ["ProxyStudyConfig", "proxy_study_section", "complementarity", "plot_proxy_heatmap", "published_comparison", "rank_proxies",
-           "run_proxy_study", "study_targets"]
+           "run_proxy_study", "seed_noise_table", "study_targets"]
