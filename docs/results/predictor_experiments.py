@@ -7,7 +7,7 @@ its candidates by inner cross-validation only; these held-out figures never feed
 
 Run (about 2 minutes for 100 cells, 3 repeats, one thread)::
 
-    OMP_NUM_THREADS=1 python docs/results/predictor_experiments.py /tmp/lead/jung.zarr --sizes 100 --repeats 3 \
+    OMP_NUM_THREADS=1 python docs/results/predictor_experiments.py runs/jung.zarr --sizes 100 --repeats 3 \
         --out docs/results/predictor_experiments.json
 
 Feature sets: ``old_compact`` (op counts + GRAF + params/FLOPs, the former default's view), ``old_all`` (+ one-hot and
