@@ -8,6 +8,9 @@ Records:
   shared-pass engine (``engine="shared"``) vs the same proxies one at a time, each on its own copy
   (``engine="separate"``, the reference path), run side by side on the same cells, batch and seed;
   ``results_agree`` means every value equal bit for bit (NaN = NaN); ``same_work: true``. Cells: ``ENGINE_ARCHS``.
+* ``measures_hessian_active_vs_full_<device>``: the ``hessian_eig`` proxy's Lanczos with Hessian-vector products
+  only on the images still iterating (the default) vs on the whole chunk every time (``shrink=0``), same cells and
+  start vectors; ``results_agree`` = every eigenvalue and iteration count equal bit for bit; ``same_work: true``.
 * ``measures_<name>_<device>``: seconds per cell of one measure on 32 images (eval mode).
 * ``measures_jacobian_exact_vs_jacrev_<device>``: our batched exact Jacobian norm (one backward per class for the
   whole batch) vs the per-image ``torch.func.jacrev`` a user would write; agreement to 1e-4 relative.
@@ -97,6 +100,38 @@ def engine_record(device: torch.device, quick: bool) -> dict[str, Any]:
                        clock="process_cpu" if device.type == "cpu" else "wall")
 
 
+def hessian_active_record(device: torch.device, quick: bool) -> dict[str, Any]:
+    """``measures_hessian_active_vs_full_<device>``: the ``hessian_eig`` proxy's Lanczos (full-size cells, BN
+    calibrated on the batch, 64 images in chunks of 32, <= 20 HVPs, tol 1e-3) with HVPs on the unconverged images
+    only (the default) vs every HVP on the whole chunk (``shrink=0``, the former code); bitwise agreement."""
+    from robustbench_nas.measures import hessian_max_eig
+    from robustbench_nas.proxies import init_model
+    from robustbench_nas.proxies._utils import calibrate_batchnorm
+    from robustbench_nas.proxies.input_derivatives import HESSIAN_MAX_ITER, HESSIAN_TOL
+
+    C, N = (8, 1) if quick else (16, 5)
+    n = 16 if quick else 64
+    x, y, source = _batch(n, device)
+    ours = base = wall_o = wall_b = 0.0
+    agree, per_cell = True, []
+    for arch in ENGINE_ARCHS:
+        net = calibrate_batchnorm(init_model(arch, 0, C=C, N=N).to(device), x)
+        kw = dict(max_iter=HESSIAN_MAX_ITER, tol=HESSIAN_TOL, seed=0, method="lanczos")
+        hessian_max_eig(net, x[:8], y[:8], **{**kw, "max_iter": 2})  # warm-up: neither side pays first-call costs
+        s_o, w_o, r_o = _seconds(lambda: hessian_max_eig(net, x, y, **kw), device)
+        s_b, w_b, r_b = _seconds(lambda: hessian_max_eig(net, x, y, shrink=0.0, **kw), device)
+        agree &= bool(torch.equal(r_o.eig, r_b.eig) and torch.equal(r_o.iters, r_b.iters))
+        ours, base, wall_o, wall_b = ours + s_o, base + s_b, wall_o + w_o, wall_b + w_b
+        per_cell.append({"arch": arch, "active_s": s_o, "full_s": s_b, "hvps_mean": float(r_o.iters.double().mean()),
+                         "hvps_max": int(r_o.iters.max())})
+    k = len(ENGINE_ARCHS)
+    return make_result(f"measures_hessian_active_vs_full_{device.type}", ours / k, base / k, agree,
+                       baseline="the same batched Lanczos, every HVP on the whole chunk (shrink=0)",
+                       tolerance="bitwise", same_work=True, unit="s/cell", n_images=n, per_cell=per_cell,
+                       wall_ours_s=wall_o, wall_baseline_s=wall_b, device=str(device), C=C, N=N, data=source,
+                       clock="process_cpu" if device.type == "cpu" else "wall")
+
+
 def run_device(device: torch.device, quick: bool) -> list[dict[str, Any]]:
     from robustbench_nas.measures import MeasureConfig, compute_measures, hessian_max_eig, jacobian_norms, list_measures
     from robustbench_nas.proxies import compute_proxies, init_model, list_proxies
@@ -153,9 +188,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     records = []
     with torch_threads(1):
         records.append(engine_record(torch.device("cpu"), quick))
+        records.append(hessian_active_record(torch.device("cpu"), quick))
         records += run_device(torch.device("cpu"), quick)
     if torch.cuda.is_available():
         records.append(engine_record(torch.device("cuda"), quick))
+        records.append(hessian_active_record(torch.device("cuda"), quick))
         records += run_device(torch.device("cuda"), quick)
     for r in records:
         save_result(r)
