@@ -327,13 +327,23 @@ def unique_cell_flops(table: dict[str, float]) -> np.ndarray:
 
 
 def fit_time_per_image(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares ``seconds/image = a + b * flops`` through measured ``(flops, seconds/image)`` points."""
-    f = np.array([p[0] for p in points])
-    t = np.array([p[1] for p in points])
+    """Least-squares ``seconds/image = a + b * flops`` with ``a, b >= 0`` through measured ``(flops, s/image)`` points.
+
+    Timing noise (a loaded machine, two close cells) can make the free fit's slope or intercept negative, which would
+    project negative hours; the constrained fit then keeps the better of a constant (``b = 0``) and a line through
+    the origin (``a = 0``).
+    """
+    f = np.array([p[0] for p in points], dtype=np.float64)
+    t = np.array([p[1] for p in points], dtype=np.float64)
     if len(points) == 1:
         return 0.0, float(t[0] / f[0])
     b, a = np.polyfit(f, t, 1)
-    return float(max(a, 0.0)), float(b)
+    if a >= 0 and b >= 0:
+        return float(a), float(b)
+    const = (float(t.mean()), 0.0)
+    origin = (0.0, float(f @ t / (f @ f)))
+    sse = [float(np.sum((t - (c + s * f)) ** 2)) for c, s in (const, origin)]
+    return const if sse[0] <= sse[1] else origin
 
 
 def project_training_hours(cell_flops: np.ndarray, a: float, b: float, images: float) -> float:

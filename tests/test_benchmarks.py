@@ -147,6 +147,18 @@ def test_unique_cell_flops_match_published_extremes() -> None:
     assert cf.min() < cf.mean() < cf.max()
 
 
+def test_fit_time_per_image_never_projects_negative_time() -> None:
+    from benchmarks.bench_training import fit_time_per_image, project_training_hours
+
+    # the heavier cell measured faster (a loaded machine): the free fit's slope is negative
+    a, b = fit_time_per_image([(1e6, 0.02), (5e6, 0.01)])
+    assert a == pytest.approx(0.015) and b == 0.0  # the constant fits these two points better than a line through 0
+    # a steep line whose free intercept is negative: the line through the origin
+    a, b = fit_time_per_image([(1e6, 0.001), (2e6, 0.004)])
+    assert a == 0.0 and b == pytest.approx((1e6 * 0.001 + 2e6 * 0.004) / (1e12 + 4e12))
+    assert project_training_hours(np.array([1e6, 3e6]), a, b, 1e6) > 0
+
+
 def test_fit_time_per_image_recovers_a_line() -> None:
     from benchmarks.bench_training import fit_time_per_image, project_training_hours
 
