@@ -188,7 +188,12 @@ def croze_score_shared(
     robust=True,
 )
 def croze(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -> float:
+    return croze_score(net, x, y, cells_per_stage=cells_per_stage(net))
+
+
+def cells_per_stage(net: nn.Module) -> int:
+    """``N`` of an NB201 network (the reference pairs layers with features by cells seen // N)."""
     n = getattr(net, "config", {}).get("N")
     if n is None:
         raise TypeError("croze expects an NB201Network (needs .config['N'] for the reference's layer pairing)")
-    return croze_score(net, x, y, cells_per_stage=int(n))
+    return int(n)

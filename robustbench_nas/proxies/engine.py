@@ -205,12 +205,10 @@ def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wanted: Sequence[
 @register_pass_group("croze", ("croze",))
 def _croze(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wanted: Sequence[str],
            ctx: EngineContext) -> dict[str, float]:
-    from .croze import croze_score_shared
+    from .croze import cells_per_stage, croze_score_shared
 
-    n = getattr(model, "config", {}).get("N")
-    if n is None:
-        raise TypeError("croze expects an NB201Network (needs .config['N'] for the reference's layer pairing)")
-    return {"croze": croze_score_shared(copy.deepcopy(model).to(x.device), x, y, cells_per_stage=int(n))}
+    n = cells_per_stage(model)
+    return {"croze": croze_score_shared(copy.deepcopy(model).to(x.device), x, y, cells_per_stage=n)}
 
 
 @register_pass_group("input_derivatives", ("jacobian_fro", "hessian_eig"))
