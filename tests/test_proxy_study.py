@@ -128,6 +128,32 @@ def test_predict_cli(synth):
     assert r.exit_code == 2 and "only 120 cells" in r.output
 
 
+def test_predict_cli_on_the_proxy_table_cells_only(synth, tmp_path):
+    path, truth = synth
+    full = pd.read_csv(_table_csv(tmp_path / "t.csv", truth))
+    full.iloc[::3].to_csv(tmp_path / "part.csv", index=False)  # 40 of the 120 cells have proxies
+    args = ["predict", str(path), "--target", "pgd@Linf@1/255", "--train-size", "25", "--repeats", "2",
+            "--encodings", "none", "--no-store-proxies", "--json", "--model", "rf3"]
+    r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv"), "--proxy-cells-only"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["n_test"] == 40 - 25  # held-out cells are the table's other cells, none with imputed proxies
+    assert out["spearman_mean"] > 0.6  # the table's 'good' drives pgd
+    r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv")])
+    assert r.exit_code == 0 and json.loads(r.output)["n_test"] == 120 - 25
+    # the same cells without the table's proxies as features: one feature fewer per dropped proxy, and 'good' gone
+    r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv"), "--proxy-cells-only",
+                                        "--proxy-names", "noise"])
+    assert r.exit_code == 0, r.output
+    nogood = json.loads(r.output)
+    assert nogood["n_test"] == 15 and nogood["features"] == out["features"] - 1
+    assert nogood["spearman_mean"] < out["spearman_mean"] - 0.2
+    r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv"), "--proxy-names", "nope"])
+    assert r.exit_code == 2 and "proxy:nope not in the table" in r.output
+    r = CliRunner().invoke(cli, args + ["--proxy-cells-only"])
+    assert r.exit_code == 2 and "need --proxies" in r.output
+
+
 def test_analyze_with_proxy_table(synth, tmp_path):
     path, truth = synth
     csv = _table_csv(tmp_path / "t.csv", truth)

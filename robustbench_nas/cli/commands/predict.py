@@ -27,11 +27,18 @@ from ..common import echo_json, fail
                    "'none'.")
 @click.option("--proxies", "proxy_table", default=None,
               help="Also use a proxy table's proxies as features ('shipped' or a CSV; NaN where not computed).")
+@click.option("--proxy-cells-only", is_flag=True,
+              help="Train and test only on the cells the --proxies table covers (the fair test of proxies 'where "
+                   "computed': no cell gets imputed proxies).")
+@click.option("--proxy-names", default=None,
+              help="Comma list of the --proxies table's proxies to use as features (default: all; 'none': no feature, "
+                   "e.g. with --proxy-cells-only to score the same cells without proxies).")
 @click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=False, show_default=True)
 def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, model: str, encodings: str,
-            proxy_table: str | None, no_store_proxies: bool, as_json: bool, progress: bool) -> None:  # fmt: skip
+            proxy_table: str | None, proxy_cells_only: bool, proxy_names: str | None,
+            no_store_proxies: bool, as_json: bool, progress: bool) -> None:  # fmt: skip
     """Held-out Spearman / Kendall / R^2 of predicting TARGET from free per-cell features (split by uid).
 
     Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed. Every cell
@@ -74,7 +81,22 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
             fail(str(e))
         from robustbench_nas.analysis.proxy_study import signed_log
 
+        covered_by_table = P.dropna(how="all").index
+        if proxy_names is not None:
+            keep = [] if proxy_names.strip().lower() == "none" else [
+                f"proxy:{n.strip().removeprefix('proxy:')}" for n in proxy_names.split(",") if n.strip()]
+            unknown = [c for c in keep if c not in P.columns]
+            if unknown:
+                fail(f"--proxy-names: {', '.join(unknown)} not in the table (it has {', '.join(P.columns)})")
+            P = P[keep]
         F = pd.concat([F, signed_log(P.reindex(F.index))], axis=1)  # monotone; synflow (~1e49) fits float32
+        if proxy_cells_only:
+            covered = F.index.intersection(covered_by_table)
+            if covered.empty:
+                fail(f"--proxy-cells-only: none of the store's cells is in the proxy table {proxy_table!r}")
+            F, T = F.loc[covered], T.loc[covered]
+    elif proxy_cells_only or proxy_names is not None:
+        fail("--proxy-cells-only / --proxy-names need --proxies (the table)")
     n = int(T[target].notna().sum())
     if max(sizes) >= n:
         fail(f"--train-size {max(sizes)}: the store has only {n} cells with {target}")
