@@ -502,12 +502,13 @@ def _nb201_proxies() -> ProtocolConfig:
 
 @register_protocol("nb201-proxies-seeds")
 def _nb201_proxies_seeds() -> ProtocolConfig:
-    """Seed noise of the proxies: the first 10 cells of the sample at initialisation seeds 1 and 2 (same images)."""
+    """Seed noise of the proxies: the first 30 cells of the sample (3 per clean-accuracy stratum) at initialisation
+    seeds 1 and 2 (same images)."""
     from robustbench_nas.analysis.proxy_sample import shipped_sample
 
     return _nb201_proxies().replace(
-        name="nb201-proxies-seeds", archs=tuple(shipped_sample()[:10]), seeds=(1, 2),
-        description="seed noise: 10 cells of the nb201-proxies sample at seeds 1 and 2",
+        name="nb201-proxies-seeds", archs=tuple(shipped_sample()[:30]), seeds=(1, 2),
+        description="seed noise: 30 cells of the nb201-proxies sample at seeds 1 and 2",
     )
 
 
