@@ -208,18 +208,26 @@ def test_shipped_table_is_consistent():
     from robustbench_nas.analysis.proxy_sample import shipped_sample
     from robustbench_nas.proxies import list_proxies
 
-    raw = pd.read_csv(Path(__file__).resolve().parents[1] / "robustbench_nas" / "analysis" / "data"
-                      / "nb201_cifar10_proxies.csv")
+    raw_path = Path(__file__).resolve().parents[1] / "robustbench_nas" / "analysis" / "data" / "nb201_cifar10_proxies.csv"
+    raw = pd.read_csv(raw_path)
     assert list(raw.columns) == ["arch_str", "uid", *list_proxies()]
     meta = table_meta()
     assert meta["cells"] == len(raw) and meta["batch_size"] == 64 and meta["seed"] == 0
-    # the rows are the first cells of the interleaved stratified sample (the run goes in listed order), except the
-    # two cells (uids 3 and 27) the first run dispatched in uid order before the runner submitted in run order
+    # the whole stratified sample, once each
     sample = shipped_sample()
-    assert set(raw["uid"]) <= set(sample)
-    assert len(set(raw["uid"]) - set(sample[: len(raw)])) <= 2
+    assert len(raw) == meta["cells_planned"] == len(sample) == 500 and set(raw["uid"]) == set(sample)
     P = load_table()
     assert P.shape == (len(raw), len(list_proxies())) and np.isfinite(P.to_numpy()).mean() > 0.9
+    # the seed-noise rows: the seeds protocol's cells at seeds 0, 1, 2 (seed 0 = the main table's rows: files in step)
+    from pipelines import get_protocol
+
+    seeds = pd.read_csv(raw_path.with_name("nb201_cifar10_proxies_seeds.csv"))
+    cells = list(get_protocol("nb201-proxies-seeds").archs)
+    assert sorted(seeds["seed"].unique()) == [0, 1, 2] and set(seeds["uid"]) == set(cells)
+    assert len(seeds) == 3 * len(cells) and set(meta["seed_noise"]) == set(list_proxies())
+    s0 = seeds[seeds["seed"] == 0].set_index("uid").loc[cells, list_proxies()]
+    pd.testing.assert_frame_equal(s0, raw.set_index("uid").loc[cells, list_proxies()], check_exact=True)
+    assert (seeds[seeds["seed"] == 1].set_index("uid").loc[cells, "plain"] != s0["plain"]).all()  # seeds differ
 
 
 @pytest.mark.skipif(not NPZ.is_file(), reason="../shared/data/cifar10_test.npz not present")
