@@ -14,6 +14,9 @@ fails is reported in the summary with its error and makes the exit code non-zero
    the fraction of values within one 8-bit level (>= 99.9 %).
 4. ``agreement_proxies``: every registered proxy, same seed and batch: relative difference <= 1e-2 for each (the
    values of both devices are in the record).
+4b. ``engine_proxies``: the shared-pass proxy engine vs one proxy at a time on the GPU, all 16 proxies of two
+   full-size cells, batch 64 (``bench_proxies.engine_record``, cuDNN deterministic): the GPU figures of record
+   ``proxies_all_shared_vs_separate``.
 5. ``throughput_training``: images/s of one training epoch of full-size NB201 (C=16, N=5) cells, fp32 and
    channels_last+bf16 (``bench_training.gpu_records`` with a short configuration).
 6. ``throughput_attacks``: ``attacks.evaluate`` on 1,000 images of a full-size network at the reference budgets
@@ -202,6 +205,24 @@ def agreement_proxies(dev: str, sz: Sizes) -> list[dict]:
                         n_images=len(y), values=vals, rel_diff=rel, tolerance=1e-2)]
 
 
+def engine_proxies(dev: str, sz: Sizes) -> list[dict]:
+    """``proxies_all_shared_vs_separate_cuda``: the shared-pass engine vs one proxy at a time on the GPU.
+
+    Full-size cells (dry run: the benchmark's quick sizes). cuDNN is made deterministic for the section, so that
+    "bitwise" compares the two paths and not run-to-run kernel choice.
+    """
+    import torch
+
+    from benchmarks.bench_proxies import engine_record
+
+    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        return [engine_record(torch.device(dev), quick=sz.full_C != 16)]
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
 def throughput_training(dev: str, sz: Sizes) -> list[dict]:
     from benchmarks import bench_training as bt
 
@@ -278,6 +299,7 @@ SECTIONS: dict[str, Callable[..., list[dict]]] = {
     "agreement_attacks": agreement_attacks,
     "agreement_corruptions": agreement_corruptions,
     "agreement_proxies": agreement_proxies,
+    "engine_proxies": engine_proxies,
     "throughput_training": throughput_training,
     "throughput_attacks": throughput_attacks,
     "throughput_corruptions": throughput_corruptions,
