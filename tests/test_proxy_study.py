@@ -122,6 +122,12 @@ def test_predict_cli(synth):
     # the store's proxy 'good' drives pgd in the synthetic store: predictable from it
     assert {"spearman_mean", "spearman_std", "kendall_mean", "n_test", "models"} <= set(out)
     assert out["spearman_mean"] > 0.8 and out["n_test"] == 60
+    r = CliRunner().invoke(cli, ["predict", str(path), "--target", "pgd@Linf@1/255", "--train-size", "30",
+                                 "--repeats", "1", "--encodings", "none", "--json", "--train-select", "kmeans",
+                                 "--selection", "best"])
+    assert r.exit_code == 0, r.output
+    km = json.loads(r.output)
+    assert km["train_select"] == "kmeans" and km["selection"] == "best" and km["n_test"] == 90
     r = CliRunner().invoke(cli, ["predict", str(path), "--target", "nope", "--json"])
     assert r.exit_code == 2 and "unknown target" in r.output
     r = CliRunner().invoke(cli, ["predict", str(path), "--train-size", "5000"])
@@ -247,3 +253,45 @@ def test_shipped_values_recompute_bit_for_bit():
                            C=16, N=5, mean=ds.info.mean, std=ds.info.std)  # fmt: skip
     for name in cheap:
         assert vals[name] == row[name], name  # %.17g in the CSV round-trips a double exactly
+
+
+def test_choose_candidate_one_standard_error_rule():
+    from robustbench_nas.analysis.prediction import choose_candidate
+
+    # hand-computed: 'a' has mean 0.78 and fold std 0.0570 (ddof=1), so SE 0.0255 and the bar is 0.7545
+    cv = {"a": [0.8, 0.7, 0.75, 0.85, 0.8], "ab": [0.78, 0.7, 0.74, 0.82, 0.79], "abc": [0.6] * 5,
+          "ac": [0.76, 0.7, 0.74, 0.8, 0.76]}  # ac: mean 0.752, just below the bar
+    n = {"a": 1, "ab": 2, "abc": 3, "ac": 2}
+    assert choose_candidate(cv, n, "best") == "a"
+    assert choose_candidate(cv, n, "1se") == "ab"
+    cv["abc"] = [0.77, 0.7, 0.75, 0.8, 0.76]  # mean 0.756 >= 0.7545: the most-averaged near candidate wins
+    assert choose_candidate(cv, n, "1se") == "abc"
+    cv["a"] = [0.8, float("nan"), 0.75, 0.85, 0.8]  # NaN folds are left out of mean and SE
+    assert choose_candidate(cv, n, "best") == "a"
+    with pytest.raises(KeyError, match="unknown selection rule"):
+        choose_candidate(cv, n, "median")
+
+
+def test_representative_splits_cover_every_cluster_and_ignore_targets():
+    from robustbench_nas.analysis.prediction import predict_heldout, representative_splits
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=20.0, size=(12, 4))
+    feats = np.concatenate([c + rng.normal(size=(30, 4)) for c in centres])  # 12 well-separated blobs of 30 cells
+    blob = np.repeat(np.arange(12), 30)
+    splits = list(representative_splits(feats, 12, repeats=3, seed=0))
+    for r, tr, te in splits:
+        assert tr.size == 12 and np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(360))
+        assert sorted(blob[tr]) == list(range(12))  # one training cell per blob: the sample represents all cells
+    again = list(representative_splits(feats, 12, repeats=3, seed=0))
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again))  # seeded
+    # the selection never reads the target: any target gives the same training cells in predict_heldout
+    X = pd.DataFrame(feats, columns=["route_a", "route_b", "prop_c", "prop_d"])
+    y1 = pd.Series(blob + rng.normal(scale=0.1, size=360), name="t")
+    y2 = pd.Series(rng.permutation(y1.to_numpy()), name="t")
+    r1 = predict_heldout(X, y1, train_size=40, repeats=2, seed=0, model="rf3", train_select="kmeans")
+    r2 = predict_heldout(X, y2, train_size=40, repeats=2, seed=0, model="rf3", train_select="kmeans")
+    assert r1["n_test"] == r2["n_test"] == 320 and r1["train_select"] == "kmeans"
+    assert r1["spearman_mean"] > 0.9 and r2["spearman_mean"] < 0.5  # learns y1's blob structure, not y2's noise
+    with pytest.raises(KeyError, match="unknown train selection"):
+        predict_heldout(X, y1, train_size=40, repeats=1, model="rf3", train_select="sobol")

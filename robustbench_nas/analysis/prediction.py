@@ -159,6 +159,46 @@ def random_splits(n: int, train_size: int, repeats: int, seed: int) -> Iterator[
         yield r, np.sort(perm[:train_size]), np.sort(perm[train_size:])
 
 
+def representative_splits(features: np.ndarray, train_size: int, repeats: int,
+                          seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:  # fmt: skip
+    """``(repeat, train_idx, test_idx)``: training cells chosen to represent all cells, from features alone.
+
+    Per repeat, k-means with ``k = train_size`` (one seeded initialisation, ``random_state = seed + repeat``) on the
+    standardised ``features`` of every cell (labelled or not: no target is read), and the cell nearest each centroid
+    is a training cell; every other cell is held out. This is how one would choose which ``train_size`` cells to
+    evaluate when the rest is to be predicted (a design of experiments over the unlabeled cells), not a random
+    sample: report it as such.
+
+    Shape:
+        features: ``(n_cells, n_features)``, finite.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import pairwise_distances
+
+    n = len(features)
+    if not 0 < train_size < n:
+        raise ValueError(f"train size {train_size} must be between 1 and {n - 1} (cells with a finite target)")
+    Z = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
+    for r in range(repeats):
+        km = KMeans(n_clusters=train_size, n_init=1, random_state=seed + r).fit(Z)
+        chosen = []
+        for k in range(train_size):
+            members = np.flatnonzero(km.labels_ == k)
+            if members.size:
+                chosen.append(members[np.argmin(((Z[members] - km.cluster_centers_[k]) ** 2).sum(1))])
+        tr = np.unique(np.asarray(chosen, dtype=int))
+        if tr.size < train_size:  # empty clusters (many identical feature rows): top up with the farthest cells
+            rest = np.setdiff1d(np.arange(n), tr)
+            far = pairwise_distances(Z[rest], Z[tr]).min(axis=1)
+            tr = np.sort(np.concatenate([tr, rest[np.argsort(-far, kind="stable")[: train_size - tr.size]]]))
+        yield r, tr, np.setdiff1d(np.arange(n), tr)
+
+
+#: How :func:`predict_heldout` chooses the training cells: ``random`` (the default: seeded random cells) or
+#: ``kmeans`` (:func:`representative_splits` on the ``signal`` feature view).
+TRAIN_SELECTIONS: tuple[str, ...] = ("random", "kmeans")
+
+
 def kfold_splits(n: int, k: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """``(fold, train_idx, test_idx)`` of a seeded k-fold partition of ``range(n)``."""
     if not 2 <= k <= n:
@@ -355,12 +395,25 @@ def _fit_predict(members: Sequence[tuple[str, str]], views: dict[str, np.ndarray
     return _combine([make_model(m, seed).fit(Xtr[:, views[v]], ytr).predict(Xte[:, views[v]]) for m, v in members])
 
 
+#: Selection rules of :func:`select_model`.
+SELECTION_RULES: tuple[str, ...] = ("1se", "best")
+
+
 def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[tuple[str, str], ...]],
-                 views: dict[str, np.ndarray] | None = None, *, folds: int = 5,
-                 seed: int = 0) -> tuple[str, dict[str, float]]:  # fmt: skip
-    """The candidate with the best mean Spearman in ``folds``-fold CV on (``X``, ``y``): the training cells only."""
+                 views: dict[str, np.ndarray] | None = None, *, folds: int = 5, seed: int = 0,
+                 rule: str = "1se") -> tuple[str, dict[str, float]]:  # fmt: skip
+    """A candidate chosen by ``folds``-fold CV (mean Spearman) on (``X``, ``y``): the training cells only.
+
+    ``rule="best"``: the best CV mean. ``rule="1se"`` (default): the one-standard-error rule (Breiman et al. 1984;
+    Hastie et al., ESL 7.10) in its averaging form: among the candidates whose CV mean is within one standard error
+    (over folds) of the best, the one that averages the most models (ties: the better mean). With 100 cells the
+    fold scores are noisy (SE ~0.03) and the best mean is often a lucky single model; the rule prefers the
+    steadier rank average when the data cannot tell them apart.
+    """
     from sklearn.model_selection import KFold
 
+    if rule not in SELECTION_RULES:  # before the fits
+        raise KeyError(f"unknown selection rule {rule!r}; known: {', '.join(SELECTION_RULES)}")
     views = views or {v: np.arange(X.shape[1]) for v in ("all", "compact", "signal")}
     cv: dict[str, list[float]] = {k: [] for k in candidates}
     members = sorted({mv for ms in candidates.values() for mv in ms})
@@ -369,19 +422,42 @@ def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[tuple
                   for m, v in members}  # fmt: skip
         for name, ms in candidates.items():
             cv[name].append(spearman(_combine([single[mv] for mv in ms]), y[te]))
-    means = {n: float(np.nanmean(v)) for n, v in cv.items()}
-    return max(means, key=lambda n: (np.nan_to_num(means[n], nan=-2.0), -len(candidates[n]))), means
+    return choose_candidate(cv, {n: len(ms) for n, ms in candidates.items()}, rule), \
+        {n: float(np.nan_to_num(np.nanmean(v), nan=-2.0)) for n, v in cv.items()}
+
+
+def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], rule: str = "1se") -> str:
+    """The choice of :func:`select_model` from per-fold CV scores (``cv``: name -> one score per fold, NaN allowed).
+
+    ``best``: the best mean (ties: fewer members). ``1se``: among the candidates whose mean is at least the best
+    mean minus the standard error of the best's fold scores (std with ddof=1 over sqrt(folds)), the one with the
+    most members (ties: the better mean).
+    """
+    if rule not in SELECTION_RULES:
+        raise KeyError(f"unknown selection rule {rule!r}; known: {', '.join(SELECTION_RULES)}")
+    means = {n: float(np.nan_to_num(np.nanmean(np.asarray(v, dtype=np.float64)), nan=-2.0)) for n, v in cv.items()}
+    best = max(means, key=lambda n: (means[n], -n_members[n]))
+    if rule == "best":
+        return best
+    scores = np.asarray(cv[best], dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    se = float(np.std(scores, ddof=1) / np.sqrt(scores.size)) if scores.size > 1 else 0.0
+    near = [n for n in cv if means[n] >= means[best] - se]
+    return max(near, key=lambda n: (n_members[n], means[n]))
 
 
 def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 5,
-                    seed: int = 0, model: str = "auto", folds: int = 5,
-                    progress: bool = False) -> dict[str, object]:  # fmt: skip
+                    seed: int = 0, model: str = "auto", folds: int = 5, train_select: str = "random",
+                    selection: str = "1se", progress: bool = False) -> dict[str, object]:  # fmt: skip
     """Train on ``train_size`` random cells, score on every other cell with a finite target; mean over repeats.
 
     Each cell is one isomorphism class (the store's ``arch`` = uid), so held-out cells are held-out uids. With
     ``model="auto"`` the model (:data:`AUTO_CANDIDATES`) is chosen per repeat by ``folds``-fold cross-validation
-    inside the training cells (each candidate on its feature view, see :data:`AUTO_CANDIDATES`); the held-out cells
-    are never used for a choice. A named ``model`` uses every feature.
+    inside the training cells (each candidate on its feature view, see :data:`AUTO_CANDIDATES`; ``selection``: the
+    rule of :func:`select_model`); the held-out cells are never used for a choice. A named ``model`` uses every
+    feature. ``train_select`` (:data:`TRAIN_SELECTIONS`): ``random`` training cells, or ``kmeans``: the cells that
+    represent all of them in the ``signal`` view (:func:`representative_splits`; chosen from features only, before
+    any target is read).
 
     Returns:
         ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std``, ``r2_mean``, ``r2_std``,
@@ -392,16 +468,24 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
     views = feature_views(X_df.columns)
     if model != "auto" and model not in _MODELS:
         raise KeyError(f"unknown model {model!r}; known: auto, {', '.join(list_models())}")
+    if train_select == "random":
+        splits = list(random_splits(len(y), train_size, repeats, seed))
+    elif train_select == "kmeans":
+        Xs = X[:, views["signal"]]
+        splits = list(representative_splits(np.where(np.isfinite(Xs), Xs, np.nanmedian(Xs, axis=0)), train_size,
+                                            repeats, seed))
+    else:
+        raise KeyError(f"unknown train selection {train_select!r}; known: {', '.join(TRAIN_SELECTIONS)}")
     scores: list[dict[str, float]] = []
     chosen: list[str] = []
     n_test = 0
     with warnings.catch_warnings():  # GP noise level at its bound on some splits: harmless, and noisy on stderr
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for r, tr, te in tqdm(list(random_splits(len(y), train_size, repeats, seed)), desc=f"predict {target.name}",
-                          disable=not progress):  # fmt: skip
+        for r, tr, te in tqdm(splits, desc=f"predict {target.name}", disable=not progress):
             Xtr, Xte = _impute(X[tr], X[te])
             if model == "auto":
-                name, _cv = select_model(Xtr, y[tr], AUTO_CANDIDATES, views, folds=folds, seed=seed + r)
+                name, _cv = select_model(Xtr, y[tr], AUTO_CANDIDATES, views, folds=folds, seed=seed + r,
+                                         rule=selection)
                 members = AUTO_CANDIDATES[name]
             else:
                 name, members = model, ((model, "all"),)
@@ -419,6 +503,7 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
         if k == "r2" and df[k].isna().any():
             out["r2_mean"] = out["r2_std"] = float("nan")
     out.update({"train_size": int(train_size), "n_test": n_test, "repeats": int(repeats), "models": chosen,
+                "train_select": train_select, "selection": selection if model == "auto" else None,
                 "features": int(X.shape[1]),
                 "per_repeat": [{k: (None if v != v else v) for k, v in row.items()} for row in df.to_dict("records")]})
     return out

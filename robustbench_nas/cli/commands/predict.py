@@ -18,10 +18,17 @@ from ..common import echo_json, fail
               help="Training cells (random, per repeat); a comma list gives a learning curve (one result per size).")
 @click.option("--repeats", default=5, show_default=True, type=int, help="Random splits (seeds seed, seed+1, ...).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--train-select", type=click.Choice(["random", "kmeans"]), default="random", show_default=True,
+              help="random: seeded random training cells. kmeans: the cells nearest the centroids of a k-means "
+                   "(k = train size) of all cells' route/propagation features, i.e. the cells one would choose to "
+                   "evaluate (from features only; no target is read); every other cell is held out.")
 @click.option("--model", default="auto", show_default=True,
               help="auto (chosen by 5-fold CV inside the training cells among the AUTO_CANDIDATES of "
                    "robustbench_nas.analysis.prediction: extra-trees, forest and GP on feature views and their rank "
                    "averages) or a registered model.")
+@click.option("--selection", type=click.Choice(["1se", "best"]), default="1se", show_default=True,
+              help="How --model auto picks a candidate from the inner CV: 1se (the most-averaged candidate within one "
+                   "standard error of the best) or best (the best CV mean).")
 @click.option("--encodings", default="all", show_default=True,
               help="Cell encodings as features (nb201: onehot, opcount, path, graf, pathstats, propagation; all), or "
                    "'none'.")
@@ -36,8 +43,8 @@ from ..common import echo_json, fail
 @click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=False, show_default=True)
-def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, model: str, encodings: str,
-            proxy_table: str | None, proxy_cells_only: bool, proxy_names: str | None,
+def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, train_select: str, model: str,
+            selection: str, encodings: str, proxy_table: str | None, proxy_cells_only: bool, proxy_names: str | None,
             no_store_proxies: bool, as_json: bool, progress: bool) -> None:  # fmt: skip
     """Held-out Spearman / Kendall / R^2 of predicting TARGET from free per-cell features (split by uid).
 
@@ -105,6 +112,7 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
         t1 = time.perf_counter()
         try:
             res = predict_heldout(F, T[target], train_size=size, repeats=repeats, seed=seed, model=model,
+                                  train_select=train_select, selection=selection,
                                   progress=progress)  # fmt: skip
         except (KeyError, ValueError) as e:
             fail(str(e))
@@ -113,7 +121,7 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
         if not as_json:
             click.echo(f"{target}: held-out Spearman {res['spearman_mean']:.3f} +- {res['spearman_std']:.3f}, "
                        f"Kendall {res['kendall_mean']:.3f} ({size} training cells, {res['n_test']} test cells, "
-                       f"{repeats} repeats, models {','.join(res['models'])}, {res['seconds']:.1f} s)")  # fmt: skip
+                       f"{repeats} repeats, {train_select} training cells, models {','.join(res['models'])}, {res['seconds']:.1f} s)")  # fmt: skip
     if as_json:
         if len(results) == 1:
             echo_json({**results[0], "total_seconds": time.perf_counter() - t0})
