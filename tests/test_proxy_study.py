@@ -214,7 +214,8 @@ def test_shipped_table_is_consistent():
     from robustbench_nas.analysis.proxy_sample import shipped_sample
     from robustbench_nas.proxies import list_proxies
 
-    raw_path = Path(__file__).resolve().parents[1] / "robustbench_nas" / "analysis" / "data" / "nb201_cifar10_proxies.csv"
+    raw_path = (Path(__file__).resolve().parents[1] / "robustbench_nas" / "analysis" / "data"
+                / "nb201_cifar10_proxies.csv")
     raw = pd.read_csv(raw_path)
     assert list(raw.columns) == ["arch_str", "uid", *list_proxies()]
     meta = table_meta()

@@ -422,8 +422,12 @@ def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[tuple
                   for m, v in members}  # fmt: skip
         for name, ms in candidates.items():
             cv[name].append(spearman(_combine([single[mv] for mv in ms]), y[te]))
-    return choose_candidate(cv, {n: len(ms) for n, ms in candidates.items()}, rule), \
-        {n: float(np.nan_to_num(np.nanmean(v), nan=-2.0)) for n, v in cv.items()}
+    return choose_candidate(cv, {n: len(ms) for n, ms in candidates.items()}, rule), _cv_means(cv)
+
+
+def _cv_means(cv: dict[str, Sequence[float]]) -> dict[str, float]:
+    """Mean fold score per candidate, NaN folds left out; -2 (below any Spearman) when every fold is NaN."""
+    return {n: float(np.nan_to_num(np.nanmean(np.asarray(v, dtype=np.float64)), nan=-2.0)) for n, v in cv.items()}
 
 
 def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], rule: str = "1se") -> str:
@@ -435,7 +439,7 @@ def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], 
     """
     if rule not in SELECTION_RULES:
         raise KeyError(f"unknown selection rule {rule!r}; known: {', '.join(SELECTION_RULES)}")
-    means = {n: float(np.nan_to_num(np.nanmean(np.asarray(v, dtype=np.float64)), nan=-2.0)) for n, v in cv.items()}
+    means = _cv_means(cv)
     best = max(means, key=lambda n: (means[n], -n_members[n]))
     if rule == "best":
         return best
@@ -449,7 +453,7 @@ def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], 
 def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 5,
                     seed: int = 0, model: str = "auto", folds: int = 5, train_select: str = "random",
                     selection: str = "1se", progress: bool = False) -> dict[str, object]:  # fmt: skip
-    """Train on ``train_size`` random cells, score on every other cell with a finite target; mean over repeats.
+    """Train on ``train_size`` cells (random or chosen), score on every other cell with a target; mean of repeats.
 
     Each cell is one isomorphism class (the store's ``arch`` = uid), so held-out cells are held-out uids. With
     ``model="auto"`` the model (:data:`AUTO_CANDIDATES`) is chosen per repeat by ``folds``-fold cross-validation

@@ -121,7 +121,8 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
         if not as_json:
             click.echo(f"{target}: held-out Spearman {res['spearman_mean']:.3f} +- {res['spearman_std']:.3f}, "
                        f"Kendall {res['kendall_mean']:.3f} ({size} training cells, {res['n_test']} test cells, "
-                       f"{repeats} repeats, {train_select} training cells, models {','.join(res['models'])}, {res['seconds']:.1f} s)")  # fmt: skip
+                       f"{repeats} repeats, {train_select} training cells, models {','.join(res['models'])}, "
+                       f"{res['seconds']:.1f} s)")  # fmt: skip
     if as_json:
         if len(results) == 1:
             echo_json({**results[0], "total_seconds": time.perf_counter() - t0})
