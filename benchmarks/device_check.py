@@ -15,8 +15,9 @@ fails is reported in the summary with its error and makes the exit code non-zero
 4. ``agreement_proxies``: every registered proxy, same seed and batch: relative difference <= 1e-2 for each (the
    values of both devices are in the record).
 4b. ``engine_proxies``: the shared-pass proxy engine vs one proxy at a time on the GPU, all 16 proxies of two
-   full-size cells, batch 64 (``bench_proxies.engine_record``, cuDNN deterministic): the GPU figures of record
-   ``proxies_all_shared_vs_separate``.
+   full-size cells, batch 64 (``bench_proxies.engine_record``, cuDNN deterministic), and the active-image Hessian
+   vs the full batch (``hessian_active_record``): the GPU figures of records ``proxies_all_shared_vs_separate`` and
+   ``measures_hessian_active_vs_full``.
 5. ``throughput_training``: images/s of one training epoch of full-size NB201 (C=16, N=5) cells, fp32 and
    channels_last+bf16 (``bench_training.gpu_records`` with a short configuration).
 6. ``throughput_attacks``: ``attacks.evaluate`` on 1,000 images of a full-size network at the reference budgets
@@ -206,19 +207,20 @@ def agreement_proxies(dev: str, sz: Sizes) -> list[dict]:
 
 
 def engine_proxies(dev: str, sz: Sizes) -> list[dict]:
-    """``proxies_all_shared_vs_separate_cuda``: the shared-pass engine vs one proxy at a time on the GPU.
+    """``proxies_all_shared_vs_separate_cuda`` and ``measures_hessian_active_vs_full_cuda`` on the GPU.
 
     Full-size cells (dry run: the benchmark's quick sizes). cuDNN is made deterministic for the section, so that
     "bitwise" compares the two paths and not run-to-run kernel choice.
     """
     import torch
 
-    from benchmarks.bench_proxies import engine_record
+    from benchmarks.bench_proxies import engine_record, hessian_active_record
 
     before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        return [engine_record(torch.device(dev), quick=sz.full_C != 16)]
+        quick = sz.full_C != 16
+        return [engine_record(torch.device(dev), quick), hessian_active_record(torch.device(dev), quick)]
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
 

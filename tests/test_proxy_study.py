@@ -296,3 +296,13 @@ def test_representative_splits_cover_every_cluster_and_ignore_targets():
     assert r1["spearman_mean"] > 0.9 and r2["spearman_mean"] < 0.5  # learns y1's blob structure, not y2's noise
     with pytest.raises(KeyError, match="unknown train selection"):
         predict_heldout(X, y1, train_size=40, repeats=1, model="rf3", train_select="sobol")
+
+
+def test_predict_cli_choices_are_the_library_ones():
+    # the CLI lists the choices literally (importing sklearn at CLI start-up is slow); they must stay the library's
+    from robustbench_nas.analysis.prediction import SELECTION_RULES, TRAIN_SELECTIONS
+    from robustbench_nas.cli.commands.predict import command
+
+    opts = {p.name: p for p in command.params}
+    assert tuple(opts["train_select"].type.choices) == TRAIN_SELECTIONS
+    assert tuple(opts["selection"].type.choices) == SELECTION_RULES
