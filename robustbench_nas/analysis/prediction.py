@@ -452,7 +452,8 @@ def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], 
 
 def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 5,
                     seed: int = 0, model: str = "auto", folds: int = 5, train_select: str = "random",
-                    selection: str = "1se", progress: bool = False) -> dict[str, object]:  # fmt: skip
+                    selection: str = "1se", twin_keys: pd.Series | None = None,
+                    progress: bool = False) -> dict[str, object]:  # fmt: skip
     """Train on ``train_size`` cells (random or chosen), score on every other cell with a target; mean of repeats.
 
     Each cell is one isomorphism class (the store's ``arch`` = uid), so held-out cells are held-out uids. With
@@ -461,15 +462,20 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
     rule of :func:`select_model`); the held-out cells are never used for a choice. A named ``model`` uses every
     feature. ``train_select`` (:data:`TRAIN_SELECTIONS`): ``random`` training cells, or ``kmeans``: the cells that
     represent all of them in the ``signal`` view (:func:`representative_splits`; chosen from features only, before
-    any target is read).
+    any target is read). ``twin_keys`` (each cell's functional key, indexed like ``features``, see
+    :func:`.twins.functional_keys`): also score on the held-out cells none of whose functional twins is a
+    training cell (a twin is another measurement of the same function, so a held-out twin is not quite unseen).
 
     Returns:
         ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std``, ``r2_mean``, ``r2_std``,
-        ``train_size``, ``n_test``, ``repeats``, ``models`` (chosen per repeat), ``features`` (count), ``target``.
+        ``train_size``, ``n_test``, ``repeats``, ``models`` (chosen per repeat), ``features`` (count), ``target``;
+        with ``twin_keys`` also ``spearman_twin_free_mean`` / ``_std``, ``kendall_twin_free_mean`` and
+        ``n_test_twin_free`` (mean over repeats).
     """
     X_df, y = _xy(features, target)
     X = X_df.to_numpy(np.float64)
     views = feature_views(X_df.columns)
+    keys = None if twin_keys is None else twin_keys.reindex(X_df.index).to_numpy(object)
     if model != "auto" and model not in _MODELS:
         raise KeyError(f"unknown model {model!r}; known: auto, {', '.join(list_models())}")
     if train_select == "random":
@@ -494,9 +500,15 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
             else:
                 name, members = model, ((model, "all"),)
             chosen.append(name)
-            sc = _score(y[te], _fit_predict(members, views, Xtr, y[tr], Xte, seed + r))
+            pred = _fit_predict(members, views, Xtr, y[tr], Xte, seed + r)
+            sc = _score(y[te], pred)
             if len(members) > 1:
                 sc["r2"] = float("nan")  # an ensemble of ranks predicts an order, not accuracies
+            if keys is not None:
+                seen = {k for k in keys[tr] if isinstance(k, str)}
+                free = np.array([not (isinstance(k, str) and k in seen) for k in keys[te]])
+                sc.update(spearman_twin_free=spearman(pred[free], y[te][free]),
+                          kendall_twin_free=kendall(pred[free], y[te][free]), n_test_twin_free=float(free.sum()))
             scores.append(sc)
             n_test = int(te.size)
     df = pd.DataFrame(scores)
@@ -506,6 +518,11 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
         out[f"{k}_std"] = float(df[k].std(ddof=1)) if len(df) > 1 else 0.0
         if k == "r2" and df[k].isna().any():
             out["r2_mean"] = out["r2_std"] = float("nan")
+    if keys is not None:
+        out["spearman_twin_free_mean"] = float(df["spearman_twin_free"].mean())
+        out["spearman_twin_free_std"] = float(df["spearman_twin_free"].std(ddof=1)) if len(df) > 1 else 0.0
+        out["kendall_twin_free_mean"] = float(df["kendall_twin_free"].mean())
+        out["n_test_twin_free"] = float(df["n_test_twin_free"].mean())
     out.update({"train_size": int(train_size), "n_test": n_test, "repeats": int(repeats), "models": chosen,
                 "train_select": train_select, "selection": selection if model == "auto" else None,
                 "features": int(X.shape[1]),

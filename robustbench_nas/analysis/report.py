@@ -711,3 +711,4 @@ __all__ = [
 
 
 from . import proxy_study as _proxy_study  # noqa: E402,F401  (registers the proxy_study section)
+from . import twins as _twins  # noqa: E402,F401  (registers the target_reliability section)

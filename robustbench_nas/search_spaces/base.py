@@ -186,6 +186,12 @@ class SearchSpace(abc.ABC):
     def uid(self, arch: object) -> int:
         """Smallest index of the isomorphism class of ``arch``."""
 
+    def functional_key(self, arch: object) -> str:
+        """A key equal for architectures that compute the same function although :meth:`uid` keeps them apart
+        ("functional twins": separately trained, hence repeated measurements of one architecture). Default: the uid
+        (no twins); a space whose isomorphism rule is looser than its functions overrides it (NB201)."""
+        return str(self.uid(arch))
+
     def uid_table(self) -> np.ndarray:
         """``uid`` of every index, shape ``(num_cells,)``."""
         return np.array([self.uid(i) for i in range(self.num_cells)], dtype=np.int64)

@@ -136,6 +136,48 @@ def isomorphism_key(cell: Cell) -> str:
     return labels[3]
 
 
+def functional_key(cell: Cell) -> str:
+    """A key equal for cells that compute the same function (4660 classes of the 15625 cells).
+
+    Each node's value is written as a sum of terms: the input ``0``, ``(sum)@conv`` for a ReLU-conv-BN op (not
+    linear, so the sum it reads stays inside), and the average pool distributed over the sum it reads (it is
+    linear and has no parameters: ``pool(a + b) = pool(a) + pool(b)``); ``skip_connect`` passes the terms on,
+    ``none`` and zero nodes add nothing. The key is the output node's sorted terms (``"#"``: a zero cell).
+
+    NB201's rule (:func:`isomorphism_key`, 6466 classes) is finer: it keeps a ``"#"`` for every zero summand and
+    does not distribute the pool, so it tells apart cells that differ only in where a zero sits — e.g. with edge
+    ``2<-1`` = ``none`` swapping nodes 1 and 2 (``|A~0|+|B~0|none~1|+|X~0|C~1|D~2|`` vs
+    ``|B~0|+|A~0|none~1|+|X~0|D~1|C~2|``) is a graph isomorphism NB201 counts twice — or whether two branches are
+    pooled before or after they are summed. Every published NB201 dataset trained and evaluated each of the 6466
+    separately, so the members of such a group are repeated measurements of one architecture
+    (:mod:`robustbench_nas.analysis.twins`). Assumes, as NB201's rule does, that an op on a zero input gives
+    zero.
+
+    Example:
+        >>> a = parse_arch("|nor_conv_3x3~0|+|avg_pool_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|none~2|")
+        >>> b = parse_arch("|avg_pool_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_1x1~2|")
+        >>> isomorphism_key(a) == isomorphism_key(b), functional_key(a) == functional_key(b)
+        (False, True)
+    """
+    terms: list[list[str]] = [["0"]]
+    k = 0
+    for j in (1, 2, 3):
+        node: list[str] = []
+        for i in range(j):
+            op = cell.ops[k]
+            k += 1
+            if op == "none" or not terms[i]:
+                continue
+            if op == "skip_connect":
+                node += terms[i]
+            elif op == "avg_pool_3x3":
+                node += [f"({t})@{op}" for t in terms[i]]
+            else:
+                node.append("(" + "+".join(terms[i]) + f")@{op}")
+        terms.append(sorted(node))
+    return "+".join(terms[3]) or "#"
+
+
 #: A constant in NAS-Bench-201's published FLOPs of unknown origin; with it, the ``published`` count equals the
 #: published value on every cell checked (see docs/protocols in the shared folder).
 NB201_FLOPS_CONSTANT = 1078
@@ -207,6 +249,10 @@ class NB201SearchSpace(SearchSpace):
 
     def uid(self, arch: object) -> int:
         return int(self._uids[self.index_of(arch)])
+
+    def functional_key(self, arch: object) -> str:
+        """:func:`functional_key` of the cell: equal for the NB201-distinct cells that compute the same function."""
+        return functional_key(self.cell(arch))
 
     def uid_table(self) -> np.ndarray:
         """``uid`` of every index, shape ``(15625,)``."""

@@ -107,12 +107,16 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     n = int(T[target].notna().sum())
     if max(sizes) >= n:
         fail(f"--train-size {max(sizes)}: the store has only {n} cells with {target}")
+    from robustbench_nas.analysis.twins import functional_keys, twin_groups
+
+    keys = functional_keys(ds)
+    twins = keys if len(twin_groups(list(keys.reindex(T.index)))) else None  # no twins: nothing to add
     results = []
     for size in sizes:
         t1 = time.perf_counter()
         try:
             res = predict_heldout(F, T[target], train_size=size, repeats=repeats, seed=seed, model=model,
-                                  train_select=train_select, selection=selection,
+                                  train_select=train_select, selection=selection, twin_keys=twins,
                                   progress=progress)  # fmt: skip
         except (KeyError, ValueError) as e:
             fail(str(e))
@@ -123,6 +127,10 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
                        f"Kendall {res['kendall_mean']:.3f} ({size} training cells, {res['n_test']} test cells, "
                        f"{repeats} repeats, {train_select} training cells, models {','.join(res['models'])}, "
                        f"{res['seconds']:.1f} s)")  # fmt: skip
+            if "spearman_twin_free_mean" in res:
+                click.echo(f"  held-out cells without a functional twin among the training cells "
+                           f"({res['n_test_twin_free']:.0f}): Spearman {res['spearman_twin_free_mean']:.3f} +- "
+                           f"{res['spearman_twin_free_std']:.3f}")  # fmt: skip
     if as_json:
         if len(results) == 1:
             echo_json({**results[0], "total_seconds": time.perf_counter() - t0})
