@@ -114,7 +114,8 @@ def target_reliability(targets: pd.DataFrame, groups: Sequence[np.ndarray], *, n
             if n_boot:  # resample whole groups: the groups are the independent units
                 pick = rng.integers(len(kept), size=(n_boot, len(kept)))
                 boot = ss[pick].sum(1) / dof[pick].sum(1) / total
-                row["noise_fraction_lo"], row["noise_fraction_hi"] = (float(v) for v in np.quantile(boot, [0.025, 0.975]))
+                lo, hi = np.quantile(boot, [0.025, 0.975])
+                row["noise_fraction_lo"], row["noise_fraction_hi"] = float(lo), float(hi)
         rows.append(row)
     return pd.DataFrame(rows)
 
