@@ -19,7 +19,7 @@ def run(*args: str):
 def test_space_count_json():
     res = run("space", "count", "--json")
     assert res.exit_code == 0
-    assert json.loads(res.output) == {"cells": 15625, "unique": 6466}
+    assert json.loads(res.output) == {"cells": 15625, "unique": 6466, "functions": 4660}
 
 
 def test_space_show_json_by_string_and_index():

@@ -315,7 +315,7 @@ def test_analysis_of_an_sss_store(tmp_path):
 # ---- CLI -----------------------------------------------------------------------------------------------------------
 def test_space_cli():
     r = CliRunner().invoke(cli, ["space", "count", "--space", "nats-sss", "--json"])
-    assert json.loads(r.output) == {"cells": 32768, "unique": 32768}
+    assert json.loads(r.output) == {"cells": 32768, "unique": 32768, "functions": 32768}
     r = CliRunner().invoke(cli, ["space", "--space", "nats-sss", "show", "8:8:8:8:8", "--json"])
     assert json.loads(r.output) == {"index": 0, "arch_str": "8:8:8:8:8", "uid": 0, "params": 0.011714,
                                     "flops": 4.481114, "flops_plain": 4.481104}

@@ -1,6 +1,6 @@
 """How much of a target is the training run's own noise: a test-retest estimate from functional twins.
 
-A search space's isomorphism rule can be looser than its functions: NAS-Bench-201's keeps apart cells that compute
+A search space's isomorphism rule can be finer than its functions: NAS-Bench-201's keeps apart cells that compute
 the same function (:func:`robustbench_nas.search_spaces.nb201.functional_key`; 6466 NB201 cells, 4660
 functions). Every published NB201 dataset trained and evaluated each of the 6466 separately, so the members of a
 twin group are *repeated measurements of one architecture* with different initialisations and batch orders: their
@@ -29,10 +29,11 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 #: Fewer twin groups than this with a finite target: no estimate (NaN), the interval would be meaningless.
 MIN_GROUPS = 10
@@ -49,27 +50,27 @@ def twin_groups(keys: Sequence[object]) -> list[np.ndarray]:
     return [np.asarray(v, dtype=np.int64) for v in first.values() if len(v) > 1]
 
 
-def functional_keys(ds: object) -> pd.Series:
+def functional_keys(ds: xr.Dataset) -> pd.Series:
     """Each cell's :meth:`~robustbench_nas.search_spaces.base.SearchSpace.functional_key` under the store's search
     space, indexed by ``arch`` like :func:`.targets.targets_table` (empty without ``arch_str``)."""
     from ..search_spaces import get_search_space
     from .targets import _arch_index, _arch_strs, _has_arch_str, store_space
 
-    if not _has_arch_str(ds):  # type: ignore[arg-type]
+    if not _has_arch_str(ds):
         return pd.Series(dtype=object, name="functional_key")
-    space = get_search_space(store_space(ds))  # type: ignore[arg-type]
-    return pd.Series([space.functional_key(a) for a in _arch_strs(ds)], index=_arch_index(ds),  # type: ignore[arg-type]
+    space = get_search_space(store_space(ds))
+    return pd.Series([space.functional_key(a) for a in _arch_strs(ds)], index=_arch_index(ds),
                      name="functional_key", dtype=object)
 
 
-def store_reliability(ds: object, targets: pd.DataFrame | None = None, **kwargs: object) -> pd.DataFrame:
+def store_reliability(ds: xr.Dataset, targets: pd.DataFrame | None = None, **kwargs: Any) -> pd.DataFrame:
     """:func:`target_reliability` of a store's targets (default: :func:`.targets.targets_table`) over its
     functional twins; ``kwargs`` go to :func:`target_reliability`."""
     from .targets import targets_table
 
-    T = targets_table(ds) if targets is None else targets  # type: ignore[arg-type]
+    T = targets_table(ds) if targets is None else targets
     keys = functional_keys(ds).reindex(T.index)
-    return target_reliability(T, twin_groups(list(keys)), **kwargs)  # type: ignore[arg-type]
+    return target_reliability(T, twin_groups(list(keys)), **kwargs)
 
 
 def _group_sums(y: np.ndarray, groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

@@ -56,13 +56,15 @@ def _space(ctx_space, sub_space: str | None):
 @_space_option_here
 @click.pass_obj
 def count_cmd(space, as_json: bool, sub_space: str | None) -> None:
-    """Number of cells and of unique (non-isomorphic) cells."""
+    """Number of cells, of unique (non-isomorphic) cells and of distinct functions (functional twins merged)."""
     space = _space(space, sub_space)
-    out = {"cells": space.num_cells, "unique": space.num_unique}
+    functions = len({space.functional_key(i) for i in range(space.num_cells)})
+    out = {"cells": space.num_cells, "unique": space.num_unique, "functions": functions}
     if as_json:
         echo_json(out)
     else:
-        click.echo(f"{space.name}: {out['cells']} cells, {out['unique']} unique up to isomorphism")
+        click.echo(f"{space.name}: {out['cells']} cells, {out['unique']} unique up to isomorphism, {functions} "
+                   "distinct functions")  # fmt: skip
 
 
 @command.command("show")
