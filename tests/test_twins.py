@@ -204,3 +204,26 @@ def test_predict_cli_reports_twin_free_scores(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("{"):])
     assert out["n_test_twin_free"] < out["n_test"] and np.isfinite(out["spearman_twin_free_mean"])
+
+
+def test_twins_are_the_same_network():
+    # the real NB201 network: two parameter-free cells NB201 counts apart, pool(x) + pool(x) and pool(x + x), give
+    # the same outputs with the same stem / blocks / head (built from one seed: no cell parameter to differ)
+    import torch
+
+    nb = get_search_space("nb201")
+    a = "|skip_connect~0|+|skip_connect~0|none~1|+|none~0|avg_pool_3x3~1|avg_pool_3x3~2|"
+    b = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"
+    assert nb.uid(a) != nb.uid(b) and nb.functional_key(a) == nb.functional_key(b)
+    c = "|skip_connect~0|+|skip_connect~0|none~1|+|none~0|avg_pool_3x3~1|none~2|"  # pool(x): another function
+    assert nb.functional_key(c) != nb.functional_key(a)
+    nets = []
+    for s in (a, b, c):
+        torch.manual_seed(0)
+        nets.append(nb.build_network(s, C=8, N=1).eval())
+    assert [n for n, _ in nets[0].named_parameters()] == [n for n, _ in nets[1].named_parameters()]
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        out = [n(x) for n in nets]
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+    assert (out[0] - out[2]).abs().max() > 1e-3
