@@ -306,3 +306,46 @@ def test_predict_cli_choices_are_the_library_ones():
     opts = {p.name: p for p in command.params}
     assert tuple(opts["train_select"].type.choices) == TRAIN_SELECTIONS
     assert tuple(opts["selection"].type.choices) == SELECTION_RULES
+
+
+def _naive_variance_design(feats: np.ndarray, k: int, noise: float = 0.1) -> list[int]:
+    """The greedy design written the obvious way: the whole n x n posterior covariance, updated after each pick."""
+    from sklearn.preprocessing import StandardScaler
+
+    Z = StandardScaler().fit_transform(feats)
+    D2 = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)
+    ell2 = np.median(D2[~np.eye(len(Z), dtype=bool)][::97])
+    C = np.exp(-D2 / (2 * ell2))
+    chosen: list[int] = []
+    for _ in range(k):
+        score = (C**2).sum(0) / (np.diag(C) + noise)
+        score[chosen] = -np.inf
+        x = int(np.argmax(score))
+        chosen.append(x)
+        c = C[:, x].copy()
+        C -= np.outer(c, c) / (c[x] + noise)
+    return sorted(chosen)
+
+
+def test_variance_design_is_the_greedy_gp_design():
+    from robustbench_nas.analysis.prediction import predict_heldout, variance_reduction_design, variance_splits
+
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(240, 5)) * [1, 2, 0.5, 1, 3]
+    tr = variance_reduction_design(feats, 25)
+    assert tr.tolist() == _naive_variance_design(feats, 25)  # the in-place, low-memory updates change nothing
+    # separated blobs: the first picks cover every blob (a second cell of a blob explains less than a new blob)
+    centres = rng.normal(scale=20.0, size=(6, 3))
+    blobs = np.concatenate([c + rng.normal(size=(40, 3)) for c in centres])
+    assert sorted(np.repeat(np.arange(6), 40)[variance_reduction_design(blobs, 6)]) == list(range(6))
+    # large stores: a seeded subset of reference cells bounds the memory; still a valid design
+    sub = variance_reduction_design(feats, 25, max_entries=240 * 60, seed=1)
+    assert sub.size == 25 and len(set(sub.tolist())) == 25
+    splits = list(variance_splits(feats, 25, repeats=2, seed=0))
+    assert all(np.array_equal(s[1], tr) and s[1].size + s[2].size == 240 for s in splits)
+    X = pd.DataFrame(feats, columns=["route_a", "route_b", "prop_c", "prop_d", "prop_e"])
+    y = pd.Series(feats[:, 0] + 0.1 * rng.normal(size=240), name="t")
+    res = predict_heldout(X, y, train_size=25, repeats=2, model="rf3", train_select="variance")
+    assert res["train_select"] == "variance" and res["n_test"] == 215
+    with pytest.raises(ValueError, match="train size"):
+        variance_reduction_design(feats, 240)

@@ -18,10 +18,13 @@ from ..common import echo_json, fail
               help="Training cells (random, per repeat); a comma list gives a learning curve (one result per size).")
 @click.option("--repeats", default=5, show_default=True, type=int, help="Random splits (seeds seed, seed+1, ...).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--train-select", type=click.Choice(["random", "kmeans"]), default="random", show_default=True,
+@click.option("--train-select", type=click.Choice(["random", "kmeans", "variance"]), default="random",
+              show_default=True,
               help="random: seeded random training cells. kmeans: the cells nearest the centroids of a k-means "
-                   "(k = train size) of all cells' route/propagation features, i.e. the cells one would choose to "
-                   "evaluate (from features only; no target is read); every other cell is held out.")
+                   "(k = train size) of all cells' route/propagation features. variance: the cells whose labels "
+                   "would most reduce a Gaussian process's total predictive variance over all cells (greedy "
+                   "transductive design on the same features). Both designs are the cells one would choose to "
+                   "evaluate, from features only (no target is read); every other cell is held out.")
 @click.option("--model", default="auto", show_default=True,
               help="auto (chosen by 5-fold CV inside the training cells among the AUTO_CANDIDATES of "
                    "robustbench_nas.analysis.prediction: extra-trees, forest and GP on feature views and their rank "
