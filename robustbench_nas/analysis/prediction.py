@@ -210,6 +210,8 @@ def variance_reduction_design(features: np.ndarray, train_size: int, *, noise: f
     Shape:
         features: ``(n_cells, n_features)``, finite. Returns the sorted training positions, ``(train_size,)``.
     """
+    from scipy.linalg.blas import dger
+
     Z = StandardScaler().fit_transform(np.asarray(features, dtype=np.float64))
     n = len(Z)
     if not 0 < train_size < n:
@@ -227,8 +229,6 @@ def variance_reduction_design(features: np.ndarray, train_size: int, *, noise: f
     ell2 = float(np.median(C[off][::97])) or 1.0  # every 97th pair: the median to <1e-3, 100x less sorting
     del off
     np.exp(C / (-2.0 * ell2), out=C)
-    from scipy.linalg.blas import dger
-
     var = np.ones(n)
     gain = np.einsum("ij,ij->i", C, C)  # sum_j cov(x, j)^2, kept up to date below (no n x m temporaries)
     chosen: list[int] = []
