@@ -63,14 +63,18 @@ def functional_keys(ds: xr.Dataset) -> pd.Series:
                      name="functional_key", dtype=object)
 
 
+def store_twin_groups(ds: xr.Dataset, index: pd.Index) -> list[np.ndarray]:
+    """:func:`twin_groups` of the store's cells listed in ``index`` (``arch`` values), as positions into ``index``."""
+    return twin_groups(list(functional_keys(ds).reindex(index)))
+
+
 def store_reliability(ds: xr.Dataset, targets: pd.DataFrame | None = None, **kwargs: Any) -> pd.DataFrame:
     """:func:`target_reliability` of a store's targets (default: :func:`.targets.targets_table`) over its
     functional twins; ``kwargs`` go to :func:`target_reliability`."""
     from .targets import targets_table
 
     T = targets_table(ds) if targets is None else targets
-    keys = functional_keys(ds).reindex(T.index)
-    return target_reliability(T, twin_groups(list(keys)), **kwargs)
+    return target_reliability(T, store_twin_groups(ds, T.index), **kwargs)
 
 
 def _group_sums(y: np.ndarray, groups: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -161,8 +165,7 @@ def target_reliability_section(ctx: SectionContext) -> None:
 
     from .ranking import to_markdown
 
-    keys = functional_keys(ctx.ds).reindex(ctx.targets.index)
-    groups = twin_groups(list(keys))
+    groups = store_twin_groups(ctx.ds, ctx.targets.index)
     if len(groups) < MIN_GROUPS:
         return
     R = target_reliability(ctx.targets, groups, seed=ctx.config.seed)
@@ -197,5 +200,5 @@ def target_reliability_section(ctx: SectionContext) -> None:
     ctx.report.section("target_reliability", "How noisy are the targets? (functional twins)", body)
 
 
-__all__ = ["MIN_GROUPS", "REPORT_TARGETS", "functional_keys", "plot_twins", "store_reliability",
+__all__ = ["MIN_GROUPS", "REPORT_TARGETS", "functional_keys", "plot_twins", "store_reliability", "store_twin_groups",
            "target_reliability", "target_reliability_section", "twin_groups"]

@@ -113,7 +113,7 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     from robustbench_nas.analysis.twins import functional_keys, twin_groups
 
     keys = functional_keys(ds)
-    twins = keys if len(twin_groups(list(keys.reindex(T.index)))) else None  # no twins: nothing to add
+    twins = keys if twin_groups(list(keys.reindex(T.index))) else None  # no twins: nothing to add
     results = []
     for size in sizes:
         t1 = time.perf_counter()
