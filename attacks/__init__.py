@@ -8,7 +8,7 @@ Public API (docs/architecture.md):
 - :func:`get_protocol`: named epsilon grids in [0, 1] pixel units (``jung2023``, ``tiny``, ``robbench2024``).
 - :func:`evaluate`: one attack over a grid -> one :class:`AttackResult` per epsilon;
   :func:`evaluate_protocol`: every attack of a named protocol with its parameters.
-- :func:`attacks.training.adversarial_batch`: PGD examples for adversarial training.
+- :func:`robustbench_nas.attacks.training.adversarial_batch`: PGD examples for adversarial training.
 
 Defaults and deliberate differences from the references (details in each module's docstring):
 
@@ -29,7 +29,7 @@ Defaults and deliberate differences from the references (details in each module'
 - ``autoattack@Linf`` / ``autoattack@L2`` run FAB-T through torchattacks' ``FAB``.
 
 Example:
-    >>> import attacks
+    >>> from robustbench_nas import attacks
     >>> grid = attacks.get_protocol("jung2023")["pgd@Linf"]
     >>> results = attacks.evaluate(model.eval(), x, y, "pgd@Linf", grid, mode="early_exit")
 """

@@ -1,7 +1,7 @@
 """AutoAttack, standard version (Croce & Hein, ICML 2020), Linf and L2: APGD-CE, APGD-T, FAB-T, Square in sequence.
 
 Each component attacks only the rows still robust after the previous ones, as in the reference. APGD and Square
-are ours (:mod:`attacks.apgd`, :mod:`attacks.square`); FAB-T is torchattacks' ``FAB`` (multi-targeted), called
+are ours (:mod:`robustbench_nas.attacks.apgd`, :mod:`robustbench_nas.attacks.square`); FAB-T is torchattacks' ``FAB`` (multi-targeted), called
 once per distinct radius, inside ``torch.random.fork_rng`` because it reseeds the global RNG.
 """
 

@@ -1,4 +1,4 @@
-"""``attacks.evaluate``: one attack over a grid of epsilons, with the shared classification statistics per epsilon.
+"""``robustbench_nas.attacks.evaluate``: one attack over a grid of epsilons, with the shared classification statistics per epsilon.
 
 Two modes:
 
@@ -139,7 +139,7 @@ def evaluate(
         model: classifier in **eval mode** taking images in [0, 1] (normalisation inside); never modified.
         x: images ``(N, C, H, W)`` float in [0, 1], any device (moved batch by batch); never modified.
         y: labels ``(N,)`` int.
-        attack: registry name (:func:`attacks.list_attacks`), e.g. ``"pgd@Linf"``.
+        attack: registry name (:func:`robustbench_nas.attacks.list_attacks`), e.g. ``"pgd@Linf"``.
         eps: one radius or a grid, in [0, 1] pixel units (``8/255``, not ``8``).
         params: overrides of the attack's parameters (dict of field values, or a params instance).
         batch_size: rows per batch; a row is one (image, epsilon) pair in ``"independent"`` mode.
@@ -264,7 +264,7 @@ def evaluate_protocol(
     mode: Mode = "independent",
     progress: bool = False,
 ) -> list[AttackResult]:
-    """Every attack of a named protocol (:func:`attacks.get_protocol`) at its grid, with the protocol's parameters.
+    """Every attack of a named protocol (:func:`robustbench_nas.attacks.get_protocol`) at its grid, with the protocol's parameters.
 
     Arguments:
         params: per-attack overrides on top of the protocol's (``{"pgd@Linf": {"steps": 10}}``).

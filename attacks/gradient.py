@@ -2,9 +2,9 @@
 
 The update rules are those of torchattacks 3.5 (``FGSM``, ``PGD``, ``PGDL2``), which the tests check on the same
 model and data, including its reduction: the cross-entropy is averaged over the images attacked at each epsilon
-(:func:`attacks._common.mean_weights`), so that given the same start the iterates are bitwise equal to
+(:func:`robustbench_nas.attacks._common.mean_weights`), so that given the same start the iterates are bitwise equal to
 torchattacks' when one call attacks the images of torchattacks' batch (tests: a full-size NB201 network, C=16,
-N=5, 200 CIFAR-10 images, PGD-10 at 1/255). When ``attacks.evaluate`` packs rows of several epsilons and batch
+N=5, 200 CIFAR-10 images, PGD-10 at 1/255). When ``robustbench_nas.attacks.evaluate`` packs rows of several epsilons and batch
 boundaries differently from a torchattacks loop, a row's weight is 1/(its epsilon's rows in the batch) instead of
 1/(torchattacks' batch): the same direction, other float rounding. Deliberate difference: random numbers come from
 an explicit ``torch.Generator`` instead of the global RNG (so random starts differ from torchattacks').

@@ -1,4 +1,4 @@
-"""Adversarial evaluation speed: ``attacks.evaluate`` vs torchattacks called once per epsilon, same model and data.
+"""Adversarial evaluation speed: ``robustbench_nas.attacks.evaluate`` vs torchattacks called once per epsilon, same model and data.
 
 Work measured: the ``jung2023`` protocol (FGSM at 11 epsilons; PGD, APGD-CE and Square at 7) on real CIFAR-10
 test images (``../shared/data/cifar10_test.npz``, 1,000 by default) against one NB201 network trained here with
@@ -7,7 +7,7 @@ from the held-out 20 %).
 
 * **baseline**: torchattacks 3.5 (``FGSM``, ``PGD``, ``APGD``, ``Square``), one call per epsilon on all images, in
   batches of ``batch_size`` images, with the same budgets as ours;
-* **ours, independent**: ``attacks.evaluate(..., mode="independent")``: the reference protocol, every epsilon
+* **ours, independent**: ``robustbench_nas.attacks.evaluate(..., mode="independent")``: the reference protocol, every epsilon
   attacked from scratch, all epsilons of the grid in one pass (rows = image x epsilon);
 * **ours, early_exit**: ``mode="early_exit"``: an image broken at a smaller epsilon (or misclassified clean) is not
   attacked again, and rows leave an attack when they are misclassified.
@@ -121,7 +121,7 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
         apgd_steps: int | None = None, epochs: int | None = None, C: int | None = None, N: int | None = None,
         reference: bool = False) -> list[dict]:
     """Run the comparison; returns (and writes) one record per (attack, mode) and a total per mode."""
-    import attacks
+    from robustbench_nas import attacks
 
     if not (SHARED_DATA / "cifar10_test.npz").is_file():
         log.warning("skipping: %s/cifar10_test.npz not found", SHARED_DATA)

@@ -3,7 +3,7 @@
 Work measured: all 19 corruptions x 5 severities on the CIFAR-10 test images of ``../shared/data/cifar10_test.npz``
 (10,000 by default; ``--quick``: 500).
 
-* **ours**: ``corruptions.get(name)(x, severity, generator)`` on batches of ``--batch-size`` images (default 500:
+* **ours**: ``robustbench_nas.corruptions.get(name)(x, severity, generator)`` on batches of ``--batch-size`` images (default 500:
   CPU caches make 250-1000 image batches 2-3x faster per image than 10,000 at once), one torch thread on the CPU
   (this process's CPU seconds: the machine is shared), and on the GPU when one is available (wall seconds, CUDA
   synchronised).
@@ -29,7 +29,7 @@ Run: ``python -m benchmarks.bench_corruptions [--quick] [--n 10000] [--baseline-
 
 ``--validate`` runs an end-to-end check against the published data instead of the timing: one small NB201 network
 (C=8, N=1, 8 epochs) trained here on the 8,000 training images of the shared file (the project's trainer),
-evaluated with ``corruptions.evaluate`` on the 2,000 held-out images for the 15 corruptions x 5 severities, and
+evaluated with ``robustbench_nas.corruptions.evaluate`` on the 2,000 held-out images for the 15 corruptions x 5 severities, and
 compared with the mean accuracy per (corruption, severity) of the 6,466 networks of Jung et al. 2023 (evaluated on
 the official CIFAR-10-C files): how often the accuracy change from one severity to the next has the same sign
 (60 steps; several corruptions are not monotone in the release, e.g. glass_blur and motion_blur), plus Spearman
@@ -106,7 +106,7 @@ def load_imagecorruptions() -> Any:
 
 
 def _ours_cell(f, x: torch.Tensor, severity: int, batch_size: int, device: torch.device, seed: int) -> torch.Tensor:
-    import corruptions
+    from robustbench_nas import corruptions
 
     g = corruptions.make_generator(seed, device)
     outs = [f(x[i : i + batch_size], severity, generator=g) for i in range(0, x.shape[0], batch_size)]
@@ -115,7 +115,7 @@ def _ours_cell(f, x: torch.Tensor, severity: int, batch_size: int, device: torch
 
 def _time_ours(names, x, batch_size, device) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds per corruption (sum over severities): (wall, process CPU)."""
-    import corruptions
+    from robustbench_nas import corruptions
 
     wall: dict[str, float] = {}
     cpu: dict[str, float] = {}
@@ -176,7 +176,7 @@ def _time_reference(names, imgs: np.ndarray) -> tuple[dict[str, float], dict[str
 
 def _agreement(name: str, x: torch.Tensor, ref_out: list[np.ndarray]) -> dict[str, Any]:
     """Ours vs the reference on the timed images (module docstring: pixels, or strength for random ones)."""
-    import corruptions
+    from robustbench_nas import corruptions
 
     n = ref_out[0].shape[0]
     clean = torch.round(x[:n] * 255).to(torch.int64).permute(0, 2, 3, 1).numpy()
@@ -202,7 +202,7 @@ def _agreement(name: str, x: torch.Tensor, ref_out: list[np.ndarray]) -> dict[st
 def run(quick: bool = False, n: int | None = None, baseline_n: int | None = None,
         batch_size: int | None = None, names: list[str] | None = None) -> list[dict]:
     """Time all corruptions x 5 severities, ours vs ``imagecorruptions``; one record per corruption plus totals."""
-    import corruptions
+    from robustbench_nas import corruptions
 
     n = n or (500 if quick else 10_000)
     baseline_n = baseline_n or (20 if quick else 200)
@@ -269,7 +269,7 @@ def validate(epochs: int = 8) -> dict:
 
     from scipy.stats import kendalltau, spearmanr
 
-    import corruptions
+    from robustbench_nas import corruptions
     from robustbench_nas.data import get_dataset
     from robustbench_nas.evaluation import evaluate_clean
     from robustbench_nas.training import get_profile, train_model

@@ -1,7 +1,7 @@
 """End to end: cells per hour of the ``tiny`` protocol on this machine, and the cost of the full ``jung2023`` and
 ``pgd-at`` protocols per cell on a GPU (a **projection**, clearly labelled, unless measured on a GPU).
 
-Measured (record ``end_to_end_tiny``): :func:`pipelines.run_pipeline` with the ``tiny`` protocol (8 cells of the
+Measured (record ``end_to_end_tiny``): :func:`robustbench_nas.pipelines.run_pipeline` with the ``tiny`` protocol (8 cells of the
 embedded ``digits`` data; quick mode: 1 cell) on a local Dask cluster into a fresh store, timed wall-clock from
 store creation to the last stage, with the per-stage mean seconds read back from the store's ``stage_seconds``.
 There is no baseline tool that runs this whole protocol, so ``baseline_s`` is ``None``; ``results_agree`` says
@@ -53,7 +53,7 @@ NASROB_MEDIAN = {"clean": 0.7064, "pgd20_8": 0.4275, "aa_8": 0.3870}
 # ----------------------------------------------------------------------------------------------------------------
 def run_tiny(n_cells: int | None, n_workers: int, workdir: Path) -> dict[str, Any]:
     """Run the ``tiny`` protocol into a fresh store; returns wall seconds, cells, per-stage seconds, status."""
-    from pipelines import get_protocol, run_pipeline
+    from robustbench_nas.pipelines import get_protocol, run_pipeline
     from robustbench_nas.storage import DONE, open_store
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # the table, not the cluster's chatter
@@ -93,7 +93,7 @@ def published_robust_fractions(root: Path | None = None) -> dict[str, Any] | Non
 def _budgets() -> dict[str, int]:
     """PGD steps, APGD steps, Square queries of ``jung2023`` (the attack package's defaults for the protocol)."""
     try:
-        from attacks.params import APGDParams, PGDParams, SquareParams
+        from robustbench_nas.attacks.params import APGDParams, PGDParams, SquareParams
 
         return {"pgd": PGDParams().steps, "apgd": APGDParams().steps, "square": SquareParams().n_queries}
     except Exception:  # the attacks package's reported budgets (protocols.md)
@@ -266,10 +266,10 @@ def stratified_cells(clean: dict[int, float], n: int) -> list[int]:
 
 def fidelity_records(cfg: FidelityConfig, root: Path | None = None) -> list[dict[str, Any]]:
     """Train the sample on the shared CIFAR-10 file (seeded 80/20 split of the test set: ``npz`` dataset), evaluate
-    clean and PGD (``attacks.evaluate``, the protocol's PGD-40), and rank-correlate with the published values."""
+    clean and PGD (``robustbench_nas.attacks.evaluate``, the protocol's PGD-40), and rank-correlate with the published values."""
     from scipy.stats import kendalltau, spearmanr
 
-    import attacks
+    from robustbench_nas import attacks
     from robustbench_nas.data import get_dataset
     from robustbench_nas.evaluation import evaluate_clean
     from robustbench_nas.training import get_profile, train_model
@@ -331,7 +331,7 @@ def fidelity_records(cfg: FidelityConfig, root: Path | None = None) -> list[dict
 def device_agreement_record(device_a: str = "cpu", device_b: str = "cuda", n: int = 500,
                             train_steps: int = 20, perturb_b: float = 0.0) -> dict[str, Any]:
     """Train a fixed small model briefly on ``device_a``, then evaluate it on both devices: logits, clean accuracy,
-    FGSM and PGD at 1/255 and 4/255 (``attacks.evaluate``, seed 0), two corruptions (``corruptions.evaluate``),
+    FGSM and PGD at 1/255 and 4/255 (``robustbench_nas.attacks.evaluate``, seed 0), two corruptions (``robustbench_nas.corruptions.evaluate``),
     and one training step from identical weights. Agreement within tolerances that allow TF32 / cuDNN
     differences: logits |diff| <= 1e-2 x max |logit|; accuracies within 1 % (5 images of 500); the updated weights
     within 1e-3 relative (to each tensor's largest value, at least 1e-2). ``ours_s`` is the time on ``device_b``, ``baseline_s`` on ``device_a``.
@@ -340,8 +340,8 @@ def device_agreement_record(device_a: str = "cpu", device_b: str = "cuda", n: in
     """
     import torch
 
-    import attacks
-    import corruptions
+    from robustbench_nas import attacks
+    from robustbench_nas import corruptions
     from robustbench_nas.evaluation import evaluate_clean, predict_logits
     from robustbench_nas.models import build_model
 

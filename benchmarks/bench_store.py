@@ -6,7 +6,7 @@ curves, and confusion matrices for clean / every attack-eps / every corruption-s
 realistic in structure (confusion matrices of 1000 images per class whose diagonals give the accuracies;
 accuracies are multiples of 1/10000 as real ones are).
 
-The store is written exactly as the pipeline writes it: :class:`pipelines.runner.ResultWriter` (the client's write
+The store is written exactly as the pipeline writes it: :class:`robustbench_nas.pipelines.runner.ResultWriter` (the client's write
 path) journals every (cell, stage) result as it arrives and commits each block of ``shard_cells`` cells as whole
 shards once complete. Everything then is read from that store as it was left. Compared, side by side, on the same
 numbers (every record says ``same_work``):
@@ -55,7 +55,7 @@ DATASET_KEY = "cifar10"
 # ----------------------------------------------------------------------------------------------------------------
 def jung2023_spec(n_cells: int | None = None):
     """The :class:`~robustbench_nas.storage.StoreSpec` of a ``jung2023`` run (first ``n_cells`` unique cells)."""
-    from pipelines import get_protocol
+    from robustbench_nas.pipelines import get_protocol
     from robustbench_nas.search_spaces import get_search_space
     from robustbench_nas.storage import StoreSpec
 
@@ -142,7 +142,7 @@ def write_pipeline(path: Path, spec: Any, data: dict[str, np.ndarray], cells: li
     time, in ``cells`` order or shuffled with ``order_seed``); blocks committed whole once complete.
     ``die_after``: SIGKILL this process after that many results (the simulated run's crash). ``max_batch``: hand
     results over in batches of 1..max_batch (as ``as_completed(...).batches()`` does when several finish at once)."""
-    from pipelines.runner import ResultWriter
+    from robustbench_nas.pipelines.runner import ResultWriter
     from robustbench_nas.storage import RobustnessStore, create_store
 
     if store is None:
@@ -400,7 +400,7 @@ def _sim_client(store_path: str, data_dir: str, n_cells: int, shard: tuple[int, 
     """One client process: its cells' results (``shard``, or every cell not done when ``resume``) in random order."""
     from dataclasses import replace
 
-    from pipelines.protocol import shard_cells as cells_of_shard
+    from robustbench_nas.pipelines.protocol import shard_cells as cells_of_shard
     from robustbench_nas.storage import DONE, RobustnessStore
 
     spec = replace(jung2023_spec(n_cells), shard_cells=shard_cells)

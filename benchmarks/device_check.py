@@ -6,7 +6,7 @@ fails is reported in the summary with its error and makes the exit code non-zero
 
 1. ``agreement_model``: :func:`benchmarks.bench_end_to_end.device_agreement_record` on a fixed small network
    (logits, clean accuracy, FGSM and PGD, two corruptions, one training step from identical weights).
-2. ``agreement_attacks``: every registered attack (``attacks.list_attacks()``: FGSM, PGD, APGD-CE/-DLR/-T, Square,
+2. ``agreement_attacks``: every registered attack (``robustbench_nas.attacks.list_attacks()``: FGSM, PGD, APGD-CE/-DLR/-T, Square,
    AutoAttack, Linf and L2) at two radii with short budgets, accuracy on the GPU vs the CPU. The attacks' random
    streams come from generators on the model's device, so random attacks agree statistically (tolerance 0.05 on
    ``n`` images), deterministic FGSM within one image.
@@ -20,7 +20,7 @@ fails is reported in the summary with its error and makes the exit code non-zero
    ``measures_hessian_active_vs_full``.
 5. ``throughput_training``: images/s of one training epoch of full-size NB201 (C=16, N=5) cells, fp32 and
    channels_last+bf16 (``bench_training.gpu_records`` with a short configuration).
-6. ``throughput_attacks``: ``attacks.evaluate`` on 1,000 images of a full-size network at the reference budgets
+6. ``throughput_attacks``: ``robustbench_nas.attacks.evaluate`` on 1,000 images of a full-size network at the reference budgets
    (PGD-40 and APGD-CE-100 on the 7-eps Jung grid, Square-5000 on 200 images at 1/255), both modes.
 7. ``throughput_corruptions``: all 19 x 5 on 10,000 images on the GPU (``bench_corruptions._time_ours``).
 8. ``fidelity``: the fidelity study (``bench_end_to_end.fidelity_records``) with as many cells as the remaining
@@ -137,7 +137,7 @@ def _attack_params(name: str, sz: Sizes) -> dict[str, Any] | None:
 
 
 def agreement_attacks(dev: str, sz: Sizes) -> list[dict]:
-    import attacks
+    from robustbench_nas import attacks
 
     x, y = _images(sz.attack_images)
     model = _calibrated_model(LIGHT_CELL, 8, 1, x)
@@ -165,7 +165,7 @@ def agreement_attacks(dev: str, sz: Sizes) -> list[dict]:
 def agreement_corruptions(dev: str, sz: Sizes) -> list[dict]:
     import torch
 
-    import corruptions
+    from robustbench_nas import corruptions
 
     x, _ = _images(sz.corruption_images)
     fracs: dict[str, list[float]] = {}
@@ -236,7 +236,7 @@ def throughput_training(dev: str, sz: Sizes) -> list[dict]:
 
 
 def throughput_attacks(dev: str, sz: Sizes) -> list[dict]:
-    import attacks
+    from robustbench_nas import attacks
 
     x, y = _images(sz.throughput_images)
     x, y = x.to(dev), y.to(dev)
@@ -263,7 +263,7 @@ def throughput_attacks(dev: str, sz: Sizes) -> list[dict]:
 def throughput_corruptions(dev: str, sz: Sizes) -> list[dict]:
     import torch
 
-    import corruptions
+    from robustbench_nas import corruptions
     from benchmarks.bench_corruptions import _time_ours
 
     x, _ = _images(sz.corruption_throughput_images)

@@ -106,7 +106,7 @@ def proxy_fingerprints(rows: int) -> dict[str, str]:
     from robustbench_nas.data import get_dataset
     from robustbench_nas.proxies import compute_proxies, list_proxies
 
-    derived_seed = _mod("pipelines.stages").derived_seed
+    derived_seed = _mod("robustbench_nas.pipelines.stages").derived_seed
     table = pd.read_csv(REPO / "robustbench_nas" / "analysis" / "data" / "nb201_cifar10_proxies.csv")
     ds = get_dataset("npz", str(NPZ))
     sub = ds.split("train").subset(64, seed=derived_seed("nb201-proxies", "train", 64))

@@ -6,7 +6,8 @@ each a pure function of a float batch ``(N, C, H, W)`` in [0, 1] on any device, 
 Constants: ``ImageNet-C/create_c/make_cifar_c.py`` in github.com/hendrycks/robustness.
 
 Example:
-    >>> import corruptions, torch
+    >>> from robustbench_nas import corruptions
+    >>> import torch
     >>> corruptions.list_corruptions("benchmark")[:3]
     ['gaussian_noise', 'shot_noise', 'impulse_noise']
     >>> fog = corruptions.get("fog")

@@ -156,7 +156,7 @@ def motion_blur(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
     """ImageMagick motion blur (radius 6 .. 9, sigma 1 .. 2.5) along a random angle in [-45, 45) degrees.
 
     The generator blurs the 8-bit image with Wand/ImageMagick and stores the rounded 8-bit result; this is the
-    same one-sided Gaussian line kernel (see :func:`corruptions._ops.motion_blur`).
+    same one-sided Gaussian line kernel (see :func:`robustbench_nas.corruptions._ops.motion_blur`).
     """
     radius, sigma = MOTION[severity - 1]
     angle = rng.uniform((x.shape[0],), *MOTION_ANGLE, dtype=torch.float64)

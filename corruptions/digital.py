@@ -76,7 +76,7 @@ def pixelate(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
 
 @register_corruption("jpeg_compression", "digital", random=False)
 def jpeg_compression(x: torch.Tensor, severity: int, rng: Rng) -> torch.Tensor:
-    """JPEG at Pillow quality 80 .. 40 (4:2:0), encoded and decoded (see :mod:`corruptions.jpeg`)."""
+    """JPEG at Pillow quality 80 .. 40 (4:2:0), encoded and decoded (see :mod:`robustbench_nas.corruptions.jpeg`)."""
     return jpeg_roundtrip(to_uint8_levels(x), JPEG_QUALITY[severity - 1]) / 255.0
 
 

@@ -103,9 +103,9 @@ def evaluate(
         severities: subset of 1..5.
         batch_size: images per forward pass (and per corruption call).
         seed: base seed for generated corruptions (each cell gets its own generator, see
-            :class:`corruptions.sources.GeneratedSource`).
+            :class:`robustbench_nas.corruptions.sources.GeneratedSource`).
         source: ``None`` to generate the corruptions on the model's device; a folder path to read the
-            official ``<name>.npy`` files (:class:`corruptions.sources.CifarCFiles`); or any source object, e.g.
+            official ``<name>.npy`` files (:class:`robustbench_nas.corruptions.sources.CifarCFiles`); or any source object, e.g.
             ``CifarCFiles(root, indices=subset)`` to read a subset of the test set (then ``x``, ``y`` are unused).
         progress: show a tqdm bar over the cells.
 

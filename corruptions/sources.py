@@ -34,13 +34,13 @@ class CorruptionSource(Protocol):
 
 
 class GeneratedSource:
-    """Corrupt ``x`` on the fly with :func:`corruptions.get`.
+    """Corrupt ``x`` on the fly with :func:`robustbench_nas.corruptions.get`.
 
     Arguments:
         x: clean images, float ``(N, C, H, W)`` in [0, 1] (any device; batches are moved to ``device``).
         y: labels ``(N,)``.
         seed: base seed; each (corruption, severity) cell gets its own generator seeded with
-            :func:`corruptions.registry.cell_seed`, so a cell's images do not depend on which other cells run.
+            :func:`robustbench_nas.corruptions.registry.cell_seed`, so a cell's images do not depend on which other cells run.
         device: where corruptions are computed (and the generator lives).
 
     The random draws are made batch by batch from the cell's generator, so the images depend on

@@ -1,4 +1,4 @@
-"""Weather corruptions: snow, frost, fog (and spatter in :mod:`corruptions.spatter`).
+"""Weather corruptions: snow, frost, fog (and spatter in :mod:`robustbench_nas.corruptions.spatter`).
 
 Per-severity constants from ``ImageNet-C/create_c/make_cifar_c.py`` (github.com/hendrycks/robustness).
 """

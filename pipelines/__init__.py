@@ -1,7 +1,7 @@
 """The distributed pipeline behind ``rbnas run``: protocols, stages and the Dask runner (see ``docs/pipeline.md``).
 
 Example:
-    >>> from pipelines import get_protocol, run_pipeline
+    >>> from robustbench_nas.pipelines import get_protocol, run_pipeline
     >>> report = run_pipeline("runs/tiny.zarr", get_protocol("tiny"))   # doctest: +SKIP
 """
 

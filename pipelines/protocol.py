@@ -35,7 +35,7 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
 
 def _attack_grid(name: str) -> tuple[dict[str, tuple[float, ...]], dict[str, dict[str, Any]]]:
     """The attacks part's named grid and its parameter overrides (one source of truth for eps grids)."""
-    from attacks.protocols import get_protocol as attack_protocol, protocol_params
+    from robustbench_nas.attacks.protocols import get_protocol as attack_protocol, protocol_params
 
     return {k: tuple(v) for k, v in attack_protocol(name).items()}, protocol_params(name)
 
@@ -184,7 +184,7 @@ class ProtocolConfig:
         """Every name a stage will look up exists: attacks (and their parameters), corruptions, proxies, measures,
         the dataset, the training profile and its overrides. Checked when the protocol is built, so a typo fails
         before a store is created or a job is submitted, not hours later in a stage."""
-        import attacks as attacks_pkg
+        from robustbench_nas import attacks as attacks_pkg
         from robustbench_nas.data import list_datasets
         from robustbench_nas.measures import list_measures
         from robustbench_nas.proxies import list_proxies
@@ -201,7 +201,7 @@ class ProtocolConfig:
             fields = {f.name for f in dataclasses.fields(attacks_pkg.get_attack(a).defaults)}
             check(f"parameter(s) of {a}", list(params), sorted(fields))
         if self.corruptions:
-            from corruptions import list_corruptions
+            from robustbench_nas.corruptions import list_corruptions
 
             check("corruption(s)", self.corruptions, list(list_corruptions()))
         bad_sev = [s for s in self.severities if not 1 <= s <= 5]

@@ -2,7 +2,7 @@
 
 ``run_pipeline(store, protocol)`` creates the store (or resumes it), submits every stage that is not done yet to a
 Dask cluster (a ``LocalCluster`` of spawned single-threaded processes by default, any scheduler address, or SLURM
-through ``pipelines.slurm``), shows a progress bar, and returns a :class:`RunReport`.
+through ``robustbench_nas.pipelines.slurm``), shows a progress bar, and returns a :class:`RunReport`.
 
 Write path: a worker returns its values; the client appends each result at once to the store's durable journal
 (:mod:`robustbench_nas.storage.journal`) and rewrites a block's shards whole (one commit, under the store's lock)
@@ -320,7 +320,7 @@ def make_client(
     What is exposed: a local cluster's scheduler, workers, nannies and dashboard listen on 127.0.0.1 only, and
     scheduler and workers talk TLS with credentials made for this run (held in memory, handed to the spawned
     workers through their start-up pipe), so other users of a shared login node cannot submit work to them
-    either. On SLURM (:func:`pipelines.slurm.make_slurm_cluster`) the scheduler must be reachable from the
+    either. On SLURM (:func:`robustbench_nas.pipelines.slurm.make_slurm_cluster`) the scheduler must be reachable from the
     compute nodes; it then requires TLS with per-run certificates written owner-only under ``credentials_dir``.
     ``insecure=True`` turns TLS off (plain TCP; a warning says so).
 
@@ -380,7 +380,7 @@ def make_client(
 def _cluster_has_gpu(client: Any) -> bool:
     """Whether GPU stages should request the ``GPU`` resource (a task asking for it never runs without one)."""
     cfg = getattr(getattr(client, "cluster", None), "rbnas_config", None)
-    if cfg is not None:  # a SLURM cluster from pipelines.slurm: its workers join later, with GPU: 1 if gpus > 0
+    if cfg is not None:  # a SLURM cluster from robustbench_nas.pipelines.slurm: its workers join later, with GPU: 1 if gpus > 0
         return int(getattr(cfg, "gpus", 0) or 0) > 0
     if not client.scheduler_info().get("workers"):
         client.wait_for_workers(1, timeout=600)  # a bare scheduler address: decide once a worker is there

@@ -8,7 +8,7 @@ Three pieces live here, each small:
 * :func:`make_slurm_cluster`: builds the ``SLURMCluster``, asks for ``jobs`` jobs (fixed, or adaptive up to
   ``jobs``) and attaches a :class:`JobRespawner` that replaces jobs whose workers all vanished (walltime,
   ``scancel``, preemption, node failure). This is what ``rbnas run --cluster slurm`` calls.
-* The worker launcher, run inside every SLURM job as ``python -m pipelines.slurm <scheduler> --name NAME ...``
+* The worker launcher, run inside every SLURM job as ``python -m robustbench_nas.pipelines.slurm <scheduler> --name NAME ...``
   (dask-jobqueue's ``worker_command``): it starts one ``dask worker`` process per GPU of the job, each with
   ``CUDA_VISIBLE_DEVICES`` set to its own GPU and ``--resources GPU=1``, and names them ``NAME-0``, ``NAME-1``,
   ... exactly as dask-jobqueue expects for a job with several worker processes.
@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -45,8 +44,8 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 logger = logging.getLogger(__name__)
 
-#: Module run inside each SLURM job (``python -m pipelines.slurm``); see :func:`launcher_main`.
-WORKER_COMMAND = "pipelines.slurm"
+#: Module run inside each SLURM job (``python -m robustbench_nas.pipelines.slurm``); see :func:`launcher_main`.
+WORKER_COMMAND = "robustbench_nas.pipelines.slurm"
 
 #: Keys of dask-jobqueue's own ``jobqueue: slurm:`` section that mean the same here (dask name -> our field).
 _JOBQUEUE_ALIASES = {
@@ -371,7 +370,7 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
     Example:
         >>> kw = slurm_cluster_kwargs(load_slurm_config(None, gpus=2, cores=8, walltime="01:00:00"))
         >>> kw["processes"], kw["worker_command"], "--gres=gpu:2" in kw["job_extra_directives"]
-        (2, 'pipelines.slurm', True)
+        (2, 'robustbench_nas.pipelines.slurm', True)
     """
     directives = list(cfg.job_extra_directives)
     if cfg.gres():
@@ -398,7 +397,7 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
         worker_extra_args=worker_args,
         job_extra_directives=directives,
         # one thread per BLAS/OpenMP pool in every worker: tasks set their torch threads themselves
-        job_script_prologue=[*cfg.job_script_prologue, _pythonpath_line(),
+        job_script_prologue=[*cfg.job_script_prologue,
                              "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"],
         death_timeout=cfg.death_timeout,
         scheduler_options=dict(cfg.scheduler_options),
@@ -420,13 +419,6 @@ def slurm_job_script(config: str | os.PathLike | None = None, **overrides: Any) 
     """
     # SLURMJob creates its log directory; a dry run must not, so it gets a throw-away one, renamed after.
     return slurm_job_script_for(load_slurm_config(config, **overrides))
-
-
-def _pythonpath_line() -> str:
-    # Jobs must import the same robustbench-nas code as the client, also from a source checkout that is not
-    # pip-installed: put the folder holding ``pipelines/`` first on the job's PYTHONPATH.
-    root = Path(__file__).resolve().parents[1]
-    return f'export PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}'
 
 
 class JobRespawner:
@@ -591,7 +583,7 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, *, dashboard
     """
     import shutil
 
-    from pipelines.runner import DEFAULT_DASHBOARD, check_dashboard_address
+    from robustbench_nas.pipelines.runner import DEFAULT_DASHBOARD, check_dashboard_address
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
@@ -959,7 +951,7 @@ def plan_worker_processes(argv: Sequence[str], env: Mapping[str, str]) -> list[W
     Raises:
         ValueError: the job sees fewer GPUs than workers, or the arguments are malformed.
     """
-    parser = argparse.ArgumentParser(prog="python -m pipelines.slurm", add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m robustbench_nas.pipelines.slurm", add_help=False)
     parser.add_argument("scheduler")
     parser.add_argument("--name", required=True)
     parser.add_argument("--nworkers", type=int, default=1)

@@ -260,7 +260,7 @@ def _clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ba
 @register_stage("adversarial", needs=("train",), gpu=True)
 def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
     """Every attack of the protocol at every eps of its grid, on ``attack_images`` evaluation images."""
-    import attacks
+    from robustbench_nas import attacks
 
     from robustbench_nas.storage import StoreSpec
 
@@ -273,7 +273,7 @@ def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
         res = attacks.evaluate(model, x, y, attack, list(eps), params=p.attack_params.get(attack),
                                batch_size=p.batch_size, seed=derived_seed(ctx.seed, attack), mode=p.attack_mode)
         if len(res) != len(eps):
-            raise RuntimeError(f"attacks.evaluate({attack!r}) returned {len(res)} results for {len(eps)} eps")
+            raise RuntimeError(f"robustbench_nas.attacks.evaluate({attack!r}) returned {len(res)} results for {len(eps)} eps")
         for r in res:
             i, j = spec.eps_index(attack, r.eps)
             found.append((i, j, r.stats))
@@ -285,7 +285,7 @@ def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
 @register_stage("corruptions", needs=("train",), gpu=True)
 def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
     """Every corruption at every severity, on ``corruption_images`` evaluation images."""
-    import corruptions
+    from robustbench_nas import corruptions
 
     p = ctx.protocol
     x, y = ctx.split(p.eval_split, p.corruption_images)
@@ -294,7 +294,7 @@ def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
                                source=p.corruption_source)
     found = [(p.corruptions.index(r.corruption), p.severities.index(int(r.severity)), r.stats) for r in res]
     if len(found) != len(p.corruptions) * len(p.severities):
-        raise RuntimeError(f"corruptions.evaluate returned {len(found)} results for "
+        raise RuntimeError(f"robustbench_nas.corruptions.evaluate returned {len(found)} results for "
                            f"{len(p.corruptions)} x {len(p.severities)}")
     out = _grid_values("corruption", (len(p.corruptions), len(p.severities)), ctx.dataset.info.num_classes, found)
     out["corruption_clean_accuracy"] = _clean_accuracy(ctx.trained_model(), x, y, p.batch_size)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-import attacks
-from attacks._common import check_eps
-from attacks.evaluate import AttackResult
-from attacks.training import adversarial_batch
+from robustbench_nas import attacks
+from robustbench_nas.attacks._common import check_eps
+from robustbench_nas.attacks.evaluate import AttackResult
+from robustbench_nas.attacks.training import adversarial_batch
 from robustbench_nas.evaluation import evaluate_clean
 from robustbench_nas.models import build_model
 

@@ -5,7 +5,7 @@
   with random starts (different random streams).
 - APGD-CE / APGD-DLR / APGD-T (Linf and L2) and Square (Linf and L2) vs the AutoAttack reference code (PyPI ``pyautoattack``):
   given the same seed our generator draws the same numbers as the reference's reseeded global RNG, so the
-  outcomes are bitwise equal; through ``attacks.evaluate`` (other random streams) accuracies agree within the
+  outcomes are bitwise equal; through ``robustbench_nas.attacks.evaluate`` (other random streams) accuracies agree within the
   randomness of the attack.
 """
 
@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-import attacks
-from attacks.apgd import apgd_perturb
-from attacks.params import APGDParams, FGSMParams, PGDParams, SquareParams
-from attacks.square import square_perturb
+from robustbench_nas import attacks
+from robustbench_nas.attacks.apgd import apgd_perturb
+from robustbench_nas.attacks.params import APGDParams, FGSMParams, PGDParams, SquareParams
+from robustbench_nas.attacks.square import square_perturb
 
 torchattacks = pytest.importorskip("torchattacks")
 

@@ -33,8 +33,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of existing data every case may touch (and must not change)."""
     import torch
 
-    from pipelines import get_protocol
-    from pipelines.runner import prepare_store
+    from robustbench_nas.pipelines import get_protocol
+    from robustbench_nas.pipelines.runner import prepare_store
     from robustbench_nas.models import build_model
     from robustbench_nas.training.checkpoint import save_checkpoint
 

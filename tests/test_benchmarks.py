@@ -355,11 +355,11 @@ def test_device_check_dry_run_runs_every_section(tmp_path: Path) -> None:
     assert not bad and code == 0, bad
     for name in summary["sections"]["agreement_attacks"]["records"]:
         rec = json.loads((tmp_path / f"{name}.json").read_text())
-        import attacks
+        from robustbench_nas import attacks
 
         assert set(rec["accuracy"]) == set(attacks.list_attacks())  # every attack
     rec = json.loads((tmp_path / "device_agreement_corruptions_cpu.json").read_text())
-    import corruptions
+    from robustbench_nas import corruptions
 
     assert set(rec["fraction_within_1_level"]) == set(corruptions.list_corruptions())
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipelines import get_protocol, list_protocols
+from robustbench_nas.pipelines import get_protocol, list_protocols
 from robustbench_nas.cli.main import cli
 from robustbench_nas.models import build_model
 from robustbench_nas.search_spaces import get_search_space
@@ -49,7 +49,7 @@ def test_set_profile_field_shortcut_and_l2_eps() -> None:
 
 
 def test_every_advertised_protocol_is_runnable() -> None:
-    import attacks
+    from robustbench_nas import attacks
 
     for name in attacks.list_protocols():  # what `rbnas attack --list` advertises
         assert name in list_protocols(), name
@@ -81,7 +81,7 @@ def test_status_check_exit_codes(tmp_path: Path) -> None:
 
 
 def _fake_report(store: str, failures: list) -> object:
-    from pipelines.runner import RunReport
+    from robustbench_nas.pipelines.runner import RunReport
 
     fields = RunReport.__dataclass_fields__
     base = dict(store=store, protocol="tiny", fingerprint="x", submitted=1, counts={}, progress={},
@@ -92,7 +92,7 @@ def _fake_report(store: str, failures: list) -> object:
 
 @pytest.mark.parametrize("as_json", [False, True])
 def test_run_exits_nonzero_when_a_unit_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
-    import pipelines
+    from robustbench_nas import pipelines
 
     path = str(_store(tmp_path / "s.zarr", True))
     failure = {"arch": 1, "seed": 0, "stage": "clean", "error": "ValueError: boom", "attempts": 3}
@@ -113,13 +113,12 @@ def test_run_exits_nonzero_when_a_unit_failed(tmp_path: Path, monkeypatch: pytes
 
 
 def test_ctrl_c_is_one_line_with_a_resume_hint(tmp_path: Path) -> None:
-    code = ("import pipelines, sys\n"
+    code = ("import sys\nimport robustbench_nas.pipelines\n"
             "def boom(*a, **k): raise KeyboardInterrupt\n"
-            "pipelines.run_pipeline = boom\n"
+            "robustbench_nas.pipelines.run_pipeline = boom\n"
             "from robustbench_nas.cli.main import cli\n"
             f"cli(['run', '--protocol', 'tiny', '--store', {str(tmp_path / 's.zarr')!r}, '--no-progress'])\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 130
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "resume" in lines[0] and "Traceback" not in p.stderr

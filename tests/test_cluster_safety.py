@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import get_protocol, run_pipeline
-from pipelines.runner import check_dashboard_address, make_client
+from robustbench_nas.pipelines import get_protocol, run_pipeline
+from robustbench_nas.pipelines.runner import check_dashboard_address, make_client
 
 ONE_CELL = dict(
     archs=[6],
@@ -65,7 +65,7 @@ def test_dashboard_link_is_the_bound_socket(monkeypatch) -> None:
     import socket
     from types import SimpleNamespace
 
-    import pipelines.runner as runner
+    import robustbench_nas.pipelines.runner as runner
 
     monkeypatch.setattr(runner, "_has_bokeh", lambda: True)
 
@@ -168,7 +168,7 @@ def test_local_cluster_variants_stay_on_loopback(kw) -> None:
 def test_file_credentials_are_owner_only_and_refuse_plain_clients(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
-    from pipelines.slurm import remove_credentials, write_credentials
+    from robustbench_nas.pipelines.slurm import remove_credentials, write_credentials
 
     security, folder = write_credentials(tmp_path / "shared")
     try:
@@ -198,7 +198,7 @@ def test_file_credentials_are_owner_only_and_refuse_plain_clients(tmp_path: Path
 
 
 def test_remove_credentials_never_deletes_foreign_folders(tmp_path: Path) -> None:
-    from pipelines.slurm import remove_credentials
+    from robustbench_nas.pipelines.slurm import remove_credentials
 
     other = tmp_path / "data"
     other.mkdir()
@@ -236,7 +236,7 @@ def fake_path(monkeypatch, tmp_path: Path):
 
 
 def test_refused_submission_fails_at_once_with_sbatch_message_and_hint(fake_path, tmp_path: Path) -> None:
-    from pipelines.slurm import SlurmStartError, make_slurm_cluster
+    from robustbench_nas.pipelines.slurm import SlurmStartError, make_slurm_cluster
 
     fake_path(sbatch=f'echo "{GRES_ERROR}" >&2; exit 1')
     t0 = time.monotonic()
@@ -265,7 +265,7 @@ def test_rbnas_run_cluster_slurm_refused_is_one_line_exit_2(fake_path, tmp_path:
 
 def test_submission_refused_after_test_only_is_reported(fake_path, tmp_path: Path) -> None:
     """`--test-only` passes but the real submission is refused (e.g. a per-user job limit)."""
-    from pipelines.slurm import SlurmStartError, make_slurm_cluster, wait_for_first_worker
+    from robustbench_nas.pipelines.slurm import SlurmStartError, make_slurm_cluster, wait_for_first_worker
 
     fake_path(sbatch='case "$1" in --test-only) echo "sbatch: Job 1 to start at now" >&2; exit 0;; esac\n'
                      'echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1')
@@ -276,7 +276,7 @@ def test_submission_refused_after_test_only_is_reported(fake_path, tmp_path: Pat
 
 
 def test_job_dying_at_start_is_reported_with_its_log(fake_path, tmp_path: Path) -> None:
-    from pipelines.slurm import SlurmStartError, make_slurm_cluster, wait_for_first_worker
+    from robustbench_nas.pipelines.slurm import SlurmStartError, make_slurm_cluster, wait_for_first_worker
 
     err = tmp_path / "job.err"
     err.write_text("Traceback (most recent call last):\nModuleNotFoundError: No module named 'distributed'\n")
@@ -294,7 +294,7 @@ def test_job_dying_at_start_is_reported_with_its_log(fake_path, tmp_path: Path) 
 
 
 def test_no_worker_within_start_timeout(fake_path, tmp_path: Path) -> None:
-    from pipelines.slurm import SlurmStartError, make_slurm_cluster, wait_for_first_worker
+    from robustbench_nas.pipelines.slurm import SlurmStartError, make_slurm_cluster, wait_for_first_worker
 
     fake_path(sbatch='case "$1" in --test-only) exit 0;; esac\necho "Submitted batch job 77"',
               squeue='echo "77|PENDING|ReqNodeNotAvail"')
@@ -308,7 +308,7 @@ def test_no_worker_within_start_timeout(fake_path, tmp_path: Path) -> None:
 
 
 def test_slurm_hints() -> None:
-    from pipelines.slurm import slurm_hint
+    from robustbench_nas.pipelines.slurm import slurm_hint
 
     assert "gpus: 0" in slurm_hint(GRES_ERROR)
     assert "partition" in slurm_hint("sbatch: error: invalid partition specified: gpux")
@@ -318,7 +318,7 @@ def test_slurm_hints() -> None:
 
 
 def test_worker_jobs_limit_blas_threads() -> None:
-    from pipelines.slurm import slurm_job_script
+    from robustbench_nas.pipelines.slurm import slurm_job_script
 
     assert "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1" in slurm_job_script(None)
 

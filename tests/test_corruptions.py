@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import corruptions
-from corruptions import _ops
-from corruptions.registry import cell_seed, make_generator
+from robustbench_nas import corruptions
+from robustbench_nas.corruptions import _ops
+from robustbench_nas.corruptions.registry import cell_seed, make_generator
 
 RANDOM = [n for n in corruptions.list_corruptions() if corruptions.info(n).random]
 DETERMINISTIC = [n for n in corruptions.list_corruptions() if not corruptions.info(n).random]
@@ -282,7 +282,7 @@ def test_non_monotone_severities_follow_the_constants(cifar: torch.Tensor) -> No
 
 def test_zoom_factors_match_numpy_arange() -> None:
     """The CIFAR generator's float ``np.arange(1, 1.06, 0.01)`` includes 1.06 (7 factors)."""
-    from corruptions.blur import ZOOM_FACTORS
+    from robustbench_nas.corruptions.blur import ZOOM_FACTORS
 
     assert [len(z) for z in ZOOM_FACTORS] == [len(np.arange(1, s, 0.01)) for s in (1.06, 1.11, 1.16, 1.21, 1.26)]
     assert len(ZOOM_FACTORS[0]) == 7

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-import corruptions
-from corruptions.registry import Rng, info, make_generator
+from robustbench_nas import corruptions
+from robustbench_nas.corruptions.registry import Rng, info, make_generator
 
 cv2 = pytest.importorskip("cv2")
 skimage = pytest.importorskip("skimage")
@@ -120,7 +120,7 @@ def test_jpeg_other_sizes_bit_exact(shape: tuple[int, int]) -> None:
 def test_jpeg_codec_extreme_patterns_bit_exact(quality: int) -> None:
     """Checkerboards and saturated noise give the largest DCT coefficients: the 32-bit integer pipeline must
     still match libjpeg at every quality (no overflow, same clamping)."""
-    from corruptions.jpeg import jpeg_roundtrip
+    from robustbench_nas.corruptions.jpeg import jpeg_roundtrip
 
     a = (np.indices((32, 32)).sum(0) % 2) * 255
     imgs = [np.stack([a, 255 - a, a], -1), np.zeros((32, 32, 3)), np.full((32, 32, 3), 255),
@@ -221,7 +221,7 @@ def _ours_and_reference(name: str, imgs: np.ndarray, severity: int, seed: int) -
 
 
 def test_recorded_draws_are_the_public_functions_draws(images: np.ndarray) -> None:
-    """The raw function with the recording source gives what ``corruptions.get(name)`` gives for the same seed."""
+    """The raw function with the recording source gives what ``robustbench_nas.corruptions.get(name)`` gives for the same seed."""
     for name in ("glass_blur", "impulse_noise", "elastic_transform", "frost"):
         ours, _ = _ours_and_reference(name, images[:2], 3, seed=5)
         assert np.array_equal(ours, _ours(name, images[:2], 3, seed=5)), name
@@ -305,7 +305,7 @@ def test_glass_blur_copy_indices_equal_the_generator_loop(shape: tuple[int, int]
     """Where each output pixel comes from, exactly: the generator's loop (its copy, on an index image) with the
     package's draws; other sizes use the same loop with 32 replaced by the image's height and width; delta = 2 (not
     a CIFAR constant) exercises the sequential path, where a partner may already have been written in the pass."""
-    from corruptions.blur import _glass_source_index
+    from robustbench_nas.corruptions.blur import _glass_source_index
 
     n, (h, w) = 2, shape
     rng = RecordingRng(1)
@@ -333,7 +333,7 @@ def test_warp_affine_bit_exact_with_cv2(shape: tuple[int, int, int]) -> None:
     """Our warp and ``cv2.warpAffine(BORDER_REFLECT_101)`` on random float32 images, same M: identical floats
     (shifts up to ~15 pixels and scales of +-15 % reach far into the reflected border; widths that are not
     multiples of 16 exercise OpenCV's scalar tail)."""
-    from corruptions._ops import opencv_affine_inverse, opencv_warp_affine_reflect101
+    from robustbench_nas.corruptions._ops import opencv_affine_inverse, opencv_warp_affine_reflect101
 
     _opencv_float_warp()
     h, w, c = shape
@@ -353,8 +353,8 @@ def test_warp_affine_bit_exact_with_cv2(shape: tuple[int, int, int]) -> None:
 def test_warp_affine_of_the_generator_matrices_bit_exact_with_cv2(images: np.ndarray) -> None:
     """The generator's own matrices (getAffineTransform of float32 points, jitter of every severity) on the
     test images, batched: identical to per-image cv2.warpAffine."""
-    from corruptions._ops import opencv_warp_affine_reflect101
-    from corruptions.digital import ELASTIC, _affine_inverse
+    from robustbench_nas.corruptions._ops import opencv_warp_affine_reflect101
+    from robustbench_nas.corruptions.digital import ELASTIC, _affine_inverse
 
     _opencv_float_warp()
     rng = np.random.default_rng(3)
@@ -376,7 +376,7 @@ def test_map_coordinates_bit_exact_with_scipy(shape: tuple[int, int, int]) -> No
     float64 coordinates up to 12 pixels outside: identical float32 results."""
     from scipy.ndimage import map_coordinates
 
-    from corruptions._ops import scipy_map_coordinates_linear_reflect
+    from robustbench_nas.corruptions._ops import scipy_map_coordinates_linear_reflect
 
     h, w, c = shape
     rng = np.random.default_rng(h + w)
@@ -397,7 +397,7 @@ def test_gaussian_filter_float64_bit_exact_with_scipy(sigma: float, mode: str) -
     random images and on 8-bit levels (flat regions, where the summation order decides the truncated level)."""
     from scipy.ndimage import gaussian_filter
 
-    from corruptions._ops import scipy_gaussian_filter_float64
+    from robustbench_nas.corruptions._ops import scipy_gaussian_filter_float64
 
     rng = np.random.default_rng(int(sigma * 100))
     imgs = [rng.random((32, 32, 3)), rng.integers(0, 4, (32, 32, 3)) * 60 / 255.0,
@@ -412,7 +412,7 @@ def test_fixed_point_warp_interpolation_bit_exact_with_cv2_remap() -> None:
     """OpenCV < 4.11's warp (what made the published files) cannot run here, but its second half can: our
     fixed-point warp equals ``cv2.remap`` fed its own integer coordinates and 1/32 fractions (CV_16SC2 + CV_16UC1
     maps, the ``remapBilinear`` table path that every OpenCV version keeps)."""
-    from corruptions._ops import (
+    from robustbench_nas.corruptions._ops import (
         opencv_fixed_point_sources,
         opencv_warp_affine_reflect101,
         opencv_warp_affine_reflect101_fixed_point,
@@ -439,8 +439,8 @@ def test_published_files_warp_is_within_a_few_levels(images: np.ndarray, monkeyp
     the fixed-point warp against the reference (OpenCV >= 4.11), measured on the 8 test images: 81.0-86.8 %
     identical, >= 99.43 % within one level, at most 3 levels apart (200 images: 82.7-88.2 %, >= 99.58 %, 3);
     asserted with a margin, and identical < 92 % so that the two arithmetics are shown to differ."""
-    import corruptions.digital as digital
-    from corruptions._ops import opencv_warp_affine_reflect101_fixed_point
+    import robustbench_nas.corruptions.digital as digital
+    from robustbench_nas.corruptions._ops import opencv_warp_affine_reflect101_fixed_point
 
     _opencv_float_warp()
     monkeypatch.setattr(digital, "opencv_warp_affine_reflect101", opencv_warp_affine_reflect101_fixed_point)

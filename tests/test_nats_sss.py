@@ -224,7 +224,7 @@ def test_encodings_and_costs_table():
 def test_stores_of_both_spaces_side_by_side(tmp_path):
     import xarray as xr
 
-    from pipelines import get_protocol
+    from robustbench_nas.pipelines import get_protocol
 
     paths = {}
     for space in ("nb201", "nats-sss"):
@@ -244,7 +244,7 @@ def test_stores_of_both_spaces_side_by_side(tmp_path):
 
 
 def test_protocol_space_names():
-    from pipelines import get_protocol
+    from robustbench_nas.pipelines import get_protocol
 
     assert get_protocol("tiny", search_space="SSS").search_space == "nats-sss"
     assert get_protocol("tiny").search_space == "nb201"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import (
+from robustbench_nas.pipelines import (
     ProtocolConfig,
     get_protocol,
     list_stages,
@@ -18,7 +18,7 @@ from pipelines import (
     run_pipeline,
     shard_cells,
 )
-from pipelines import stages as stages_mod
+from robustbench_nas.pipelines import stages as stages_mod
 from robustbench_nas.storage import FAILED, StoreError, open_dataset, open_store
 
 # Three cells, one seed, one training epoch on 256 digits, small grids: the whole protocol runs in seconds.
@@ -251,7 +251,7 @@ def test_shards_fill_one_store(tmp_path: Path, client) -> None:
 def test_client_killed_after_journalling_is_committed_by_the_rerun(tmp_path: Path, client, monkeypatch) -> None:
     """Results journalled but never committed (client killed before its commit) are kept by the next run, not
     recomputed, and end in the shards."""
-    from pipelines import runner
+    from robustbench_nas.pipelines import runner
 
     p = micro(stages=("info",))
     monkeypatch.setattr(runner.ResultWriter, "commit", lambda self, blocks: None)  # the client "dies" before commits
@@ -328,8 +328,8 @@ def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path
 
 @pytest.mark.parametrize("name", ["tiny", "jung2023"])
 def test_protocol_names_exist_in_their_parts(name: str) -> None:
-    import attacks
-    import corruptions
+    from robustbench_nas import attacks
+    from robustbench_nas import corruptions
     from robustbench_nas.measures import list_measures
     from robustbench_nas.proxies import list_proxies
     from robustbench_nas.training import list_profiles
@@ -344,7 +344,7 @@ def test_protocol_names_exist_in_their_parts(name: str) -> None:
 
 
 def test_gpu_stages_request_the_gpu_resource_only_when_workers_have_it(tmp_path: Path) -> None:
-    from pipelines.runner import _submit, prepare_store
+    from robustbench_nas.pipelines.runner import _submit, prepare_store
 
     class Recorder:
         def __init__(self, resources):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import get_protocol, run_pipeline
+from robustbench_nas.pipelines import get_protocol, run_pipeline
 from robustbench_nas.storage import DONE, open_dataset, open_store
 
 pytestmark = pytest.mark.slow

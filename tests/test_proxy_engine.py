@@ -70,8 +70,8 @@ def test_every_grouped_proxy_is_registered() -> None:
 
 
 def test_listed_cells_run_in_listed_order() -> None:
-    from pipelines import get_protocol
-    from pipelines.runner import _run_order
+    from robustbench_nas.pipelines import get_protocol
+    from robustbench_nas.pipelines.runner import _run_order
 
     p = get_protocol("tiny", archs=[300, 5, 17])
     uids = [c[0] for c in p.resolve_archs()]

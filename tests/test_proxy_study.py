@@ -186,7 +186,7 @@ def test_seed_noise_invariants():
 def test_export_from_a_pipeline_store(tmp_path):
     from distributed import Client, LocalCluster
 
-    from pipelines import get_protocol, run_pipeline
+    from robustbench_nas.pipelines import get_protocol, run_pipeline
 
     proto = get_protocol("tiny", archs=[5, 300], proxies=("params", "synflow", "nwot"), stages=("info", "proxies"),
                          proxy_images=8)  # fmt: skip
@@ -226,7 +226,7 @@ def test_shipped_table_is_consistent():
     P = load_table()
     assert P.shape == (len(raw), len(list_proxies())) and np.isfinite(P.to_numpy()).mean() > 0.9
     # the seed-noise rows: the seeds protocol's cells at seeds 0, 1, 2 (seed 0 = the main table's rows: files in step)
-    from pipelines import get_protocol
+    from robustbench_nas.pipelines import get_protocol
 
     seeds = pd.read_csv(raw_path.with_name("nb201_cifar10_proxies_seeds.csv"))
     cells = list(get_protocol("nb201-proxies-seeds").archs)
@@ -240,7 +240,7 @@ def test_shipped_table_is_consistent():
 @pytest.mark.skipif(not NPZ.is_file(), reason="../shared/data/cifar10_test.npz not present")
 def test_shipped_values_recompute_bit_for_bit():
     # independent of the pipeline: the same images, network and seed through compute_proxies give the stored values
-    from pipelines.stages import derived_seed
+    from robustbench_nas.pipelines.stages import derived_seed
     from robustbench_nas.data import get_dataset
     from robustbench_nas.proxies import compute_proxies
 

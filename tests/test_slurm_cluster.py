@@ -121,7 +121,7 @@ def test_gpu_jobs_pin_one_gpu_per_worker(slurm: SlurmTestCluster, job_name: str,
     """2 jobs x --gres=gpu:2: 4 workers, each on its own SLURM-assigned GPU, one GPU task at a time."""
     from distributed import Client
 
-    from pipelines.slurm import make_slurm_cluster
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster
 
     kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=2, cores=4)  # 2 threads per worker
     with make_slurm_cluster(None, jobs=2, **kw) as cluster, Client(cluster) as client:
@@ -161,7 +161,7 @@ def test_scancel_worker_job_mid_run_loses_nothing(slurm: SlurmTestCluster, job_n
     """scancel one of two worker jobs while it runs a task: every result still arrives, and the job is replaced."""
     from distributed import Client, as_completed
 
-    from pipelines.slurm import make_slurm_cluster
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster
 
     kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=1, cores=1)
     n = 20
@@ -198,7 +198,7 @@ def test_workers_retire_at_lifetime_and_are_replaced(slurm: SlurmTestCluster, jo
     """The walltime path: a worker retires by itself at its lifetime, a new job takes over, no result is lost."""
     from distributed import Client, as_completed
 
-    from pipelines.slurm import make_slurm_cluster
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster
 
     logs = tmp_path / "logs"
     kw = _cluster_kwargs(job_name, logs, gpus=1, cores=1, walltime="00:05:00", lifetime="10s",
@@ -228,7 +228,7 @@ def test_adaptive_cluster_submits_jobs_for_work_and_releases_them(
     """adapt: true, minimum 0: no job while idle, jobs (at most --jobs) when work arrives, none once it is done."""
     from distributed import Client
 
-    from pipelines.slurm import make_slurm_cluster
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster
 
     kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=1, cores=1, adapt=True, minimum_jobs=0)
     with make_slurm_cluster(None, jobs=2, **kw) as cluster, Client(cluster) as client:
@@ -274,9 +274,8 @@ def _run_args(store: Path) -> list[str]:
 def _job_env() -> dict[str, str]:
     import sys
 
-    # The jobs run `rbnas` from this checkout with this interpreter, whether or not it is pip-installed.
-    return dict(os.environ, RBNAS=f"{sys.executable} -m robustbench_nas.cli.main",
-                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # The jobs run the installed `rbnas` of this interpreter (the package the tests import).
+    return dict(os.environ, RBNAS=f"{sys.executable} -m robustbench_nas.cli.main")
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +283,7 @@ def local_reference(slurm: SlurmTestCluster, tmp_path_factory) -> Path:
     """The same protocol run locally (in-process worker): the store every SLURM path must reproduce."""
     from distributed import Client, LocalCluster
 
-    from pipelines import get_protocol, run_pipeline
+    from robustbench_nas.pipelines import get_protocol, run_pipeline
 
     path = tmp_path_factory.mktemp("local") / "local.zarr"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
@@ -377,7 +376,7 @@ def test_job_array_shards_fill_one_store(
     slurm: SlurmTestCluster, job_name: str, local_reference: Path, tmp_path: Path
 ) -> None:
     """`sbatch --array=0-1 slurm/rbnas-array.sbatch`: two `rbnas run --shard i/2` tasks, one store, = local run."""
-    from pipelines import shard_cells
+    from robustbench_nas.pipelines import shard_cells
 
     store = tmp_path / "array.zarr"
     logs = tmp_path / "logs"
@@ -409,7 +408,7 @@ def test_job_array_shards_fill_one_store(
 ])
 def test_job_slurm_must_refuse_fails_fast(slurm: SlurmTestCluster, job_name: str, tmp_path: Path, kw: dict,
                                           expect: str) -> None:
-    from pipelines.slurm import SlurmStartError, make_slurm_cluster
+    from robustbench_nas.pipelines.slurm import SlurmStartError, make_slurm_cluster
 
     t0 = time.monotonic()
     with pytest.raises(SlurmStartError) as info:
@@ -443,7 +442,7 @@ def test_tls_worker_jobs_refuse_plain_clients_and_show_no_secret(slurm: SlurmTes
 
     from distributed import Client
 
-    from pipelines.slurm import make_slurm_cluster, wait_for_first_worker
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster, wait_for_first_worker
 
     kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=1, cores=1)
     with make_slurm_cluster(None, jobs=1, credentials_dir=str(tmp_path / "cred"), **kw) as cluster:

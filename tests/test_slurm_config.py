@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.slurm import (
+from robustbench_nas.pipelines.slurm import (
     SlurmConfig,
     load_slurm_config,
     parse_duration,
@@ -140,7 +140,7 @@ def test_job_script_has_every_setting(tmp_path: Path) -> None:
     assert not (tmp_path / "logs").exists(), "a dry run must not create the log directory"
     assert f"#SBATCH -o {tmp_path / 'logs'}/rbnas-worker-%J.out" in lines
     cmd = shlex.split(lines[-1])
-    assert cmd[1:3] == ["-m", "pipelines.slurm"]
+    assert cmd[1:3] == ["-m", "robustbench_nas.pipelines.slurm"]
     args = dict(zip(cmd[3:], cmd[4:]))  # each option -> the token after it
     # 8 cores / 2 workers = 4 threads; 16 GiB / 2 = 8 GiB; lifetime 90 % and stagger 5 % of 7200 s.
     assert args["--nthreads"] == "4" and args["--memory-limit"] == "8.00GiB"
@@ -150,7 +150,7 @@ def test_job_script_has_every_setting(tmp_path: Path) -> None:
 
 def test_launcher_plan_pins_one_gpu_per_worker() -> None:
     script = slurm_job_script(None, gpus=2, cores=4, memory="4GiB", walltime="01:00:00")
-    argv = shlex.split(script.splitlines()[-1])[3:]  # what the job passes to `python -m pipelines.slurm`
+    argv = shlex.split(script.splitlines()[-1])[3:]  # what the job passes to `python -m robustbench_nas.pipelines.slurm`
     plan = plan_worker_processes(argv, {"CUDA_VISIBLE_DEVICES": "3,5"})
     assert [p.name for p in plan] == ["rbnas-worker-0-0", "rbnas-worker-0-1"]  # dask-jobqueue's group names
     assert [p.gpu for p in plan] == ["3", "5"]
@@ -180,11 +180,11 @@ def test_launcher_starts_pinned_workers_and_forwards_sigterm(tmp_path: Path) -> 
 
     with LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="4,7", PYTHONPATH=str(ROOT))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="4,7")
         log = tmp_path / "launcher.log"  # a file, not a pipe: nobody reads it while the workers log
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.slurm", cluster.scheduler_address, "--name", "job", "--nthreads",
+                [sys.executable, "-m", "robustbench_nas.pipelines.slurm", cluster.scheduler_address, "--name", "job", "--nthreads",
                  "2", "--nworkers", "2", "--gpus", "2", "--resources", "GPU=1", "--no-nanny"],
                 env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
             )
@@ -240,7 +240,7 @@ class _FakeCluster:
 def test_respawner_replaces_only_jobs_that_lost_all_workers() -> None:
     import asyncio
 
-    from pipelines.slurm import JobRespawner
+    from robustbench_nas.pipelines.slurm import JobRespawner
 
     c = _FakeCluster()
     r = JobRespawner(c, grace_s=0.0)

@@ -109,7 +109,7 @@ def make_scheduler(
 def _adversary(profile: TrainProfile) -> Callable[..., torch.Tensor] | None:
     if profile.adv_eps is None:
         return None
-    from attacks.training import adversarial_batch  # the attacks package owns PGD
+    from robustbench_nas.attacks.training import adversarial_batch  # the attacks package owns PGD
 
     def perturb(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return adversarial_batch(

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, mode, overrides,
             batch_size, seed, device, correct_bits, out_file, force, as_json, list_only) -> None:
     """Attack the model in CHECKPOINT at each epsilon; print accuracy and confidences per (attack, eps)."""
-    import attacks
-    from attacks._common import check_eps
+    from robustbench_nas import attacks
+    from robustbench_nas.attacks._common import check_eps
 
     if list_only:
         info = {

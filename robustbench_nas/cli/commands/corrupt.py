@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def _names(values: tuple[str, ...], default: str) -> list[str]:
-    import corruptions
+    from robustbench_nas import corruptions
 
     names: list[str] = []
     for v in values or (default,):
@@ -61,7 +61,7 @@ def command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def list_cmd(as_json: bool) -> None:
     """List the corruptions with their family and whether they are random."""
-    import corruptions
+    from robustbench_nas import corruptions
 
     rows = [
         {"name": n, "family": corruptions.family_of(n), "random": corruptions.info(n).random,
@@ -88,7 +88,7 @@ def list_cmd(as_json: bool) -> None:
 @force_option("the PNG file")
 def show_cmd(corruption_names, severities, dataset, data_root, split, index, seed, out_file, force) -> None:
     """Write a picture grid of one image under each corruption (rows) and severity (columns)."""
-    import corruptions
+    from robustbench_nas import corruptions
 
     check_output_file(out_file, force)
     names = _names(corruption_names, "all")
@@ -148,7 +148,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     """Evaluate the model in CHECKPOINT on every corruption and severity; print accuracy per cell and summaries."""
     import dataclasses
 
-    import corruptions
+    from robustbench_nas import corruptions
 
     from ...evaluation import evaluate_clean
     from ...training.checkpoint import CheckpointError, load_checkpoint
@@ -226,7 +226,7 @@ def make_cmd(corruption_names, dataset, data_root, split, seed, batch_size, devi
     import numpy as np
     import torch
 
-    import corruptions
+    from robustbench_nas import corruptions
 
     from ...utils import resolve_device
 

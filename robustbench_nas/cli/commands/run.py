@@ -13,7 +13,7 @@ from ..common import echo_json, fail, parse_overrides, space_option, threads_opt
 
 def print_summary(store: Any, out: Any = None) -> None:
     """The closing table: per-stage done / failed / pending and mean seconds, then headline results."""
-    from pipelines.runner import headline, summary_rows
+    from robustbench_nas.pipelines.runner import headline, summary_rows
 
     out = out or sys.stdout
     rows = summary_rows(store)
@@ -76,7 +76,7 @@ def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, data
     Exit status: 0 when every unit run is done, 1 when any ended failed (the summary lists them), 2 for bad input,
     130 when interrupted (Ctrl-C; finished units are kept, the same command resumes).
     """
-    from pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
+    from robustbench_nas.pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
     from robustbench_nas.storage import StoreError
 
     root_level = logging.getLogger().level
@@ -121,7 +121,7 @@ def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, data
         shard_t = parse_shard(shard)
         if cluster == "slurm":
             # a bad SLURM config, or a job SLURM refuses, must fail before a store is created
-            from pipelines.slurm import check_submission, load_slurm_config
+            from robustbench_nas.pipelines.slurm import check_submission, load_slurm_config
 
             check_submission(load_slurm_config(slurm_config))
         if cluster == "local" and scheduler is None:

@@ -18,7 +18,7 @@ def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> Non
 
     The exit status is 0 without --check (a report); with --check it tells whether the store is complete.
     """
-    from pipelines.runner import headline, summary_rows
+    from robustbench_nas.pipelines.runner import headline, summary_rows
     from robustbench_nas.storage import StoreError, open_store
 
     from .run import print_summary
@@ -50,7 +50,7 @@ def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> Non
 def _check_exit(check: bool, store, failures: list) -> None:
     import sys
 
-    from pipelines.runner import summary_rows
+    from robustbench_nas.pipelines.runner import summary_rows
 
     if not check:
         return
