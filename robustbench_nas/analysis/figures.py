@@ -23,6 +23,41 @@ def _save(fig: plt.Figure, data: pd.DataFrame, out: Path, name: str, index: bool
     return png
 
 
+def series_colors(labels: Sequence[str]) -> dict[str, str]:
+    """One fixed colour per label, in first-seen order (tab10, then tab20's light shades): the same label has the
+    same colour in every panel of a figure, whatever order each panel draws its lines in."""
+    palette = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2]]
+    names = list(dict.fromkeys(str(x) for x in labels))
+    return {n: matplotlib.colors.to_hex(palette[i % len(palette)]) for i, n in enumerate(names)}
+
+
+def _figure_legend(fig: plt.Figure, axes: Sequence[plt.Axes], colors: dict[str, str], *, fontsize: int = 7) -> None:
+    """One legend for the whole figure that lists exactly the labels drawn in any panel, each in its fixed colour.
+
+    The handles are proxies built from the colour map (not the last panel's lines), so a label missing from one
+    panel, or drawn in another order there, cannot pick up another label's colour in the legend.
+    """
+    drawn = {ln.get_label() for ax in axes for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    labels = [n for n in colors if n in drawn]
+    if not labels:
+        return
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[n], marker="o", ms=3, label=n) for n in labels]
+    right = max(ax.get_position().x1 for ax in axes)  # just right of the last panel, in figure coordinates
+    fig.legend(handles=handles, labels=labels, fontsize=fontsize, loc="center left",
+               bbox_to_anchor=(right + 0.01, 0.5), frameon=False)
+
+
+def _cell_text_color(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads better on a cell of colour ``rgba`` (relative luminance, WCAG)."""
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(float(c)) for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
 def plot_eps_curves(curves: pd.DataFrame, out: Path, name: str = "eps_curves") -> Path:
     """Accuracy vs eps (x in units of 1/255, symlog) per attack: mean line and 10-90 % band across cells."""
     attacks = list(dict.fromkeys(curves["attack"]))
@@ -71,7 +106,8 @@ def plot_heatmap(table: pd.DataFrame, out: Path, name: str, *, title: str = "", 
         for i in range(vals.shape[0]):
             for j in range(vals.shape[1]):
                 if np.isfinite(vals[i, j]):
-                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=6)
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=8,
+                            color=_cell_text_color(im.cmap(im.norm(vals[i, j]))))
     fig.colorbar(im, ax=ax)
     ax.set_title(title, fontsize=9)
     return _save(fig, table, out, name, index=True)
@@ -85,15 +121,17 @@ def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path
     keys = list(dict.fromkeys(data[panel])) if panel else [None]
     width = 5.2 if panel is None else 3.6 * len(keys) + 1.6
     fig, axes = plt.subplots(1, len(keys), figsize=(width, 3.6), sharey=True, squeeze=False)
+    hue_label = data[list(hue)].astype(str).agg(" / ".join, axis=1)
+    colors = series_colors(hue_label)
     for ax, pk in zip(axes[0], keys):
         d = data if panel is None else data[data[panel] == pk]
-        for key, g in d.groupby(list(hue), sort=False):
+        for label, g in d.groupby(d[list(hue)].astype(str).agg(" / ".join, axis=1), sort=False):
             g = g.sort_values(x)
-            label = " / ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
-            ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=label)
+            ax.plot(g[x], g[y], marker="o" if len(g) < 20 else None, ms=3, label=str(label), color=colors[str(label)])
             if err is not None and err in g:
                 lo = g[y] - g[err].fillna(0)
-                ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0), alpha=0.15)
+                ax.fill_between(g[x], lo.clip(lower=0) if nonneg else lo, g[y] + g[err].fillna(0),
+                                color=colors[str(label)], alpha=0.15)
         if logx:
             ax.set_xscale("log")
         if logy:
@@ -103,7 +141,7 @@ def plot_lines(data: pd.DataFrame, x: str, y: str, hue: Sequence[str], out: Path
     axes[0][0].set_ylabel(y)
     if panel and title:
         fig.suptitle(title, fontsize=10, y=1.02)
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _figure_legend(fig, axes[0], colors, fontsize=6)
     return _save(fig, data, out, name)
 
 
@@ -125,15 +163,23 @@ def plot_rank_vs_eps(ranking: pd.DataFrame, out: Path, name: str = "ranking_vs_e
     ``ranking`` rows: ``attack``, ``eps_255`` (numeric: the x axis is sorted by value, not by label), ``feature``,
     ``spearman``, ``spearman_lo``, ``spearman_hi``. This replaces one wide features x targets heat map.
     """
+    fig = rank_vs_eps_figure(ranking, title=title)
+    return _save(fig, ranking, out, name)
+
+
+def rank_vs_eps_figure(ranking: pd.DataFrame, *, title: str = "") -> plt.Figure:
+    """The figure of :func:`plot_rank_vs_eps`, not saved (tests read its artists)."""
     attacks = list(dict.fromkeys(ranking["attack"]))
     fig, axes = plt.subplots(1, max(1, len(attacks)), figsize=(3.4 * max(1, len(attacks)), 3.2), sharey=True,
                              squeeze=False)  # fmt: skip
+    colors = series_colors(ranking["feature"])  # one colour per feature in every panel
     for ax, a in zip(axes[0], attacks):
         r = ranking[ranking["attack"] == a]
         for feat, g in r.groupby("feature", sort=False):
             g = g.sort_values("eps_255")
-            line = ax.plot(g["eps_255"], g["spearman"], marker="o", ms=3, label=str(feat))[0]
-            ax.fill_between(g["eps_255"], g["spearman_lo"], g["spearman_hi"], color=line.get_color(), alpha=0.15)
+            c = colors[str(feat)]
+            ax.plot(g["eps_255"], g["spearman"], marker="o", ms=3, label=str(feat), color=c)
+            ax.fill_between(g["eps_255"], g["spearman_lo"], g["spearman_hi"], color=c, alpha=0.15)
         ax.axhline(0, color="#888", lw=0.6)
         ax.set_xscale("log")  # every attack eps is > 0
         ticks = sorted(set(r["eps_255"]))
@@ -145,10 +191,10 @@ def plot_rank_vs_eps(ranking: pd.DataFrame, out: Path, name: str = "ranking_vs_e
         ax.set_title(a, fontsize=9)
         ax.set_xlabel("eps (x/255)")
     axes[0][0].set_ylabel("Spearman rho")
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _figure_legend(fig, axes[0], colors)
     if title:
-        fig.suptitle(title, fontsize=10)
-    return _save(fig, ranking, out, name)
+        fig.suptitle(title, fontsize=10, y=1.03)
+    return fig
 
 
 def plot_heatmap_panels(tables: dict[str, pd.DataFrame], out: Path, name: str, *, title: str = "",
@@ -156,7 +202,7 @@ def plot_heatmap_panels(tables: dict[str, pd.DataFrame], out: Path, name: str, *
     """Small heat maps side by side with one shared, zero-centred colour scale (e.g. op x edge, one per target)."""
     keys = list(tables)
     vmax = max((np.nanmax(np.abs(t.to_numpy(np.float64))) for t in tables.values() if t.size), default=1.0) or 1.0
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys) + 1, 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys) + 1, 3.4), squeeze=False)
     im = None
     for ax, k in zip(axes[0], keys):
         t = tables[k]
@@ -168,8 +214,9 @@ def plot_heatmap_panels(tables: dict[str, pd.DataFrame], out: Path, name: str, *
         for i in range(vals.shape[0]):
             for j in range(vals.shape[1]):
                 if np.isfinite(vals[i, j]):
-                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=6)
-        ax.set_title(k, fontsize=8)
+                    ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=8,
+                            color=_cell_text_color(im.cmap(im.norm(vals[i, j]))))
+        ax.set_title(k, fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
     if title:
