@@ -9,6 +9,7 @@ of NAS-RobBench-201 (Wu et al., ICLR 2024): FGSM and PGD at 3/255 and 8/255, Aut
 from __future__ import annotations
 
 import re
+import warnings
 
 _JUNG_FGSM = (0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255)
 _JUNG_OTHER = (0.1, 0.5, 1, 2, 3, 4, 8)
@@ -68,25 +69,44 @@ def protocol_params(name: str) -> dict[str, dict[str, object]]:
 _NUM = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 
 
-def parse_eps(text: str) -> list[float]:
+def parse_eps(text: str, norm: str = "Linf") -> list[float]:
     """Parse a comma-separated epsilon list for people: ``"1/255,8/255"`` or ``"0.5/255, 0.03"``.
 
-    A bare number is taken as [0, 1] pixel units; ``k/255`` as k in units of 1/255. Values are validated by the
-    attack (a bare ``8`` is rejected there with a hint to write ``8/255``).
+    A bare number is taken as [0, 1] pixel units; ``k/255`` as k in units of 1/255. An Linf value must lie in
+    [0, 1] (a bare ``8`` is an error with the hint to write ``8/255``); a value off the 0.1/255 lattice of the
+    published grids (``8/256`` = 7.969/255, ``0.03`` = 7.65/255) is accepted with a ``UserWarning``: it is easy to
+    type by mistake and gives numbers no reference reports. ``norm="L2"``: a Euclidean radius over all pixels,
+    which may exceed 1 and has no /255 lattice; it only has to be >= 0.
+
+    Raises:
+        ValueError: a part that is not a number or fraction, a zero denominator, a value outside [0, 1].
     """
     out: list[float] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        m = re.fullmatch(rf"({_NUM})\s*(?:/\s*({_NUM}))?", part)
+        m = re.fullmatch(rf"([-+]?{_NUM})\s*(?:/\s*({_NUM}))?", part)
         if not m:
             raise ValueError(f"cannot parse epsilon {part!r}: write e.g. 8/255 or 0.03")
         num = float(m.group(1))
         den = float(m.group(2)) if m.group(2) else 1.0
         if den == 0:
             raise ValueError(f"division by zero in epsilon {part!r}")
-        out.append(num / den)
+        value = num / den
+        if norm == "L2":
+            if value < 0:
+                raise ValueError(f"L2 radius {part!r} = {value:g} must be >= 0")
+            out.append(value)
+            continue
+        if not 0.0 <= value <= 1.0:
+            hint = f" (did you mean {part}/255?)" if m.group(2) is None and 1.0 < value <= 255.0 else ""
+            raise ValueError(f"epsilon {part!r} = {value:g} must lie in [0, 1] pixel units{hint}")
+        tenths = value * 255 * 10
+        if abs(tenths - round(tenths)) > 1e-6:
+            warnings.warn(f"epsilon {part!r} = {value * 255:.4g}/255 is not a multiple of 0.1/255 "
+                          f"(the published grids' step); using it as given", UserWarning, stacklevel=2)
+        out.append(value)
     if not out:
         raise ValueError(f"no epsilon in {text!r}")
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -254,6 +256,18 @@ def test_protocols_and_eps_parsing() -> None:
     assert attacks.parse_eps("1/255, 8/255,0.5") == [1 / 255, 8 / 255, 0.5]
     with pytest.raises(ValueError, match="cannot parse"):
         attacks.parse_eps("eight")
+    with pytest.raises(ValueError, match=r"epsilon '-1' = -1 must lie in \[0, 1\]"):
+        attacks.parse_eps("-1")
+    with pytest.raises(ValueError, match=r"did you mean 8/255"):
+        attacks.parse_eps("1/255,8")
+    with pytest.warns(UserWarning, match=r"7.969/255 is not a multiple of 0.1/255"):
+        assert attacks.parse_eps("8/256") == [8 / 256]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the published grid's values never warn
+        assert attacks.parse_eps("0.1/255,0.5/255,255/255,0") == [0.1 / 255, 0.5 / 255, 1.0, 0.0]
+        assert attacks.parse_eps("1.5,0.03", norm="L2") == [1.5, 0.03]  # L2 radii: no [0, 1] bound, no lattice
+    with pytest.raises(ValueError, match="L2 radius '-0.5'"):
+        attacks.parse_eps("-0.5", norm="L2")
     with pytest.raises(KeyError, match="jung2023"):
         attacks.get_protocol("jung")
     assert attacks.get_attack("autoattack").name == "autoattack@Linf"

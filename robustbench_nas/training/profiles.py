@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -59,8 +60,10 @@ class TrainProfile:
     eval_every: int = 1
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"profile {self.name!r}: epochs and batch_size must be positive")
+        self._check_types()
+        for f in ("epochs", "batch_size", "eval_every"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"profile {self.name!r}: {f} must be a positive integer, got {getattr(self, f)!r}")
         if self.schedule not in ("cosine", "onecycle", "constant"):
             raise ValueError(f"profile {self.name!r}: unknown schedule {self.schedule!r} (cosine, onecycle, constant)")
         if self.amp not in (None, "bf16"):
@@ -70,6 +73,24 @@ class TrainProfile:
                 f"profile {self.name!r}: adv_eps={self.adv_eps} is outside [0, 1]; eps is in pixel units "
                 "(8/255 = 0.0314), not /255"
             )
+
+    def _check_types(self) -> None:
+        """Every field holds a value of its declared type (``--set epochs=abc`` names the field, not a TypeError)."""
+        words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        for name, hint in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            allowed = tuple(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+            if value is None and type(None) in (typing.get_args(hint) or ()):
+                continue
+            ok = any(
+                (isinstance(value, t) and not (t in (int, float) and isinstance(value, bool)))
+                or (t is float and isinstance(value, int) and not isinstance(value, bool))
+                for t in allowed
+            )
+            if not ok:
+                want = " or ".join(words.get(t, t.__name__) for t in allowed)
+                none = " (or none)" if type(None) in (typing.get_args(hint) or ()) else ""
+                raise ValueError(f"profile {self.name!r}: {name} must be {want}{none}, got {value!r}")
 
     def replace(self, **overrides: Any) -> "TrainProfile":
         """A copy with some fields changed (unknown fields are an error)."""

@@ -23,7 +23,7 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--n-boot-kendall", default=200, show_default=True, help="Bootstrap resamples for Kendall intervals.")
 @click.option("--min-clean", default="auto", show_default=True,
               help="Leave cells with a lower clean accuracy out of the 'best' lists and rank them as a second subset "
-                   "(collapsed / badly trained cells); 'auto': 80 %% of the best cell's clean accuracy; 0: no filter.")
+                   "(collapsed / badly trained cells); 'auto': 80 % of the best cell's clean accuracy; 0: no filter.")
 @click.option("--clean-threshold", default=None, type=float, hidden=True, help="Old name of --min-clean.")
 @click.option("--topk", default=0.1, show_default=True, help="Fraction for top-k precision.")
 @click.option("--models", default="rf", show_default=True, help="Regressors: rf, gbm, et, ridge (comma-separated).")

@@ -75,15 +75,16 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             plan = []
             for a in names:
                 a_key = attacks.get_attack(a).name
-                eps = attacks.parse_eps(eps_text) if eps_text else grid.get(a_key)
+                norm = "L2" if a_key.endswith("@L2") else "Linf"
+                eps = attacks.parse_eps(eps_text, norm) if eps_text else grid.get(a_key)
                 if eps is None:
                     fail(f"protocol {protocol!r} has no grid for {a_key!r}; pass --eps")
                 plan.append((a_key, eps, extra.get(a_key, {})))
         else:
             if not eps_text:
                 fail("pass --eps (e.g. --eps 1/255,8/255) or --protocol")
-            eps = attacks.parse_eps(eps_text)
-            plan = [(attacks.get_attack(a).name, eps, {}) for a in attack_names]
+            keys = [attacks.get_attack(a).name for a in attack_names]
+            plan = [(k, attacks.parse_eps(eps_text, "L2" if k.endswith("@L2") else "Linf"), {}) for k in keys]
         user = parse_overrides(overrides)
         for a_key, eps, _ in plan:
             check_eps(eps, norm="L2" if a_key.endswith("@L2") else "Linf")  # an L2 radius may exceed 1

@@ -144,7 +144,8 @@ def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, data
     except KeyboardInterrupt:
         _interrupted(store_path)
     except (StoreError, ValueError, KeyError, FileNotFoundError) as e:
-        fail(str(e).strip("'\""))
+        # a KeyError's str() is its repr (quoted); its message is args[0]
+        fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
     except RuntimeError as e:  # e.g. no sbatch on PATH for --cluster slurm
         fail(f"cannot run: {e}")
     if as_json:
