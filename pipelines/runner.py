@@ -708,7 +708,12 @@ def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
 
 
 def headline(store: RobustnessStore) -> dict[str, float]:
-    """A few mean results over done cells (clean accuracy, mean adversarial and corruption accuracy)."""
+    """A few mean results over done cells (clean accuracy, mean adversarial and corruption accuracy).
+
+    Robust accuracies come with the clean accuracy of the *same* images (``adv_clean_accuracy``,
+    ``corruption_clean_accuracy``): attacks and corruptions are evaluated on subsets, so only those are comparable
+    (a robust accuracy above the whole-split clean accuracy is a subset effect, not an error).
+    """
     import numpy as np
 
     out: dict[str, float] = {}
@@ -716,11 +721,15 @@ def headline(store: RobustnessStore) -> dict[str, float]:
     if "clean_accuracy" in ds:
         out["clean_accuracy"] = float(ds.clean_accuracy.mean(skipna=True))
     if "adv_accuracy" in ds:
+        if "adv_clean_accuracy" in ds:
+            out["adv_clean_accuracy"] = float(ds.adv_clean_accuracy.mean(skipna=True))
         for attack in ds.attack.values:
             v = ds.adv_accuracy.sel(attack=attack).where(ds.attack_grid.sel(attack=attack))
             for eps in ds.eps.values[np.asarray(ds.attack_grid.sel(attack=attack))]:
                 out[f"{attack}@{round(float(eps) * 255, 4):g}/255"] = float(v.sel(eps=eps).mean(skipna=True))
     if "corruption_accuracy" in ds:
+        if "corruption_clean_accuracy" in ds:
+            out["corruption_clean_accuracy"] = float(ds.corruption_clean_accuracy.mean(skipna=True))
         out["corruption_accuracy"] = float(ds.corruption_accuracy.mean(skipna=True))
     return {k: v for k, v in out.items() if v == v}
 

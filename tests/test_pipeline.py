@@ -285,7 +285,10 @@ def test_status_and_failures_are_read_back(finished) -> None:
     path, _ = finished
     res = CliRunner().invoke(cli, ["status", str(path)])
     assert res.exit_code == 0, res.output
-    assert "protocol tiny" in res.output and "clean_accuracy" in res.output
+    assert "protocol tiny" in res.output and "clean accuracy" in res.output
+    # robust accuracy is shown beside the clean accuracy of the same images (attacks use a subset)
+    attacks_line = next(ln for ln in res.output.splitlines() if ln.strip().startswith("attacks"))
+    assert "clean on the same images" in attacks_line
     lines = {ln.split()[0]: ln.split()[1:4] for ln in res.output.splitlines() if ln.split() and ln.split()[0] in
              list_stages()}
     assert lines["adversarial"] == ["3", "0", "0"]
@@ -295,6 +298,9 @@ def test_status_and_failures_are_read_back(finished) -> None:
     assert info["cells"] == 3 and info["failures"] == [] and FAILED not in [0, 1]
     assert {r["stage"]: r["done"] for r in info["stages"]}["measures"] == 3
     assert 0 <= info["headline"]["clean_accuracy"] <= 1
+    ds = open_dataset(str(path))
+    assert info["headline"]["adv_clean_accuracy"] == pytest.approx(float(ds.adv_clean_accuracy.mean()))
+    assert info["headline"]["corruption_clean_accuracy"] == pytest.approx(float(ds.corruption_clean_accuracy.mean()))
 
 
 def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:

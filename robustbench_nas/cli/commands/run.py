@@ -20,9 +20,22 @@ def print_summary(store: Any, out: Any = None) -> None:
     out.write(f"{'stage':<12} {'done':>6} {'failed':>6} {'pending':>7} {'mean s':>8}\n")
     for r in rows:
         out.write(f"{r['stage']:<12} {r['done']:>6} {r['failed']:>6} {r['pending']:>7} {r['mean_s']:>8.2f}\n")
-    heads = headline(store)
+    heads = dict(headline(store))
+    if not heads:
+        return
+    # each robust figure beside the clean accuracy of the same images (attacks and corruptions use subsets)
+    out.write("mean over cells:\n")
+    if "clean_accuracy" in heads:
+        out.write(f"  clean accuracy {heads.pop('clean_accuracy'):.3f} (the whole evaluation split)\n")
+    adv_clean = heads.pop("adv_clean_accuracy", None)
+    cor_clean = heads.pop("corruption_clean_accuracy", None)
+    cor = heads.pop("corruption_accuracy", None)
     if heads:
-        out.write("mean over cells: " + ", ".join(f"{k} {v:.3f}" for k, v in heads.items()) + "\n")
+        same = f" (clean on the same images {adv_clean:.3f})" if adv_clean is not None else ""
+        out.write(f"  attacks{same}: " + ", ".join(f"{k} {v:.3f}" for k, v in heads.items()) + "\n")
+    if cor is not None:
+        same = f" (clean on the same images {cor_clean:.3f})" if cor_clean is not None else ""
+        out.write(f"  corruptions{same}: mean accuracy {cor:.3f}\n")
 
 
 def _quiet_distributed(record: logging.LogRecord) -> bool:
