@@ -189,7 +189,8 @@ def test_analyze_cli_end_to_end(synth, tmp_path):
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(out), "--n-boot", "50", "--n-boot-kendall", "10",
                                  "--train-sizes", "40", "--repeats", "1", "--models", "ridge", "--search-budget",
-                                 "20", "--search-repeats", "2", "--encodings", "opcount", "--no-progress"])  # fmt: skip
+                                 "20", "--search-repeats", "2", "--encodings", "opcount", "--no-progress",
+                                 "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
     got = json.loads(r.output[r.output.index("{"):])
     assert got["cells"] == 120 and got["ranking_best"]["pgd@Linf@1/255"]["feature"] == "proxy:good"
@@ -204,11 +205,25 @@ def test_analyze_cli_end_to_end(synth, tmp_path):
     assert bad.exit_code == 2 and "unknown section" in bad.output
     missing = CliRunner().invoke(cli, ["analyze", str(tmp_path / "none.zarr"), "--out", str(out)])
     assert missing.exit_code != 0
+    # an existing output is never replaced silently; --force empties it first (no stale CSV of another section)
+    (out / "stale.csv").write_text("x\n1\n")
+    args = ["analyze", str(path), "--out", str(out), "--sections", "ranking", "--n-boot", "20", "--n-boot-kendall",
+            "0", "--no-progress"]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "earlier output" in again.output and "--force" in again.output
+    assert (out / "stale.csv").is_file() and (out / "search_regret.csv").is_file()  # nothing touched
+    again = CliRunner().invoke(cli, [*args, "--force"])
+    assert again.exit_code == 0, again.output
+    assert (out / "report.html").is_file() and not (out / "stale.csv").exists()
+    assert not (out / "search_regret.csv").exists()  # the search section did not run this time
+    assert again.output.startswith("report: ")  # quiet text unless --json
+    refuse = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(path.parent), "--force"])
+    assert refuse.exit_code == 2 and "refusing to empty" in refuse.output and path.exists()  # holds the store
 
 
 def test_import_cli(jung2023_root, tmp_path):
     r = CliRunner().invoke(cli, ["import", "jung2023", str(jung2023_root), "--store", str(tmp_path / "j.zarr"),
-                                 "--measures", "accuracy", "--no-progress"])  # fmt: skip
+                                 "--measures", "accuracy", "--no-progress", "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
     got = json.loads(r.output[r.output.index("{"):])
     assert got["files_read"] == 20 and got["files_missing"] == 0 and got["mismatches"] == []

@@ -184,7 +184,7 @@ def test_cli_min_clean_and_progress_on_stderr(tmp_path):
     r = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(tmp_path / "o"), "--n-boot", "50",
                                                  "--models", "ridge", "--train-sizes", "20", "--repeats", "1",
                                                  "--search-budget", "10", "--search-repeats", "1", "--min-clean",
-                                                 "0.7", "--encodings", "opcount"])  # fmt: skip
+                                                 "0.7", "--encodings", "opcount", "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output + r.stderr
     got = json.loads(r.stdout)  # stdout is JSON only
     assert got["findings"] and "analyze" in r.stderr  # the progress bar went to stderr

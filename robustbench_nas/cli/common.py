@@ -168,17 +168,38 @@ def check_output_files(folder: str, names: list[str], force: bool, option: str =
              f"{' ...' if len(present) > 3 else ''}; pass --force to replace them (or choose a new folder)")
 
 
-def check_output_dir(folder: str, force: bool, marker: str, option: str = "--out") -> None:
-    """Refuse an output folder that is a file, or that holds files but not ``marker`` (so not an earlier output of
-    this command) unless ``force``. An earlier output of the command (it has ``marker``) is updated in place."""
+def check_output_dir(folder: str, force: bool, marker: str, option: str = "--out",
+                     keep: tuple[str, ...] = ()) -> None:
+    """Refuse an output folder that is a file, or that holds anything, unless ``force``; with ``force`` the folder is
+    emptied first, so that no file of an earlier output (a CSV of a section not run this time) is left beside the
+    new one. Call before any work is done.
+
+    Emptying is refused for folders that are obviously not outputs: the file-system root, the home folder, the
+    current directory or any of its parents, and any folder that holds one of the ``keep`` paths (e.g. the store
+    being read). ``marker`` names the file an earlier output of the command has, for the error message.
+    """
+    import shutil
     from pathlib import Path
 
     d = Path(folder)
     if d.exists() and not d.is_dir():
         fail(f"{option} {folder} is a file, expected a folder")
-    if d.is_dir() and any(d.iterdir()) and not (d / marker).exists() and not force:
-        fail(f"{option} {folder} already holds other files (no {marker}: not an output of this command); "
-             "choose an empty or new folder, or pass --force to write into it")
+    if not d.is_dir() or not any(d.iterdir()):
+        return
+    if not force:
+        what = "an earlier output of this command" if (d / marker).exists() else f"other files (no {marker})"
+        fail(f"{option} {folder} already holds {what}; choose an empty or new folder, or pass --force to empty "
+             "and replace it")
+    real = d.resolve()
+    cwd = Path.cwd().resolve()
+    protected = {Path(real.anchor), Path.home().resolve(), cwd, *cwd.parents}
+    if real in protected or any(Path(k).resolve() == real or real in Path(k).resolve().parents for k in keep):
+        fail(f"{option} {folder}: refusing to empty it (it is not an output folder: {real}); choose another folder")
+    for child in real.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def check_n_images(n: int | None, available: int, where: str, *, param: str = "n_images", flag: str = "--n") -> None:

@@ -43,11 +43,13 @@ def _csv(text: str | None) -> list[str] | None:
               help="Proxy study: join a proxy table onto the store by uid ('shipped' = the packaged NB201 CIFAR-10 "
                    "table, or a CSV with arch_str, uid, proxy columns).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
-@force_option(help="Write into an --out folder that holds other files (otherwise an error).")
+@force_option(help="Empty and replace an --out folder that holds anything (otherwise an error).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (default: a few lines of text).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
             train_sizes: str, repeats: int, trees: int, encodings: str, space_name: str | None, search_budget: int,
-            search_repeats: int, seed: int, proxy_table: str | None, progress: bool, force: bool) -> None:  # fmt: skip
+            search_repeats: int, seed: int, proxy_table: str | None, progress: bool, force: bool,
+            as_json: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
     from robustbench_nas.analysis.prediction import PredictionConfig, list_models
     from robustbench_nas.analysis.ranking import RankingConfig
@@ -57,7 +59,6 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
 
     from robustbench_nas.analysis.report import list_sections
 
-    check_output_dir(out_dir, force, marker="report.html")
     secs = None if sections.strip() == "all" else tuple(_csv(sections) or [])
     bad = [s for s in secs or () if s not in list_sections()]
     if bad:
@@ -108,11 +109,25 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
             fail(f"--space {space_name}: {store_path} holds the {store_space(ds)} search space")
     except KeyError as e:
         fail(str(e.args[0]))
+    check_output_dir(out_dir, force, marker="report.html", keep=(store_path,))  # after every other check
     try:
         summary = run_analysis(ds, out_dir, cfg, progress=progress)
     except (KeyError, ValueError, FileNotFoundError) as e:
         fail(str(e))
-    echo_json({"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
-               "findings": summary.get("findings"), "warnings": summary.get("warnings"),
-               "ranking_best": summary.get("ranking_best"), "best": summary.get("best"),
-               "seconds": summary["seconds"]})  # fmt: skip
+    result = {"out": out_dir, "report": f"{out_dir}/report.html", "cells": summary["cells"],
+              "findings": summary.get("findings"), "warnings": summary.get("warnings"),
+              "ranking_best": summary.get("ranking_best"), "best": summary.get("best"),
+              "seconds": summary["seconds"]}  # fmt: skip
+    if as_json:
+        echo_json(result)
+        return
+    secs = result["seconds"]
+    total = sum(secs.values()) if isinstance(secs, dict) else float(secs)  # per-section seconds
+    click.echo(f"report: {result['report']}  ({result['cells']} cells, {total:.0f} s)")
+    for w in result["warnings"] or []:
+        click.echo(f"warning: {w}")
+    for f in (result["findings"] or [])[:5]:
+        click.echo(f"- {f}")
+    more = len(result["findings"] or []) - 5
+    if more > 0:
+        click.echo(f"  (+{more} more findings in the report; --json for all)")

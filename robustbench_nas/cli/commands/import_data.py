@@ -19,13 +19,14 @@ def command() -> None:
               show_default=True, help="Dataset folder of the release.")
 @click.option("--measures", default="accuracy,confidence,cm", show_default=True,
               help="Comma-separated release measures to import (missing files are reported, not errors).")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-def jung2023(root: str, store_path: str, dataset: str, measures: str, progress: bool) -> None:
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (default: a few lines of text).")
+def jung2023(root: str, store_path: str, dataset: str, measures: str, progress: bool, as_json: bool) -> None:
     """Import the Jung, Lukasik & Keuper (ICLR 2023) NAS-Bench-201 robustness release at ROOT.
 
     ROOT holds meta.json and <dataset>/<key>_<measure>.json. Eps are converted from /255 to [0, 1]; every cell is
     stored under its uid (isomorphic cells share it); missing files and uids are warned about and left empty.
-    Prints a JSON summary of what was read and what is missing.
+    Prints what was read and what is missing (``--json``: as JSON).
     """
     from robustbench_nas.analysis.importer import import_jung2023
     from robustbench_nas.analysis.jung2023 import ReleaseFormatError
@@ -41,4 +42,10 @@ def jung2023(root: str, store_path: str, dataset: str, measures: str, progress: 
     summary["files_missing"] = len(missing)
     summary["files_missing_examples"] = missing[:5]
     summary["store"] = store_path
-    echo_json(summary)
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"imported into {store_path}: " + ", ".join(
+        f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)))
+    if missing:
+        click.echo(f"{len(missing)} release files absent (left empty), e.g. {', '.join(missing[:3])}")
