@@ -135,6 +135,12 @@ def threads_option(per_task: bool = False, expose: bool = True) -> Callable[[Cal
 
 
 # ---- outputs --------------------------------------------------------------------------------------------------------
+def device_option(help: str = "") -> Callable[[Callable], Callable]:
+    """``--device``, the same everywhere: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda``, ``cuda:1``."""
+    text = "auto (CUDA when present, else CPU), cpu, cuda or cuda:N." + (f" {help}" if help else "")
+    return click.option("--device", default="auto", show_default=True, help=text)
+
+
 def force_option(what: str = "the output", help: str | None = None) -> Callable[[Callable], Callable]:
     """``--force``: allow replacing an existing output (never anything else)."""
     return click.option("--force", is_flag=True, help=help or f"Replace {what} if it exists (otherwise an error).")

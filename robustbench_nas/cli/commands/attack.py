@@ -9,7 +9,10 @@ import logging
 import click
 
 from ...utils import atomic_output
-from ..common import check_n_images, check_output_file, dataset_options, echo_json, fail, force_option, parse_overrides
+from ..common import (
+    check_n_images, check_output_file, dataset_options, device_option, echo_json, fail, force_option,
+    parse_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Attack parameter override (repeatable).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
 @force_option("the --out file")

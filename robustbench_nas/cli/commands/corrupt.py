@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from ...utils import atomic_output
-from ..common import (check_n_images, check_output_file, check_output_files, dataset_options, echo_json, fail,
-                      force_option)
+from ..common import (
+    check_n_images, check_output_file, check_output_files, dataset_options, device_option, echo_json, fail,
+    force_option,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,7 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
               help="Folder with the official CIFAR-10-C / CIFAR-100-C .npy files (default: generate on the device).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
 @force_option("the --out file")
@@ -217,7 +219,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
 @click.option("--split", default="test", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=1000, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for <corruption>.npy + labels.npy (the official CIFAR-10-C layout).")
 @force_option("existing <corruption>.npy / labels.npy in OUT")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..common import check_n_images, dataset_options, echo_json, fail, threads_option
+from ..common import check_n_images, dataset_options, device_option, echo_json, fail, threads_option
 
 
 @click.command(name="measures")
@@ -20,7 +20,7 @@ from ..common import check_n_images, dataset_options, echo_json, fail, threads_o
 @click.option("--tol", default=1e-3, show_default=True, type=float, help="Relative tolerance on the eigenvalue.")
 @click.option("--hutchinson", default=16, show_default=True, type=int, help="Rademacher probes per image (trace).")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Images per forward pass.")
-@click.option("--device", default="cpu", show_default=True)
+@device_option()
 @threads_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: one 'key value' line per output).")
 def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, power_iters, hessian_method, tol,

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..common import dataset_options, echo_json, fail, resolve_space, space_option, threads_option
+from ..common import dataset_options, device_option, echo_json, fail, resolve_space, space_option, threads_option
 
 
 def _parse_names(text: str | None, known: list[str]) -> list[str]:
@@ -30,15 +30,16 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 @click.option("--proxies", "names", default=None, help="Comma-separated proxies (default: all; see --list).")
 @click.option("--C", "channels", default=None, type=int, help="NB201: channels of the first stage (default 16).")
 @click.option("--N", "cells", default=None, type=int, help="NB201: cells per stage (default 5).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 or auto.")
+@device_option()
 @threads_option()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 @click.option("--engine", type=click.Choice(["shared", "separate"]), default="shared", show_default=True,
               help="shared: proxies needing the same passes get them once; separate: one proxy at a time (reference). "
                    "Same values bit for bit.")
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
 def command(archs, space_name, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt,
-            engine, list_only) -> None:  # fmt: skip
+            as_json, engine, list_only) -> None:  # fmt: skip
     """Proxies of each ARCH (a string or index of --space) at initialisation: csv with arch_str first, one column
     per proxy."""
     from ...data import DataError, get_dataset
@@ -46,6 +47,7 @@ def command(archs, space_name, dataset, data_root, split, batch_size, seed, name
     from ...search_spaces import ArchitectureError
     from ...utils import resolve_device, set_torch_threads
 
+    fmt = "json" if as_json else fmt
     if list_only:
         rows = describe_proxies()
         if fmt == "json":

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..common import echo_json, fail, parse_overrides, space_option, threads_option
+from ..common import device_option, echo_json, fail, parse_overrides, space_option, threads_option
 
 
 def print_summary(store: Any, out: Any = None) -> None:
@@ -46,7 +46,9 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--protocol", "protocol_name", default=None,
               help="Named protocol (tiny, jung2023, robbench2024, nats-sss-jung2023, nb201-proxies, "
                    "nb201-proxies-seeds). Omit to continue an existing store's own protocol.")
-@click.option("--store", "store_path", required=True, type=click.Path(), help="The Zarr store (created if missing).")
+@click.argument("store_arg", metavar="[STORE]", required=False, type=click.Path())
+@click.option("--store", "store_path", default=None, type=click.Path(),
+              help="The Zarr store (created if missing); the same as the STORE argument, kept as an alias.")
 @space_option(default=None)
 @click.option("--archs", default=None, help="all | N (seeded sample) | comma list of indices/strings | @FILE.")
 @click.option("--arch-seed", default=None, type=int, help="Seed of the --archs N sample.")
@@ -72,18 +74,18 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--no-dashboard", is_flag=True, help="No Dask dashboard.")
 @click.option("--insecure", is_flag=True,
               help="Plain TCP between scheduler and workers, without TLS and per-run credentials (not advised).")
-@click.option("--device", default="auto", show_default=True, help="Torch device on the workers.")
+@device_option(help='Torch device on the workers.')
 @threads_option(per_task=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run report as JSON (stdout; progress stays on stderr).")
-def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides, stages,
+def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides, stages,
             force_stages, reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
             device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Examples:
-    `rbnas run --protocol tiny --store runs/tiny.zarr`; `rbnas run --space nats-sss --protocol tiny --store
+    `rbnas run runs/tiny.zarr --protocol tiny` (or `--store runs/tiny.zarr`); `rbnas run --space nats-sss --protocol tiny --store
     runs/tiny-sss.zarr` (the same run on NATS-Bench SSS). `--set epochs=3` changes a training-profile field.
 
     Exit status: 0 when every unit run is done, 1 when any ended failed (the summary lists them), 2 for bad input,
@@ -91,6 +93,13 @@ def command(protocol_name, store_path, space_name, archs, arch_seed, seeds, data
     """
     from robustbench_nas.pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
     from robustbench_nas.storage import StoreError
+
+    # the store is the first argument, as in every command that reads one; --store stays as an alias
+    if store_arg and store_path and store_arg != store_path:
+        fail(f"two stores given: STORE {store_arg} and --store {store_path}; give one")
+    store_path = store_arg or store_path
+    if not store_path:
+        fail("missing STORE: rbnas run STORE --protocol NAME (or --store STORE)")
 
     root_level = logging.getLogger().level
     # distributed sets its own INFO level; without -v keep only its errors (shutdown chatter is not news)

@@ -11,8 +11,10 @@ from ...data import DataError, get_dataset
 from ...search_spaces import ArchitectureError
 from ...training import get_profile, list_profiles, save_checkpoint, train_model
 from ...utils import atomic_output, set_torch_threads
-from ..common import (check_output_files, dataset_options, echo_json, fail, force_option, parse_overrides, resolve_space,
-                      space_option, threads_option)
+from ..common import (
+    check_output_files, dataset_options, device_option, echo_json, fail, force_option, parse_overrides,
+    resolve_space, space_option, threads_option,
+)
 
 
 @click.command(name="train")
@@ -22,7 +24,7 @@ from ..common import (check_output_files, dataset_options, echo_json, fail, forc
 @click.option("--profile", default="tiny", show_default=True, help=f"Training profile: {', '.join(list_profiles())}.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a profile field (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
+@device_option()
 @threads_option()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
