@@ -313,6 +313,12 @@ def test_threads_default_and_option_set_torch(monkeypatch) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     cap = min(len(os.sched_getaffinity(0)), THREAD_CAP)
     assert cap == min(available_cores(), THREAD_CAP)
+    # the default is a fixed rule of the usable cores: the same on an idle and on a busy node (same command, same bits)
+    for load in (0.0, float(os.cpu_count()) + 3, max(0.0, os.cpu_count() - 1.5)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert default_threads() == cap
+    # the load-dependent rule only when asked for
+    monkeypatch.setenv("RBNAS_TORCH_THREADS", "idle")
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle node: every usable core, capped
     assert default_threads() == cap
     monkeypatch.setattr(os, "getloadavg", lambda: (float(os.cpu_count()) + 3, 0.0, 0.0))  # a busy node: 1
@@ -322,6 +328,9 @@ def test_threads_default_and_option_set_torch(monkeypatch) -> None:
     monkeypatch.setenv("SLURM_JOB_ID", "7")  # inside an allocation the cores are the job's own: the load is others'
     assert default_threads() == cap
     monkeypatch.delenv("SLURM_JOB_ID")
+    monkeypatch.setenv("RBNAS_TORCH_THREADS", "0")
+    with pytest.raises(ValueError, match="positive integer or 'idle'"):
+        default_threads()
     monkeypatch.setenv("RBNAS_TORCH_THREADS", "3")
     assert default_threads() == 3
     old = torch.get_num_threads()

@@ -108,9 +108,10 @@ def threads_option(per_task: bool = False, expose: bool = True) -> Callable[[Cal
         expose: pass the value to the command function as ``threads`` (``False``: only set it).
 
     The default otherwise is :func:`robustbench_nas.utils.default_threads`: ``min(cores this process may use,
-    8)`` (``os.sched_getaffinity``, so a SLURM allocation or ``taskset`` is respected), lowered to the node's idle
-    cores outside SLURM, or ``$RBNAS_TORCH_THREADS``. torch's own default, every core of the node, oversubscribes
-    a shared machine (the same PGD evaluation 9.5x slower with 2 threads than 1 on a loaded 2-core node).
+    8)`` (``os.sched_getaffinity``, so a SLURM allocation or ``taskset`` is respected), a fixed rule (never the
+    load average: same command, same bits), or ``$RBNAS_TORCH_THREADS`` (a number, or ``idle`` for the node's idle
+    cores now). torch's own default, every core of the node, oversubscribes a shared machine (the same PGD
+    evaluation 9.5x slower with 2 threads than 1 on a loaded 2-core node): on a busy node pass ``--threads``.
     """
     from ..utils import THREAD_CAP
 
@@ -119,7 +120,7 @@ def threads_option(per_task: bool = False, expose: bool = True) -> Callable[[Cal
         default_text = "1"
     else:
         text = "Torch / BLAS threads of this command."
-        default_text = f"min(usable cores, idle cores, {THREAD_CAP}), or $RBNAS_TORCH_THREADS"
+        default_text = f"min(usable cores, {THREAD_CAP}), or $RBNAS_TORCH_THREADS (a number or 'idle')"
 
     def deco(f: Callable) -> Callable:
         def callback(ctx: click.Context, param: click.Parameter, value: int | None) -> int:

@@ -51,22 +51,9 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads() -> int:
-    """Default torch/BLAS threads of a command that does not say: never more than the node has free.
-
-    ``$RBNAS_TORCH_THREADS`` if set; else ``min(available_cores(), THREAD_CAP)``, lowered (outside a SLURM
-    allocation, whose cores are the job's own) to the cores the node has idle, ``cpu_count - 1-minute load
-    average``, at least 1. On a loaded 2-core node (load 15) the same PGD evaluation took 20 s with 1 thread and
-    190 s with 2: OpenMP threads spin against the other processes.
-    """
-    env = os.environ.get("RBNAS_TORCH_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"RBNAS_TORCH_THREADS must be a positive integer, got {env!r}") from None
-        if n >= 1:
-            return n
+def idle_cores() -> int:
+    """Cores of this process's allocation that the node has idle now (``cpu_count - 1-minute load``, >= 1); inside a
+    SLURM allocation, whose cores are the job's own, the whole allocation."""
     n = min(available_cores(), THREAD_CAP)
     if n > 1 and not os.environ.get("SLURM_JOB_ID"):
         try:
@@ -75,6 +62,30 @@ def default_threads() -> int:
             idle = n
         n = max(1, min(n, int(idle)))
     return n
+
+
+def default_threads() -> int:
+    """Default torch/BLAS threads of a command that does not say: a fixed rule, so the same command gives the same
+    bits (on a CPU the thread count can change how convolutions are summed).
+
+    ``$RBNAS_TORCH_THREADS`` if set: a positive integer, or ``idle`` for :func:`idle_cores` (the cores the node has
+    idle now: fast on a busy shared node, where OpenMP threads spin against other processes -- a PGD evaluation took
+    20 s with 1 thread and 190 s with 2 on a 2-core node at load 15 -- but it depends on the moment, so it is an
+    explicit choice). Otherwise ``min(available_cores(), THREAD_CAP)``: the cores this process may use, never the
+    load average.
+    """
+    env = os.environ.get("RBNAS_TORCH_THREADS", "").strip()
+    if env.lower() == "idle":
+        return idle_cores()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"RBNAS_TORCH_THREADS must be a positive integer or 'idle', got {env!r}") from None
+        if n >= 1:
+            return n
+        raise ValueError(f"RBNAS_TORCH_THREADS must be a positive integer or 'idle', got {env!r}")
+    return min(available_cores(), THREAD_CAP)
 
 
 def set_torch_threads(n: int | None = None) -> int:
@@ -121,5 +132,5 @@ def atomic_output(target: str | os.PathLike) -> Iterator[Path]:
                 tmp.unlink()
 
 
-__all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "resolve_device", "seed_everything",
+__all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "idle_cores", "resolve_device", "seed_everything",
            "set_torch_threads"]
