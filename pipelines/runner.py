@@ -30,6 +30,7 @@ import numpy as np
 
 from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
 
+from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
 from .protocol import ProtocolConfig, shard_cells
 from .stages import StageContext, get_stage, list_stages, with_dependencies
 
@@ -247,31 +248,6 @@ def _has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
-#: Where a local cluster's dashboard listens by default: loopback, a free port (several runs may share a node).
-DEFAULT_DASHBOARD = "127.0.0.1:0"
-_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
-
-
-def check_dashboard_address(address: str | None, warn: bool = False) -> str | None:
-    """Validate a ``--dashboard-address`` (``HOST:PORT``, ``:PORT`` means loopback here); ``None``: no dashboard.
-
-    Returns the address to bind. A host that is not loopback is allowed (e.g. ``0.0.0.0:8787`` behind a
-    firewall) with a warning: the dashboard has no password, and everyone who can reach it sees the run.
-    """
-    if address is None:
-        return None
-    text = str(address).strip()
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--dashboard-address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8787, or :0 for any port)")
-    if host == "":
-        host = "127.0.0.1"  # distributed would bind ':PORT' to every interface; here it means loopback
-    if warn and host not in _LOOPBACK:
-        log.warning("the Dask dashboard will listen on %s, reachable from other machines; it has no password "
-                    "(use an SSH tunnel to 127.0.0.1 instead)", host)
-    return f"{host}:{int(port)}"
-
-
 def dashboard_link(scheduler: Any) -> str | None:
     """``http://HOST:PORT/status`` of the socket the in-process ``scheduler``'s dashboard is really bound to."""
     server = getattr(scheduler, "http_server", None)
@@ -341,7 +317,7 @@ def make_client(
         log.warning("--insecure: scheduler and workers talk plain TCP without authentication; anyone who can reach "
                     "the scheduler's port can run code as you on the workers")
     if cluster == "slurm":
-        from .slurm import make_slurm_cluster
+        from .slurm_cluster import make_slurm_cluster
 
         with make_slurm_cluster(slurm_config, jobs, dashboard_address=dash, insecure=insecure,
                                 credentials_dir=credentials_dir) as sc, \
@@ -540,10 +516,10 @@ def _run_order(protocol: ProtocolConfig, archs: list[int]) -> dict[int, int]:
 
 
 def _wait_for_slurm_workers(client: Any) -> None:
-    """On a SLURM cluster made here: block until a worker joined, or raise why none will (see slurm.py)."""
+    """On a SLURM cluster made here: block until a worker joined, or raise why none will (see squeue.py)."""
     cluster = getattr(client, "cluster", None)
     if getattr(cluster, "rbnas_config", None) is not None:
-        from .slurm import wait_for_first_worker
+        from .squeue import wait_for_first_worker
 
         wait_for_first_worker(cluster)
 

@@ -207,12 +207,20 @@ def test_report_renders_offline_in_headless_chromium(big, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
-def test_registered_section_joins_report_and_toc(tmp_path, monkeypatch):
+@pytest.fixture
+def extra_section_name():
+    """A section name free for one test; whatever the test registers under it is unregistered afterwards."""
+    from robustbench_nas.analysis.sections import SECTIONS
+
+    yield "extra_study"
+    if "extra_study" in SECTIONS:
+        SECTIONS.remove("extra_study")
+
+
+def test_registered_section_joins_report_and_toc(tmp_path, extra_section_name):
     from robustbench_nas.analysis import report as rp
 
-    monkeypatch.setattr(rp, "_EXTRA_SECTIONS", {})
-
-    @rp.register_section("extra_study")
+    @rp.register_section(extra_section_name)
     def _extra(ctx):
         ctx.report.warn("extra_study", "a warning of the extra section")
         ctx.report.finding("The extra section found <b>something</b>.")
@@ -225,3 +233,38 @@ def test_registered_section_joins_report_and_toc(tmp_path, monkeypatch):
     assert "The extra section found something." in s["findings"] and "extra_study" in s["seconds"]
     assert text.index("a warning of the extra section") < text.index("<nav>")  # listed with the findings
     assert rp.list_sections()[-1] == "extra_study"
+
+
+def test_section_names_are_unique_and_in_report_order(extra_section_name):
+    """A second section under a taken name is refused (it would silently replace a section otherwise), and the
+    built-in sections come first whatever module registered first."""
+    from robustbench_nas.analysis import report as rp
+
+    assert rp.list_sections()[:4] == ["ranking", "architecture", "prediction", "search"]
+    assert rp.list_sections().index("proxy_study") < rp.list_sections().index("target_reliability")
+    with pytest.raises(ValueError, match="already registered"):
+        rp.register_section("ranking")(lambda ctx: None)
+    rp.register_section(extra_section_name, order=0)(lambda ctx: None)
+    assert rp.list_sections()[0] == extra_section_name
+
+
+def test_no_section_imports_the_report():
+    """The section registry sits below the report: the sections, the studies that register sections (twins,
+    proxy_study) and the report's parts never import ``analysis/report.py``, which imports them (one way)."""
+    import ast
+
+    import robustbench_nas.analysis as analysis
+
+    root = Path(analysis.__file__).parent
+    modules = [root / "twins.py", root / "proxy_study.py", *root.glob("report_*.py"), root / "target_names.py",
+               *(root / "sections").glob("*.py")]
+    offenders = []
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{a.name}" for a in node.names]
+                if any(n.split(".")[-1] == "report" or n.endswith("analysis.report") for n in names):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+            elif isinstance(node, ast.Import) and any(a.name.endswith("analysis.report") for a in node.names):
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(modules) >= 10 and not offenders, offenders

@@ -272,3 +272,37 @@ def test_respawner_replaces_only_jobs_that_lost_all_workers() -> None:
     del c.workers["J-1"]
     check()
     assert r.replaced[-1] == ("J-1", "101") and c.workers["J-1"].job_id == "202"
+
+
+def test_slurm_back_end_never_imports_the_runner() -> None:
+    """Dependencies point one way: the runner imports the SLURM back end (for ``--cluster slurm``); no module of the
+    back end imports the runner (what both need, the dashboard defaults, sits below both in ``dashboard.py``)."""
+    import ast
+
+    import robustbench_nas.pipelines as pipelines
+
+    root = Path(pipelines.__file__).parent
+    modules = [root / "slurm.py", *root.glob("slurm_*.py"), root / "squeue.py", root / "sbatch_errors.py",
+               root / "tls_files.py", root / "dashboard.py"]
+    offenders = []
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([f"{node.module or ''}.{a.name}" for a in node.names] + [node.module or ""]
+                     if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n.split(".")[-1] == "runner" for n in names):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert len(modules) >= 10 and not offenders, offenders
+
+
+def test_worker_command_module_runs_the_launcher() -> None:
+    """``python -m robustbench_nas.pipelines.slurm`` (what every job runs) is the launcher: a job without the
+    scheduler argument fails with the launcher's own error and exit code 2, not an import error."""
+    import subprocess
+    import sys
+
+    from robustbench_nas.pipelines.slurm import WORKER_COMMAND
+
+    run = subprocess.run([sys.executable, "-m", WORKER_COMMAND], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "cannot start workers" in run.stderr

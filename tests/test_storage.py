@@ -332,16 +332,16 @@ def test_shard_reader_equals_zarr_python(store) -> None:
 def test_commit_killed_mid_block_leaves_nothing_marked_done_then_completes(store, monkeypatch) -> None:
     """A crash between two shard writes of one commit: values already replaced are never read as done, and the
     journal (still there) completes the commit the next time."""
-    import robustbench_nas.storage.store as store_mod
+    import robustbench_nas.storage.commit as commit_mod
 
-    real = store_mod.write_shard
+    real = commit_mod.write_shard
 
     def dies(root, layout, b, block, **kw):
         if layout.name == "adv_confusion":
             raise OSError("killed while writing adv_confusion")
         return real(root, layout, b, block, **kw)
 
-    monkeypatch.setattr(store_mod, "write_shard", dies)
+    monkeypatch.setattr(commit_mod, "write_shard", dies)
     with pytest.raises(OSError, match="killed"):
         store.write_cell(6, 7, {"adv_accuracy": np.full((2, 3), 0.5), "adv_confusion": np.ones((2, 3, 3, 3))},
                          stage="adversarial")
@@ -547,13 +547,13 @@ def test_inner_chunks_of_several_cells_equal_zarr_python(tmp_path: Path, shard_c
 def test_store_of_one_cell_inner_chunks_without_the_field_opens_and_commits(tmp_path: Path, monkeypatch) -> None:
     """A store written before `chunk_cells` existed (inner chunks of one (cell, seed), no field in its spec
     attribute) opens, reads and takes new results in its own layout; no schema change is involved."""
-    import robustbench_nas.storage.store as store_mod
+    import robustbench_nas.storage.create as create_mod
 
     def old_chunk_shape(a, sizes, *_):  # the writer before `chunk_cells`: one cell and one seed per inner chunk
         return tuple(1 if d in ("arch", "seed") else max(1, sizes[d]) for d in a.dims)
 
     with monkeypatch.context() as m:
-        m.setattr(store_mod, "chunk_shape", old_chunk_shape)
+        m.setattr(create_mod, "chunk_shape", old_chunk_shape)
         st = create_store(tmp_path / "old.zarr", small_spec(shard_cells=2))
     meta = json.loads((st.path / "zarr.json").read_text())
     meta["attributes"]["spec"].pop("chunk_cells")

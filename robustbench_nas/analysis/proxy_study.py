@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .sections import SectionContext, register_section
+
 #: Targets shown in the heat map (those present), in this order.
 HEATMAP_TARGETS = (
     "clean", "fgsm@Linf@1/255", "fgsm@Linf@4/255", "fgsm@Linf@8/255", "pgd@Linf@0.5/255", "pgd@Linf@1/255",
@@ -306,10 +308,7 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
     return body, summary
 
 
-from .report import SectionContext, register_section  # noqa: E402  (report imports this module at its end)
-
-
-@register_section("proxy_study")
+@register_section("proxy_study", order=100)
 def proxy_study_section(ctx: SectionContext) -> None:
     """The report section: runs when ``AnalysisConfig.proxies`` names a table (``rbnas analyze --proxies``)."""
     if not ctx.config.proxies:

@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .sections import SectionContext, register_section
+
 #: Fewer twin groups than this with a finite target: no estimate (NaN), the interval would be meaningless.
 MIN_GROUPS = 10
 
@@ -154,10 +156,7 @@ def plot_twins(targets: pd.DataFrame, groups: Sequence[np.ndarray], names: Seque
     return _save(fig, pd.DataFrame(data), Path(out), name)
 
 
-from .report import SectionContext, register_section  # noqa: E402  (report imports this module at its end)
-
-
-@register_section("target_reliability")
+@register_section("target_reliability", order=110)
 def target_reliability_section(ctx: SectionContext) -> None:
     """The report section: each target's test-retest noise from the store's functional twins (skipped when the
     store has fewer than :data:`MIN_GROUPS` twin groups, e.g. a pipeline run on a few cells)."""

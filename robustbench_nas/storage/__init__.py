@@ -7,6 +7,9 @@ Example:
     >>> store.write_cell(0, 0, {"clean_accuracy": 0.25}, stage=None)
 """
 
+from .create import software_versions
+from .export import to_dataframe
+from .root_meta import StoreError, check_schema, ensure_ours
 from .schema import (
     DONE,
     FAILED,
@@ -20,18 +23,8 @@ from .schema import (
     eps_label,
     stage_arrays,
 )
-from .store import (
-    RobustnessStore,
-    StoreError,
-    check_schema,
-    create_store,
-    ensure_ours,
-    mask_not_done,
-    open_dataset,
-    open_store,
-    software_versions,
-    to_dataframe,
-)
+from .store import RobustnessStore, create_store, open_store
+from .xarray_backend import mask_not_done, open_dataset
 
 __all__ = [
     "ArraySpec", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "RobustnessStore", "SCHEMA_VERSION", "STAGES",

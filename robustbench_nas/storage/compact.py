@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from .root_meta import StoreError, ensure_ours, read_root_meta
 from .schema import StoreSpec, array_specs
-from .store import RobustnessStore, StoreError, ensure_ours, read_root_meta
+from .store import RobustnessStore
 
 
 def _replace_into(tmp: Path, dst: Path, overwrite: bool) -> None:

@@ -1,0 +1,48 @@
+"""HTML fragments of the report: numbers with intervals, embedded figures, tables, file-name-safe target names."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def fmt(v: Any, d: int = 3, signed: bool = False) -> str:
+    """``v`` with ``d`` decimals (``signed``: with its sign); ``"-"`` for a missing or non-finite value."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
+
+
+def ci(row: pd.Series, stat: str = "spearman") -> str:
+    """``row[stat]`` with its 95 % interval (``<stat>_lo``, ``<stat>_hi``) when the row has a finite one."""
+    lo, hi = row.get(f"{stat}_lo"), row.get(f"{stat}_hi")
+    if lo is None or not np.isfinite(lo):
+        return fmt(row[stat], 2, True)
+    return f"{fmt(row[stat], 2, True)} [{fmt(lo, 2, True)}, {fmt(hi, 2, True)}]"
+
+
+def safe_name(name: str) -> str:
+    """``name`` as a file-name part: every character but letters, digits and ``-_.`` becomes ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def img(png: Path, caption: str = "") -> str:
+    """A figure embedded as a base64 PNG (the report needs no network), captioned, linking the data behind it."""
+    data = base64.b64encode(Path(png).read_bytes()).decode()
+    stem = html.escape(png.stem)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{stem}"><figcaption>{html.escape(caption)} '
+            f'(data: <a href="figures/{stem}.csv">figures/{stem}.csv</a>)</figcaption></figure>')
+
+
+def table(df: pd.DataFrame) -> str:
+    """A compact HTML table of ``df`` (3 decimals, ``-`` for missing values)."""
+    return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-", border=0, classes="t")
+
+
+__all__ = ["ci", "fmt", "img", "safe_name", "table"]

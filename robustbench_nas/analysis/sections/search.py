@@ -1,0 +1,44 @@
+"""The report section "search": searching the dataset: regret of random search, local search and regularised evolution
+on the tabulated targets."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .. import figures as figs
+from ..report_html import img, table
+from ..search import Objective, run_searches, summarize_regret
+from ..target_names import default_predict_targets, pretty_target
+from .registry import SectionContext, register_section
+
+
+def has_budget(ctx: SectionContext) -> bool:
+    """Whether a search was asked for (``AnalysisConfig.search_budget`` > 0)."""
+    return ctx.config.search_budget > 0
+
+
+@register_section("search", order=40, ready=has_budget)
+def search_section(ctx: SectionContext) -> None:
+    """Add the search section to ``ctx.report`` (figures under ``ctx.fig_dir``, tables under ``ctx.out``)."""
+    rep, cfg, T, summary, fig_dir = ctx.report, ctx.config, ctx.targets, ctx.summary, ctx.fig_dir
+    objs = default_predict_targets(T)
+    budget = min(cfg.search_budget, len(T))
+    if budget < cfg.search_budget:
+        rep.warn("search", f"search budget {cfg.search_budget} exceeds the {len(T)} cells: used {budget}")
+    C = pd.concat([run_searches(Objective.from_series(T[t], summary["search_space"]), budget=budget, repeats=cfg.search_repeats,
+                                seed=cfg.seed) for t in objs], ignore_index=True)  # fmt: skip
+    C.to_csv(rep.out / "search_regret.csv", index=False)
+    Sg = summarize_regret(C)
+    Sg["objective"] = Sg["objective"].map(pretty_target)
+    png = figs.plot_lines(Sg, "queries", "mean", ["algorithm"], fig_dir, "search_regret", err="std", nonneg=True,
+                          logy=True, panel="objective", title="regret (mean +- std over runs)")  # fmt: skip
+    final = Sg[Sg["queries"] == budget]
+    summary["search_final_regret"] = final[["objective", "algorithm", "mean", "std"]].to_dict(orient="records")
+    body = (f"<p>Random search, local search and regularised evolution with {budget} queries of the tabulated "
+            f"targets, {cfg.search_repeats} runs each; regret = best value in the space minus the best found.</p>"
+            + rep.warnings_html("search") + img(png, "Regret vs queries.")
+            + table(final) + f"<p>Curves: {rep.file('search_regret.csv', 'regret curves per run')}.</p>")  # fmt: skip
+    rep.sections.append(("search", "Searching the dataset", body))
+
+
+__all__ = ["search_section"]
