@@ -19,10 +19,10 @@ from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..search_spaces import get_search_space, parse_arch
 from ..search_spaces.nats_sss import SSS_CELL
 from ..search_spaces.networks import register_network
-from .nb201 import InferCell, Normalize, ResNetBasicBlock
+from .nb201 import InferCell, Normalize, ResNetBasicBlock, StagedNetwork
 
 
-class NATSSizeNetwork(nn.Module):
+class NATSSizeNetwork(StagedNetwork):
     """One NATS-Bench SSS network.
 
     Arguments:

@@ -21,8 +21,8 @@ from ..search_spaces import get_search_space
 from ..search_spaces.nb201 import EDGES, Cell
 from ..search_spaces.networks import register_network
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "InferCell", "NB201Network", "Normalize", "ResNetBasicBlock", "build_model",
-           "build_nb201_network", "make_op"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "InferCell", "NB201Network", "Normalize", "ResNetBasicBlock", "StagedNetwork",
+           "build_model", "build_nb201_network", "make_op"]
 
 
 class Normalize(nn.Module):
@@ -143,7 +143,34 @@ class ResNetBasicBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-class NB201Network(nn.Module):
+class StagedNetwork(nn.Module):
+    """The layout NB201's macro network and NATS-Bench SSS's share: ``stem``, ``cells`` (cells and
+    :class:`ResNetBasicBlock` reductions in order), ``lastact``, ``global_pooling``, ``classifier``.
+
+    Proxies that pair layers with stages (CRoZe) ask the network for its stages here instead of knowing a space.
+    """
+
+    stem: nn.Module
+    cells: nn.Sequential
+    global_pooling: nn.Module
+    config: dict
+
+    def stage_modules(self) -> list[nn.Module]:
+        """Modules whose outputs end a stage: the stem, each reduction block, the cell stack, the global pooling."""
+        return [self.stem, *(m for m in self.cells if isinstance(m, ResNetBasicBlock)), self.cells,
+                self.global_pooling]
+
+    def cell_modules(self) -> list[nn.Module]:
+        """The cells, in forward order."""
+        return [m for m in self.cells if isinstance(m, InferCell)]
+
+    @property
+    def cells_per_stage(self) -> int:
+        """``N``, the cells between two reductions."""
+        return int(self.config["N"])
+
+
+class NB201Network(StagedNetwork):
     """The NB201 macro network for one cell.
 
     Arguments:

@@ -8,6 +8,7 @@ from ..constants import CIFAR_MEAN, CIFAR_STD
 from .base import (
     ArchitectureError,
     CellCost,
+    CellDAG,
     FlopCount,
     SearchSpace,
     canonical_name,
@@ -26,6 +27,7 @@ __all__ = [
     "CIFAR_STD",
     "Cell",
     "CellCost",
+    "CellDAG",
     "EDGES",
     "FlopCount",
     "NATSSizeSpace",

@@ -118,6 +118,20 @@ class FlopCount:
 
 
 @dataclass(frozen=True)
+class CellDAG:
+    """A cell as a DAG of op-labelled edges, for graph features (e.g. the WL kernel of ``analysis.wl_kernel``).
+
+    Attributes:
+        edges: ``(target, source, op)`` in the space's edge order, edges whose op is the zero op (no connection)
+            left out; sources precede targets.
+        output: the output node (node 0 is the input).
+    """
+
+    edges: tuple[tuple[int, int, str], ...]
+    output: int
+
+
+@dataclass(frozen=True)
 class CellCost:
     """Parameters and FLOPs of one architecture's network."""
 
@@ -140,6 +154,10 @@ class SearchSpace(abc.ABC):
     flops_convention: str = ""
     #: encodings the analysis uses when asked for the ``default`` ones
     default_encodings: tuple[str, ...] = ()
+    #: encodings with one sparse indicator column per choice, left out of the predictors' ``compact`` view
+    sparse_encodings: tuple[str, ...] = ()
+    #: encodings of the predictors' ``signal`` view (features of how signal and perturbation travel the cell)
+    signal_encodings: tuple[str, ...] = ()
     #: the module that registers this space's network builder (:mod:`.networks`), imported by name on first use:
     #: the networks sit in the layer above, so a space never imports them itself
     network_module: str = ""
@@ -310,6 +328,15 @@ class SearchSpace(abc.ABC):
         for k in kinds:
             row.update(self.encoders[k](a))
         return row
+
+    def encoding_columns(self, kinds: str | Sequence[str]) -> list[str]:
+        """The column names of the encodings ``kinds`` (fixed per encoding: read off the architecture at index 0)."""
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        return list(self.encode_one(0, self.resolve_encodings(kinds))) if kinds else []
+
+    def cell_dag(self, arch: object) -> CellDAG:
+        """The cell of ``arch`` as a DAG of op-labelled edges (a space without a cell graph raises ``ValueError``)."""
+        raise ValueError(f"search space {self.name!r} has no cell graph (its architectures are not op DAGs)")
 
     def layer_labels(self) -> list[str]:
         """Names of the positions an architecture chooses (NB201: edges, SSS: layers), for figures."""

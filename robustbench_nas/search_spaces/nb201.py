@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..constants import CIFAR_MEAN, CIFAR_STD
-from .base import ArchitectureError, CellCost, FlopCount, SearchSpace, register_search_space
+from .base import ArchitectureError, CellCost, CellDAG, FlopCount, SearchSpace, register_search_space
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (target node, source node) of each edge, in string order.
@@ -193,6 +193,8 @@ class NB201SearchSpace(SearchSpace):
     flops_convention = ("NAS-Bench-201's published flops: conv + linear multiply-adds + linear bias + "
                         "3 x conv output elements + 9 x in-cell 3x3 average-pool output elements + 1078")
     default_encodings = ("opcount", "graf")
+    sparse_encodings = ("onehot", "path")
+    signal_encodings = ("pathstats", "propagation")
     network_module = "robustbench_nas.models.nb201"
     ops = OPS
     edges = EDGES
@@ -353,6 +355,10 @@ class NB201SearchSpace(SearchSpace):
         return {}
 
     # ---- analysis -----------------------------------------------------------------------------------------------
+    def cell_dag(self, arch: object) -> CellDAG:
+        """The 4-node cell: edges ``(j, i, op)`` without the ``none`` ones (the zero op), output node 3."""
+        return CellDAG(tuple(e for e in self.decode(arch).edges() if e[2] != "none"), output=3)
+
     def layer_labels(self) -> list[str]:
         """The six edges, ``"j<-i"``, in string order."""
         return [f"{j}<-{i}" for j, i in EDGES]
