@@ -133,3 +133,17 @@ def test_network_builder_registry():
         get_network_builder("no-such-space", "robustbench_nas.models.nb201")
     with pytest.raises(LookupError, match="names no network module"):
         get_network_builder("no-such-space", "")
+
+
+def test_counting_and_clean_evaluation_keep_each_modules_mode() -> None:
+    """FLOP counting and clean evaluation run in eval mode and give every module its own mode back (a frozen BN
+    inside a training model stays frozen)."""
+    from robustbench_nas.evaluation import evaluate_clean
+
+    net = build_model(5, C=4, N=1).train()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()
+    before = {name: m.training for name, m in net.named_modules()}
+    count_flops(net, (3, 8, 8))
+    evaluate_clean(net, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert {name: m.training for name, m in net.named_modules()} == before and not bn.training

@@ -12,6 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .modes import eval_mode
+
 __all__ = ["count_params", "tally_flops"]
 
 
@@ -54,14 +56,12 @@ def tally_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> d
             hooks.append(mod.register_forward_hook(on_pool))
         elif isinstance(mod, nn.Linear):
             hooks.append(mod.register_forward_hook(on_linear))
-    was_training = model.training
     try:
-        model.eval()
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-        model(torch.zeros(1, *input_shape, device=device))
+        with eval_mode(model):  # each module's own mode back afterwards
+            p = next(model.parameters(), None)
+            device = p.device if p is not None else torch.device("cpu")
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return t
