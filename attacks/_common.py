@@ -7,14 +7,15 @@ all epsilons of a grid are attacked in one pass).
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from robustbench_nas.utils.modes import eval_mode  # noqa: F401  (re-exported: the attacks' name for it)
 
 #: Epsilons above this look like /255 units passed where [0, 1] is expected.
 _MAX_EPS = 1.0
@@ -84,18 +85,6 @@ def check_eval_mode(model: nn.Module) -> None:
             f"model is in training mode ({len(training)} module(s), e.g. {training[0]!r}); attacks evaluate a model "
             "in eval mode so that BatchNorm uses its running statistics: call model.eval() first"
         )
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode and restore each one's own flag afterwards (frozen parts stay frozen)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, t in flags:
-            m.training = t
 
 
 def model_device(model: nn.Module) -> torch.device:

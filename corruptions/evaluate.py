@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robustbench_nas.evaluation import ClassificationStats, classification_stats
+from robustbench_nas.utils.modes import eval_mode
 
 from .registry import FAMILIES, check_images, check_severity, family_of, info, list_corruptions
 from .sources import CifarCFiles, CorruptionSource, GeneratedSource
@@ -153,26 +154,24 @@ def evaluate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cells), desc="corruptions", unit="cell")
-    was_training = model.training
-    model.eval()
     results: list[CorruptionResult] = []
     try:
-        for name, sev in cells:
-            t0 = time.perf_counter()
-            logits, labels = [], []
-            for xb, yb in src.batches(name, sev, batch_size):
-                logits.append(model(xb.to(device)).float())
-                labels.append(yb.to(device))
-            lg = torch.cat(logits)
-            stats = classification_stats(lg, torch.cat(labels), num_classes=lg.shape[1])
-            results.append(CorruptionResult(name, sev, stats, kind, seed if kind == "generated" else None,
-                                            time.perf_counter() - t0))
-            log.info("corruption %s severity %d: accuracy %.4f", name, sev, stats.accuracy)
-            if bar is not None:
-                bar.set_postfix_str(f"{name}@{sev} acc={stats.accuracy:.3f}")
-                bar.update(1)
+        with eval_mode(model):  # each module's own mode back afterwards (a caller's frozen BN stays frozen)
+            for name, sev in cells:
+                t0 = time.perf_counter()
+                logits, labels = [], []
+                for xb, yb in src.batches(name, sev, batch_size):
+                    logits.append(model(xb.to(device)).float())
+                    labels.append(yb.to(device))
+                lg = torch.cat(logits)
+                stats = classification_stats(lg, torch.cat(labels), num_classes=lg.shape[1])
+                results.append(CorruptionResult(name, sev, stats, kind, seed if kind == "generated" else None,
+                                                time.perf_counter() - t0))
+                log.info("corruption %s severity %d: accuracy %.4f", name, sev, stats.accuracy)
+                if bar is not None:
+                    bar.set_postfix_str(f"{name}@{sev} acc={stats.accuracy:.3f}")
+                    bar.update(1)
     finally:
-        model.train(was_training)
         if bar is not None:
             bar.close()
     return results

@@ -482,10 +482,10 @@ def _nb201_proxies() -> ProtocolConfig:
     """The shipped proxy table: all proxies, full-size NB201 (C=16, N=5) at initialisation, seed 0, batch 64.
 
     Cells: the 500-cell clean-accuracy-stratified sample of the Jung et al. release
-    (:mod:`robustbench_nas.analysis.proxy_sample`), run in the listed (interleaved) order; images: 64 of the
+    (:mod:`robustbench_nas.proxies.sample`), run in the listed (interleaved) order; images: 64 of the
     ``npz`` dataset's train split (pass ``--data-root ../shared/data/cifar10_test.npz``: CIFAR-10 test images).
     """
-    from robustbench_nas.analysis.proxy_sample import shipped_sample
+    from robustbench_nas.proxies.sample import shipped_sample
 
     return ProtocolConfig(
         name="nb201-proxies",
@@ -504,7 +504,7 @@ def _nb201_proxies() -> ProtocolConfig:
 def _nb201_proxies_seeds() -> ProtocolConfig:
     """Seed noise of the proxies: the first 30 cells of the sample (3 per clean-accuracy stratum) at initialisation
     seeds 1 and 2 (same images)."""
-    from robustbench_nas.analysis.proxy_sample import shipped_sample
+    from robustbench_nas.proxies.sample import shipped_sample
 
     return _nb201_proxies().replace(
         name="nb201-proxies-seeds", archs=tuple(shipped_sample()[:30]), seeds=(1, 2),

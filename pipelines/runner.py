@@ -214,7 +214,7 @@ def execute_unit(
     proto = ProtocolConfig.from_dict(protocol)
     out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": "",
            "values": None}
-    bad = [u for u in upstream if u.get("status") not in ("done", "skipped")]
+    bad = [u for u in upstream if u.get("status") != "done"]
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
         return {**out, "status": "failed", "error": msg}
@@ -371,7 +371,7 @@ class RunReport:
 
     Attributes:
         store: the store path; protocol / fingerprint: the protocol's name and hash.
-        submitted: tasks submitted; counts: ``{stage: {"done", "failed", "skipped"}}`` of this run.
+        submitted: tasks submitted; counts: ``{stage: {"done", "failed", "total"}}`` of this run.
         progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all shards).
         failures: ``[{"arch", "seed", "stage", "error", ...}]`` recorded in the store.
         seconds: wall time; dashboard: the Dask dashboard address (or None).
@@ -469,7 +469,7 @@ def run_pipeline(
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
     units = plan_units(store, protocol, todo, shard)
-    counts = {s: {"done": 0, "failed": 0, "skipped": 0, "total": sum(u[2] == s for u in units)} for s in todo
+    counts = {s: {"done": 0, "failed": 0, "total": sum(u[2] == s for u in units)} for s in todo
               if any(u[2] == s for u in units)}
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
                          submitted=len(units), counts=counts, cells=len(cells), extra={"reused": reused})
@@ -661,8 +661,7 @@ def _postfix(counts: dict[str, dict[str, int]]) -> str:
     """``train 3/8 clean 2/8 (1 failed)``: per stage, finished of submitted, and failures."""
     parts = []
     for stage, c in counts.items():
-        done = c["done"] + c["skipped"]
-        parts.append(f"{stage} {done}/{c['total']}" + (f" ({c['failed']} failed)" if c["failed"] else ""))
+        parts.append(f"{stage} {c['done']}/{c['total']}" + (f" ({c['failed']} failed)" if c["failed"] else ""))
     return " ".join(parts)
 
 

@@ -54,3 +54,15 @@ def test_attack_errors_and_list(ckpt: Path) -> None:
     assert code == 2 and "steps" in out
     code, out = run("--list", "--json")
     assert code == 0 and "aa_square@Linf" in json.loads(out)["attacks"]
+
+
+def test_l2_radii_are_printed_plainly(ckpt: Path) -> None:
+    """An L2 radius is a Euclidean length in [0, 1] pixel units: printed as given, never as a count of 1/255."""
+    from robustbench_nas.cli.commands.attack import format_eps
+
+    assert format_eps("pgd@L2", 0.5) == "0.5" and format_eps("pgd@Linf", 8 / 255) == "8/255"
+    code, out = run(str(ckpt), "--attack", "fgsm@L2", "--attack", "fgsm@Linf", "--eps", "0.5", "--n", "8")
+    assert code == 0, out
+    lines = [ln for ln in out.splitlines() if ln.startswith("fgsm@")]
+    assert "eps        0.5 " in lines[0] and "/255" not in lines[0], lines
+    assert "127.5/255" in lines[1], lines  # the same number as an Linf radius is in 1/255 steps

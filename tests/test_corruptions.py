@@ -485,3 +485,17 @@ def test_summarize_from_results_and_errors(model_and_data) -> None:
         corruptions.summarize(res, res[:1])
     with pytest.raises(ValueError, match="no results"):
         corruptions.summarize([])
+
+
+def test_evaluate_restores_each_modules_own_mode() -> None:
+    """A frozen BN inside a training model stays frozen after evaluate (each module gets its own mode back)."""
+    from robustbench_nas.models import build_model
+
+    model = build_model(ARCH, num_classes=10, C=4, N=1).train()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()
+    before = {name: m.training for name, m in model.named_modules()}
+    g = torch.Generator().manual_seed(0)
+    corruptions.evaluate(model, torch.rand(8, 3, 32, 32, generator=g), torch.arange(8), ["contrast"],
+                         severities=(1,), batch_size=8, seed=0)
+    assert {name: m.training for name, m in model.named_modules()} == before and not bn.training

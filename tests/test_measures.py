@@ -158,6 +158,10 @@ def test_measures_reject_bad_input() -> None:
         compute_measures(net, x, y[:1])
     with pytest.raises(ValueError, match="NaN"):
         compute_measures(net, x * float("nan"), y)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):  # pixels in 0..255: the models normalise [0, 1] inputs
+        compute_measures(net, x * 255, y)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        jacobian_norms(net.eval(), x - 0.5)
     net.train()
     with pytest.raises(ValueError, match="training mode"):
         jacobian_norms(net, x)
@@ -182,3 +186,18 @@ def test_hessian_active_subset_is_bitwise_the_full_batch(method: str) -> None:
     assert int(full.iters.min()) < int(full.iters.max())  # uneven convergence: the subset path was exercised
     assert torch.equal(full.eig, active.eig) and torch.equal(full.iters, active.iters)
     assert torch.equal(full.converged, active.converged)
+
+
+def test_measures_restore_each_modules_own_mode() -> None:
+    """A caller's frozen BatchNorm (eval inside a training model) stays frozen after compute_measures, as after an
+    attack; the former ``model.train(was_training)`` set every module to the top module's flag."""
+    net = _model()
+    x, y = _batch(2, 8)
+    net.train()
+    frozen = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)][:2]
+    for m in frozen:
+        m.eval()
+    before = {name: m.training for name, m in net.named_modules()}
+    compute_measures(net, x, y, ["jacobian_fro"])
+    assert {name: m.training for name, m in net.named_modules()} == before
+    assert net.training and not any(m.training for m in frozen)

@@ -81,15 +81,69 @@ def test_bad_config():
 
 
 def test_fast_cost_equals_built_model_counts():
-    """nb201_cost (additive per-edge increments) equals counting on the built network, on a seeded sample."""
-    from robustbench_nas.models import nb201_cost
-
+    """NB201's space.cost (additive per-edge increments) equals counting on the built network, on a seeded sample."""
     space = get_search_space()
     for idx in space.sample(12, seed=7, unique=False) + [1462]:
         m = build_model(idx)
-        c = nb201_cost(idx)
+        c = space.cost(idx)
         assert c.params == count_params(m)
         assert c.flops == count_flops(m, (3, 32, 32))
-    small = nb201_cost(5, num_classes=10, C=4, N=1, input_shape=(3, 16, 16))
+    small = space.cost(5, num_classes=10, input_shape=(3, 16, 16), C=4, N=1)
     m = build_model(5, C=4, N=1)
     assert small.params == count_params(m) and small.flops == count_flops(m, (3, 16, 16))
+
+
+def test_network_classes_take_a_decoded_architecture():
+    """The networks do not parse: NB201Network takes a Cell (or its op tuple), NATSSizeNetwork the five widths;
+    the space's build_network decodes strings and indices and hands the result to the registered builder."""
+    from robustbench_nas.models.nats_sss import NATSSizeNetwork
+    from robustbench_nas.models.nb201 import NB201Network
+    from robustbench_nas.search_spaces import ArchitectureError
+
+    space = get_search_space("nb201")
+    cell = space.decode(1462)
+    net = NB201Network(cell.ops, C=4, N=1)
+    assert net.arch_str == space.arch_str(1462)
+    assert NB201Network(cell, C=4, N=1).arch_str == net.arch_str
+    for bad in (space.arch_str(1462), 1462):
+        with pytest.raises(TypeError, match="decoded cell"):
+            NB201Network(bad)
+    with pytest.raises(ArchitectureError, match="unknown op"):
+        NB201Network(("conv_5x5",) * 6)
+    sss = get_search_space("nats-sss")
+    assert NATSSizeNetwork((8, 16, 24, 32, 64)).arch_str == "8:16:24:32:64"
+    with pytest.raises(TypeError, match="decoded channels"):
+        NATSSizeNetwork("8:16:24:32:64")
+    with pytest.raises(ArchitectureError, match="C2"):
+        NATSSizeNetwork((8, 12, 24, 32, 64))
+    assert type(sss.build_network("8:16:24:32:64")) is NATSSizeNetwork
+
+
+def test_network_builder_registry():
+    """Each space finds its builder in the bottom-layer registry, filled by the module its network_module names;
+    a second builder for one space is refused."""
+    from robustbench_nas.models.nb201 import build_nb201_network
+    from robustbench_nas.search_spaces.networks import get_network_builder, register_network
+
+    space = get_search_space("nb201")
+    assert space.network_builder() is build_nb201_network
+    with pytest.raises(ValueError, match="already registered"):
+        register_network("nb201")(build_nb201_network)
+    with pytest.raises(LookupError, match="registered no network builder"):
+        get_network_builder("no-such-space", "robustbench_nas.models.nb201")
+    with pytest.raises(LookupError, match="names no network module"):
+        get_network_builder("no-such-space", "")
+
+
+def test_counting_and_clean_evaluation_keep_each_modules_mode() -> None:
+    """FLOP counting and clean evaluation run in eval mode and give every module its own mode back (a frozen BN
+    inside a training model stays frozen)."""
+    from robustbench_nas.evaluation import evaluate_clean
+
+    net = build_model(5, C=4, N=1).train()
+    bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()
+    before = {name: m.training for name, m in net.named_modules()}
+    count_flops(net, (3, 8, 8))
+    evaluate_clean(net, torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert {name: m.training for name, m in net.named_modules()} == before and not bn.training

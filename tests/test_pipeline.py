@@ -374,3 +374,14 @@ def test_gpu_stages_request_the_gpu_resource_only_when_workers_have_it(tmp_path:
             assert asked[stage] == ({"GPU": 1} if expect_gpu else None), stage
         prio = {stage: kw["priority"] for stage, kw in rec.calls}
         assert prio["clean"] > prio["train"]  # finish started cells before training new ones
+
+
+def test_a_stage_runs_only_on_done_upstream_results(tmp_path: Path) -> None:
+    """The runner's statuses are "done" and "failed" (the store's are pending / done / failed): an upstream result
+    with any other status, e.g. the former never-produced "skipped", does not count as finished."""
+    from robustbench_nas.pipelines.runner import execute_unit
+
+    for status in ("failed", "skipped"):
+        res = execute_unit(str(tmp_path / "s.zarr"), micro().to_dict(), 0, 0, "clean",
+                           upstream=[{"stage": "train", "status": status}])
+        assert res["status"] == "failed" and "needs train" in res["error"], res

@@ -153,9 +153,10 @@ def test_wl_kernel_normalised():
 
 
 def test_feature_views_signal_and_fallback():
-    cols = ["params", "flops", "count_none", "route_p0_live", "prop_snr1[a=1]", "e0(1<-0)=none", "path=c3"]
+    prop = next(iter(get_search_space("nb201").encode_one(0, ["propagation"])))  # a real propagation column
+    cols = ["params", "flops", "count_none", "route_p0_live", prop, "e0(1<-0)=none", "path=c3"]
     v = feature_views(cols)
-    assert [cols[i] for i in v["signal"]] == ["params", "flops", "route_p0_live", "prop_snr1[a=1]"]
+    assert [cols[i] for i in v["signal"]] == ["params", "flops", "route_p0_live", prop]
     assert [cols[i] for i in v["compact"]] == cols[:5] and list(v["all"]) == list(range(7))
     plain = feature_views(["a", "b"])  # no route / propagation features: signal = compact
     assert list(plain["signal"]) == list(plain["compact"]) == [0, 1]
@@ -173,3 +174,27 @@ def test_predict_with_cell_features_is_deterministic_and_learns():
     r2 = predict_heldout(X, y, train_size=80, repeats=2, seed=0)
     same = json.dumps(r1, sort_keys=True) == json.dumps(r2, sort_keys=True)  # NaN-safe (an ensemble has no R^2)
     assert same and r1["spearman_mean"] > 0.9 and set(r1["models"]) <= set(AUTO_CANDIDATES)
+
+
+def test_feature_views_follow_the_space_declarations():
+    """The views come from the spaces' declared encodings: on every NB201 column they select what the former
+    hard-coded NB201 name rules selected (one-hot ``e<k>(j<-i)=op`` / ``path=`` left out of compact; ``route_`` /
+    ``prop_`` in signal), and a space without those encodings declares nothing."""
+    nb = get_search_space("nb201")
+    cols = ["params", "flops"] + nb.encoding_columns("all")
+    v = feature_views(cols)
+    old_sparse = [c.startswith("path=") or (c.startswith("e") and "=" in c and "(" in c) for c in cols]
+    assert [cols[i] for i in v["compact"]] == [c for c, s in zip(cols, old_sparse) if not s]
+    assert [cols[i] for i in v["signal"]] == [c for c in cols if c.startswith(("route_", "prop_", "params", "flops"))]
+    only_sss = feature_views(cols, spaces=["nats-sss"])
+    assert list(only_sss["compact"]) == list(only_sss["signal"]) == list(range(len(cols)))
+
+
+def test_wl_graph_comes_from_the_space():
+    """op_graph reads the space's cell DAG: an index and its string give one graph; a space without a cell graph
+    is a clear error."""
+    nb = get_search_space("nb201")
+    assert op_graph(1462) == op_graph(nb.arch_str(1462)) == op_graph(nb.decode(1462), nb)
+    assert nb.cell_dag(0).output == 3 and all(op != "none" for *_, op in nb.cell_dag(1462).edges)
+    with pytest.raises(ValueError, match="no cell graph"):
+        op_graph("8:8:8:8:8", "nats-sss")

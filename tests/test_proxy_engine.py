@@ -83,7 +83,7 @@ def test_listed_cells_run_in_listed_order() -> None:
 
 
 def test_sample_prefixes_are_stratified() -> None:
-    from robustbench_nas.analysis.proxy_sample import shipped_sample, stratified_sample
+    from robustbench_nas.proxies.sample import shipped_sample, stratified_sample
 
     rng = np.random.default_rng(0)
     clean = {u: float(a) for u, a in zip(range(0, 2000, 2), rng.random(1000))}
@@ -100,6 +100,6 @@ def test_sample_prefixes_are_stratified() -> None:
 
 @pytest.mark.skipif(not JUNG.is_dir(), reason="../shared/data/jung2023 (the published release) not present")
 def test_shipped_sample_regenerates_from_release() -> None:
-    from robustbench_nas.analysis.proxy_sample import published_clean, shipped_sample, stratified_sample
+    from robustbench_nas.proxies.sample import published_clean, shipped_sample, stratified_sample
 
     assert stratified_sample(published_clean(JUNG), 500, bins=10, seed=0) == shipped_sample()

@@ -211,7 +211,7 @@ NPZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_
 
 
 def test_shipped_table_is_consistent():
-    from robustbench_nas.analysis.proxy_sample import shipped_sample
+    from robustbench_nas.proxies.sample import shipped_sample
     from robustbench_nas.proxies import list_proxies
 
     raw_path = (Path(__file__).resolve().parents[1] / "robustbench_nas" / "analysis" / "data"

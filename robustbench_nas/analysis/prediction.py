@@ -10,6 +10,7 @@ Scores on the held-out cells: R^2 and Spearman's rho (and Kendall's tau-b) betwe
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from ..search_spaces import get_search_space, list_search_spaces
 from .stats import kendall, spearman
 
 _MODELS: dict[str, Callable[[int], RegressorMixin]] = {}
@@ -428,22 +430,33 @@ AUTO_CANDIDATES: dict[str, tuple[tuple[str, str], ...]] = {
     "et+gp:signal": (("et", "compact"), ("gp", "signal")),
 }
 
-#: Column prefixes of the ``signal`` view (the NB201 ``pathstats`` and ``propagation`` encodings).
-SIGNAL_PREFIXES: tuple[str, ...] = ("route_", "prop_")
+@functools.lru_cache(maxsize=None)
+def _view_columns(spaces: tuple[str, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The (sparse, signal) encoding columns the search spaces declare (``SearchSpace.sparse_encodings`` and
+    ``signal_encodings``): each space knows its own encodings' columns, so no column name is matched here."""
+    sparse: set[str] = set()
+    signal: set[str] = set()
+    for name in spaces:
+        space = get_search_space(name)
+        sparse.update(space.encoding_columns(space.sparse_encodings))
+        signal.update(space.encoding_columns(space.signal_encodings))
+    return frozenset(sparse), frozenset(signal)
 
 
-def feature_views(columns: Sequence[str]) -> dict[str, np.ndarray]:
+def feature_views(columns: Sequence[str], spaces: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Column positions of each feature view (see :data:`AUTO_CANDIDATES`).
 
-    A view that would be empty (a store without these encodings, another search space) falls back to ``compact``,
-    and ``compact`` to ``all``, so every candidate is defined on every table.
+    ``compact`` leaves out the sparse encodings' columns, ``signal`` keeps the signal encodings' columns and the
+    costs, as the search spaces ``spaces`` (default: every registered one) declare them. A view that would be
+    empty (a store without these encodings, another search space) falls back to ``compact``, and ``compact`` to
+    ``all``, so every candidate is defined on every table.
     """
     cols = list(columns)
-    onehot_or_path = [c.startswith("path=") or (c.startswith("e") and "=" in c and "(" in c) for c in cols]
-    compact = [i for i, c in enumerate(cols) if not onehot_or_path[i]]
+    sparse_cols, signal_cols = _view_columns(tuple(sorted(spaces if spaces is not None else list_search_spaces())))
+    compact = [i for i, c in enumerate(cols) if c not in sparse_cols]
     compact_idx = np.array(compact or range(len(cols)), dtype=int)
-    signal = [i for i, c in enumerate(cols) if c.startswith(SIGNAL_PREFIXES) or c in ("params", "flops")]
-    has_signal = any(c.startswith(SIGNAL_PREFIXES) for c in cols)
+    signal = [i for i, c in enumerate(cols) if c in signal_cols or c in ("params", "flops")]
+    has_signal = any(c in signal_cols for c in cols)
     return {"all": np.arange(len(cols)), "compact": compact_idx,
             "signal": np.array(signal, dtype=int) if has_signal else compact_idx}  # fmt: skip
 

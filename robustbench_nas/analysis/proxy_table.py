@@ -103,7 +103,7 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
     meta: dict[str, Any] = {
         "description": "zero-cost proxies at initialisation of NB201 cells (full size), one row per cell",
         "cells": int(len(main)), "cells_planned": facts["cells_in_run"],
-        "sample": "clean-accuracy-stratified, interleaved (robustbench_nas.analysis.proxy_sample); computed in "
+        "sample": "clean-accuracy-stratified, interleaved (robustbench_nas.proxies.sample); computed in "
                   "the listed order, so the rows are a stratified prefix of the 500-cell sample",
         "proxies": proxies, "seed": seed0, "batch_size": p.get("proxy_images"), "data": data,
         "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},

@@ -1,9 +1,11 @@
-"""Weisfeiler-Lehman subtree features of NB201 cells (the WL graph kernel of Ru et al., ICLR 2021, "Interpretable
+"""Weisfeiler-Lehman subtree features of cells (the WL graph kernel of Ru et al., ICLR 2021, "Interpretable
 Neural Architecture Search via Bayesian Optimisation with Weisfeiler-Lehman Kernels").
 
-A cell is turned into its op-on-node DAG: one node for the input, one for the output and one per edge whose op is not
-``none``; an op node of edge ``j<-i`` is fed by the op nodes of the edges entering node ``i`` (the input node when
-``i = 0``) and feeds those leaving node ``j`` (the output node when ``j = 3``). Op nodes on no input->output route are
+The cell comes from its search space (``SearchSpace.cell_dag``: the op-labelled edges without the zero op, and the
+output node; NB201's is node 3), so nothing here knows a space's ops or edges. A cell is turned into its
+op-on-node DAG: one node for the input, one for the output and one per edge; an op node of edge ``j<-i`` is fed by
+the op nodes of the edges entering node ``i`` (the input node when ``i = 0``) and feeds those leaving node ``j``
+(the output node when ``j`` is the cell's output). Op nodes on no input->output route are
 dropped (they cannot change the output), so isomorphic cells give the same graph. WL relabelling: at iteration ``t``
 every node's label becomes its label followed by the sorted multiset of its predecessors' labels (the direction
 data flows in); the feature vector counts every label of iterations ``0..h``. The WL kernel is the dot product of
@@ -26,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..search_spaces.nb201 import EDGES, parse_arch
+from ..search_spaces import SearchSpace, get_search_space
 
 
 @dataclass(frozen=True)
@@ -37,19 +39,21 @@ class OpGraph:
     preds: tuple[tuple[int, ...], ...]
 
 
-def op_graph(arch: str) -> OpGraph:
-    """The op-on-node DAG of a NB201 cell string (see the module docstring); nodes 0 / 1 are input / output."""
-    cell = parse_arch(arch)
-    edges = [(k, j, i, op) for k, ((j, i), op) in enumerate(zip(EDGES, cell.ops)) if op != "none"]
-    # keep only edges on an input -> output route: reachable from node 0 and reaching node 3
-    fwd, bwd = {0}, {3}
-    for _ in range(3):
+def op_graph(arch: object, space: str | SearchSpace = "nb201") -> OpGraph:
+    """The op-on-node DAG of a cell of ``space`` (string, index or cell; see the module docstring); nodes 0 / 1 are
+    input / output."""
+    dag = (space if isinstance(space, SearchSpace) else get_search_space(space)).cell_dag(arch)
+    out = dag.output
+    edges = [(k, j, i, op) for k, (j, i, op) in enumerate(dag.edges)]
+    # keep only edges on an input -> output route: reachable from node 0 and reaching the output node
+    fwd, bwd = {0}, {out}
+    for _ in range(out):  # a route has at most ``out`` edges
         fwd |= {j for _k, j, i, _o in edges if i in fwd}
         bwd |= {i for _k, j, i, _o in edges if j in bwd}
     edges = [e for e in edges if e[2] in fwd and e[1] in bwd]
     pos = {e[0]: 2 + n for n, e in enumerate(edges)}
     labels = ["in", "out"] + [op for *_, op in edges]
-    preds: list[tuple[int, ...]] = [(), tuple(pos[k] for k, j, _i, _o in edges if j == 3)]
+    preds: list[tuple[int, ...]] = [(), tuple(pos[k] for k, j, _i, _o in edges if j == out)]
     for _k, _j, i, _op in edges:
         preds.append((0,) if i == 0 else tuple(pos[k2] for k2, j2, _i2, _o2 in edges if j2 == i))
     return OpGraph(tuple(labels), tuple(preds))
@@ -68,14 +72,15 @@ def wl_labels(graph: OpGraph, h: int) -> Counter:
     return counts
 
 
-def wl_features(archs: Sequence[str], h: int = 2, *, index: Sequence[object] | None = None,
-                prefix: str = "wl:") -> pd.DataFrame:  # fmt: skip
+def wl_features(archs: Sequence[object], h: int = 2, *, index: Sequence[object] | None = None,
+                prefix: str = "wl:", space: str | SearchSpace = "nb201") -> pd.DataFrame:  # fmt: skip
     """``(cells, labels)`` counts of WL subtree labels (iterations ``0..h``) over the labels seen in ``archs``.
 
     Free for every cell (a function of the architecture only); the vocabulary is that of the given cells, so pass
     every cell of the store (labelled or not) to get one table for all.
     """
-    rows = [wl_labels(op_graph(str(a)), h) for a in archs]
+    sp = space if isinstance(space, SearchSpace) else get_search_space(space)
+    rows = [wl_labels(op_graph(a, sp), h) for a in archs]
     vocab = sorted(set().union(*rows)) if rows else []
     col = {lab: n for n, lab in enumerate(vocab)}
     X = np.zeros((len(rows), len(vocab)))

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils.modes import eval_mode
+
 
 @dataclass
 class ClassificationStats:
@@ -70,13 +72,9 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
 
 
 def evaluate_clean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> ClassificationStats:
-    """Clean-image statistics of ``model`` in eval mode (the caller's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
+    """Clean-image statistics of ``model`` in eval mode (each module's own mode is restored)."""
+    with eval_mode(model):
         logits = predict_logits(model, x, batch_size)
-    finally:
-        model.train(was_training)
     return classification_stats(logits, y, num_classes=logits.shape[1])
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 
 def check_batch(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-    """Raise ``ValueError`` naming the problem for a malformed batch."""
+    """Raise ``ValueError`` naming the problem for a malformed batch (``x`` float ``(N, C, H, W)`` in [0, 1])."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a float tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
     if not x.is_floating_point():
@@ -16,6 +16,10 @@ def check_batch(x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         raise ValueError("x is an empty batch")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:  # e.g. an x * 255 batch or a normalised one: the models normalise internally
+        raise ValueError(f"x must hold pixels in [0, 1] (the models normalise internally), got values in "
+                         f"[{lo:.4g}, {hi:.4g}]")
     if y is not None:
         if y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..utils.modes import eval_mode
 from ._checks import check_batch
 from .hessian import hessian_max_eig, hessian_trace
 from .jacobian import jacobian_norms, jacobian_projection
@@ -198,15 +199,11 @@ def compute_measures(
     names = list(names) if names is not None else list_measures()
     specs = [get_measure(n) for n in names]  # fail on an unknown name before any work
     cfg = config or MeasureConfig()
-    was_training = model.training
-    model.eval()
     out: dict[str, float] = {}
     from tqdm import tqdm
 
-    try:
+    with eval_mode(model):  # each module's own mode back afterwards (a caller's frozen BN stays frozen)
         for spec in tqdm(specs, desc="measures", disable=not progress, leave=False):
             vals = spec.fn(model, x, y, cfg, _generator_for(spec.name, seed))
             out.update({k: float(vals[k]) for k in spec.outputs})
-    finally:
-        model.train(was_training)
     return out

@@ -1,74 +1,22 @@
 """Parameter and FLOP counts of built models (measured with forward hooks, not formulas).
 
-:func:`tally_flops` measures the raw ingredients once; each search space combines them into its published
-convention (:meth:`robustbench_nas.search_spaces.SearchSpace.published_flops`), and :func:`count_flops` applies the
-convention of the space the model belongs to (``model.space_name``, NB201 by default).
+:func:`tally_flops` (``robustbench_nas.utils.counting``) measures the raw ingredients once; each search space
+combines them into its published convention (:meth:`robustbench_nas.search_spaces.SearchSpace.published_flops`),
+and :func:`count_flops` applies the convention of the space the model belongs to (``model.space_name``, NB201 by
+default).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import nn
 
+from ..search_spaces import get_search_space
 from ..search_spaces.base import CellCost, FlopCount
-from ..search_spaces.nb201 import NB201_FLOPS_CONSTANT
+from ..utils.counting import count_params, tally_flops
 
-__all__ = ["CellCost", "FlopCount", "NB201_FLOPS_CONSTANT", "count_flops", "count_params", "nb201_cost",
-           "tally_flops"]
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (BN affine included, buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def tally_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
-    """Raw FLOP ingredients of one forward pass of a single input of shape ``input_shape`` = ``(C, H, W)``.
-
-    Returns:
-        ``conv_macs`` (sum over convs of output elements x kernel area x input channels per group), ``conv_out``
-        (conv output elements), ``conv_bias`` (output elements of convs with a bias), ``pool3_out`` (output
-        elements of 3x3 stride-1 average pools), ``linear_macs`` and ``linear_bias`` (outputs of linear layers
-        with a bias).
-    """
-    t = dict.fromkeys(("conv_macs", "conv_out", "conv_bias", "pool3_out", "linear_macs", "linear_bias"), 0)
-
-    def on_conv(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
-        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        t["conv_macs"] += out.numel() * k
-        t["conv_out"] += out.numel()
-        t["conv_bias"] += out.numel() if m.bias is not None else 0
-
-    def on_pool(m: nn.AvgPool2d, _inp: tuple, out: torch.Tensor) -> None:
-        if m.kernel_size in (3, (3, 3)) and m.stride in (1, (1, 1)):
-            t["pool3_out"] += out.numel()
-
-    def on_linear(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
-        t["linear_macs"] += m.in_features * m.out_features
-        t["linear_bias"] += m.out_features if m.bias is not None else 0
-
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, nn.Conv2d):
-            hooks.append(mod.register_forward_hook(on_conv))
-        elif isinstance(mod, nn.AvgPool2d):
-            hooks.append(mod.register_forward_hook(on_pool))
-        elif isinstance(mod, nn.Linear):
-            hooks.append(mod.register_forward_hook(on_linear))
-    was_training = model.training
-    try:
-        model.eval()
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-        model(torch.zeros(1, *input_shape, device=device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return t
+__all__ = ["CellCost", "FlopCount", "count_flops", "count_params", "tally_flops"]
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), space: str | None = None) -> FlopCount:
@@ -76,14 +24,4 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32), spac
 
     ``published`` follows the convention of ``space`` (default: the model's ``space_name``, else ``nb201``).
     """
-    from ..search_spaces import get_search_space
-
     return get_search_space(space or getattr(model, "space_name", "nb201")).count_flops(model, input_shape)
-
-
-def nb201_cost(arch: object, num_classes: int = 10, C: int = 16, N: int = 5,
-               input_shape: Sequence[int] = (3, 32, 32)) -> CellCost:
-    """Parameters and FLOPs of the NB201 network of ``arch`` without building it (see ``NB201SearchSpace.cost``)."""
-    from ..search_spaces import get_search_space
-
-    return get_search_space("nb201").cost(arch, num_classes, input_shape, C=C, N=N)

@@ -1,4 +1,4 @@
-"""The NATS-Bench size-space network (xautodl ``DynamicShapeTinyNet``), built from ``C1:C2:C3:C4:C5``.
+"""The NATS-Bench size-space network (xautodl ``DynamicShapeTinyNet``), built from its five widths.
 
 Stem conv 3x3 (in -> C1) + BN; cell (C1 -> C1); residual block (C1 -> C2, stride 2); cell (C2 -> C3); residual
 block (C3 -> C4, stride 2); cell (C4 -> C5); BN, ReLU, global average pool, linear. The cell is the fixed
@@ -15,17 +15,19 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..search_spaces import get_search_space, parse_arch
-from ..search_spaces.base import CIFAR_MEAN, CIFAR_STD
 from ..search_spaces.nats_sss import SSS_CELL
-from .nb201 import InferCell, Normalize, ResNetBasicBlock
+from ..search_spaces.networks import register_network
+from .nb201 import InferCell, Normalize, ResNetBasicBlock, StagedNetwork
 
 
-class NATSSizeNetwork(nn.Module):
+class NATSSizeNetwork(StagedNetwork):
     """One NATS-Bench SSS network.
 
     Arguments:
-        arch: ``"C1:C2:C3:C4:C5"`` string, SSS index or a tuple of the five channel counts.
+        channels: the decoded architecture, the five channel counts ``(C1, C2, C3, C4, C5)``; a string or an index
+            is decoded by the space (``get_search_space("nats-sss").build_network(arch)``), not here.
         num_classes: size of the linear head.
         mean, std: per-channel normalisation applied by the first layer.
         in_channels: image channels.
@@ -34,18 +36,21 @@ class NATSSizeNetwork(nn.Module):
         input ``(B, in_channels, H, W)`` in [0, 1]; output logits ``(B, num_classes)``.
 
     Example:
-        >>> net = NATSSizeNetwork("8:16:24:32:64")
+        >>> net = NATSSizeNetwork((8, 16, 24, 32, 64))
         >>> net(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
 
     space_name = "nats-sss"
 
-    def __init__(self, arch: object, num_classes: int = 10, mean: Sequence[float] = CIFAR_MEAN,
+    def __init__(self, channels: Sequence[int], num_classes: int = 10, mean: Sequence[float] = CIFAR_MEAN,
                  std: Sequence[float] = CIFAR_STD, in_channels: int = 3) -> None:
         super().__init__()
+        if not isinstance(channels, (tuple, list)):
+            raise TypeError(f"NATSSizeNetwork takes the decoded channels (C1, ..., C5), got {channels!r}; build from "
+                            "a string or an index with get_search_space('nats-sss').build_network(arch)")
         space = get_search_space(self.space_name)
-        ch = space.decode(arch)
+        ch = space.decode(tuple(channels))  # checks the five widths (ArchitectureError)
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.channels = ch
@@ -79,4 +84,11 @@ class NATSSizeNetwork(nn.Module):
         return self.classifier(self.global_pooling(self.features(x)).flatten(1))
 
 
-__all__ = ["NATSSizeNetwork"]
+@register_network("nats-sss")
+def build_nats_sss_network(channels: Sequence[int], num_classes: int = 10, *, mean: Sequence[float] = CIFAR_MEAN,
+                           std: Sequence[float] = CIFAR_STD, in_channels: int = 3) -> NATSSizeNetwork:
+    """The builder ``NATSSizeSpace.build_network`` uses: the network of already decoded channels."""
+    return NATSSizeNetwork(channels, num_classes=num_classes, mean=mean, std=std, in_channels=in_channels)
+
+
+__all__ = ["NATSSizeNetwork", "build_nats_sss_network"]

@@ -1,4 +1,4 @@
-"""The NAS-Bench-201 macro network (Dong & Yang, ICLR 2020), built from a cell string, and its layers.
+"""The NAS-Bench-201 macro network (Dong & Yang, ICLR 2020), built from a decoded cell, and its layers.
 
 Stem 3x3 conv (C) + BN; three stages of ``N`` cells at C, 2C, 4C channels separated by ResNet basic reduction
 blocks; BN + ReLU + global average pool + linear head. Ops are ReLU -> Conv(bias=False) -> BN; avg pool 3x3
@@ -16,12 +16,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..search_spaces import Cell, get_search_space
-from ..search_spaces.base import CIFAR_MEAN, CIFAR_STD
-from ..search_spaces.nb201 import EDGES
+from ..constants import CIFAR_MEAN, CIFAR_STD
+from ..search_spaces import get_search_space
+from ..search_spaces.nb201 import EDGES, Cell
+from ..search_spaces.networks import register_network
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "InferCell", "NB201Network", "Normalize", "ResNetBasicBlock", "build_model",
-           "make_op"]
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "InferCell", "NB201Network", "Normalize", "ResNetBasicBlock", "StagedNetwork",
+           "build_model", "build_nb201_network", "make_op"]
 
 
 class Normalize(nn.Module):
@@ -142,11 +143,40 @@ class ResNetBasicBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-class NB201Network(nn.Module):
+class StagedNetwork(nn.Module):
+    """The layout NB201's macro network and NATS-Bench SSS's share: ``stem``, ``cells`` (cells and
+    :class:`ResNetBasicBlock` reductions in order), ``lastact``, ``global_pooling``, ``classifier``.
+
+    Proxies that pair layers with stages (CRoZe) ask the network for its stages here instead of knowing a space.
+    """
+
+    stem: nn.Module
+    cells: nn.Sequential
+    global_pooling: nn.Module
+    config: dict
+
+    def stage_modules(self) -> list[nn.Module]:
+        """Modules whose outputs end a stage: the stem, each reduction block, the cell stack, the global pooling."""
+        return [self.stem, *(m for m in self.cells if isinstance(m, ResNetBasicBlock)), self.cells,
+                self.global_pooling]
+
+    def cell_modules(self) -> list[nn.Module]:
+        """The cells, in forward order."""
+        return [m for m in self.cells if isinstance(m, InferCell)]
+
+    @property
+    def cells_per_stage(self) -> int:
+        """``N``, the cells between two reductions."""
+        return int(self.config["N"])
+
+
+class NB201Network(StagedNetwork):
     """The NB201 macro network for one cell.
 
     Arguments:
-        arch: NB201 string, index or :class:`Cell`.
+        cell: the decoded architecture, a :class:`~robustbench_nas.search_spaces.nb201.Cell` or the tuple of its six
+            edge ops (string order); a string or an index is decoded by the space
+            (``get_search_space("nb201").build_network(arch)``, or :func:`build_model`), not here.
         num_classes: size of the linear head.
         C: channels of the first stage (NB201: 16).
         N: cells per stage (NB201: 5).
@@ -157,7 +187,8 @@ class NB201Network(nn.Module):
         input ``(B, in_channels, H, W)`` in [0, 1]; output logits ``(B, num_classes)``.
 
     Example:
-        >>> net = NB201Network("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+        >>> net = NB201Network(("nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "skip_connect", "nor_conv_3x3",
+        ...                     "nor_conv_3x3"))
         >>> net(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -167,7 +198,7 @@ class NB201Network(nn.Module):
 
     def __init__(
         self,
-        arch: object,
+        cell: Cell | Sequence[str],
         num_classes: int = 10,
         C: int = 16,
         N: int = 5,
@@ -176,8 +207,10 @@ class NB201Network(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        space = get_search_space("nb201")
-        cell = arch if isinstance(arch, Cell) else space.cell(arch)
+        if isinstance(cell, (str, int)) or not isinstance(cell, (Cell, tuple, list)):
+            raise TypeError(f"NB201Network takes a decoded cell (Cell or a tuple of 6 ops), got {cell!r}; build from "
+                            "a string or an index with get_search_space('nb201').build_network(arch)")
+        cell = cell if isinstance(cell, Cell) else Cell(tuple(cell))  # Cell checks the ops (ArchitectureError)
         if C < 1 or N < 1 or num_classes < 1:
             raise ValueError(f"C, N and num_classes must be positive, got C={C} N={N} num_classes={num_classes}")
         self.arch_str = str(cell)
@@ -222,5 +255,15 @@ def build_model(
     std: Sequence[float] = CIFAR_STD,
     in_channels: int = 3,
 ) -> NB201Network:
-    """Build the NB201 network of ``arch`` (string, index or cell); see :class:`NB201Network`."""
-    return NB201Network(arch, num_classes=num_classes, C=C, N=N, mean=mean, std=std, in_channels=in_channels)
+    """Build the NB201 network of ``arch`` (string, index or cell, decoded by the NB201 space); see
+    :class:`NB201Network`."""
+    return NB201Network(get_search_space("nb201").decode(arch), num_classes=num_classes, C=C, N=N, mean=mean,
+                        std=std, in_channels=in_channels)
+
+
+@register_network("nb201")
+def build_nb201_network(cell: Cell, num_classes: int = 10, *, C: int = 16, N: int = 5,
+                        mean: Sequence[float] = CIFAR_MEAN, std: Sequence[float] = CIFAR_STD,
+                        in_channels: int = 3) -> NB201Network:
+    """The builder ``NB201SearchSpace.build_network`` uses: the network of an already decoded :class:`Cell`."""
+    return NB201Network(cell, num_classes=num_classes, C=C, N=N, mean=mean, std=std, in_channels=in_channels)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..search_spaces import CIFAR_MEAN, CIFAR_STD, get_search_space
-from .registry import get_proxy, registered
+from .registry import get_proxy, proxy_generator, registered
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +27,6 @@ def describe_proxies() -> list[dict[str, object]]:
          "uses_labels": s.uses_labels, "robust": s.robust}
         for s in registered().values()
     ]
-
-
-def proxy_generator(name: str, seed: int) -> torch.Generator:
-    """The CPU generator a proxy gets: a fixed function of (name, seed), independent of the other proxies run."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
 
 
 def init_model(arch: object, seed: int, space: str = "nb201", **model_kwargs: object) -> nn.Module:

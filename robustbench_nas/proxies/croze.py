@@ -33,29 +33,30 @@ CROZE_INPUT_EPS = 0.01
 _TINY = 1e-30
 
 
-def _cell_type() -> type:
-    from ..models.nb201 import InferCell
-
-    return InferCell
+def _staged(net: nn.Module, what: str) -> object:
+    """``net.<what>`` of a staged network (the networks of ``robustbench_nas.models`` know their own layout)."""
+    if not hasattr(net, what):
+        raise TypeError(f"croze needs a staged network with {what} (the NB201 / NATS-Bench SSS networks of "
+                        f"robustbench_nas.models), got {type(net).__name__}")
+    return getattr(net, what)
 
 
 def _feature_modules(net: nn.Module) -> list[nn.Module]:
-    """Modules whose outputs are the reference's five ``activated_feats`` (NB201 layout)."""
-    cells = net.cells
-    cell_t = _cell_type()
-    reductions = [m for m in cells if not isinstance(m, cell_t)]
-    if len(reductions) != 2:
-        raise TypeError("croze expects an NB201 network (two reduction blocks in .cells)")
-    return [net.stem, reductions[0], reductions[1], cells, net.global_pooling]
+    """Modules whose outputs are the reference's five ``activated_feats`` (the network's ``stage_modules()``)."""
+    mods = list(_staged(net, "stage_modules")())  # type: ignore[operator]
+    if len(mods) != 5:
+        raise TypeError(f"croze pairs layers with five stage features (stem, two reductions, last stage, pooling); "
+                        f"{type(net).__name__} has {len(mods)}")
+    return mods
 
 
 def _layer_feature_index(net: nn.Module, cells_per_stage: int) -> dict[nn.Module, int]:
     """The reference's pairing of each conv/linear layer with a feature: (cells seen so far) // N, +1 for linear."""
-    cell_t = _cell_type()
+    cells = {id(c) for c in _staged(net, "cell_modules")()}  # type: ignore[operator]
     seen = 0
     index: dict[nn.Module, int] = {}
     for m in net.modules():
-        if isinstance(m, cell_t):
+        if id(m) in cells:
             seen += 1
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             index[m] = seen // cells_per_stage + (1 if isinstance(m, nn.Linear) else 0)
@@ -192,8 +193,5 @@ def croze(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -
 
 
 def cells_per_stage(net: nn.Module) -> int:
-    """``N`` of an NB201 network (the reference pairs layers with features by cells seen // N)."""
-    n = getattr(net, "config", {}).get("N")
-    if n is None:
-        raise TypeError("croze expects an NB201Network (needs .config['N'] for the reference's layer pairing)")
-    return int(n)
+    """``N``, the cells per stage of a staged network (the reference pairs layers with features by cells seen // N)."""
+    return int(_staged(net, "cells_per_stage"))  # type: ignore[call-overload]

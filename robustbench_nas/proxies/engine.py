@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ._utils import bypass_normalize, calibrate_batchnorm, normalize_input, weight_layers
-from .registry import ProxyContext, get_proxy
+from .registry import ProxyContext, get_proxy, proxy_generator
 
 GroupFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Sequence[str], "EngineContext"], dict[str, float]]
 
@@ -49,8 +49,6 @@ class EngineContext:
 
     def proxy_context(self, name: str) -> ProxyContext:
         """The :class:`ProxyContext` proxy ``name`` gets in the reference path (same generator stream)."""
-        from .api import proxy_generator
-
         return ProxyContext(generator=proxy_generator(name, self.seed), num_classes=self.num_classes, seed=self.seed)
 
 

@@ -7,6 +7,7 @@ A proxy function receives a private copy of the network (it may modify it freely
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -27,6 +28,15 @@ class ProxyContext:
     generator: torch.Generator
     num_classes: int
     seed: int
+
+
+def proxy_generator(name: str, seed: int) -> torch.Generator:
+    """The CPU generator a proxy gets: a fixed function of (name, seed), independent of the other proxies run.
+
+    Here, beside :class:`ProxyContext`, so that the reference path (``api``) and the shared-pass engine
+    (``engine``) both take it from below instead of importing each other.
+    """
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
 
 
 class ProxyFn(Protocol):

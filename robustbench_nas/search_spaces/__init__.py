@@ -1,10 +1,14 @@
-"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201 and NATS-Bench's size space (SSS)."""
+"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201 and NATS-Bench's size space (SSS).
 
+NB201's encodings are registered here, after the space module: ``nb201_encodings`` imports ``nb201``, and the
+space module importing its encodings back would be an import cycle (tests/test_layers.py).
+"""
+
+from ..constants import CIFAR_MEAN, CIFAR_STD
 from .base import (
-    CIFAR_MEAN,
-    CIFAR_STD,
     ArchitectureError,
     CellCost,
+    CellDAG,
     FlopCount,
     SearchSpace,
     canonical_name,
@@ -14,6 +18,7 @@ from .base import (
     register_search_space,
 )
 from .nb201 import EDGES, OPS, Cell, NB201SearchSpace, isomorphism_key, parse_arch
+from . import nb201_encodings as _nb201_encodings  # noqa: F401  (registers NB201's encodings)
 from .nats_sss import SSS_CHANNELS, NATSSizeSpace, parse_channels
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "CIFAR_STD",
     "Cell",
     "CellCost",
+    "CellDAG",
     "EDGES",
     "FlopCount",
     "NATSSizeSpace",

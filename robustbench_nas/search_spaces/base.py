@@ -21,6 +21,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..constants import CIFAR_MEAN, CIFAR_STD
+from .networks import NetworkBuilder, get_network_builder
+
 if TYPE_CHECKING:  # torch is only needed by the network / counting methods
     from torch import nn
 
@@ -28,9 +31,6 @@ _REGISTRY: dict[str, Callable[[], "SearchSpace"]] = {}
 _ALIASES: dict[str, str] = {}
 _INSTANCES: dict[str, "SearchSpace"] = {}
 
-#: NAS-Bench-201 / NATS-Bench CIFAR normalisation (pixel units / 255), the default of every network builder.
-CIFAR_MEAN: tuple[float, float, float] = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR_STD: tuple[float, float, float] = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 
 Encoder = Callable[[Any], dict[str, float]]
 
@@ -118,6 +118,20 @@ class FlopCount:
 
 
 @dataclass(frozen=True)
+class CellDAG:
+    """A cell as a DAG of op-labelled edges, for graph features (e.g. the WL kernel of ``analysis.wl_kernel``).
+
+    Attributes:
+        edges: ``(target, source, op)`` in the space's edge order, edges whose op is the zero op (no connection)
+            left out; sources precede targets.
+        output: the output node (node 0 is the input).
+    """
+
+    edges: tuple[tuple[int, int, str], ...]
+    output: int
+
+
+@dataclass(frozen=True)
 class CellCost:
     """Parameters and FLOPs of one architecture's network."""
 
@@ -140,6 +154,13 @@ class SearchSpace(abc.ABC):
     flops_convention: str = ""
     #: encodings the analysis uses when asked for the ``default`` ones
     default_encodings: tuple[str, ...] = ()
+    #: encodings with one sparse indicator column per choice, left out of the predictors' ``compact`` view
+    sparse_encodings: tuple[str, ...] = ()
+    #: encodings of the predictors' ``signal`` view (features of how signal and perturbation travel the cell)
+    signal_encodings: tuple[str, ...] = ()
+    #: the module that registers this space's network builder (:mod:`.networks`), imported by name on first use:
+    #: the networks sit in the layer above, so a space never imports them itself
+    network_module: str = ""
 
     # ---- enumeration, strings, isomorphism ----------------------------------------------------------------------
     @property
@@ -247,13 +268,17 @@ class SearchSpace(abc.ABC):
         """The :meth:`build_network` options a training profile sets for this space (``{}``: none)."""
         return {}
 
+    def network_builder(self) -> NetworkBuilder:
+        """This space's network builder (registered by :attr:`network_module`; it takes a decoded architecture)."""
+        return get_network_builder(self.name, self.network_module)
+
     @abc.abstractmethod
     def published_flops(self, tally: "Mapping[str, int]") -> int:
-        """The published FLOP convention from a hook tally (:func:`robustbench_nas.models.counting.tally_flops`)."""
+        """The published FLOP convention from a hook tally (:func:`robustbench_nas.utils.counting.tally_flops`)."""
 
     def count_flops(self, model: "nn.Module", input_shape: Sequence[int] = (3, 32, 32)) -> FlopCount:
         """FLOPs of a built network of this space, measured with forward hooks."""
-        from ..models.counting import tally_flops
+        from ..utils.counting import tally_flops  # torch only when counting (``rbnas space`` lists without it)
 
         t = tally_flops(model, input_shape)
         return FlopCount(plain=t["conv_macs"] + t["linear_macs"], published=self.published_flops(t))
@@ -261,7 +286,7 @@ class SearchSpace(abc.ABC):
     def measure_cost(self, arch: object, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32),
                      **options: Any) -> CellCost:
         """Parameters and FLOPs counted on the built network (slow, the reference for :meth:`cost`)."""
-        from ..models.counting import count_params
+        from ..utils.counting import count_params  # torch only when counting
 
         net = self.build_network(arch, num_classes, in_channels=int(input_shape[0]), **options)
         return CellCost(count_params(net), self.count_flops(net, input_shape))
@@ -303,6 +328,15 @@ class SearchSpace(abc.ABC):
         for k in kinds:
             row.update(self.encoders[k](a))
         return row
+
+    def encoding_columns(self, kinds: str | Sequence[str]) -> list[str]:
+        """The column names of the encodings ``kinds`` (fixed per encoding: read off the architecture at index 0)."""
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        return list(self.encode_one(0, self.resolve_encodings(kinds))) if kinds else []
+
+    def cell_dag(self, arch: object) -> CellDAG:
+        """The cell of ``arch`` as a DAG of op-labelled edges (a space without a cell graph raises ``ValueError``)."""
+        raise ValueError(f"search space {self.name!r} has no cell graph (its architectures are not op DAGs)")
 
     def layer_labels(self) -> list[str]:
         """Names of the positions an architecture chooses (NB201: edges, SSS: layers), for figures."""

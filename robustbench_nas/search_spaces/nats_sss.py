@@ -24,9 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..constants import CIFAR_MEAN, CIFAR_STD
 from .base import (
-    CIFAR_MEAN,
-    CIFAR_STD,
     ArchitectureError,
     CellCost,
     FlopCount,
@@ -121,6 +120,7 @@ class NATSSizeSpace(SearchSpace):
     flops_convention = ("NATS-Bench's get_model_infos: conv + linear multiply-adds + linear bias "
                         "(BN, ReLU and pooling not counted)")
     default_encodings = ("channels", "width")
+    network_module = "robustbench_nas.models.nats_sss"
     channels = SSS_CHANNELS
     fixed_cell = SSS_CELL
 
@@ -221,9 +221,7 @@ class NATSSizeSpace(SearchSpace):
                             "widths (C does not apply)")
         if N != 1:
             raise ValueError(f"NATS-Bench SSS networks have one cell per stage, got N={N}")
-        from ..models.nats_sss import NATSSizeNetwork
-
-        return NATSSizeNetwork(self.decode(arch), num_classes=num_classes, mean=mean, std=std, in_channels=in_channels)
+        return self.network_builder()(self.decode(arch), num_classes, mean=mean, std=std, in_channels=in_channels)
 
     def published_flops(self, tally: Mapping[str, int]) -> int:
         return tally["conv_macs"] + tally["conv_bias"] + tally["linear_macs"] + tally["linear_bias"]

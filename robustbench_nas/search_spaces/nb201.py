@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .base import CIFAR_MEAN, CIFAR_STD, ArchitectureError, CellCost, FlopCount, SearchSpace, register_search_space
+from ..constants import CIFAR_MEAN, CIFAR_STD
+from .base import ArchitectureError, CellCost, CellDAG, FlopCount, SearchSpace, register_search_space
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: (target node, source node) of each edge, in string order.
@@ -192,6 +193,9 @@ class NB201SearchSpace(SearchSpace):
     flops_convention = ("NAS-Bench-201's published flops: conv + linear multiply-adds + linear bias + "
                         "3 x conv output elements + 9 x in-cell 3x3 average-pool output elements + 1078")
     default_encodings = ("opcount", "graf")
+    sparse_encodings = ("onehot", "path")
+    signal_encodings = ("pathstats", "propagation")
+    network_module = "robustbench_nas.models.nb201"
     ops = OPS
     edges = EDGES
 
@@ -299,10 +303,8 @@ class NB201SearchSpace(SearchSpace):
         """The NB201 macro network (:class:`robustbench_nas.models.NB201Network`); ``C`` channels, ``N`` cells/stage."""
         if options:
             raise TypeError(f"unknown NB201 network options {sorted(options)}; NB201 takes C and N")
-        from ..models.nb201 import NB201Network
-
-        return NB201Network(self.decode(arch), num_classes=num_classes, C=C, N=N, mean=mean, std=std,
-                            in_channels=in_channels)
+        return self.network_builder()(self.decode(arch), num_classes, C=C, N=N, mean=mean, std=std,
+                                      in_channels=in_channels)
 
     def network_options(self, profile: Any) -> dict[str, Any]:
         """NB201 networks take their width ``C`` and depth ``N`` from the training profile."""
@@ -353,6 +355,10 @@ class NB201SearchSpace(SearchSpace):
         return {}
 
     # ---- analysis -----------------------------------------------------------------------------------------------
+    def cell_dag(self, arch: object) -> CellDAG:
+        """The 4-node cell: edges ``(j, i, op)`` without the ``none`` ones (the zero op), output node 3."""
+        return CellDAG(tuple(e for e in self.decode(arch).edges() if e[2] != "none"), output=3)
+
     def layer_labels(self) -> list[str]:
         """The six edges, ``"j<-i"``, in string order."""
         return [f"{j}<-{i}" for j, i in EDGES]
@@ -361,5 +367,3 @@ class NB201SearchSpace(SearchSpace):
         """The op on each edge, shape ``(n, 6)`` (strings)."""
         return np.array([self.cell(int(i)).ops for i in indices], dtype=object).reshape(len(indices), NUM_EDGES)
 
-
-from . import nb201_encodings as _nb201_encodings  # noqa: E402,F401  (registers NB201's encodings)

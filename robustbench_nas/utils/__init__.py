@@ -1,29 +1,15 @@
-"""Small shared helpers: seeding, device choice, thread settings, atomic outputs."""
+"""Small shared helpers: device choice, thread settings, atomic outputs (bottom layer: imports no other package)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch (CPU and CUDA) global RNGs; return a CPU ``torch.Generator`` seeded likewise."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
@@ -132,5 +118,5 @@ def atomic_output(target: str | os.PathLike) -> Iterator[Path]:
                 tmp.unlink()
 
 
-__all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "idle_cores", "resolve_device", "seed_everything",
+__all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "idle_cores", "resolve_device",
            "set_torch_threads"]

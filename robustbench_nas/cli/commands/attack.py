@@ -17,6 +17,19 @@ from ..common import (
 log = logging.getLogger(__name__)
 
 
+def format_eps(attack: str, eps: float) -> str:
+    """An eps as people read it: an Linf radius in 1/255 steps (``"8/255"``), an L2 radius plainly (``"0.5"``).
+
+    An L2 radius is a Euclidean length in [0, 1] pixel units over the whole image, not a number of 1/255 steps of
+    one pixel, so ``0.5`` printed as ``127.5/255`` would misread it.
+    """
+    from robustbench_nas import attacks
+
+    if attacks.get_attack(attack).norm == "L2":
+        return f"{eps:.4g}"
+    return f"{eps * 255:.4g}/255"
+
+
 @click.command(name="attack")
 @click.argument("checkpoint", required=False, type=click.Path())
 @click.option("--attack", "attack_names", multiple=True, default=("pgd@Linf",), show_default=True,
@@ -58,7 +71,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
             for a, d in info["attacks"].items():
                 click.echo(f"{a:20s} {d}")
             for p, grid in info["protocols"].items():
-                click.echo(f"protocol {p}: " + "; ".join(f"{a} {g} /255" for a, g in grid.items()))
+                click.echo(f"protocol {p}: " + "; ".join(
+                    f"{a} [{', '.join(format_eps(a, e) for e in attacks.get_protocol(p)[a])}]" for a in grid))
         return
     check_output_file(out_file, force)
     if checkpoint is None:
@@ -131,7 +145,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         rows += [r.to_dict(correct_bits=correct_bits) for r in results]
         if not as_json:
             for r in results:
-                click.echo(f"{a_key:18s} eps {r.eps * 255:8.4g}/255  accuracy {r.stats.accuracy:.4f}  "
+                click.echo(f"{a_key:18s} eps {format_eps(a_key, r.eps):>10s}  accuracy {r.stats.accuracy:.4f}  "
                            f"conf(pred) {r.stats.confidence_pred:.3f}  conf(true) {r.stats.confidence_true:.3f}")
     out = {
         "checkpoint": str(checkpoint),

@@ -6,7 +6,7 @@ holds the k-th draw of every stratum in turn (strata in a seeded order), so ever
 stratified. The pipeline runs listed cells in the listed order (``rbnas run`` on a protocol whose ``archs`` is a
 list), so a computation stopped part-way leaves a stratified subset, not the cells with the smallest uids.
 
-Shipped as ``robustbench_nas/analysis/data/nb201_cifar10_proxy_sample.txt`` (one uid per line); the package never
+Shipped as ``robustbench_nas/proxies/data/nb201_cifar10_proxy_sample.txt`` (one uid per line); the package never
 needs the release at run time: :func:`stratified_sample` regenerates the file from it (a test checks equality).
 """
 
@@ -50,7 +50,7 @@ def stratified_sample(clean: dict[int, float], n: int = 500, *, bins: int = 10, 
 
 def shipped_sample() -> list[int]:
     """The shipped sample (uids in run order)."""
-    text = resources.files("robustbench_nas.analysis").joinpath("data", SAMPLE_FILE).read_text()
+    text = resources.files("robustbench_nas.proxies").joinpath("data", SAMPLE_FILE).read_text()
     return [int(s) for s in text.split() if s.strip() and not s.startswith("#")]
 
 
