@@ -52,11 +52,7 @@ LAYERS: tuple[frozenset[str], ...] = (
 #: Module cycles another piece of work in progress removes (issue 25, "split" of report.py and slurm.py). Each entry
 #: is the exact set of modules of one strongly connected component; the lead deletes the entry when the split is
 #: merged (the test fails while a listed cycle no longer exists, so a stale entry cannot linger).
-KNOWN_MODULE_CYCLES: tuple[frozenset[str], ...] = (
-    frozenset({"robustbench_nas.analysis.report", "robustbench_nas.analysis.proxy_study",
-               "robustbench_nas.analysis.twins"}),
-    frozenset({"robustbench_nas.pipelines.runner", "robustbench_nas.pipelines.slurm"}),
-)
+KNOWN_MODULE_CYCLES: tuple[frozenset[str], ...] = ()  # none left: report <-> studies and runner <-> slurm are split
 
 
 @dataclass(frozen=True)
