@@ -264,7 +264,7 @@ def evaluate_protocol(
     mode: Mode = "independent",
     progress: bool = False,
 ) -> list[AttackResult]:
-    """Every attack of a named protocol (:func:`robustbench_nas.attacks.get_protocol`) at its grid, with the protocol's parameters.
+    """Every attack of a named protocol (:func:`robustbench_nas.attacks.get_attack_grid`) at its grid, with the protocol's parameters.
 
     Arguments:
         params: per-attack overrides on top of the protocol's (``{"pgd@Linf": {"steps": 10}}``).
@@ -273,10 +273,10 @@ def evaluate_protocol(
     Returns:
         The results of all attacks, attack by attack in the protocol's order, epsilons ascending.
     """
-    from .protocols import get_protocol, protocol_params
+    from .protocols import attack_grid_params, get_attack_grid
 
-    grid = get_protocol(protocol)
-    base = protocol_params(protocol)
+    grid = get_attack_grid(protocol)
+    base = attack_grid_params(protocol)
     unknown = sorted(set(params or {}) - set(grid))
     if unknown:
         raise ValueError(f"params for attacks not in protocol {protocol!r}: {unknown}; it has {sorted(grid)}")

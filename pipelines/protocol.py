@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from robustbench_nas.storage.schema import STAGES
+from robustbench_nas.utils.registry import Registry
 
-_PROTOCOLS: dict[str, Callable[[], "ProtocolConfig"]] = {}
+#: pipeline protocol factories by name
+PROTOCOLS: Registry[Callable[[], "ProtocolConfig"]] = Registry("protocol")
 
 #: Fields that say *where* things are, not what is computed: left out of the fingerprint.
 RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description"})
@@ -35,26 +37,19 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
 
 def _attack_grid(name: str) -> tuple[dict[str, tuple[float, ...]], dict[str, dict[str, Any]]]:
     """The attacks part's named grid and its parameter overrides (one source of truth for eps grids)."""
-    from robustbench_nas.attacks.protocols import get_protocol as attack_protocol, protocol_params
+    from robustbench_nas.attacks.protocols import attack_grid_params, get_attack_grid
 
-    return {k: tuple(v) for k, v in attack_protocol(name).items()}, protocol_params(name)
+    return {k: tuple(v) for k, v in get_attack_grid(name).items()}, attack_grid_params(name)
 
 
 def register_protocol(name: str) -> Callable[[Callable[[], "ProtocolConfig"]], Callable[[], "ProtocolConfig"]]:
-    """Decorator registering a protocol factory under ``name``."""
-
-    def deco(f: Callable[[], "ProtocolConfig"]) -> Callable[[], "ProtocolConfig"]:
-        if name in _PROTOCOLS:
-            raise KeyError(f"protocol {name!r} registered twice")
-        _PROTOCOLS[name] = f
-        return f
-
-    return deco
+    """Decorator registering a protocol factory under ``name``; a name already taken raises ``ValueError``."""
+    return PROTOCOLS.register(name)
 
 
-def list_protocols() -> list[str]:
-    """Names of the registered protocols."""
-    return sorted(_PROTOCOLS)
+def list_protocols(pattern: str | None = None) -> list[str]:
+    """Names of the registered protocols (sorted), filtered by a shell-style ``pattern`` (``"nb201-*"``)."""
+    return PROTOCOLS.list(pattern, sort=True)
 
 
 def _default_measure_params() -> dict[str, Any]:
@@ -65,9 +60,9 @@ def _default_measure_params() -> dict[str, Any]:
 
 def get_protocol(name: str, **overrides: Any) -> "ProtocolConfig":
     """The protocol ``name`` with ``overrides`` applied (unknown fields are an error)."""
-    if name not in _PROTOCOLS:
+    if name not in PROTOCOLS:
         raise KeyError(f"unknown protocol {name!r}; known: {list_protocols()}")
-    p = _PROTOCOLS[name]()
+    p = PROTOCOLS.get(name)()
     return p.replace(**overrides) if overrides else p
 
 

@@ -13,6 +13,8 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from ..utils.registry import Registry
+
 
 @dataclass
 class ProxyContext:
@@ -57,7 +59,8 @@ class ProxySpec:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-_REGISTRY: dict[str, ProxySpec] = {}
+#: the proxies by name, in registration order
+PROXIES: Registry[ProxySpec] = Registry("proxy")
 
 
 def register_proxy(
@@ -72,9 +75,7 @@ def register_proxy(
     """Decorator adding ``fn`` to the registry under ``name`` (error on a duplicate name)."""
 
     def deco(fn: ProxyFn) -> ProxyFn:
-        if name in _REGISTRY:
-            raise KeyError(f"proxy {name!r} is registered twice")
-        _REGISTRY[name] = ProxySpec(name, fn, summary, reference, uses_data, uses_labels, robust)
+        PROXIES.add(name, ProxySpec(name, fn, summary, reference, uses_data, uses_labels, robust))
         return fn
 
     return deco
@@ -82,12 +83,11 @@ def register_proxy(
 
 def get_proxy(name: str) -> ProxySpec:
     """The :class:`ProxySpec` of ``name``; ``KeyError`` naming the known proxies otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown proxy {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    if name not in PROXIES:
+        raise KeyError(f"unknown proxy {name!r}; known: {', '.join(PROXIES.list(sort=True))}")
+    return PROXIES.get(name)
 
 
 def registered() -> dict[str, ProxySpec]:
     """All registered proxies by name, in registration order."""
-    return dict(_REGISTRY)
+    return dict(PROXIES.items())

@@ -8,14 +8,18 @@ import random
 import shutil
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where used: the registries and seeding below this package must not need it
+    import torch
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA) global RNGs; return a CPU ``torch.Generator`` seeded likewise."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -28,6 +32,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``"auto"``/``None`` -> CUDA when available else CPU; otherwise the named device (checked to exist)."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name in (None, "", "auto"):
@@ -84,6 +90,8 @@ def set_torch_threads(n: int | None = None) -> int:
     numpy and scikit-learn are limited likewise (``threadpoolctl``), since their defaults also spin one thread per
     core of the node.
     """
+    import torch
+
     if n is None:
         n = default_threads()
     n = max(1, int(n))
