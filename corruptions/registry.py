@@ -7,13 +7,13 @@ an ``(N, 3, H, W)`` float tensor in [0, 1] and a :class:`Rng`.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
 from robustbench_nas.utils.registry import Registry
+from robustbench_nas.utils.seeding import derive_seed, make_generator
 
 #: The 15 corruptions of CIFAR-10-C / CIFAR-100-C (and of Jung et al. 2023), in Hendrycks & Dietterich's order.
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -182,16 +182,10 @@ def check_images(x: torch.Tensor) -> None:
             raise ValueError(f"pixel values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
 
 
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(int(seed))
-    return g
-
-
 def cell_seed(seed: int, name: str, severity: int) -> int:
-    """A seed for one (corruption, severity) cell, stable across runs and independent of evaluation order."""
-    return (int(seed) * 1_000_003 + zlib.crc32(f"{name}:{severity}".encode())) % (2**63 - 1)
+    """A seed for one (corruption, severity) cell, stable across runs and independent of evaluation order
+    (:func:`robustbench_nas.utils.seeding.derive_seed`, form ``"crc32-cell"``)."""
+    return derive_seed(int(seed), name, severity, form="crc32-cell")
 
 
 def get(name: str) -> CorruptionFn:

@@ -15,7 +15,6 @@ lazily inside the stage, so a missing part only fails the stages that need it.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,7 @@ import torch
 
 from robustbench_nas.storage.schema import STAGES
 from robustbench_nas.utils.registry import Registry
+from robustbench_nas.utils.seeding import derive_seed
 
 from .protocol import ProtocolConfig
 
@@ -101,9 +101,9 @@ def with_dependencies(stages: list[str], available: list[str]) -> list[str]:
 
 
 def derived_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process)."""
-    h = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+    """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process): :func:`derive_seed`'s
+    default ``"sha256"`` form."""
+    return derive_seed(*parts)
 
 
 @functools.lru_cache(maxsize=4)

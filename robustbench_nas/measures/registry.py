@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from ..utils.registry import Registry
+from ..utils.seeding import derive_seed, make_generator
 from ._checks import check_batch
 from .hessian import hessian_max_eig, hessian_trace
 from .jacobian import jacobian_norms, jacobian_projection
@@ -156,7 +156,7 @@ def measure_outputs(names: Sequence[str] | None = None) -> list[str]:
 
 def _generator_for(name: str, seed: int) -> torch.Generator:
     # a fixed, name-dependent stream: the same seed gives the same numbers whatever other measures run
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+    return make_generator(derive_seed(int(seed), name, form="crc32"))
 
 
 def compute_measures(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..search_spaces import CIFAR_MEAN, CIFAR_STD, get_search_space
+from ..utils.seeding import derive_seed, make_generator
 from .registry import PROXIES, get_proxy, registered
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def describe_proxies() -> list[dict[str, object]]:
 
 def proxy_generator(name: str, seed: int) -> torch.Generator:
     """The CPU generator a proxy gets: a fixed function of (name, seed), independent of the other proxies run."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+    return make_generator(derive_seed(int(seed), name, form="crc32"))
 
 
 def init_model(arch: object, seed: int, space: str = "nb201", **model_kwargs: object) -> nn.Module:
