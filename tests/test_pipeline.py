@@ -124,7 +124,7 @@ def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None
     assert report.submitted == 3 * len(list_stages())
     assert all(v["pending"] == 0 and v["failed"] == 0 for v in store.progress().values())
     # the store as the run leaves it: sharded, everything committed, one shard file per array (3 cells < 256)
-    assert store.pending_blocks() == [] and not list(path.rglob("*.log")) and not list(path.rglob("*.partial"))
+    assert store.pending_blocks() == [] and not list(path.rglob("*.log")) and not list(path.rglob(".*.tmp-*"))
     adv = json.loads((path / "adv_confusion" / "zarr.json").read_text())
     assert adv["codecs"][0]["name"] == "sharding_indexed"
     assert len(list((path / "adv_confusion" / "c").rglob("*"))) <= 8  # c/0/0/... : one shard, not one file per cell

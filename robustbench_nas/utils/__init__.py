@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import shutil
-import uuid
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .atomic import atomic_output
 
 if TYPE_CHECKING:  # torch is imported where used: the registries and seeding below this package must not need it
     import torch
@@ -103,30 +101,6 @@ def set_torch_threads(n: int | None = None) -> int:
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
     return torch.get_num_threads()
-
-
-@contextlib.contextmanager
-def atomic_output(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a unique temporary path beside ``target``; on success it is renamed onto ``target`` atomically.
-
-    The temporary name carries the pid and a random suffix, so two writers never share one; on an error it is
-    removed and ``target`` is left as it was. Readers only ever see the old or the complete new file.
-
-    Example:
-        >>> with atomic_output("out.json") as tmp:  # doctest: +SKIP
-        ...     tmp.write_text("{}")
-    """
-    target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink()
 
 
 __all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "resolve_device", "seed_everything",
