@@ -360,26 +360,27 @@ def parse_archs(text: str) -> Any:
         raise ValueError(f"--archs {text!r}: expected 'all', N, a comma list of indices or strings, or @FILE") from None
 
 
-def shard_cells(cells: Sequence[int], shard: tuple[int, int] | None) -> list[int]:
-    """Cells of shard ``(i, n)``: positions ``p`` of the uid-sorted list with ``p % n == i`` (deterministic, balanced)."""
+def task_cells(cells: Sequence[int], task: tuple[int, int] | None) -> list[int]:
+    """Cells of array task ``(i, n)`` (``rbnas run --task i/n``, one SLURM array task): positions ``p`` of the
+    uid-sorted list with ``p % n == i`` (deterministic, balanced). ``None``: every cell."""
     cells = sorted(cells)
-    if shard is None:
+    if task is None:
         return cells
-    i, n = shard
+    i, n = task
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {i}/{n}: need n >= 1 and 0 <= i < n")
+        raise ValueError(f"task {i}/{n}: need n >= 1 and 0 <= i < n")
     return [c for p, c in enumerate(cells) if p % n == i]
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` (0-based i)."""
+def parse_task(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` (0-based i), the array task of ``rbnas run --task``."""
     if text is None:
         return None
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    shard_cells([], (i, n))
+        raise ValueError(f"--task {text!r}: expected i/n, e.g. 0/4") from None
+    task_cells([], (i, n))
     return i, n
 
 
@@ -508,6 +509,6 @@ def _nb201_proxies_seeds() -> ProtocolConfig:
 
 
 __all__ = [
-    "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_shard",
-    "register_protocol", "shard_cells",
+    "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_task",
+    "register_protocol", "task_cells",
 ]

@@ -1,4 +1,4 @@
-"""The pipeline: protocols, sharding, a real Dask run checked against direct computation, failures, resume."""
+"""The pipeline: protocols, array tasks, a real Dask run checked against direct computation, failures, resume."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from robustbench_nas.pipelines import (
     get_protocol,
     list_stages,
     parse_archs,
-    parse_shard,
+    parse_task,
     plan_units,
     run_pipeline,
-    shard_cells,
+    task_cells,
 )
 from robustbench_nas.pipelines import stages as stages_mod
 from robustbench_nas.storage import FAILED, StoreError, open_dataset, open_store
@@ -99,14 +99,14 @@ def test_archs_resolve_to_unique_uids() -> None:
         parse_archs("1,x")
 
 
-def test_shards_partition_the_cells() -> None:
+def test_array_tasks_partition_the_cells() -> None:
     cells = list(range(0, 100, 3))
-    parts = [shard_cells(cells[::-1], (i, 4)) for i in range(4)]
+    parts = [task_cells(cells[::-1], (i, 4)) for i in range(4)]
     assert sorted(c for p in parts for c in p) == cells  # disjoint, complete, independent of input order
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert parse_shard("1/4") == (1, 4)
-    with pytest.raises(ValueError, match="shard"):
-        parse_shard("4/4")
+    assert parse_task("1/4") == (1, 4)
+    with pytest.raises(ValueError, match="task 4/4"):
+        parse_task("4/4")
 
 
 # ---- a real run, checked against direct computation ----------------------------------------------------------------
@@ -235,16 +235,16 @@ def test_failing_stage_is_recorded_retried_and_isolated(tmp_path: Path, client, 
     assert open_store(tmp_path / "f.zarr").status().min() == 1
 
 
-def test_shards_fill_one_store(tmp_path: Path, client) -> None:
+def test_array_tasks_fill_one_store(tmp_path: Path, client) -> None:
     p = micro(stages=("info",))
     for i in range(2):
-        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, shard=(i, 2), progress=False)
+        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, task=(i, 2), progress=False)
         assert rep.cells in (1, 2)
     store = open_store(tmp_path / "s.zarr")
     assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
     assert plan_units(store, p, ["info"], None) == []
     ds = open_dataset(tmp_path / "s.zarr", done_only=True).load()
-    assert (ds.params.values > 0).all()  # both shards' clients wrote into the same shard file, nothing lost
+    assert (ds.params.values > 0).all()  # both tasks' clients wrote into the same block file, nothing lost
     assert ds["nb201_index"].dims == ("arch",)
 
 
