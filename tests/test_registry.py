@@ -118,3 +118,10 @@ def test_replaced_is_scoped_and_needs_an_existing_name():
     with pytest.raises(KeyError, match="unknown widget 'beta'"):
         with reg.replaced("beta", 2):
             pass
+
+
+def test_encoding_listing_by_space_and_pattern():
+    from robustbench_nas.analysis.encodings import list_encodings
+
+    assert list_encodings(pattern="path*") == ["path", "pathstats"]
+    assert list_encodings("nats-sss")[-2:] == ["all", "default"] and "channels" in list_encodings("sss")
