@@ -18,6 +18,7 @@ from ..data import Dataset, DeviceLoader
 from ..evaluation import evaluate_clean
 from ..search_spaces import get_search_space
 from ..utils import resolve_device
+from ..utils.seeding import make_generator
 from .profiles import TrainProfile
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def train_model(
     if profile.max_train_images is not None:
         train_split = train_split.subset(profile.max_train_images, seed=seed)
     eval_data = dataset.split(eval_split)
-    g = torch.Generator().manual_seed(seed + 1)
+    g = make_generator(seed + 1)  # the shuffle/augment stream (seed itself picks the train subset)
     loader = DeviceLoader(train_split, profile.batch_size, dev, shuffle=True, augment=profile.augment, generator=g,
                           channels_last=profile.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum, nesterov=profile.nesterov,
