@@ -5,7 +5,9 @@ Public API (docs/architecture.md):
 - :func:`list_attacks` / :func:`get_attack` / :func:`register_attack`: the registry, keyed by the Jung'23 names
   (``fgsm@Linf``, ``pgd@Linf``, ``aa_apgd-ce@Linf``, ``aa_square@Linf``) plus ``aa_apgd-dlr``, ``aa_apgd-t``, the
   L2 variants (``aa_square@L2`` included) and ``autoattack@Linf`` (alias ``autoattack``) / ``autoattack@L2``.
-- :func:`get_protocol`: named epsilon grids in [0, 1] pixel units (``jung2023``, ``tiny``, ``robbench2024``).
+- :func:`get_attack_grid` / :func:`list_attack_grids` / :func:`register_attack_grid`: named epsilon grids in [0, 1]
+  pixel units (``jung2023``, ``tiny``, ``robbench2024``) with :func:`attack_grid_params`; a pipeline protocol
+  (:func:`robustbench_nas.pipelines.get_protocol`) takes its grid from here.
 - :func:`evaluate`: one attack over a grid -> one :class:`AttackResult` per epsilon;
   :func:`evaluate_protocol`: every attack of a named protocol with its parameters.
 - :func:`robustbench_nas.attacks.training.adversarial_batch`: PGD examples for adversarial training.
@@ -30,7 +32,7 @@ Defaults and deliberate differences from the references (details in each module'
 
 Example:
     >>> from robustbench_nas import attacks
-    >>> grid = attacks.get_protocol("jung2023")["pgd@Linf"]
+    >>> grid = attacks.get_attack_grid("jung2023")["pgd@Linf"]
     >>> results = attacks.evaluate(model.eval(), x, y, "pgd@Linf", grid, mode="early_exit")
 """
 
@@ -43,7 +45,14 @@ from . import square as _square  # noqa: F401  (registers Square)
 from . import training
 from .evaluate import MODES, AttackResult, evaluate, evaluate_protocol
 from .params import APGDParams, AttackParams, AutoAttackParams, FGSMParams, PGDParams, SquareParams
-from .protocols import get_protocol, list_protocols, parse_eps, protocol_params
+from .protocols import (
+    AttackGrid,
+    attack_grid_params,
+    get_attack_grid,
+    list_attack_grids,
+    parse_eps,
+    register_attack_grid,
+)
 from .registry import AttackSpec, get_attack, list_aliases, list_attacks, register_attack
 
 __all__ = [
@@ -51,6 +60,7 @@ __all__ = [
     "APGDParams",
     "AttackParams",
     "AttackResult",
+    "AttackGrid",
     "AttackSpec",
     "AutoAttackParams",
     "FGSMParams",
@@ -58,13 +68,14 @@ __all__ = [
     "SquareParams",
     "evaluate",
     "evaluate_protocol",
+    "attack_grid_params",
     "get_attack",
-    "get_protocol",
+    "get_attack_grid",
     "list_aliases",
+    "list_attack_grids",
     "list_attacks",
-    "list_protocols",
     "parse_eps",
-    "protocol_params",
     "register_attack",
+    "register_attack_grid",
     "training",
 ]

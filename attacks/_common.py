@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -196,14 +195,6 @@ def perturbation_norm(x_adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.
     return d.abs().max(dim=1)[0] if norm == "Linf" else d.norm(p=2, dim=1)
 
 
-def make_generator(device: torch.device, *keys: int) -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded from integer ``keys`` (well mixed through NumPy's SeedSequence)."""
-    state = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, dtype=np.uint64)
-    g = torch.Generator(device=device)
-    g.manual_seed(int(state[0] & np.uint64(0x7FFFFFFFFFFFFFFF)))
-    return g
-
-
 __all__ = [
     "bshape",
     "ce_loss",
@@ -215,7 +206,6 @@ __all__ = [
     "eval_mode",
     "input_grad",
     "l2_norm",
-    "make_generator",
     "margin",
     "mean_weights",
     "model_device",

@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 
 from robustbench_nas.evaluation import ClassificationStats, classification_stats, predict_logits
 
-from ._common import check_data, check_eps, check_eval_mode, make_generator, model_device, perturbation_norm
+from robustbench_nas.utils.seeding import derive_seed, make_generator
+
+from ._common import check_data, check_eps, check_eval_mode, model_device, perturbation_norm
 from .params import AttackParams, make_params
 from .registry import AttackSpec, get_attack
 
@@ -214,7 +216,7 @@ def _run_independent(
         rows_x = xb.repeat(len(group), 1, 1, 1)
         rows_y = y[s:e].repeat(len(group))
         rows_e = torch.tensor([eps_list[i] for i in group], device=device).repeat_interleave(nb)
-        g = make_generator(device, seed, 0, gi, s)
+        g = make_generator(derive_seed(int(seed), 0, gi, s, form="seedsequence"), device)
         logits = _attack_rows(spec, model, rows_x, rows_y, rows_e, p, g, early_stop=False)
         out[group, s:e] = logits.view(len(group), nb, -1)
 
@@ -243,7 +245,7 @@ def _run_early_exit(
             rows = idx[s : s + batch_size]
             xb = x[rows.to(x.device)].to(device)
             rows_e = torch.full((rows.numel(),), eps_list[i], device=device)
-            g = make_generator(device, seed, 1, level, s)
+            g = make_generator(derive_seed(int(seed), 1, level, s, form="seedsequence"), device)
             logits = _attack_rows(spec, model, xb, y[rows], rows_e, p, g, early_stop=True)
             cur[rows] = logits
             robust[rows] = logits.argmax(dim=1) == y[rows]
@@ -264,7 +266,7 @@ def evaluate_protocol(
     mode: Mode = "independent",
     progress: bool = False,
 ) -> list[AttackResult]:
-    """Every attack of a named protocol (:func:`robustbench_nas.attacks.get_protocol`) at its grid, with the protocol's parameters.
+    """Every attack of a named protocol (:func:`robustbench_nas.attacks.get_attack_grid`) at its grid, with the protocol's parameters.
 
     Arguments:
         params: per-attack overrides on top of the protocol's (``{"pgd@Linf": {"steps": 10}}``).
@@ -273,10 +275,10 @@ def evaluate_protocol(
     Returns:
         The results of all attacks, attack by attack in the protocol's order, epsilons ascending.
     """
-    from .protocols import get_protocol, protocol_params
+    from .protocols import attack_grid_params, get_attack_grid
 
-    grid = get_protocol(protocol)
-    base = protocol_params(protocol)
+    grid = get_attack_grid(protocol)
+    base = attack_grid_params(protocol)
     unknown = sorted(set(params or {}) - set(grid))
     if unknown:
         raise ValueError(f"params for attacks not in protocol {protocol!r}: {unknown}; it has {sorted(grid)}")

@@ -1,4 +1,4 @@
-"""Named evaluation protocols: which attacks at which epsilons (in [0, 1] pixel units).
+"""Named attack grids (evaluation protocols of the attacks part): which attacks at which epsilons ([0, 1] units).
 
 ``jung2023`` is the grid of the published dataset (Jung, Lukasik & Keuper, ICLR 2023; the ``epsilons`` of its
 ``meta.json``): FGSM at {0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255}/255, PGD, APGD-CE and Square at
@@ -10,60 +10,93 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from robustbench_nas.utils.registry import Registry
+
+
+@dataclass(frozen=True)
+class AttackGrid:
+    """One named evaluation grid of the attacks part.
+
+    Attributes:
+        name: grid name (``jung2023``).
+        eps_255: attack -> epsilons in units of 1/255 (converted by :func:`get_attack_grid`), in evaluation order.
+        params: attack -> parameter overrides the grid evaluates with (empty: the attack's defaults).
+    """
+
+    name: str
+    eps_255: Mapping[str, tuple[float, ...]]
+    params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+
+#: the named attack grids (``rbnas attack --protocol``); the pipeline's protocols take their grids from here
+ATTACK_GRIDS: Registry[AttackGrid] = Registry("attack grid")
+
+
+def register_attack_grid(name: str, eps_255: Mapping[str, tuple[float, ...]],
+                         params: Mapping[str, Mapping[str, object]] | None = None) -> AttackGrid:
+    """Register the grid ``name``: attack -> epsilons in units of 1/255, plus per-attack parameter overrides.
+
+    A name already taken raises ``ValueError``; a parameter override for an attack the grid lacks too.
+    """
+    extra = sorted(set(params or {}) - set(eps_255))
+    if extra:
+        raise ValueError(f"attack grid {name!r}: parameters for attacks it does not run: {extra}")
+    grid = AttackGrid(name, {a: tuple(e) for a, e in eps_255.items()}, {a: dict(p) for a, p in (params or {}).items()})
+    return ATTACK_GRIDS.add(name, grid)
+
 
 _JUNG_FGSM = (0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255)
 _JUNG_OTHER = (0.1, 0.5, 1, 2, 3, 4, 8)
 
-#: protocol name -> attack -> epsilons in units of 1/255 (converted by :func:`get_protocol`)
-_PROTOCOLS_255: dict[str, dict[str, tuple[float, ...]]] = {
-    "jung2023": {
-        "fgsm@Linf": _JUNG_FGSM,
-        "pgd@Linf": _JUNG_OTHER,
-        "aa_apgd-ce@Linf": _JUNG_OTHER,
-        "aa_square@Linf": _JUNG_OTHER,
-    },
-    "tiny": {
-        "fgsm@Linf": (1, 8),
-        "pgd@Linf": (1, 8),
-        "aa_apgd-ce@Linf": (1, 8),
-        "aa_square@Linf": (1, 8),
-    },
-    "robbench2024": {
-        "fgsm@Linf": (3, 8),
-        "pgd@Linf": (3, 8),
-        "autoattack@Linf": (8,),
-    },
-}
-
-#: per-protocol parameter overrides (NAS-RobBench-201 evaluates PGD-20)
-_PROTOCOL_PARAMS: dict[str, dict[str, dict[str, object]]] = {
-    "tiny": {"pgd@Linf": {"steps": 10}, "aa_apgd-ce@Linf": {"steps": 20}, "aa_square@Linf": {"n_queries": 200}},
-    "robbench2024": {"pgd@Linf": {"steps": 20}},
-}
+register_attack_grid("jung2023", {
+    "fgsm@Linf": _JUNG_FGSM,
+    "pgd@Linf": _JUNG_OTHER,
+    "aa_apgd-ce@Linf": _JUNG_OTHER,
+    "aa_square@Linf": _JUNG_OTHER,
+})
+register_attack_grid("tiny", {
+    "fgsm@Linf": (1, 8),
+    "pgd@Linf": (1, 8),
+    "aa_apgd-ce@Linf": (1, 8),
+    "aa_square@Linf": (1, 8),
+}, params={"pgd@Linf": {"steps": 10}, "aa_apgd-ce@Linf": {"steps": 20}, "aa_square@Linf": {"n_queries": 200}})
+# NAS-RobBench-201 evaluates PGD-20
+register_attack_grid("robbench2024", {
+    "fgsm@Linf": (3, 8),
+    "pgd@Linf": (3, 8),
+    "autoattack@Linf": (8,),
+}, params={"pgd@Linf": {"steps": 20}})
 
 
-def list_protocols() -> list[str]:
-    """Names of the protocols."""
-    return sorted(_PROTOCOLS_255)
+def list_attack_grids(pattern: str | None = None) -> list[str]:
+    """Names of the attack grids (sorted), filtered by a shell-style ``pattern``."""
+    return ATTACK_GRIDS.list(pattern, sort=True)
 
 
-def get_protocol(name: str) -> dict[str, list[float]]:
-    """Attack name -> epsilons in [0, 1] pixel units (ascending) for protocol ``name``.
+def _grid(name: str) -> AttackGrid:
+    if name not in ATTACK_GRIDS:
+        raise KeyError(f"unknown attack grid {name!r}; known: {', '.join(list_attack_grids())}")
+    return ATTACK_GRIDS.get(name)
+
+
+def get_attack_grid(name: str) -> dict[str, list[float]]:
+    """Attack name -> epsilons in [0, 1] pixel units (ascending) for the grid ``name``.
+
+    (Not :func:`robustbench_nas.pipelines.get_protocol`, which returns a whole pipeline protocol.)
 
     Example:
-        >>> get_protocol("jung2023")["pgd@Linf"][-1] == 8 / 255
+        >>> get_attack_grid("jung2023")["pgd@Linf"][-1] == 8 / 255
         True
     """
-    if name not in _PROTOCOLS_255:
-        raise KeyError(f"unknown protocol {name!r}; known: {', '.join(list_protocols())}")
-    return {a: [v / 255 for v in eps] for a, eps in _PROTOCOLS_255[name].items()}
+    return {a: [v / 255 for v in eps] for a, eps in _grid(name).eps_255.items()}
 
 
-def protocol_params(name: str) -> dict[str, dict[str, object]]:
-    """Attack name -> parameter overrides that protocol ``name`` uses (empty for the defaults)."""
-    if name not in _PROTOCOLS_255:
-        raise KeyError(f"unknown protocol {name!r}; known: {', '.join(list_protocols())}")
-    return {a: dict(p) for a, p in _PROTOCOL_PARAMS.get(name, {}).items()}
+def attack_grid_params(name: str) -> dict[str, dict[str, object]]:
+    """Attack name -> parameter overrides that the grid ``name`` uses (empty for the defaults)."""
+    return {a: dict(p) for a, p in _grid(name).params.items()}
 
 
 _NUM = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
@@ -112,4 +145,5 @@ def parse_eps(text: str, norm: str = "Linf") -> list[float]:
     return out
 
 
-__all__ = ["get_protocol", "list_protocols", "parse_eps", "protocol_params"]
+__all__ = ["ATTACK_GRIDS", "AttackGrid", "attack_grid_params", "get_attack_grid", "list_attack_grids", "parse_eps",
+           "register_attack_grid"]

@@ -19,6 +19,8 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from robustbench_nas.utils.registry import Registry
+
 from .params import AttackParams
 
 
@@ -60,8 +62,8 @@ class AttackSpec:
     mixes_eps: bool = True
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
-_ALIASES: dict[str, str] = {}
+#: the attacks by their Jung'23 names, with aliases (``autoattack`` -> ``autoattack@Linf``)
+ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
 def register_attack(
@@ -83,12 +85,7 @@ def register_attack(
         raise ValueError(f"norm must be 'Linf' or 'L2', got {norm!r}")
 
     def deco(fn: AttackKernel) -> AttackKernel:
-        for key in (name, *aliases):
-            if key in _REGISTRY or key in _ALIASES:
-                raise ValueError(f"attack {key!r} is already registered")
-        _REGISTRY[name] = AttackSpec(name, norm, fn, defaults, description, mixes_eps)
-        for a in aliases:
-            _ALIASES[a] = name
+        ATTACKS.add(name, AttackSpec(name, norm, fn, defaults, description, mixes_eps), aliases=aliases)
         return fn
 
     return deco
@@ -100,23 +97,23 @@ def get_attack(name: str) -> AttackSpec:
     Raises:
         KeyError: unknown name; the message lists the registered ones and the closest matches.
     """
-    key = _ALIASES.get(name, name)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    known = sorted(_REGISTRY) + sorted(_ALIASES)
+    if name in ATTACKS:
+        return ATTACKS.get(name)
+    known = ATTACKS.list(sort=True) + sorted(ATTACKS.aliases())
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise KeyError(f"unknown attack {name!r}.{hint} Registered attacks: {', '.join(known)}")
 
 
-def list_attacks() -> list[str]:
-    """Names of the registered attacks, sorted (aliases not included)."""
-    return sorted(_REGISTRY)
+def list_attacks(pattern: str | None = None) -> list[str]:
+    """Names of the registered attacks, sorted (aliases not included), filtered by a shell-style ``pattern``
+    (``"*@L2"``: the L2 attacks)."""
+    return ATTACKS.list(pattern, sort=True)
 
 
 def list_aliases() -> dict[str, str]:
     """Alias -> registered name."""
-    return dict(_ALIASES)
+    return ATTACKS.aliases()
 
 
-__all__ = ["AttackKernel", "AttackSpec", "get_attack", "list_aliases", "list_attacks", "register_attack"]
+__all__ = ["ATTACKS", "AttackKernel", "AttackSpec", "get_attack", "list_aliases", "list_attacks", "register_attack"]

@@ -152,7 +152,7 @@ def run(quick: bool = False, n: int | None = None, square_queries: int | None = 
     x, y = split.images(device), split.labels(device)
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).float().mean())
-    grid_all = attacks.get_protocol("jung2023")
+    grid_all = attacks.get_attack_grid("jung2023")
     names = attack_names or list(grid_all)
     records: list[dict] = []
     totals = {"independent": [0.0, 0.0, True], "early_exit": [0.0, 0.0, True]}

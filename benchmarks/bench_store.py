@@ -22,7 +22,7 @@ numbers (every record says ``same_work``):
   vs parsing ``pgd@Linf_accuracy.json``; **read one cell**: one cell's full record (every array) from a freshly
   opened store (the same three routes) vs its per-cell JSON file.
 * **size and file count** of both.
-* **simulated run**: 6466 cells' results written by 4 client processes (as ``--shard i/4``) in random completion
+* **simulated run**: 6466 cells' results written by 4 client processes (as ``--task i/4``) in random completion
   order; one is SIGKILLed at a random moment, a fifth process resumes its cells; every value is compared with the
   expected arrays. Reports the wall time and the file count.
 
@@ -400,7 +400,7 @@ def _sim_client(store_path: str, data_dir: str, n_cells: int, shard: tuple[int, 
     """One client process: its cells' results (``shard``, or every cell not done when ``resume``) in random order."""
     from dataclasses import replace
 
-    from robustbench_nas.pipelines.protocol import shard_cells as cells_of_shard
+    from robustbench_nas.pipelines.protocol import task_cells as cells_of_task
     from robustbench_nas.storage import DONE, RobustnessStore
 
     spec = replace(jung2023_spec(n_cells), shard_cells=shard_cells)
@@ -411,7 +411,7 @@ def _sim_client(store_path: str, data_dir: str, n_cells: int, shard: tuple[int, 
         st = store.status()
         cells = [i for i in range(len(spec.archs)) if (st[i, 0] != DONE).any()]
     else:
-        mine = set(cells_of_shard(spec.archs, shard))
+        mine = set(cells_of_task(spec.archs, shard))
         cells = [i for i, a in enumerate(spec.archs) if a in mine]
     st = store.status()
     groups = list(_stage_groups(spec))
@@ -423,8 +423,8 @@ def _sim_client(store_path: str, data_dir: str, n_cells: int, shard: tuple[int, 
 
 def simulate_run(tmp: Path, spec: Any, data: dict[str, np.ndarray], *, n_clients: int = 4, seed: int = 0,
                  shard_cells: int | None = None) -> dict[str, Any]:
-    """``n_clients`` processes write every cell's results into one store (as ``--shard i/n``: interleaved cells,
-    so every shard gets results from every process), each in its own random order; client 0 SIGKILLs itself after a
+    """``n_clients`` processes write every cell's results into one store (as ``--task i/n``: interleaved cells,
+    so every block gets results from every process), each in its own random order; client 0 SIGKILLs itself after a
     random number of its results; one more process resumes (commits the journal, then writes what is not done).
     Returns figures and the value-by-value comparison with ``data``."""
     import multiprocessing as mp

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 import platform
 import re
 import statistics
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from robustbench_nas.cli.common import json_default
+from robustbench_nas.utils.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(os.environ.get("RBNAS_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
@@ -331,9 +331,7 @@ def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result['name']}.json"
     text = json.dumps(result, default=json_default, indent=2, sort_keys=False, allow_nan=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # unique per writer
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text + "\n")
     return path
 
 

@@ -241,7 +241,7 @@ def throughput_attacks(dev: str, sz: Sizes) -> list[dict]:
     x, y = _images(sz.throughput_images)
     x, y = x.to(dev), y.to(dev)
     model = _calibrated_model(LIGHT_CELL, sz.full_C, sz.full_N, x.cpu()).to(dev)
-    grid = attacks.get_protocol("jung2023")
+    grid = attacks.get_attack_grid("jung2023")
     recs = []
     jobs = [("pgd@Linf", grid["pgd@Linf"], {"steps": sz.pgd_steps}, len(y)),
             ("aa_apgd-ce@Linf", grid["aa_apgd-ce@Linf"], {"steps": sz.apgd_steps}, len(y)),

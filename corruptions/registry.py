@@ -7,11 +7,13 @@ an ``(N, 3, H, W)`` float tensor in [0, 1] and a :class:`Rng`.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
+
+from robustbench_nas.utils.registry import Registry
+from robustbench_nas.utils.seeding import derive_seed, make_generator
 
 #: The 15 corruptions of CIFAR-10-C / CIFAR-100-C (and of Jung et al. 2023), in Hendrycks & Dietterich's order.
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -99,7 +101,8 @@ class CorruptionInfo:
     fn: Callable[[torch.Tensor, int, Rng], torch.Tensor]
 
 
-_REGISTRY: dict[str, CorruptionInfo] = {}
+#: the corruptions by name
+CORRUPTIONS: Registry[CorruptionInfo] = Registry("corruption")
 FAMILIES: tuple[str, ...] = ("noise", "blur", "weather", "digital")
 
 
@@ -109,24 +112,24 @@ def register_corruption(name: str, family: str, random: bool) -> Callable[[Calla
         raise ValueError(f"unknown corruption family {family!r}; expected one of {FAMILIES}")
 
     def deco(fn: Callable) -> Callable:
-        if name in _REGISTRY:
-            raise ValueError(f"corruption {name!r} is already registered")
-        _REGISTRY[name] = CorruptionInfo(name=name, family=family, random=random, fn=fn)
+        CORRUPTIONS.add(name, CorruptionInfo(name=name, family=family, random=random, fn=fn))
         return fn
 
     return deco
 
 
-def list_corruptions(subset: str = "all") -> list[str]:
+def list_corruptions(subset: str = "all", pattern: str | None = None) -> list[str]:
     """Names of the registered corruptions.
 
     Arguments:
         subset: ``"all"`` (the 15 benchmark ones then the 4 extras), ``"benchmark"`` (the 15 of CIFAR-10-C and
             Jung et al. 2023), ``"extra"`` (speckle_noise, gaussian_blur, spatter, saturate), or a family name
             (``"noise"``, ``"blur"``, ``"weather"``, ``"digital"``; extras included).
+        pattern: optional shell-style filter on the names (``"*_noise"``).
     """
-    order = [n for n in BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS if n in _REGISTRY]
-    order += sorted(n for n in _REGISTRY if n not in order)
+    registered = CORRUPTIONS.list(pattern)
+    order = [n for n in BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS if n in registered]
+    order += sorted(n for n in registered if n not in order)
     if subset == "all":
         return order
     if subset == "benchmark":
@@ -134,16 +137,15 @@ def list_corruptions(subset: str = "all") -> list[str]:
     if subset == "extra":
         return [n for n in order if n in EXTRA_CORRUPTIONS]
     if subset in FAMILIES:
-        return [n for n in order if _REGISTRY[n].family == subset]
+        return [n for n in order if CORRUPTIONS.get(n).family == subset]
     raise ValueError(f"unknown corruption subset {subset!r}; expected 'all', 'benchmark', 'extra' or one of {FAMILIES}")
 
 
 def info(name: str) -> CorruptionInfo:
     """The :class:`CorruptionInfo` of ``name`` (``KeyError`` listing the known names when unknown)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown corruption {name!r}; known: {', '.join(list_corruptions())}") from None
+    if name not in CORRUPTIONS:
+        raise KeyError(f"unknown corruption {name!r}; known: {', '.join(list_corruptions())}")
+    return CORRUPTIONS.get(name)
 
 
 def family_of(name: str) -> str:
@@ -180,16 +182,10 @@ def check_images(x: torch.Tensor) -> None:
             raise ValueError(f"pixel values must lie in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
 
 
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(int(seed))
-    return g
-
-
 def cell_seed(seed: int, name: str, severity: int) -> int:
-    """A seed for one (corruption, severity) cell, stable across runs and independent of evaluation order."""
-    return (int(seed) * 1_000_003 + zlib.crc32(f"{name}:{severity}".encode())) % (2**63 - 1)
+    """A seed for one (corruption, severity) cell, stable across runs and independent of evaluation order
+    (:func:`robustbench_nas.utils.seeding.derive_seed`, form ``"crc32-cell"``)."""
+    return derive_seed(int(seed), name, severity, form="crc32-cell")
 
 
 def get(name: str) -> CorruptionFn:

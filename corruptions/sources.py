@@ -10,15 +10,13 @@ hold severity ``s``), and ``labels.npy`` (``5 * n`` labels, the test labels repe
 
 from __future__ import annotations
 
-import uuid
-
-import os
-
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+
+from robustbench_nas.utils.atomic import atomic_output
 
 from .registry import cell_seed, check_images, check_severity, get, make_generator
 
@@ -163,15 +161,13 @@ def write_cifar_c(root: str | Path, name: str, images: np.ndarray, labels: np.nd
         raise ValueError(f"expected uint8 (5 * n, H, W, C) images, got {images.dtype} {images.shape}")
     root.mkdir(parents=True, exist_ok=True)
     out = root / f"{name}.npy"
-    tmp = root / f".{name}.npy.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: writers never share one
-    with open(tmp, "wb") as fh:
-        np.save(fh, images)
-    tmp.replace(out)
+    with atomic_output(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, images)
     if labels is not None:
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
-        lt = root / f".labels.npy.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with open(lt, "wb") as fh:
-            np.save(fh, labels.astype(np.uint8 if labels.max() < 256 else np.int64))
-        lt.replace(root / "labels.npy")
+        with atomic_output(root / "labels.npy") as lt:
+            with open(lt, "wb") as fh:
+                np.save(fh, labels.astype(np.uint8 if labels.max() < 256 else np.int64))
     return out

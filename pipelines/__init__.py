@@ -11,9 +11,9 @@ from .protocol import (
     get_protocol,
     list_protocols,
     parse_archs,
-    parse_shard,
+    parse_task,
     register_protocol,
-    shard_cells,
+    task_cells,
 )
 from .runner import RunReport, execute_unit, headline, make_client, plan_units, prepare_store, run_pipeline, summary_rows
 from .stages import StageContext, StageDef, derived_seed, get_stage, list_stages, register_stage, with_dependencies
@@ -21,6 +21,6 @@ from .stages import StageContext, StageDef, derived_seed, get_stage, list_stages
 __all__ = [
     "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "RunReport", "StageContext", "StageDef", "derived_seed",
     "execute_unit", "get_protocol", "get_stage", "headline", "list_protocols", "list_stages", "make_client",
-    "parse_archs", "parse_shard", "plan_units", "prepare_store", "register_protocol", "register_stage",
-    "run_pipeline", "shard_cells", "summary_rows", "with_dependencies",
+    "parse_archs", "parse_task", "plan_units", "prepare_store", "register_protocol", "register_stage",
+    "run_pipeline", "task_cells", "summary_rows", "with_dependencies",
 ]

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from robustbench_nas.storage.schema import STAGES
+from robustbench_nas.utils.registry import Registry
 
-_PROTOCOLS: dict[str, Callable[[], "ProtocolConfig"]] = {}
+#: pipeline protocol factories by name
+PROTOCOLS: Registry[Callable[[], "ProtocolConfig"]] = Registry("protocol")
 
 #: Fields that say *where* things are, not what is computed: left out of the fingerprint.
 RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description"})
@@ -35,26 +37,19 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
 
 def _attack_grid(name: str) -> tuple[dict[str, tuple[float, ...]], dict[str, dict[str, Any]]]:
     """The attacks part's named grid and its parameter overrides (one source of truth for eps grids)."""
-    from robustbench_nas.attacks.protocols import get_protocol as attack_protocol, protocol_params
+    from robustbench_nas.attacks.protocols import attack_grid_params, get_attack_grid
 
-    return {k: tuple(v) for k, v in attack_protocol(name).items()}, protocol_params(name)
+    return {k: tuple(v) for k, v in get_attack_grid(name).items()}, attack_grid_params(name)
 
 
 def register_protocol(name: str) -> Callable[[Callable[[], "ProtocolConfig"]], Callable[[], "ProtocolConfig"]]:
-    """Decorator registering a protocol factory under ``name``."""
-
-    def deco(f: Callable[[], "ProtocolConfig"]) -> Callable[[], "ProtocolConfig"]:
-        if name in _PROTOCOLS:
-            raise KeyError(f"protocol {name!r} registered twice")
-        _PROTOCOLS[name] = f
-        return f
-
-    return deco
+    """Decorator registering a protocol factory under ``name``; a name already taken raises ``ValueError``."""
+    return PROTOCOLS.register(name)
 
 
-def list_protocols() -> list[str]:
-    """Names of the registered protocols."""
-    return sorted(_PROTOCOLS)
+def list_protocols(pattern: str | None = None) -> list[str]:
+    """Names of the registered protocols (sorted), filtered by a shell-style ``pattern`` (``"nb201-*"``)."""
+    return PROTOCOLS.list(pattern, sort=True)
 
 
 def _default_measure_params() -> dict[str, Any]:
@@ -65,9 +60,9 @@ def _default_measure_params() -> dict[str, Any]:
 
 def get_protocol(name: str, **overrides: Any) -> "ProtocolConfig":
     """The protocol ``name`` with ``overrides`` applied (unknown fields are an error)."""
-    if name not in _PROTOCOLS:
+    if name not in PROTOCOLS:
         raise KeyError(f"unknown protocol {name!r}; known: {list_protocols()}")
-    p = _PROTOCOLS[name]()
+    p = PROTOCOLS.get(name)()
     return p.replace(**overrides) if overrides else p
 
 
@@ -365,26 +360,27 @@ def parse_archs(text: str) -> Any:
         raise ValueError(f"--archs {text!r}: expected 'all', N, a comma list of indices or strings, or @FILE") from None
 
 
-def shard_cells(cells: Sequence[int], shard: tuple[int, int] | None) -> list[int]:
-    """Cells of shard ``(i, n)``: positions ``p`` of the uid-sorted list with ``p % n == i`` (deterministic, balanced)."""
+def task_cells(cells: Sequence[int], task: tuple[int, int] | None) -> list[int]:
+    """Cells of array task ``(i, n)`` (``rbnas run --task i/n``, one SLURM array task): positions ``p`` of the
+    uid-sorted list with ``p % n == i`` (deterministic, balanced). ``None``: every cell."""
     cells = sorted(cells)
-    if shard is None:
+    if task is None:
         return cells
-    i, n = shard
+    i, n = task
     if n < 1 or not 0 <= i < n:
-        raise ValueError(f"shard {i}/{n}: need n >= 1 and 0 <= i < n")
+        raise ValueError(f"task {i}/{n}: need n >= 1 and 0 <= i < n")
     return [c for p, c in enumerate(cells) if p % n == i]
 
 
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` (0-based i)."""
+def parse_task(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> ``(i, n)`` (0-based i), the array task of ``rbnas run --task``."""
     if text is None:
         return None
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    shard_cells([], (i, n))
+        raise ValueError(f"--task {text!r}: expected i/n, e.g. 0/4") from None
+    task_cells([], (i, n))
     return i, n
 
 
@@ -513,6 +509,6 @@ def _nb201_proxies_seeds() -> ProtocolConfig:
 
 
 __all__ = [
-    "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_shard",
-    "register_protocol", "shard_cells",
+    "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_task",
+    "register_protocol", "task_cells",
 ]

@@ -1,16 +1,16 @@
-"""The Dask pipeline: one task per (cell, seed, stage); workers compute, the client writes the sharded store.
+"""The Dask pipeline: one unit per (cell, seed, stage); workers compute, the client writes the store.
 
 ``run_pipeline(store, protocol)`` creates the store (or resumes it), submits every stage that is not done yet to a
 Dask cluster (a ``LocalCluster`` of spawned single-threaded processes by default, any scheduler address, or SLURM
 through ``robustbench_nas.pipelines.slurm``), shows a progress bar, and returns a :class:`RunReport`.
 
 Write path: a worker returns its values; the client appends each result at once to the store's durable journal
-(:mod:`robustbench_nas.storage.journal`) and rewrites a block's shards whole (one commit, under the store's lock)
-as soon as every unit of that block in this run has finished, every ``commit_seconds``, and at the end. Shards are
-never written in part nor by two processes at once (zarr-python issue 3682), whatever the number of clients
-(``--shard i/n``). A run killed at any moment is finished by running the same command again: journal records left
-by the killed run are committed first, and whatever has no record is recomputed. A stage that raises is retried
-``protocol.retries`` times in the task and then marked failed with its error text, without stopping other cells.
+(:mod:`robustbench_nas.storage.journal`) and rewrites a storage block whole (one commit, under the store's lock)
+as soon as every unit of that block in this run has finished, every ``commit_seconds``, and at the end. Blocks are
+never written in part nor by two processes at once (zarr-python issue 3682), whatever the number of clients (array
+tasks, ``--task i/n``). A run killed at any moment is finished by running the same command again: journal records
+left by the killed run are committed first, and whatever has no record is recomputed. A stage that raises is retried
+``protocol.retries`` times on its worker and then marked failed with its error text, without stopping other cells.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
-from .protocol import ProtocolConfig, shard_cells
+from .protocol import ProtocolConfig, task_cells
 from .stages import StageContext, get_stage, list_stages, with_dependencies
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
 
     An existing store made with another protocol is refused with the differing fields named; it is never
     overwritten. With ``protocol=None`` the store's saved protocol is used (e.g. to add a stage later).
-    Creation is atomic (built in a temporary folder, then renamed), so shards started together create it once.
+    Creation is atomic (built in a temporary folder, then renamed), so array tasks started together create it once.
     """
     path = Path(path)
     if path.exists():
@@ -372,7 +372,7 @@ class RunReport:
     Attributes:
         store: the store path; protocol / fingerprint: the protocol's name and hash.
         submitted: tasks submitted; counts: ``{stage: {"done", "failed", "total"}}`` of this run.
-        progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all shards).
+        progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all array tasks).
         failures: ``[{"arch", "seed", "stage", "error", ...}]`` recorded in the store.
         seconds: wall time; dashboard: the Dask dashboard address (or None).
     """
@@ -396,11 +396,11 @@ class RunReport:
 
 
 def plan_units(store: RobustnessStore, protocol: ProtocolConfig, stages: Sequence[str],
-               shard: tuple[int, int] | None) -> list[tuple[int, int, str]]:
+               task: tuple[int, int] | None) -> list[tuple[int, int, str]]:
     """The (uid, seed, stage) units to run: selected stages (+ their unfinished needs) not done yet, in order."""
     status = store.status()
     units = []
-    for uid in shard_cells(store.spec.archs, shard):
+    for uid in task_cells(store.spec.archs, task):
         i = store.arch_pos(uid)
         for j, seed in enumerate(store.spec.seeds):
             for stage in stages:
@@ -418,7 +418,7 @@ def run_pipeline(
     *,
     stages: Sequence[str] | None = None,
     force_stages: Sequence[str] = (),
-    shard: tuple[int, int] | None = None,
+    task: tuple[int, int] | None = None,
     client: Any = None,
     cluster: str = "local",
     scheduler: str | None = None,
@@ -433,14 +433,14 @@ def run_pipeline(
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
 ) -> RunReport:
-    """Create or resume the store and run every unfinished stage of every cell (of this shard).
+    """Create or resume the store and run every unfinished stage of every cell (of this array task).
 
     Arguments:
         store_path: the store folder (created for ``protocol`` if missing).
         protocol: the :class:`ProtocolConfig`; ``None`` continues the store's saved protocol.
         stages: stages to run (default: all of the protocol's); their unfinished needs are added.
-        force_stages: stages recomputed on purpose (reset to pending first, for this shard's cells).
-        shard: ``(i, n)``: run only the cells of shard i of n (see :func:`~pipelines.protocol.shard_cells`).
+        force_stages: stages recomputed on purpose (reset to pending first, for this task's cells).
+        task: ``(i, n)``: run only the cells of array task i of n (see :func:`~pipelines.protocol.task_cells`).
         client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
         cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir: how to
             make the client (:func:`make_client`).
@@ -463,12 +463,12 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
     todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
-    cells = shard_cells(store.spec.archs, shard)
+    cells = task_cells(store.spec.archs, task)
     reused = reuse_results(store, protocol, reuse, cells) if reuse is not None else {}
     for stage in force_stages:
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
-    units = plan_units(store, protocol, todo, shard)
+    units = plan_units(store, protocol, todo, task)
     counts = {s: {"done": 0, "failed": 0, "total": sum(u[2] == s for u in units)} for s in todo
               if any(u[2] == s for u in units)}
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),

@@ -15,7 +15,6 @@ lazily inside the stage, so a missing part only fails the stages that need it.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 
 from robustbench_nas.storage.schema import STAGES
+from robustbench_nas.utils.registry import Registry
+from robustbench_nas.utils.seeding import derive_seed
 
 from .protocol import ProtocolConfig
 
@@ -49,17 +50,21 @@ class StageDef:
     per_seed: bool = True
 
 
-_STAGES: dict[str, StageDef] = {}
+#: the registered stage implementations by stage name
+STAGE_DEFS: Registry[StageDef] = Registry("stage")
 
 
 def register_stage(name: str, *, needs: tuple[str, ...] = (), gpu: bool = False,
                    per_seed: bool = True) -> Callable[[StageFn], StageFn]:
-    """Decorator registering a stage function under ``name`` (must be a store stage, see ``STAGES``)."""
+    """Decorator registering a stage function under ``name`` (must be a store stage, see ``STAGES``).
+
+    A stage that already has an implementation raises ``ValueError``.
+    """
 
     def deco(fn: StageFn) -> StageFn:
         if name not in STAGES:
             raise ValueError(f"stage {name!r} has no arrays in the store schema; known stages: {list(STAGES)}")
-        _STAGES[name] = StageDef(name, fn, tuple(needs), gpu, per_seed)
+        STAGE_DEFS.add(name, StageDef(name, fn, tuple(needs), gpu, per_seed))
         return fn
 
     return deco
@@ -67,15 +72,15 @@ def register_stage(name: str, *, needs: tuple[str, ...] = (), gpu: bool = False,
 
 def get_stage(name: str) -> StageDef:
     """The :class:`StageDef` of ``name``."""
-    try:
-        return _STAGES[name]
-    except KeyError:
-        raise KeyError(f"unknown stage {name!r}; known: {list(_STAGES)}") from None
+    if name not in STAGE_DEFS:
+        raise KeyError(f"unknown stage {name!r}; known: {STAGE_DEFS.list()}")
+    return STAGE_DEFS.get(name)
 
 
-def list_stages() -> list[str]:
-    """Registered stage names in pipeline order."""
-    return [s for s in STAGES if s in _STAGES]
+def list_stages(pattern: str | None = None) -> list[str]:
+    """Registered stage names in pipeline order, filtered by a shell-style ``pattern``."""
+    names = set(STAGE_DEFS.list(pattern))
+    return [s for s in STAGES if s in names]
 
 
 def with_dependencies(stages: list[str], available: list[str]) -> list[str]:
@@ -96,9 +101,9 @@ def with_dependencies(stages: list[str], available: list[str]) -> list[str]:
 
 
 def derived_seed(*parts: Any) -> int:
-    """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process)."""
-    h = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+    """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process): :func:`derive_seed`'s
+    default ``"sha256"`` form."""
+    return derive_seed(*parts)
 
 
 @functools.lru_cache(maxsize=4)

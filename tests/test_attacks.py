@@ -247,12 +247,12 @@ def test_errors_name_the_problem() -> None:
 
 # ------------------------------------------------------------------------------------------------ protocols
 def test_protocols_and_eps_parsing() -> None:
-    j = attacks.get_protocol("jung2023")
+    j = attacks.get_attack_grid("jung2023")
     assert set(j) == {"fgsm@Linf", "pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf"}
     assert [round(e * 255, 6) for e in j["fgsm@Linf"]] == [0.1, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 255]
     for a in ("pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf"):
         assert [round(e * 255, 6) for e in j[a]] == [0.1, 0.5, 1, 2, 3, 4, 8]
-    assert all(a in attacks.list_attacks() for p in attacks.list_protocols() for a in attacks.get_protocol(p))
+    assert all(a in attacks.list_attacks() for p in attacks.list_attack_grids() for a in attacks.get_attack_grid(p))
     assert attacks.parse_eps("1/255, 8/255,0.5") == [1 / 255, 8 / 255, 0.5]
     with pytest.raises(ValueError, match="cannot parse"):
         attacks.parse_eps("eight")
@@ -269,7 +269,7 @@ def test_protocols_and_eps_parsing() -> None:
     with pytest.raises(ValueError, match="L2 radius '-0.5'"):
         attacks.parse_eps("-0.5", norm="L2")
     with pytest.raises(KeyError, match="jung2023"):
-        attacks.get_protocol("jung")
+        attacks.get_attack_grid("jung")
     assert attacks.get_attack("autoattack").name == "autoattack@Linf"
 
 
@@ -308,7 +308,7 @@ def test_evaluate_protocol_runs_every_attack_at_its_grid() -> None:
     x, y = data(model, n=6)
     res = attacks.evaluate_protocol(model, x, y, "tiny", params={"aa_square@Linf": {"n_queries": 5}},
                                     mode="early_exit")
-    grid = attacks.get_protocol("tiny")
+    grid = attacks.get_attack_grid("tiny")
     assert [(r.attack, r.eps) for r in res] == [(a, e) for a, g in grid.items() for e in g]
     by = {(r.attack, r.eps): r for r in res}
     assert by[("pgd@Linf", 1 / 255)].params["steps"] == 10  # the protocol's own budget

@@ -4,7 +4,6 @@ progress on stderr, Ctrl-C in one line."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,10 +50,10 @@ def test_set_profile_field_shortcut_and_l2_eps() -> None:
 def test_every_advertised_protocol_is_runnable() -> None:
     from robustbench_nas import attacks
 
-    for name in attacks.list_protocols():  # what `rbnas attack --list` advertises
+    for name in attacks.list_attack_grids():  # what `rbnas attack --list` advertises
         assert name in list_protocols(), name
         p = get_protocol(name)
-        assert set(p.attacks) == set(attacks.get_protocol(name))
+        assert set(p.attacks) == set(attacks.get_attack_grid(name))
     assert get_protocol("robbench2024").train_profile == "pgd-at"
 
 

@@ -1,4 +1,4 @@
-"""The pipeline: protocols, sharding, a real Dask run checked against direct computation, failures, resume."""
+"""The pipeline: protocols, array tasks, a real Dask run checked against direct computation, failures, resume."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from robustbench_nas.pipelines import (
     get_protocol,
     list_stages,
     parse_archs,
-    parse_shard,
+    parse_task,
     plan_units,
     run_pipeline,
-    shard_cells,
+    task_cells,
 )
 from robustbench_nas.pipelines import stages as stages_mod
 from robustbench_nas.storage import FAILED, StoreError, open_dataset, open_store
@@ -99,14 +99,14 @@ def test_archs_resolve_to_unique_uids() -> None:
         parse_archs("1,x")
 
 
-def test_shards_partition_the_cells() -> None:
+def test_array_tasks_partition_the_cells() -> None:
     cells = list(range(0, 100, 3))
-    parts = [shard_cells(cells[::-1], (i, 4)) for i in range(4)]
+    parts = [task_cells(cells[::-1], (i, 4)) for i in range(4)]
     assert sorted(c for p in parts for c in p) == cells  # disjoint, complete, independent of input order
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
-    assert parse_shard("1/4") == (1, 4)
-    with pytest.raises(ValueError, match="shard"):
-        parse_shard("4/4")
+    assert parse_task("1/4") == (1, 4)
+    with pytest.raises(ValueError, match="task 4/4"):
+        parse_task("4/4")
 
 
 # ---- a real run, checked against direct computation ----------------------------------------------------------------
@@ -124,7 +124,7 @@ def test_run_writes_every_stage_and_matches_direct_computation(finished) -> None
     assert report.submitted == 3 * len(list_stages())
     assert all(v["pending"] == 0 and v["failed"] == 0 for v in store.progress().values())
     # the store as the run leaves it: sharded, everything committed, one shard file per array (3 cells < 256)
-    assert store.pending_blocks() == [] and not list(path.rglob("*.log")) and not list(path.rglob("*.partial"))
+    assert store.pending_blocks() == [] and not list(path.rglob("*.log")) and not list(path.rglob(".*.tmp-*"))
     adv = json.loads((path / "adv_confusion" / "zarr.json").read_text())
     assert adv["codecs"][0]["name"] == "sharding_indexed"
     assert len(list((path / "adv_confusion" / "c").rglob("*"))) <= 8  # c/0/0/... : one shard, not one file per cell
@@ -217,8 +217,8 @@ def test_failing_stage_is_recorded_retried_and_isolated(tmp_path: Path, client, 
             raise RuntimeError(f"injected failure for cell {ctx.uid}")
         return real_train.fn(ctx)
 
-    monkeypatch.setitem(stages_mod._STAGES, "train", stages_mod.StageDef("train", flaky, (), True, True))
-    rep = run_pipeline(tmp_path / "f.zarr", p, client=client, progress=False)
+    with stages_mod.STAGE_DEFS.replaced("train", stages_mod.StageDef("train", flaky, (), True, True)):
+        rep = run_pipeline(tmp_path / "f.zarr", p, client=client, progress=False)
     store = open_store(tmp_path / "f.zarr")
     assert calls.count(bad) == p.retries + 1  # bounded retries
     fails = {(f["arch"], f["stage"]): f for f in rep.failures}
@@ -228,23 +228,23 @@ def test_failing_stage_is_recorded_retried_and_isolated(tmp_path: Path, client, 
     assert "needs train" in fails[(bad, "clean")]["error"]
     assert store.is_done(cells[1], 0, "adversarial")  # the other cell went on
     assert store.is_done(bad, 0, "info")
-    # fixed: the same command finishes the failed cell only
-    monkeypatch.setitem(stages_mod._STAGES, "train", real_train)
+    # fixed (the real stage is back): the same command finishes the failed cell only
+    assert stages_mod.get_stage("train") is real_train
     rep2 = run_pipeline(tmp_path / "f.zarr", p, client=client, progress=False)
     assert rep2.submitted == 3 and rep2.ok
     assert open_store(tmp_path / "f.zarr").status().min() == 1
 
 
-def test_shards_fill_one_store(tmp_path: Path, client) -> None:
+def test_array_tasks_fill_one_store(tmp_path: Path, client) -> None:
     p = micro(stages=("info",))
     for i in range(2):
-        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, shard=(i, 2), progress=False)
+        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, task=(i, 2), progress=False)
         assert rep.cells in (1, 2)
     store = open_store(tmp_path / "s.zarr")
     assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
     assert plan_units(store, p, ["info"], None) == []
     ds = open_dataset(tmp_path / "s.zarr", done_only=True).load()
-    assert (ds.params.values > 0).all()  # both shards' clients wrote into the same shard file, nothing lost
+    assert (ds.params.values > 0).all()  # both tasks' clients wrote into the same block file, nothing lost
     assert ds["nb201_index"].dims == ("arch",)
 
 
@@ -316,9 +316,9 @@ def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path
     def no_training(ctx):
         raise AssertionError("retrained although the networks could be reused")
 
-    monkeypatch.setitem(stages_mod._STAGES, "train", stages_mod.StageDef("train", no_training, (), True, True))
     p = micro(attacks={"fgsm@Linf": (2 / 255, 8 / 255), "pgd@Linf": (8 / 255,)}, attack_params={"pgd@Linf": {"steps": 3}})
-    rep = run_pipeline(tmp_path / "more.zarr", p, client=client, reuse=src, progress=False)
+    with stages_mod.STAGE_DEFS.replaced("train", stages_mod.StageDef("train", no_training, (), True, True)):
+        rep = run_pipeline(tmp_path / "more.zarr", p, client=client, reuse=src, progress=False)
     assert rep.ok, rep.failures
     # only the attack grid changed: everything but `adversarial` is copied, the attacks run on the old networks
     assert rep.extra["reused"] == {"info": 3, "proxies": 3, "train": 3, "clean": 3, "corruptions": 3, "measures": 3}

@@ -372,11 +372,11 @@ def test_rbnas_run_cluster_slurm_with_scancel_equals_local_run(
 
 
 @pytest.mark.slow
-def test_job_array_shards_fill_one_store(
+def test_job_array_tasks_fill_one_store(
     slurm: SlurmTestCluster, job_name: str, local_reference: Path, tmp_path: Path
 ) -> None:
-    """`sbatch --array=0-1 slurm/rbnas-array.sbatch`: two `rbnas run --shard i/2` tasks, one store, = local run."""
-    from robustbench_nas.pipelines import shard_cells
+    """`sbatch --array=0-1 slurm/rbnas-array.sbatch`: two `rbnas run --task i/2` tasks, one store, = local run."""
+    from robustbench_nas.pipelines import task_cells
 
     store = tmp_path / "array.zarr"
     logs = tmp_path / "logs"
@@ -390,14 +390,14 @@ def test_job_array_shards_fill_one_store(
     assert out.returncode == 0, f"array failed ({out.returncode}): {out.stderr}\n" + "\n".join(
         f"--- {k}\n{v[-1500:]}" for k, v in texts.items())
     assert len(texts) == 2
-    # Each task ran its own shard: the fixed partition, and together every cell once.
+    # Each task ran its own cells: the fixed partition, and together every cell once.
     from robustbench_nas.search_spaces import get_search_space
 
     uids = sorted({get_search_space("nb201").uid(a) for a in ARCHS})
     for i in range(2):
         task_log = next(v for k, v in texts.items() if k.endswith(f"_{i}.out"))
-        assert f"shard {i}/2" in task_log
-        assert f"on {len(shard_cells(uids, (i, 2)))} cells" in task_log, task_log[-1500:]
+        assert f"task {i}/2" in task_log
+        assert f"on {len(task_cells(uids, (i, 2)))} cells" in task_log, task_log[-1500:]
     _assert_same_store(local_reference, store)
 
 

@@ -1,4 +1,4 @@
-"""Several client processes (``--shard i/n``) writing one sharded store: no lost update, kill + resume exact.
+"""Several client processes (``--task i/n``) writing one sharded store: no lost update, kill + resume exact.
 
 zarr-python loses updates silently when several writers each write part of one shard (zarr-python issue 3682);
 the store's write path (journal + whole-shard commits under one lock) must not. Here 4 real processes write

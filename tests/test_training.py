@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from robustbench_nas.training import (
     list_profiles,
     load_checkpoint,
     lr_at,
+    make_scheduler,
     save_checkpoint,
     train_model,
 )
@@ -98,26 +100,36 @@ def test_lr_schedules():
     assert lr_at(p, 0, 100) == pytest.approx(0.1)
     assert lr_at(p, 50, 100) == pytest.approx(0.05)
     assert lr_at(p, 100, 100) == pytest.approx(0.0, abs=1e-12)
-    q = get_profile("pgd-at")  # OneCycleLR's defaults: 0.1/25 -> 0.1 at 30 % (cosine) -> 0.1/25/1e4
-    assert lr_at(q, 0, 100) == pytest.approx(0.004)
-    assert lr_at(q, 29, 100) == pytest.approx(0.1)
-    assert lr_at(q, 99, 100) == pytest.approx(0.004 / 1e4)
+    assert lr_at(get_profile("nb201-200e", schedule="constant"), 70, 100) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="OneCycleLR"):  # the library runs it, the trainer does not re-derive it
+        lr_at(get_profile("pgd-at"), 0, 100)
 
 
-def test_onecycle_closed_form_equals_torch_scheduler():
-    """lr_at / momentum_at describe exactly what torch's OneCycleLR does at every step (several lengths)."""
-    from robustbench_nas.training import momentum_at
-
+def test_onecycle_profile_is_torch_onecycle_at_every_step():
+    """make_scheduler of ``pgd-at`` gives, step by step, the lr and momentum of NAS-RobBench-201's
+    ``OneCycleLR(optimizer, 0.1, epochs, steps_per_epoch)`` (PyTorch defaults) on an optimiser of its own
+    (several lengths), and the published shape: 0.1/25 -> 0.1 at 30 % -> 0.1/25/1e4, momentum 0.95 -> 0.85 -> 0.95."""
     for epochs, spe in ((50, 7), (3, 10), (1, 13)):
         q = get_profile("pgd-at", epochs=epochs)
-        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=q.lr, momentum=q.momentum)
-        sch = torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, epochs=epochs, steps_per_epoch=spe)
+        ours = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=q.lr, momentum=q.momentum)
+        sch = make_scheduler(q, ours, spe)
+        ref = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=q.lr, momentum=q.momentum)
+        ref_sch = torch.optim.lr_scheduler.OneCycleLR(ref, 0.1, epochs=epochs, steps_per_epoch=spe)
+        seen = []
         for step in range(epochs * spe):
-            g = opt.param_groups[0]
-            assert lr_at(q, step, epochs * spe) == pytest.approx(g["lr"], rel=1e-12, abs=1e-15), step
-            assert momentum_at(q, step, epochs * spe) == pytest.approx(g["momentum"], rel=1e-12), step
-            opt.step()
-            sch.step()
+            g, r = ours.param_groups[0], ref.param_groups[0]
+            assert (g["lr"], g["momentum"]) == (r["lr"], r["momentum"]), step
+            seen.append((g["lr"], g["momentum"]))
+            for o, s in ((ours, sch), (ref, ref_sch)):
+                o.step()
+                s.step()
+        lrs, moms = [a for a, _ in seen], [m for _, m in seen]
+        assert lrs[0] == pytest.approx(0.1 / 25) and lrs[-1] == pytest.approx(0.1 / 25 / 1e4, rel=1e-6)
+        peak = int(np.argmax(lrs))
+        # the peak is the step nearest 30 % of the run (exactly 0.1 there when 0.3 * steps is whole)
+        assert lrs[peak] == pytest.approx(0.1, rel=1e-3) and peak == round(0.3 * epochs * spe) - 1
+        assert moms[0] == pytest.approx(0.95) and moms[-1] == pytest.approx(0.95)
+        assert moms[peak] == pytest.approx(0.85, rel=1e-3) and min(moms) == moms[peak]
 
 
 def test_pgd_at_trainer_steps_lr_and_momentum_as_onecycle(monkeypatch):

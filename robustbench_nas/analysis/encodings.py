@@ -34,8 +34,11 @@ def register_encoding(name: str, space: str = "nb201") -> Any:
     return _register(name, space)
 
 
-def list_encodings(space: str = "nb201") -> list[str]:
-    """Encoding names of ``space`` (plus ``all`` and ``default``)."""
+def list_encodings(space: str = "nb201", pattern: str | None = None) -> list[str]:
+    """Encoding names of ``space`` (plus ``all`` and ``default``); ``pattern``: only the names it matches
+    (shell-style, ``"path*"``), without ``all`` / ``default``."""
+    if pattern:
+        return get_search_space(space).list_encodings(pattern)
     return get_search_space(space).list_encodings() + ["all", "default"]
 
 

@@ -28,31 +28,29 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from ..search_spaces import get_search_space, list_search_spaces
+from ..utils.registry import Registry
 from .stats import kendall, spearman
 
-_MODELS: dict[str, Callable[[int], RegressorMixin]] = {}
+#: regressor factories ``factory(seed) -> regressor`` by name
+MODELS: Registry[Callable[[int], RegressorMixin]] = Registry("prediction model")
 
 
 def register_model(name: str) -> Callable[[Callable[[int], RegressorMixin]], Callable[[int], RegressorMixin]]:
-    """Register ``factory(seed) -> regressor`` under ``name``."""
-
-    def deco(f: Callable[[int], RegressorMixin]) -> Callable[[int], RegressorMixin]:
-        _MODELS[name] = f
-        return f
-
-    return deco
+    """Register ``factory(seed) -> regressor`` under ``name``; a name already taken raises ``ValueError``."""
+    return MODELS.register(name)
 
 
-def list_models() -> list[str]:
-    return sorted(_MODELS)
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names (sorted), filtered by a shell-style ``pattern`` (``"rf*"``)."""
+    return MODELS.list(pattern, sort=True)
 
 
 def make_model(name: str, seed: int, *, n_estimators: int | None = None) -> RegressorMixin:
     """A fresh regressor ``name`` seeded with ``seed``; ``n_estimators`` overrides the number of trees / boosting
     rounds of ensemble models (a faster budget, e.g. for ``rbnas analyze``; ignored by the others)."""
-    if name not in _MODELS:
+    if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {list_models()}")
-    model = _MODELS[name](seed)
+    model = MODELS.get(name)(seed)
     if n_estimators is not None:
         params = model.get_params()
         key = "n_estimators" if "n_estimators" in params else "max_iter" if "max_iter" in params else None
@@ -559,7 +557,7 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
     X = X_df.to_numpy(np.float64)
     views = feature_views(X_df.columns)
     keys = None if twin_keys is None else twin_keys.reindex(X_df.index).to_numpy(object)
-    if model != "auto" and model not in _MODELS:
+    if model != "auto" and model not in MODELS:
         raise KeyError(f"unknown model {model!r}; known: auto, {', '.join(list_models())}")
     if train_select == "random":
         splits = list(random_splits(len(y), train_size, repeats, seed))

@@ -23,22 +23,20 @@ import numpy as np
 import pandas as pd
 
 from ..search_spaces import get_search_space
+from ..utils.registry import Registry
 
-_SEARCHES: dict[str, Callable[..., list[int]]] = {}
+#: search algorithms ``f(objective, budget, rng, **kw) -> [queried uids]`` by name
+SEARCHES: Registry[Callable[..., list[int]]] = Registry("search algorithm")
 
 
 def register_search(name: str) -> Callable[[Callable[..., list[int]]], Callable[..., list[int]]]:
-    """Register ``f(objective, budget, rng, **kw) -> [queried uids in order]`` under ``name``."""
-
-    def deco(f: Callable[..., list[int]]) -> Callable[..., list[int]]:
-        _SEARCHES[name] = f
-        return f
-
-    return deco
+    """Register ``f(objective, budget, rng, **kw) -> [queried uids in order]`` under ``name`` (taken: ``ValueError``)."""
+    return SEARCHES.register(name)
 
 
-def list_searches() -> list[str]:
-    return sorted(_SEARCHES)
+def list_searches(pattern: str | None = None) -> list[str]:
+    """Registered search algorithms (sorted), filtered by a shell-style ``pattern``."""
+    return SEARCHES.list(pattern, sort=True)
 
 
 @dataclass
@@ -181,7 +179,7 @@ def run_searches(
     Returns:
         Long table ``algorithm, repeat, queries (1..budget), regret, best`` (``best`` = best value found).
     """
-    unknown = [a for a in algorithms if a not in _SEARCHES]
+    unknown = [a for a in algorithms if a not in SEARCHES]
     if unknown:
         raise KeyError(f"unknown search algorithm(s) {unknown}; known: {list_searches()}")
     if budget < 1:
@@ -189,7 +187,7 @@ def run_searches(
     rows = []
     for alg in algorithms:
         for r in range(repeats):
-            queried = _SEARCHES[alg](obj, budget, np.random.default_rng(seed + r))
+            queried = SEARCHES.get(alg)(obj, budget, np.random.default_rng(seed + r))
             reg = regret_curve(obj, queried, budget)
             rows.append(pd.DataFrame({"algorithm": alg, "repeat": r, "queries": np.arange(1, budget + 1),
                                       "regret": reg, "best": obj.optimum - reg}))  # fmt: skip

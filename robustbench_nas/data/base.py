@@ -8,7 +8,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-_REGISTRY: dict[str, Callable[..., "Dataset"]] = {}
+from ..utils.registry import Registry
+
+#: dataset factories by (lower-case) name; a taken name is an error, never a silent replacement
+DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset", normalize=str.lower)
 
 
 class DataError(RuntimeError):
@@ -121,18 +124,16 @@ class Dataset:
 
 
 def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Decorator: register a factory ``f(root=None, download=False) -> Dataset`` under ``name``."""
+    """Decorator: register a factory ``f(root=None, download=False) -> Dataset`` under ``name`` (case-insensitive).
 
-    def deco(f: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        _REGISTRY[name] = f
-        return f
-
-    return deco
+    A name already taken raises ``ValueError``.
+    """
+    return DATASETS.register(name)
 
 
-def list_datasets() -> list[str]:
-    """Registered dataset names."""
-    return sorted(_REGISTRY)
+def list_datasets(pattern: str | None = None) -> list[str]:
+    """Registered dataset names (sorted), filtered by a shell-style ``pattern`` (``"cifar*"``)."""
+    return DATASETS.list(pattern, sort=True)
 
 
 def get_dataset(name: str, root: str | None = None, download: bool = False) -> Dataset:
@@ -142,7 +143,6 @@ def get_dataset(name: str, root: str | None = None, download: bool = False) -> D
         KeyError: unknown name.
         DataError: missing or corrupt root, with what was expected where.
     """
-    key = name.lower()
-    if key not in _REGISTRY:
+    if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; known: {list_datasets()}")
-    return _REGISTRY[key](root=root, download=download)
+    return DATASETS.get(name)(root=root, download=download)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..utils.seeding import make_generator
 from ._checks import check_batch, check_eval_mode
 
 
@@ -171,7 +172,7 @@ def hessian_max_eig(
     if method not in ("power", "lanczos"):
         raise ValueError(f"method must be 'power' or 'lanczos', got {method!r}")
     if generator is None:
-        generator = torch.Generator().manual_seed(seed)
+        generator = make_generator(seed)
     eigs, iters, conv = [], [], []
     for sl in _chunks(x.shape[0], batch_size):
         xb = x[sl].detach()
@@ -273,7 +274,7 @@ def hessian_trace(
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if generator is None:
-        generator = torch.Generator().manual_seed(seed)
+        generator = make_generator(seed)
     out = []
     for sl in _chunks(x.shape[0], batch_size):
         xb = x[sl].detach().clone().requires_grad_(True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..utils.seeding import make_generator
 from ._checks import check_batch, check_eval_mode
 
 
@@ -161,7 +162,7 @@ def jacobian_projection(
     if n_proj < 1:
         raise ValueError(f"n_proj must be >= 1, got {n_proj}")
     if generator is None:
-        generator = torch.Generator().manual_seed(seed)
+        generator = make_generator(seed)
     out = []
     for sl in _chunks(x.shape[0], batch_size):
         xb = x[sl].detach().clone().requires_grad_(True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -11,6 +10,8 @@ import torch
 from torch import nn
 
 from ..utils.modes import eval_mode
+from ..utils.registry import Registry
+from ..utils.seeding import derive_seed, make_generator
 from ._checks import check_batch
 from .hessian import hessian_max_eig, hessian_trace
 from .jacobian import jacobian_norms, jacobian_projection
@@ -59,18 +60,17 @@ class MeasureSpec:
     summary: str
 
 
-_REGISTRY: dict[str, MeasureSpec] = {}
+#: the measures by name, in registration order (the order of :func:`measure_outputs`)
+MEASURES: Registry[MeasureSpec] = Registry("measure")
 
 
 def register_measure(name: str, *, outputs: Sequence[str], summary: str) -> Callable[[MeasureFn], MeasureFn]:
-    """Decorator registering a measure under ``name`` (``outputs[0]`` must be ``name``)."""
+    """Decorator registering a measure under ``name`` (``outputs[0]`` must be ``name``; a taken name: ``ValueError``)."""
 
     def deco(fn: MeasureFn) -> MeasureFn:
-        if name in _REGISTRY:
-            raise KeyError(f"measure {name!r} is registered twice")
         if not outputs or outputs[0] != name:
             raise ValueError(f"measure {name!r}: outputs must start with the measure's own name")
-        _REGISTRY[name] = MeasureSpec(name, fn, tuple(outputs), summary)
+        MEASURES.add(name, MeasureSpec(name, fn, tuple(outputs), summary))
         return fn
 
     return deco
@@ -140,17 +140,14 @@ def _hessian_trace(model, x, y, cfg, gen):  # type: ignore[no-untyped-def]
     return {"hessian_trace": r.mean, "hessian_trace_se": r.se, "hessian_trace_n_samples": float(r.samples.shape[1])}
 
 
-def list_measures() -> list[str]:
-    """Names of the registered measures."""
-    return list(_REGISTRY)
+def list_measures(pattern: str | None = None) -> list[str]:
+    """Names of the registered measures in registration order, filtered by a shell-style ``pattern``."""
+    return MEASURES.list(pattern)
 
 
 def get_measure(name: str) -> MeasureSpec:
     """The :class:`MeasureSpec` of ``name``; ``KeyError`` naming the known measures otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown measure {name!r}; known: {', '.join(_REGISTRY)}") from None
+    return MEASURES.get(name)  # unknown: KeyError naming the known measures
 
 
 def measure_outputs(names: Sequence[str] | None = None) -> list[str]:
@@ -160,7 +157,7 @@ def measure_outputs(names: Sequence[str] | None = None) -> list[str]:
 
 def _generator_for(name: str, seed: int) -> torch.Generator:
     # a fixed, name-dependent stream: the same seed gives the same numbers whatever other measures run
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+    return make_generator(derive_seed(int(seed), name, form="crc32"))
 
 
 def compute_measures(

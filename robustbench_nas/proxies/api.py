@@ -10,14 +10,15 @@ import torch
 from torch import nn
 
 from ..search_spaces import CIFAR_MEAN, CIFAR_STD, get_search_space
-from .registry import get_proxy, proxy_generator, registered
+from .registry import PROXIES, get_proxy, proxy_generator, registered  # noqa: F401  (proxy_generator: public here)
 
 log = logging.getLogger(__name__)
 
 
-def list_proxies(robust: bool | None = None) -> list[str]:
-    """Registered proxy names (registration order); ``robust=True/False`` filters robust proxies in/out."""
-    return [n for n, s in registered().items() if robust is None or s.robust == robust]
+def list_proxies(robust: bool | None = None, pattern: str | None = None) -> list[str]:
+    """Registered proxy names (registration order); ``robust=True/False`` filters robust proxies in/out,
+    ``pattern`` is a shell-style filter on the names (``"grad*"``)."""
+    return [n for n in PROXIES.list(pattern) if robust is None or PROXIES.get(n).robust == robust]
 
 
 def describe_proxies() -> list[dict[str, object]]:

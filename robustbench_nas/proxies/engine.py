@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..utils.registry import Registry
 from ._utils import bypass_normalize, calibrate_batchnorm, normalize_input, weight_layers
 from .registry import ProxyContext, get_proxy, proxy_generator
 
@@ -68,17 +69,19 @@ class PassGroup:
     fn: GroupFn
 
 
-_GROUPS: dict[str, PassGroup] = {}
+#: the pass groups by name
+PASS_GROUPS: Registry[PassGroup] = Registry("pass group")
 
 
 def register_pass_group(name: str, proxies: Sequence[str]) -> Callable[[GroupFn], GroupFn]:
-    """Decorator registering a pass group (a proxy belongs to at most one group)."""
+    """Decorator registering a pass group; a taken name, or a proxy already in another group, raises ``ValueError``."""
 
     def deco(fn: GroupFn) -> GroupFn:
-        taken = {p for g in _GROUPS.values() for p in g.proxies} & set(proxies)
-        if name in _GROUPS or taken:
-            raise KeyError(f"pass group {name!r}: name or proxies {sorted(taken)} already registered")
-        _GROUPS[name] = PassGroup(name, tuple(proxies), fn)
+        # a proxy in two groups would be computed twice, by whichever group runs last
+        taken = {p for _, g in PASS_GROUPS.items() for p in g.proxies} & set(proxies)
+        if taken:
+            raise ValueError(f"pass group {name!r}: proxies {sorted(taken)} already belong to another group")
+        PASS_GROUPS.add(name, PassGroup(name, tuple(proxies), fn))
         return fn
 
     return deco
@@ -86,7 +89,7 @@ def register_pass_group(name: str, proxies: Sequence[str]) -> Callable[[GroupFn]
 
 def pass_groups() -> dict[str, PassGroup]:
     """Registered pass groups by name."""
-    return dict(_GROUPS)
+    return dict(PASS_GROUPS.items())
 
 
 def compute_separate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str],
@@ -105,7 +108,7 @@ def compute_shared(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Se
     """The same values as :func:`compute_separate`, each pass group's passes run once."""
     wanted = list(dict.fromkeys(names))
     values: dict[str, float] = {}
-    for group in _GROUPS.values():
+    for _, group in PASS_GROUPS.items():
         mine = [n for n in wanted if n in group.proxies]
         if mine:
             values.update(group.fn(model, x, y, mine, ctx))

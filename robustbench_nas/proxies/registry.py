@@ -7,12 +7,13 @@ A proxy function receives a private copy of the network (it may modify it freely
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import torch
 from torch import nn
+
+from ..utils.registry import Registry
 
 
 @dataclass
@@ -36,7 +37,9 @@ def proxy_generator(name: str, seed: int) -> torch.Generator:
     Here, beside :class:`ProxyContext`, so that the reference path (``api``) and the shared-pass engine
     (``engine``) both take it from below instead of importing each other.
     """
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2**63)
+    from ..utils.seeding import derive_seed, make_generator
+
+    return make_generator(derive_seed(int(seed), name, form="crc32"))
 
 
 class ProxyFn(Protocol):
@@ -67,7 +70,8 @@ class ProxySpec:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-_REGISTRY: dict[str, ProxySpec] = {}
+#: the proxies by name, in registration order
+PROXIES: Registry[ProxySpec] = Registry("proxy")
 
 
 def register_proxy(
@@ -82,9 +86,7 @@ def register_proxy(
     """Decorator adding ``fn`` to the registry under ``name`` (error on a duplicate name)."""
 
     def deco(fn: ProxyFn) -> ProxyFn:
-        if name in _REGISTRY:
-            raise KeyError(f"proxy {name!r} is registered twice")
-        _REGISTRY[name] = ProxySpec(name, fn, summary, reference, uses_data, uses_labels, robust)
+        PROXIES.add(name, ProxySpec(name, fn, summary, reference, uses_data, uses_labels, robust))
         return fn
 
     return deco
@@ -92,12 +94,11 @@ def register_proxy(
 
 def get_proxy(name: str) -> ProxySpec:
     """The :class:`ProxySpec` of ``name``; ``KeyError`` naming the known proxies otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown proxy {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    if name not in PROXIES:
+        raise KeyError(f"unknown proxy {name!r}; known: {', '.join(PROXIES.list(sort=True))}")
+    return PROXIES.get(name)
 
 
 def registered() -> dict[str, ProxySpec]:
     """All registered proxies by name, in registration order."""
-    return dict(_REGISTRY)
+    return dict(PROXIES.items())

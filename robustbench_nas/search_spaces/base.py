@@ -23,12 +23,13 @@ import numpy as np
 
 from ..constants import CIFAR_MEAN, CIFAR_STD
 from .networks import NetworkBuilder, get_network_builder
+from ..utils.registry import Registry
 
 if TYPE_CHECKING:  # torch is only needed by the network / counting methods
     from torch import nn
 
-_REGISTRY: dict[str, Callable[[], "SearchSpace"]] = {}
-_ALIASES: dict[str, str] = {}
+#: the space classes by name; aliases are stored in their normalised form (:func:`_key`), how they are looked up
+SEARCH_SPACES: Registry[Callable[[], "SearchSpace"]] = Registry("search space")
 _INSTANCES: dict[str, "SearchSpace"] = {}
 
 
@@ -44,14 +45,16 @@ def _key(name: str) -> str:
 
 
 def register_search_space(name: str, aliases: Sequence[str] = ()) -> Callable[[type], type]:
-    """Class decorator: register a search space under ``name`` (and ``aliases``), built lazily, once."""
+    """Class decorator: register a search space under ``name`` (and ``aliases``), built lazily, once.
+
+    A name or alias that another space already claims (after normalisation: case, ``-``, ``_`` and spaces are
+    ignored) raises ``ValueError``.
+    """
 
     def deco(cls: type) -> type:
-        if name in _REGISTRY:
-            raise KeyError(f"search space {name!r} registered twice")
-        _REGISTRY[name] = cls
-        for a in (name, *aliases):
-            _ALIASES[_key(a)] = name
+        # look-up normalises the query, so the normalised forms are the aliases that can ever match
+        keys = list(dict.fromkeys(_key(a) for a in (name, *aliases)))
+        SEARCH_SPACES.add(name, cls, aliases=[k for k in keys if k != name])
         return cls
 
     return deco
@@ -59,12 +62,12 @@ def register_search_space(name: str, aliases: Sequence[str] = ()) -> Callable[[t
 
 def canonical_name(name: str) -> str:
     """The registered name of ``name`` or of one of its aliases (KeyError naming the known spaces)."""
-    if name in _REGISTRY:
-        return name
-    key = _ALIASES.get(_key(str(name)))
-    if key is None:
+    if name in SEARCH_SPACES:
+        return SEARCH_SPACES.resolve(name)
+    key = _key(str(name))
+    if key not in SEARCH_SPACES:
         raise KeyError(f"unknown search space {name!r}; known: {list_search_spaces()}")
-    return key
+    return SEARCH_SPACES.resolve(key)
 
 
 def get_search_space(name: str = "nb201") -> "SearchSpace":
@@ -79,13 +82,13 @@ def get_search_space(name: str = "nb201") -> "SearchSpace":
     """
     key = canonical_name(name)
     if key not in _INSTANCES:
-        _INSTANCES[key] = _REGISTRY[key]()
+        _INSTANCES[key] = SEARCH_SPACES.get(key)()
     return _INSTANCES[key]
 
 
-def list_search_spaces() -> list[str]:
-    """Names of all registered search spaces."""
-    return sorted(_REGISTRY)
+def list_search_spaces(pattern: str | None = None) -> list[str]:
+    """Names of all registered search spaces (sorted), filtered by a shell-style ``pattern`` (``"nats*"``)."""
+    return SEARCH_SPACES.list(pattern, sort=True)
 
 
 @dataclass(frozen=True)
@@ -298,15 +301,15 @@ class SearchSpace(abc.ABC):
 
     # ---- encodings for the analysis -----------------------------------------------------------------------------
     #: ``{name: f(arch object) -> {feature: value}}``, filled per space by :func:`register_encoding`
-    encoders: dict[str, Encoder]
+    encoders: Registry[Encoder]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.encoders = {}
+        cls.encoders = Registry(f"{cls.__name__} encoding")
 
-    def list_encodings(self) -> list[str]:
-        """Names of this space's encodings."""
-        return list(self.encoders)
+    def list_encodings(self, pattern: str | None = None) -> list[str]:
+        """Names of this space's encodings (registration order), filtered by a shell-style ``pattern``."""
+        return self.encoders.list(pattern)
 
     def resolve_encodings(self, kind: str | Sequence[str]) -> list[str]:
         """Encoding names of ``kind`` (a name, a list, ``all`` or ``default``); unknown names are an error."""
@@ -326,7 +329,7 @@ class SearchSpace(abc.ABC):
         a = self.decode(arch)
         row: dict[str, float] = {}
         for k in kinds:
-            row.update(self.encoders[k](a))
+            row.update(self.encoders.get(k)(a))
         return row
 
     def encoding_columns(self, kinds: str | Sequence[str]) -> list[str]:
@@ -348,11 +351,13 @@ class SearchSpace(abc.ABC):
 
 
 def register_encoding(name: str, space: str | type = "nb201") -> Callable[[Encoder], Encoder]:
-    """Register ``f(arch object) -> {feature: value}`` as encoding ``name`` of search space ``space``."""
+    """Register ``f(arch object) -> {feature: value}`` as encoding ``name`` of search space ``space``.
+
+    A name the space already has raises ``ValueError``.
+    """
 
     def deco(f: Encoder) -> Encoder:
         cls = space if isinstance(space, type) else type(get_search_space(space))
-        cls.encoders[name] = f
-        return f
+        return cls.encoders.add(name, f)
 
     return deco

@@ -9,7 +9,7 @@ only then deletes those journal files.
 
 Why: a shard holds many cells, and zarr-python loses updates silently when several writers write parts of one
 shard (zarr-python issue 3682). Here no one ever writes part of a shard, and only one process at a time writes
-shards of a store, whatever the number of clients (``--shard i/n`` job arrays share one store).
+shards of a store, whatever the number of clients (``--task i/n`` job arrays share one store).
 
 Guarantees: a record is either complete (length and CRC32 check) or ignored (a writer killed mid-append leaves a
 torn tail, which is dropped: its unit was never acknowledged, so it is recomputed); a commit killed at any point

@@ -15,8 +15,8 @@ caller falls back to zarr): inner codecs ``bytes`` (little endian) or ``vlen-utf
 ``zstd``; index codecs ``bytes`` + ``crc32c`` at the end; default ``/`` chunk keys; and unsharded single-chunk
 arrays (the coordinates).
 
-Writes are atomic (a temporary file in the same folder, then ``os.replace``): a reader sees the old shard or the new
-one, never a mix. Writing a shard is only safe from one writer at a time (the caller holds the store's lock, see
+Writes are atomic (:func:`robustbench_nas.utils.atomic.write_bytes_atomic`: a temporary file in the same folder,
+then ``os.replace``): a reader sees the old shard or the new one, never a mix. Writing a shard is only safe from one writer at a time (the caller holds the store's lock, see
 :mod:`.journal`): zarr-python's own partial-shard writes lose updates under concurrency (zarr-python issue 3682),
 which is why nothing here ever writes part of a shard.
 """
@@ -24,12 +24,13 @@ which is why nothing here ever writes part of a shard.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..utils.atomic import write_bytes_atomic
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -403,19 +404,12 @@ def read_array(root: Path, layout: ArrayLayout, rows: slice | None = None) -> np
 
 
 def write_file_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` via a unique temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:10]}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with_suppress_unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`robustbench_nas.utils.atomic.write_bytes_atomic`).
+
+    ``fsync=False`` (bulk writes into a fresh store, which a crash makes you redo anyway) keeps the atomicity
+    without paying for durability; commits pass ``fsync=True`` (file, then folder).
+    """
+    write_bytes_atomic(path, data, fsync=fsync)
 
 
 def with_suppress_unlink(path: Path) -> None:

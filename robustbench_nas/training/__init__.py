@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .profiles import TrainProfile, get_profile, list_profiles, register_profile
-from .trainer import TrainResult, lr_at, make_scheduler, momentum_at, train_model
+from .trainer import TrainResult, lr_at, make_scheduler, train_model
 
 __all__ = [
     "CheckpointError",
@@ -13,7 +13,6 @@ __all__ = [
     "load_checkpoint",
     "lr_at",
     "make_scheduler",
-    "momentum_at",
     "read_checkpoint_meta",
     "register_profile",
     "save_checkpoint",

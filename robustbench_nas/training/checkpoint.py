@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ..search_spaces import get_search_space
+from ..utils.atomic import atomic_output
 
 CHECKPOINT_NAME = "model.safetensors"
 _META_KEY = "rbnas"
@@ -39,9 +39,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     target.parent.mkdir(parents=True, exist_ok=True)
     full_meta = {"format_version": FORMAT_VERSION, "model": dict(model.config), **(meta or {})}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    save_file(state, str(tmp), metadata={_META_KEY: json.dumps(full_meta)})
-    os.replace(tmp, target)  # atomic: a reader never sees a half-written checkpoint
+    with atomic_output(target) as tmp:  # a reader never sees a half-written checkpoint, and it survives a crash
+        save_file(state, str(tmp), metadata={_META_KEY: json.dumps(full_meta)})
     return target
 
 

@@ -7,7 +7,10 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-_PROFILES: dict[str, Callable[[], "TrainProfile"]] = {}
+from ..utils.registry import Registry
+
+#: profile factories by name (a second profile under a taken name is an error, never a silent replacement)
+PROFILES: Registry[Callable[[], "TrainProfile"]] = Registry("training profile")
 
 
 @dataclass(frozen=True)
@@ -104,24 +107,21 @@ class TrainProfile:
 
 
 def register_profile(name: str) -> Callable[[Callable[[], TrainProfile]], Callable[[], TrainProfile]]:
-    """Decorator registering a profile factory under ``name``."""
-
-    def deco(f: Callable[[], TrainProfile]) -> Callable[[], TrainProfile]:
-        _PROFILES[name] = f
-        return f
-
-    return deco
+    """Decorator registering a profile factory under ``name``; a name already taken raises ``ValueError``."""
+    return PROFILES.register(name)
 
 
-def list_profiles() -> list[str]:
-    return sorted(_PROFILES)
+def list_profiles(pattern: str | None = None) -> list[str]:
+    """Registered profile names (sorted), filtered by a shell-style ``pattern`` (``"nb201-*"``)."""
+    return PROFILES.list(pattern, sort=True)
 
 
 def get_profile(name: str, **overrides: Any) -> TrainProfile:
     """The profile ``name`` with ``overrides`` applied (e.g. ``get_profile("tiny", epochs=2)``)."""
-    if name not in _PROFILES:
+    if name not in PROFILES:
         raise KeyError(f"unknown training profile {name!r}; known: {list_profiles()}")
-    return _PROFILES[name]().replace(**overrides) if overrides else _PROFILES[name]()
+    profile = PROFILES.get(name)()
+    return profile.replace(**overrides) if overrides else profile
 
 
 @register_profile("nb201-200e")

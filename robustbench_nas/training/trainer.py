@@ -18,6 +18,7 @@ from ..data import Dataset, DeviceLoader
 from ..evaluation import evaluate_clean
 from ..search_spaces import get_search_space
 from ..utils import resolve_device
+from ..utils.seeding import make_generator
 from .profiles import TrainProfile
 
 log = logging.getLogger(__name__)
@@ -43,51 +44,19 @@ class TrainResult:
         return float(self.history[-1]["test_acc"])
 
 
-#: torch.optim.lr_scheduler.OneCycleLR's defaults, which NAS-RobBench-201's main.py uses unchanged
-ONECYCLE_DIV_FACTOR = 25.0
-ONECYCLE_FINAL_DIV_FACTOR = 1e4
-ONECYCLE_MOMENTUM = (0.85, 0.95)  # (base, max): momentum cycles inversely to the learning rate
-
-
-def _cos_anneal(start: float, end: float, pct: float) -> float:
-    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
-
-
-def _onecycle_phase(profile: TrainProfile, step: int, total_steps: int) -> tuple[float, float, float]:
-    """(start, end, pct) of OneCycleLR's two-phase cosine schedule at ``step``, as fractions of the peak."""
-    up_end = float(profile.warmup_fraction * total_steps) - 1
-    down_end = float(total_steps - 1)
-    if step <= up_end:
-        return 0.0, 1.0, step / up_end if up_end > 0 else 1.0
-    return 1.0, 2.0, (step - up_end) / (down_end - up_end) if down_end > up_end else 1.0
-
-
 def lr_at(profile: TrainProfile, step: int, total_steps: int) -> float:
-    """Learning rate at optimiser step ``step`` (0-based) of ``total_steps``.
+    """Learning rate the trainer sets itself at optimiser step ``step`` (0-based) of ``total_steps``.
 
-    ``"onecycle"`` is the closed form of ``torch.optim.lr_scheduler.OneCycleLR(opt, profile.lr, total_steps,
-    pct_start=profile.warmup_fraction)`` with PyTorch's defaults (the trainer itself runs the library's scheduler):
-    cosine from ``lr / 25`` up to ``lr`` over the first ``pct_start`` of the steps, then down to ``lr / 25 / 1e4``.
+    ``"cosine"``: per step from ``lr`` to 0 (NB201); ``"constant"``: ``lr``. ``"onecycle"`` has no closed form
+    here: the trainer runs the library's ``OneCycleLR`` (:func:`make_scheduler`), so asking raises ``ValueError``.
     """
-    t = step / max(1, total_steps)
-    if profile.schedule == "cosine":
-        return 0.5 * profile.lr * (1.0 + math.cos(math.pi * t))
     if profile.schedule == "onecycle":
-        initial = profile.lr / ONECYCLE_DIV_FACTOR
-        levels = (initial, profile.lr, initial / ONECYCLE_FINAL_DIV_FACTOR)
-        a, b, pct = _onecycle_phase(profile, step, total_steps)
-        return _cos_anneal(levels[int(a)], levels[int(b)], pct)
+        raise ValueError(f"profile {profile.name!r}: the onecycle schedule is torch's OneCycleLR (make_scheduler), "
+                         "not a rate the trainer sets")
+    if profile.schedule == "cosine":
+        t = step / max(1, total_steps)
+        return 0.5 * profile.lr * (1.0 + math.cos(math.pi * t))
     return profile.lr
-
-
-def momentum_at(profile: TrainProfile, step: int, total_steps: int) -> float:
-    """SGD momentum at ``step``: ``profile.momentum``, except ``"onecycle"``, which cycles it as OneCycleLR does
-    (0.95 down to 0.85 while the learning rate rises, back up to 0.95 while it falls)."""
-    if profile.schedule != "onecycle":
-        return profile.momentum
-    base, top = ONECYCLE_MOMENTUM
-    a, b, pct = _onecycle_phase(profile, step, total_steps)
-    return _cos_anneal(top, base, pct) if a == 0.0 else _cos_anneal(base, top, pct)
 
 
 def make_scheduler(
@@ -170,7 +139,7 @@ def train_model(
     if profile.max_train_images is not None:
         train_split = train_split.subset(profile.max_train_images, seed=seed)
     eval_data = dataset.split(eval_split)
-    g = torch.Generator().manual_seed(seed + 1)
+    g = make_generator(seed + 1)  # the shuffle/augment stream (seed itself picks the train subset)
     loader = DeviceLoader(train_split, profile.batch_size, dev, shuffle=True, augment=profile.augment, generator=g,
                           channels_last=profile.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum, nesterov=profile.nesterov,

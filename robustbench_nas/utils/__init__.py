@@ -1,19 +1,20 @@
-"""Small shared helpers: device choice, thread settings, atomic outputs (bottom layer: imports no other package)."""
+"""Small shared helpers: seeding, device choice, thread settings, atomic outputs."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import uuid
-from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
-import torch
+from .atomic import atomic_output
+
+if TYPE_CHECKING:  # torch is imported where used: the registries and seeding below this package must not need it
+    import torch
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``"auto"``/``None`` -> CUDA when available else CPU; otherwise the named device (checked to exist)."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name in (None, "", "auto"):
@@ -81,6 +82,8 @@ def set_torch_threads(n: int | None = None) -> int:
     numpy and scikit-learn are limited likewise (``threadpoolctl``), since their defaults also spin one thread per
     core of the node.
     """
+    import torch
+
     if n is None:
         n = default_threads()
     n = max(1, int(n))
@@ -92,30 +95,6 @@ def set_torch_threads(n: int | None = None) -> int:
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         pass
     return torch.get_num_threads()
-
-
-@contextlib.contextmanager
-def atomic_output(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a unique temporary path beside ``target``; on success it is renamed onto ``target`` atomically.
-
-    The temporary name carries the pid and a random suffix, so two writers never share one; on an error it is
-    removed and ``target`` is left as it was. Readers only ever see the old or the complete new file.
-
-    Example:
-        >>> with atomic_output("out.json") as tmp:  # doctest: +SKIP
-        ...     tmp.write_text("{}")
-    """
-    target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink()
 
 
 __all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "idle_cores", "resolve_device",

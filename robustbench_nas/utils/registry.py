@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -67,6 +68,21 @@ class Registry(Generic[T]):
         for a in [a for a, k in self._aliases.items() if k == key]:
             del self._aliases[a]
         return self._items.pop(key)
+
+    @contextlib.contextmanager
+    def replaced(self, name: str, item: T) -> Iterator[T]:
+        """Within the block, ``name`` (which must exist) stands for ``item``; the original comes back afterwards.
+
+        For tests that substitute a component (a failing stage, a training that must not run): an explicit,
+        scoped substitution, unlike a second registration under a taken name, which stays an error.
+        """
+        key = self.resolve(name)
+        original = self._items[key]
+        self._items[key] = item
+        try:
+            yield original
+        finally:
+            self._items[key] = original
 
     # -- look-up ------------------------------------------------------------------------------------------------
     def resolve(self, name: str) -> str:

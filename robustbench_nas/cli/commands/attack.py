@@ -62,8 +62,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         info = {
             "attacks": {a: attacks.get_attack(a).description for a in attacks.list_attacks()},
             "aliases": attacks.list_aliases(),
-            "protocols": {p: {a: [round(e * 255, 4) for e in g] for a, g in attacks.get_protocol(p).items()}
-                          for p in attacks.list_protocols()},
+            "protocols": {p: {a: [round(e * 255, 4) for e in g] for a, g in attacks.get_attack_grid(p).items()}
+                          for p in attacks.list_attack_grids()},
         }
         if as_json:
             echo_json(info)
@@ -86,8 +86,8 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
     # what to run: (attack, eps grid, protocol params)
     try:
         if protocol is not None:
-            grid = attacks.get_protocol(protocol)
-            extra = attacks.protocol_params(protocol)
+            grid = attacks.get_attack_grid(protocol)
+            extra = attacks.attack_grid_params(protocol)
             names = list(grid) if attack_names == ("pgd@Linf",) else list(attack_names)
             plan = []
             for a in names:

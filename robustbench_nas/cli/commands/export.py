@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ...utils.atomic import atomic_output
 from ..common import fail
 
 
@@ -47,12 +48,9 @@ def command(store_path: str, fmt: str, out_path: str | None, kind: str, all_valu
         fail(f"{out} is a folder; refusing to replace it with a table")
     df = store.to_dataframe(kind=kind, done_only=not all_values)
     out.parent.mkdir(parents=True, exist_ok=True)
-    import uuid
-
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    if fmt == "parquet":
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    tmp.replace(out)  # a reader never sees a half-written table
+    with atomic_output(out) as tmp:  # a reader never sees a half-written table
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
     click.echo(f"wrote {len(df)} rows x {len(df.columns)} columns to {out}")

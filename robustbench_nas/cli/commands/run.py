@@ -63,7 +63,8 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--reuse", default=None, type=click.Path(),
               help="Copy finished results from this store where its protocol agrees (e.g. keep the trained "
                    "networks and add an attack).")
-@click.option("--shard", default=None, help="i/n: run only shard i (0-based) of n, a fixed partition of the cells.")
+@click.option("--task", "--shard", "task", default=None,
+              help="i/n: run only array task i (0-based) of n, a fixed partition of the cells (--shard: old name).")
 @click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:port).")
 @click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
@@ -79,8 +80,9 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is on stderr, also with --json).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run report as JSON (stdout; progress stays on stderr).")
-def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides, stages,
-            force_stages, reuse, shard, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, no_dashboard, insecure,
+def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides,
+            stages, force_stages, reuse, task, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address,
+            no_dashboard, insecure,
             device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
@@ -91,7 +93,7 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
     Exit status: 0 when every unit run is done, 1 when any ended failed (the summary lists them), 2 for bad input,
     130 when interrupted (Ctrl-C; finished units are kept, the same command resumes).
     """
-    from robustbench_nas.pipelines import get_protocol, parse_archs, parse_shard, run_pipeline
+    from robustbench_nas.pipelines import get_protocol, parse_archs, parse_task, run_pipeline
     from robustbench_nas.storage import StoreError
 
     # the store is the first argument, as in every command that reads one; --store stays as an alias
@@ -140,7 +142,7 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
             fail("protocol changes (--space, --archs, --seeds, --set, ...) need --protocol; without it the store's own "
                  "protocol is continued unchanged")
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-        shard_t = parse_shard(shard)
+        task_t = parse_task(task)
         if cluster == "slurm":
             # a bad SLURM config, or a job SLURM refuses, must fail before a store is created
             from robustbench_nas.pipelines.slurm import check_submission, load_slurm_config
@@ -158,7 +160,7 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
             if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
                 sys.warnoptions.append("ignore:resource_tracker:UserWarning")
         report = run_pipeline(
-            store_path, protocol, stages=stage_list, force_stages=list(force_stages), shard=shard_t,
+            store_path, protocol, stages=stage_list, force_stages=list(force_stages), task=task_t,
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
             device=device, threads=threads, progress=not no_progress, reuse=reuse,
             dashboard_address=None if no_dashboard else dashboard_address, insecure=insecure,
