@@ -205,15 +205,17 @@ def plot_proxy_heatmap(R: pd.DataFrame, out: Path, name: str = "proxy_heatmap", 
     order = piv.abs().mean(axis=1).sort_values(ascending=False).index
     piv, lo, hi = piv.loc[order], lo.loc[order], hi.loc[order]
     v = piv.to_numpy(np.float64)
-    fig, ax = plt.subplots(figsize=(1.0 * len(tg) + 2.5, 0.55 * len(order) + 2.0))
+    fig, ax = plt.subplots(figsize=(1.45 * len(tg) + 2.5, 0.62 * len(order) + 2.0))
     im = ax.imshow(v, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(tg)), tg, rotation=50, ha="right", fontsize=8)
-    ax.set_yticks(range(len(order)), list(order), fontsize=8)
+    ax.set_xticks(range(len(tg)), tg, rotation=40, ha="right", fontsize=9)
+    ax.set_yticks(range(len(order)), list(order), fontsize=9)
+    from .figures import _cell_text_color
+
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             if np.isfinite(v[i, j]):
-                ax.text(j, i, f"{v[i, j]:.2f}\n[{lo.iat[i, j]:.2f},{hi.iat[i, j]:.2f}]", ha="center", va="center",
-                        fontsize=5.5, color="white" if abs(v[i, j]) > 0.6 else "black")  # fmt: skip
+                ax.text(j, i, f"{v[i, j]:+.2f}\n[{lo.iat[i, j]:+.2f}, {hi.iat[i, j]:+.2f}]", ha="center",
+                        va="center", fontsize=7, color=_cell_text_color(im.cmap(im.norm(v[i, j]))))  # fmt: skip
     n = int(S["n"].max()) if len(S) else 0
     fig.colorbar(im, ax=ax, label="Spearman")
     ax.set_title(f"zero-cost proxies vs published robustness ({subset}, {n} cells; 95 % bootstrap intervals)",
@@ -284,10 +286,10 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
         noise.to_csv(out / "seed_noise.csv", index=False)
     summary = {"cells": int(len(common)), "best_proxy": best, "seconds": time.time() - t0,
                "seed_noise_cells": int(noise["cells"].max()) if len(noise) else 0}
-    from .ranking import to_markdown
+    from .report_html import img, table
 
     def tbl(df: pd.DataFrame) -> str:
-        return "<pre>" + html.escape(to_markdown(df)) + "</pre>"
+        return table(df)
 
     top = R[R["target"].isin(["clean", "pgd@Linf@1/255", "aa_apgd-ce@Linf@1/255", "fgsm@Linf@1/255"])]
     top = top.groupby(["target", "subset"], sort=False).head(3)[["target", "subset", "feature", "n", "spearman",
@@ -297,7 +299,8 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
     summary["warning"] = warn and f"only {len(common)} cells with proxies"
     body = (warn + f"<p>{len(common)} cells of the proxy table joined onto the store by uid. Spearman with 95 % "
             f"bootstrap intervals over cells; files in <code>proxy_study/</code>.</p>"
-            + "".join(f'<img src="proxy_study/{p.name}" style="max-width:100%">' for p in figs)
+            + "".join(img(p, f"Spearman of every proxy with every target ({p.stem.rsplit('_', 1)[-1]} cells)",
+                          data_href=f"proxy_study/{p.stem}.csv") for p in figs)
             + "<h3>Top proxies per target</h3>" + tbl(top)
             + "<h3>Complementarity (random forests, 3-fold CV)</h3>" + tbl(scores)
             + "<h3>Published findings</h3>" + tbl(comp)

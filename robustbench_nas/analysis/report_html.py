@@ -32,12 +32,15 @@ def safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def img(png: Path, caption: str = "") -> str:
-    """A figure embedded as a base64 PNG (the report needs no network), captioned, linking the data behind it."""
-    data = base64.b64encode(Path(png).read_bytes()).decode()
+def img(png: Path, caption: str = "", data_href: str | None = None) -> str:
+    """A figure embedded as a base64 PNG (``report.html`` alone shows it, offline), captioned, naming the data behind
+    it (``data_href``: its CSV relative to the report; default ``figures/<stem>.csv``)."""
+    png = Path(png)
+    data = base64.b64encode(png.read_bytes()).decode()
     stem = html.escape(png.stem)
+    href = html.escape(data_href or f"figures/{png.stem}.csv")
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{stem}"><figcaption>{html.escape(caption)} '
-            f'(data: <a href="figures/{stem}.csv">figures/{stem}.csv</a>)</figcaption></figure>')
+            f'(data: <a href="{href}">{href}</a>)</figcaption></figure>')
 
 
 def table(df: pd.DataFrame) -> str:

@@ -1,62 +1,74 @@
-"""The report page: one self-contained HTML file (inline CSS, embedded figures, no scripts, no network)."""
+"""The report page: one self-contained HTML file (inline CSS, embedded figures, no scripts, no network).
+
+The page is rendered from ``templates/report.html.j2`` (Jinja2, autoescaped); the sections bring their bodies as
+HTML fragments built with :mod:`.report_html` (HTML tables, embedded figures).
+"""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from .report_builder import ReportBuilder
+from .report_config import MIN_CELLS_FOR_INTERVALS
 
-#: the page's only style sheet (inline: the report opens offline)
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45;color:#222}"
-        "table.t{border-collapse:collapse;font-size:12px;margin:.6em 0}"
-        "table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "img{max-width:100%}figure{margin:.8em 0}figcaption{font-size:12px;color:#555}"
-        ".warn{background:#fff4ce;border-left:4px solid #e0a800;padding:.3em .6em;margin:.4em 0}"
-        "#findings{background:#eef5ff;padding:.6em 1.2em;border-radius:6px}nav ol{columns:2}")
+#: the page's only style sheet (inline: the report opens offline). Wide tables scroll inside themselves, long words
+#: and code wrap, so no text runs off the page.
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;padding:1em;line-height:1.45;color:#222;"
+       "overflow-wrap:break-word}"
+       "table.t{border-collapse:collapse;font-size:12px;margin:.6em 0;display:block;max-width:100%;overflow-x:auto}"
+       "table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}"
+       "table.t th{background:#f3f3f3}table.t td:first-child,table.t th:first-child{text-align:left}"
+       "img{max-width:100%;height:auto}figure{margin:.8em 0}figcaption{font-size:12px;color:#555}"
+       "code{overflow-wrap:anywhere}pre{white-space:pre-wrap;overflow-wrap:anywhere}"
+       ".warn,.warning{background:#fff4ce;border-left:4px solid #e0a800;padding:.3em .6em;margin:.4em 0}"
+       ".banner{background:#ffe3e0;border:2px solid #c0392b;color:#5a1208;padding:.7em 1em;margin:0 0 1em 0;"
+       "border-radius:6px;font-size:1.05em}"
+       "#findings{background:#eef5ff;padding:.6em 1.2em;border-radius:6px}nav ol{columns:2}")
+
+
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("robustbench_nas.analysis", "templates"),
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def small_sample_banner(ncell: int) -> dict[str, str] | None:
+    """The banner of a report whose sample is too small for its statistics (``None`` when it is large enough)."""
+    if ncell >= MIN_CELLS_FOR_INTERVALS:
+        return None
+    return {"title": f"Smoke test: {ncell} cells.",
+            "text": f"Correlations, intervals, top-k precision and predictors need about {MIN_CELLS_FOR_INTERVALS}+ "
+                    "cells; with fewer, every number below shows that the analysis runs, not what is true of the "
+                    "search space."}
 
 
 def write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: ReportBuilder,
                min_clean: float | None) -> None:
-    """Write the self-contained report page: header, findings and warnings, contents, the sections, the files."""
+    """Write the self-contained report page: banner, header, findings and warnings, contents, sections, files."""
     attrs = {k: ds.attrs[k] for k in ("source", "dataset", "imported_from", "created") if k in ds.attrs}
-    what = ", ".join(f"{k} {v}" for k, v in attrs.items())
     ncell = summary["cells"]
-    findings = "".join(f"<li>{f}</li>" for f in rep.findings) or "<li>No analysis produced a finding.</li>"
-    ids = {sid for sid, _, _ in rep.sections}
-
-    def where(sec: str) -> str:
-        return f'<a href="#{sec}">{html.escape(sec)}</a>' if sec in ids else html.escape(sec)
-
-    allwarn = "".join(f"<li>{where(s)}: {html.escape(t)}</li>" for s, t in rep.warnings)
-    toc = "".join(f'<li><a href="#{sid}">{html.escape(title)}</a></li>' for sid, title, _ in rep.sections)
-    toc += '<li><a href="#files">Files</a></li>'
-    files = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a>: {html.escape(w)}</li>'
-                    for p, w in dict.fromkeys(rep.files))  # fmt: skip
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>robustbench-nas analysis ({ncell} cells)"
-        f"</title><style>{CSS}</style></head><body>",
-        f"<h1>Robustness analysis: {ncell} cells</h1>",
-        f"<p>{html.escape(what)}. {len(summary['targets'])} targets, features: "
-        f"{html.escape(', '.join(summary['features']) or 'none')}. Accuracies are fractions in [0, 1]; eps in units "
-        "of 1/255; parameters and FLOPs in millions."
-        + (f" Cells with clean accuracy below {min_clean:g} ({ncell - summary['cells_min_clean']} of {ncell}) are "
-           "left out of the best lists (<code>--min-clean</code>)." if min_clean is not None else "") + "</p>",
-        f'<section id="findings"><h2>Summary of findings</h2><ul>{findings}</ul>'
-        + (f"<p><b>Warnings</b> ({len(rep.warnings)}):</p><ul>{allwarn}</ul>" if rep.warnings else "")
-        + "</section>",
-        f"<nav><h2>Contents</h2><ol>{toc}</ol></nav>",
-    ]
-    for i, (sid, title, body) in enumerate(rep.sections, start=1):
-        parts.append(f'<section id="{sid}"><h2>{i}. {html.escape(title)}</h2>{body}</section>')
-    parts.append(f'<section id="files"><h2>Files</h2><ul>{files}</ul><p>Figures: <code>figures/*.png</code>, each '
-                 "with the data behind it as <code>figures/*.csv</code>. Timings (s): "
-                 + html.escape(", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items())) + "</p></section>")
-    parts.append("</body></html>")
-    path.write_text("".join(parts), encoding="utf-8")
+    page = _environment().get_template("report.html.j2").render(
+        css=CSS,
+        ncell=ncell,
+        banner=small_sample_banner(ncell),
+        what=", ".join(f"{k} {v}" for k, v in attrs.items()),
+        n_targets=len(summary["targets"]),
+        features=", ".join(summary["features"]),
+        min_clean=min_clean,
+        n_low=ncell - summary.get("cells_min_clean", ncell),
+        findings=list(rep.findings),
+        warnings=list(rep.warnings),
+        section_ids={sid for sid, _, _ in rep.sections},
+        sections=list(rep.sections),
+        files=list(dict.fromkeys(rep.files)),
+        timings=", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items()),
+    )
+    path.write_text(page, encoding="utf-8")
 
 
-__all__ = ["CSS", "write_html"]
+__all__ = ["CSS", "small_sample_banner", "write_html"]

@@ -160,9 +160,7 @@ def plot_twins(targets: pd.DataFrame, groups: Sequence[np.ndarray], names: Seque
 def target_reliability_section(ctx: SectionContext) -> None:
     """The report section: each target's test-retest noise from the store's functional twins (skipped when the
     store has fewer than :data:`MIN_GROUPS` twin groups, e.g. a pipeline run on a few cells)."""
-    import html
-
-    from .ranking import to_markdown
+    from .report_html import img, table
 
     groups = store_twin_groups(ctx.ds, ctx.targets.index)
     if len(groups) < MIN_GROUPS:
@@ -194,8 +192,8 @@ def target_reliability_section(ctx: SectionContext) -> None:
             "<code>ceiling</code> = sqrt(1 - noise_fraction), the largest correlation any function of the "
             "architecture can reach with the target; <code>twin_spearman</code>: rank correlation between two "
             "twins, over groups. Every target in <code>target_reliability.csv</code>.</p>"
-            f'<img src="figures/{fig.name}" style="max-width:100%">'
-            "<pre>" + html.escape(to_markdown(tab)) + "</pre>")  # fmt: skip
+            + img(fig, "first vs second twin of each group: the spread around the diagonal is one run's noise")
+            + table(tab))  # fmt: skip
     ctx.report.section("target_reliability", "How noisy are the targets? (functional twins)", body)
 
 
