@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from ..common import echo_json, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @click.command(name="predict")
@@ -44,11 +48,16 @@ from ..common import echo_json, fail
               help="Comma list of the --proxies table's proxies to use as features (default: all; 'none': no feature, "
                    "e.g. with --proxy-cells-only to score the same cells without proxies).")
 @click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
+@click.option("--compare", type=click.Choice(["graf"]), default=None,
+              help="Also score GRAF (its 191 graph features + params + FLOPs, a default random forest) on the same "
+                   "splits and print ours, GRAF and the paired difference +- SE (robustbench_nas.analysis.graf). "
+                   "Ours may then also choose our features together with GRAF's (by the inner CV). Store measures "
+                   "are never used (they need a trained network).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=False, show_default=True)
 def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, train_select: str, model: str,
             selection: str, encodings: str, proxy_table: str | None, proxy_cells_only: bool, proxy_names: str | None,
-            no_store_proxies: bool, as_json: bool, progress: bool) -> None:  # fmt: skip
+            no_store_proxies: bool, compare: str | None, as_json: bool, progress: bool) -> None:  # fmt: skip
     """Held-out Spearman / Kendall / R^2 of predicting TARGET from free per-cell features (split by uid).
 
     Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed. Every cell
@@ -76,8 +85,10 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     if target not in T.columns:
         fail(f"unknown target {target!r}; available: {', '.join(T.columns)}")
     enc = None if encodings.strip().lower() == "none" else [e.strip() for e in encodings.split(",") if e.strip()]
+    if compare == "graf" and not (enc and {"all", "graf_exact"} & set(enc)):
+        enc = (enc or []) + ["graf_exact"]  # GRAF's own features, needed by its side
     try:
-        F = features_table(ds, encodings=enc)
+        F = features_table(ds, encodings=enc, measures=compare is None)
     except ValueError as e:
         fail(str(e))
     if no_store_proxies:
@@ -114,6 +125,10 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
 
     keys = functional_keys(ds)
     twins = keys if twin_groups(list(keys.reindex(T.index))) else None  # no twins: nothing to add
+    if compare == "graf":
+        _compare_graf(F, T[target], sizes, repeats=repeats, seed=seed, train_select=train_select,
+                      selection=selection, twins=twins, as_json=as_json, progress=progress)  # fmt: skip
+        return
     results = []
     for size in sizes:
         t1 = time.perf_counter()
@@ -139,3 +154,30 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
             echo_json({**results[0], "total_seconds": time.perf_counter() - t0})
         else:
             echo_json({"target": target, "curve": results, "total_seconds": time.perf_counter() - t0})
+
+
+def _compare_graf(F: pd.DataFrame, y: pd.Series, sizes: list[int], *, repeats: int, seed: int, train_select: str,
+                  selection: str, twins: pd.Series | None, as_json: bool, progress: bool) -> None:  # fmt: skip
+    """``--compare graf``: ours and GRAF on the same splits, per training size."""
+    from robustbench_nas.analysis.graf import compare_with_graf
+
+    out = []
+    for size in sizes:
+        try:
+            res = compare_with_graf(F, y, train_size=size, repeats=repeats, seed=seed, twin_keys=twins,
+                                    train_select=train_select, selection=selection, progress=progress)  # fmt: skip
+        except (KeyError, ValueError) as e:
+            fail(str(e))
+        out.append(res)
+        if not as_json:
+            o, g, d = res["ours"], res["graf"], res["diff"]
+            click.echo(f"{y.name} ({size} training cells, {o['n_test']} test cells, {repeats} repeats from seed "
+                       f"{seed}): held-out Spearman ours {o['spearman_mean']:.3f}, GRAF {g['spearman_mean']:.3f}, "
+                       f"ours - GRAF {d['spearman_mean']:+.3f} +- {d['spearman_se']:.3f} (SE, paired); "
+                       f"models {','.join(o['models'])}")  # fmt: skip
+            if "spearman_twin_free_mean" in d:
+                click.echo(f"  twin-free held-out cells: ours {o['spearman_twin_free_mean']:.3f}, GRAF "
+                           f"{g['spearman_twin_free_mean']:.3f}, ours - GRAF {d['spearman_twin_free_mean']:+.3f} +- "
+                           f"{d['spearman_twin_free_se']:.3f}")  # fmt: skip
+    if as_json:
+        echo_json(out[0] if len(out) == 1 else {"target": str(y.name), "curve": out})
