@@ -37,8 +37,9 @@ if TYPE_CHECKING:
               help="How --model auto picks a candidate from the inner CV: 1se (the most-averaged candidate within one "
                    "standard error of the best) or best (the best CV mean).")
 @click.option("--encodings", default="all", show_default=True,
-              help="Cell encodings as features (nb201: onehot, opcount, path, graf, pathstats, propagation; all), or "
-                   "'none'.")
+              help="Cell encodings as features (nb201: onehot, opcount, path, graf, pathstats, propagation, "
+                   "graf_exact (GRAF's own 191 features: kept out of --model auto's views; --compare graf adds "
+                   "candidates on our features + GRAF's for the inner CV to choose); all), or 'none'.")
 @click.option("--proxies", "proxy_table", default=None,
               help="Also use a proxy table's proxies as features ('shipped' or a CSV; NaN where not computed).")
 @click.option("--proxy-cells-only", is_flag=True,
