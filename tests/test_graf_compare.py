@@ -109,3 +109,17 @@ def test_predict_cli_compare_graf(tmp_path):
     out = json.loads(r.output[r.output.index("{"):])
     assert out["graf"]["features"] == out["ours"]["features"] and out["graf"]["models"] == ["graf", "graf"]
     assert np.isfinite(out["diff"]["spearman_mean"]) and np.isfinite(out["diff"]["spearman_twin_free_mean"])
+
+
+def test_features_table_leaves_measures_out_on_request():
+    # measures need a trained network: features_table(measures=False) keeps the proxies and drops them
+    import xarray as xr
+
+    from robustbench_nas.analysis.targets import features_table
+
+    ds = xr.Dataset({"proxy_value": (("arch", "proxy"), [[1.0], [2.0]]),
+                     "measure_value": (("arch", "measure"), [[3.0], [4.0]])},
+                    coords={"arch": [5, 7], "proxy": ["synflow"], "measure": ["jacobian_fro"]})  # fmt: skip
+    assert list(features_table(ds, costs=False).columns) == ["proxy:synflow", "measure:jacobian_fro"]
+    F = features_table(ds, costs=False, measures=False)
+    assert list(F.columns) == ["proxy:synflow"] and F["proxy:synflow"].tolist() == [1.0, 2.0]

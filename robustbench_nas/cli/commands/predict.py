@@ -48,12 +48,11 @@ if TYPE_CHECKING:
 @click.option("--proxy-names", default=None,
               help="Comma list of the --proxies table's proxies to use as features (default: all; 'none': no feature, "
                    "e.g. with --proxy-cells-only to score the same cells without proxies).")
-@click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
+@click.option("--no-store-proxies", is_flag=True, help="Ignore proxies stored in STORE (measures are never used).")
 @click.option("--compare", type=click.Choice(["graf"]), default=None,
               help="Also score GRAF (its 191 graph features + params + FLOPs, a default random forest) on the same "
                    "splits and print ours, GRAF and the paired difference +- SE (robustbench_nas.analysis.graf). "
-                   "Ours may then also choose our features together with GRAF's (by the inner CV). Store measures "
-                   "are never used (they need a trained network).")
+                   "Ours may then also choose our features together with GRAF's (by the inner CV).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=False, show_default=True)
 def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, train_select: str, model: str,
@@ -61,7 +60,8 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
             no_store_proxies: bool, compare: str | None, as_json: bool, progress: bool) -> None:  # fmt: skip
     """Held-out Spearman / Kendall / R^2 of predicting TARGET from free per-cell features (split by uid).
 
-    Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed. Every cell
+    Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed; never the
+    store's measures (``measure:*`` need a trained network). Every cell
     with a finite target that is not a training cell is a test cell; scores are the mean over the repeats.
     Example: `rbnas predict runs/jung.zarr --target 'pgd@Linf@1/255' --train-size 100 --repeats 5 --json`.
     """
@@ -89,7 +89,7 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     if compare == "graf" and not (enc and {"all", "graf_exact"} & set(enc)):
         enc = (enc or []) + ["graf_exact"]  # GRAF's own features, needed by its side
     try:
-        F = features_table(ds, encodings=enc, measures=compare is None)
+        F = features_table(ds, encodings=enc, measures=False)  # measures need a trained network: not zero-cost
     except ValueError as e:
         fail(str(e))
     if no_store_proxies:
