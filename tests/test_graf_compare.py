@@ -71,6 +71,7 @@ def _table(n: int = 240, seed: int = 0) -> tuple[pd.DataFrame, pd.Series, pd.Ser
     return F, y, keys
 
 
+@pytest.mark.slow  # ours' inner CV: 9 candidates x 5 folds x 3 repeats
 def test_compare_pairs_the_same_splits():
     F, y, keys = _table()
     res = compare_with_graf(F, y, train_size=60, repeats=3, seed=5, twin_keys=keys)
@@ -96,6 +97,7 @@ def test_compare_refuses_measures_and_tables_without_graf():
         compare_with_graf(F.drop(columns=["graf:a", "graf:b"]), y, train_size=20, repeats=1)
 
 
+@pytest.mark.slow
 def test_predict_cli_compare_graf(tmp_path):
     from click.testing import CliRunner
 
