@@ -71,6 +71,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     return float(d.mean()), se
 
 
+def _num(v: object) -> float:
+    """A per-repeat score as a float (``None``, as :func:`.prediction.predict_heldout` writes NaN, is NaN)."""
+    return float("nan") if v is None else float(v)  # type: ignore[arg-type]
+
+
 def compare_with_graf(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 10,
                       seed: int = 0, twin_keys: pd.Series | None = None, train_select: str = "random",
                       selection: str = "1se", union: bool = True, progress: bool = False) -> dict[str, object]:  # fmt: skip
@@ -102,10 +107,13 @@ def compare_with_graf(features: pd.DataFrame, target: pd.Series, *, train_size: 
         raise RuntimeError(f"ours and GRAF were scored on different splits ({ours['n_test']} vs {graf['n_test']})")
     diff: dict[str, float] = {}
     for k in PAIRED_SCORES:
-        a = [row.get(k) for row in ours["per_repeat"]]  # type: ignore[union-attr]
-        b = [row.get(k) for row in graf["per_repeat"]]  # type: ignore[union-attr]
-        if all(v is not None for v in a + b):
-            diff[f"{k}_mean"], diff[f"{k}_se"] = paired_difference(a, b)
+        if not any(k in row for row in ours["per_repeat"]):  # type: ignore[union-attr]
+            continue  # e.g. no twin keys: no twin-free score
+        # a repeat whose Spearman is undefined (a constant target on the held-out cells, or a constant prediction
+        # from a constant training target: APGD-CE at 8/255 is 0 for nearly every cell) is NaN, left out of the pair
+        a = [_num(row.get(k)) for row in ours["per_repeat"]]  # type: ignore[union-attr]
+        b = [_num(row.get(k)) for row in graf["per_repeat"]]  # type: ignore[union-attr]
+        diff[f"{k}_mean"], diff[f"{k}_se"] = paired_difference(a, b)
     return {"target": str(target.name), "train_size": int(train_size), "repeats": int(repeats), "seed": int(seed),
             "ours": ours, "graf": graf, "diff": diff}  # fmt: skip
 
