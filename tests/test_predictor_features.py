@@ -184,10 +184,16 @@ def test_feature_views_follow_the_space_declarations():
     cols = ["params", "flops"] + nb.encoding_columns("all")
     v = feature_views(cols)
     old_sparse = [c.startswith("path=") or (c.startswith("e") and "=" in c and "(" in c) for c in cols]
-    assert [cols[i] for i in v["compact"]] == [c for c, s in zip(cols, old_sparse) if not s]
+    # GRAF's exact features (the baseline's, graf_exact) stay out of our views but for the ``union`` view
+    graf = [c.startswith("graf:") for c in cols]
+    assert any(graf)
+    assert [cols[i] for i in v["compact"]] == [c for c, s, g in zip(cols, old_sparse, graf) if not (s or g)]
+    assert [cols[i] for i in v["union"]] == [c for c, s in zip(cols, old_sparse) if not s]
+    assert [cols[i] for i in v["graf"]] == [c for c, g in zip(cols, graf) if g or c in ("params", "flops")]
     assert [cols[i] for i in v["signal"]] == [c for c in cols if c.startswith(("route_", "prop_", "params", "flops"))]
     only_sss = feature_views(cols, spaces=["nats-sss"])
-    assert list(only_sss["compact"]) == list(only_sss["signal"]) == list(range(len(cols)))
+    not_graf = [i for i, g in enumerate(graf) if not g]  # the baseline's columns are set apart in every space
+    assert list(only_sss["compact"]) == list(only_sss["signal"]) == not_graf
 
 
 def test_wl_graph_comes_from_the_space():

@@ -88,6 +88,13 @@ def _rf3(seed: int) -> RegressorMixin:
     return RandomForestRegressor(n_estimators=300, max_features=0.3, random_state=seed, n_jobs=1)
 
 
+@register_model("graf_rf")
+def _graf_rf(seed: int) -> RegressorMixin:
+    # GRAF's predictor (gabikadlecova/GRAF scripts/train_and_eval.py): RandomForestRegressor() with scikit-learn's
+    # defaults (100 trees, every feature per split); only the seed and one job are ours
+    return RandomForestRegressor(random_state=seed, n_jobs=1)
+
+
 @register_model("gp")
 def _gp(seed: int) -> RegressorMixin:
     # RBF + white noise on standardised features, hyper-parameters by marginal likelihood on the training cells:
@@ -441,6 +448,10 @@ def _view_columns(spaces: tuple[str, ...]) -> tuple[frozenset[str], frozenset[st
     return frozenset(sparse), frozenset(signal)
 
 
+#: Column prefix of GRAF's exact features (the NB201 ``graf_exact`` encoding), see :func:`feature_views`.
+GRAF_PREFIX: str = "graf:"
+
+
 def feature_views(columns: Sequence[str], spaces: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Column positions of each feature view (see :data:`AUTO_CANDIDATES`).
 
@@ -451,12 +462,19 @@ def feature_views(columns: Sequence[str], spaces: Sequence[str] | None = None) -
     """
     cols = list(columns)
     sparse_cols, signal_cols = _view_columns(tuple(sorted(spaces if spaces is not None else list_search_spaces())))
-    compact = [i for i, c in enumerate(cols) if c not in sparse_cols]
+    # GRAF's exact features (graf_exact) are the baseline's: kept out of our views, so that adding them to a table
+    # changes ours only through the ``union`` view (compact + GRAF), a candidate the inner CV may pick
+    graf = [c.startswith(GRAF_PREFIX) for c in cols]
+    compact = [i for i, c in enumerate(cols) if not (c in sparse_cols or graf[i])]
     compact_idx = np.array(compact or range(len(cols)), dtype=int)
     signal = [i for i, c in enumerate(cols) if c in signal_cols or c in ("params", "flops")]
     has_signal = any(c in signal_cols for c in cols)
+    union = [i for i, c in enumerate(cols) if c not in sparse_cols]
+    graf_view = [i for i, c in enumerate(cols) if graf[i] or c in ("params", "flops")]
     return {"all": np.arange(len(cols)), "compact": compact_idx,
-            "signal": np.array(signal, dtype=int) if has_signal else compact_idx}  # fmt: skip
+            "signal": np.array(signal, dtype=int) if has_signal else compact_idx,
+            "union": np.array(union, dtype=int) if any(graf) else compact_idx,
+            "graf": np.array(graf_view, dtype=int) if any(graf) else compact_idx}  # fmt: skip
 
 
 def _rank(v: np.ndarray) -> np.ndarray:
@@ -481,7 +499,7 @@ SELECTION_RULES: tuple[str, ...] = ("1se", "best")
 
 def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[tuple[str, str], ...]],
                  views: dict[str, np.ndarray] | None = None, *, folds: int = 5, seed: int = 0,
-                 rule: str = "1se") -> tuple[str, dict[str, float]]:  # fmt: skip
+                 rule: str = "1se", groups: np.ndarray | None = None) -> tuple[str, dict[str, float]]:  # fmt: skip
     """A candidate chosen by ``folds``-fold CV (mean Spearman) on (``X``, ``y``): the training cells only.
 
     ``rule="best"``: the best CV mean. ``rule="1se"`` (default): the one-standard-error rule (Breiman et al. 1984;
@@ -489,20 +507,51 @@ def select_model(X: np.ndarray, y: np.ndarray, candidates: dict[str, tuple[tuple
     (over folds) of the best, the one that averages the most models (ties: the better mean). With 100 cells the
     fold scores are noisy (SE ~0.03) and the best mean is often a lucky single model; the rule prefers the
     steadier rank average when the data cannot tell them apart.
+
+    ``groups`` (one label per row, e.g. the functional key): rows of a group stay in one fold (:func:`group_folds`),
+    so a candidate is never scored on a cell whose functional twin it was fitted on.
     """
     from sklearn.model_selection import KFold
 
     if rule not in SELECTION_RULES:  # before the fits
         raise KeyError(f"unknown selection rule {rule!r}; known: {', '.join(SELECTION_RULES)}")
-    views = views or {v: np.arange(X.shape[1]) for v in ("all", "compact", "signal")}
+    views = views or {v: np.arange(X.shape[1]) for v in ("all", "compact", "signal", "union", "graf")}
     cv: dict[str, list[float]] = {k: [] for k in candidates}
     members = sorted({mv for ms in candidates.values() for mv in ms})
-    for tr, te in KFold(min(folds, len(y)), shuffle=True, random_state=seed).split(X):
+    if groups is None:
+        fold_iter = list(KFold(min(folds, len(y)), shuffle=True, random_state=seed).split(X))
+    else:
+        fold_iter = group_folds(groups, folds, seed)
+    for tr, te in fold_iter:
         single = {(m, v): make_model(m, seed).fit(X[tr][:, views[v]], y[tr]).predict(X[te][:, views[v]])
                   for m, v in members}  # fmt: skip
         for name, ms in candidates.items():
             cv[name].append(spearman(_combine([single[mv] for mv in ms]), y[te]))
     return choose_candidate(cv, {n: len(ms) for n, ms in candidates.items()}, rule), _cv_means(cv)
+
+
+def group_folds(groups: Sequence[object], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(train, test)`` positions of a seeded k-fold partition that keeps every group in one fold.
+
+    Groups are shuffled (``seed``) and dealt to the folds largest first, each to the fold with the fewest rows so
+    far, so fold sizes stay even when a few groups are large. ``None`` / NaN labels are groups of one row. Folds that
+    would be empty (fewer groups than ``folds``) are dropped.
+    """
+    labels = [g if isinstance(g, str) else f"\0row{i}" for i, g in enumerate(groups)]
+    uniq, inv = np.unique(np.asarray(labels, dtype=object), return_inverse=True)
+    sizes = np.bincount(inv)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    order = order[np.argsort(-sizes[order], kind="stable")]  # largest first, ties in shuffled order
+    k = max(2, min(folds, len(uniq)))
+    load = np.zeros(k, dtype=int)
+    fold_of = np.empty(len(uniq), dtype=int)
+    for g in order:
+        f = int(np.argmin(load))
+        fold_of[g] = f
+        load[f] += sizes[g]
+    row_fold = fold_of[inv]
+    n = np.arange(len(labels))
+    return [(n[row_fold != f], n[row_fold == f]) for f in range(k) if (row_fold == f).any() and (row_fold != f).any()]
 
 
 def _cv_means(cv: dict[str, Sequence[float]]) -> dict[str, float]:
@@ -532,8 +581,8 @@ def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], 
 
 def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 5,
                     seed: int = 0, model: str = "auto", folds: int = 5, train_select: str = "random",
-                    selection: str = "1se", twin_keys: pd.Series | None = None,
-                    progress: bool = False) -> dict[str, object]:  # fmt: skip
+                    selection: str = "1se", twin_keys: pd.Series | None = None, progress: bool = False,
+                    candidates: dict[str, tuple[tuple[str, str], ...]] | None = None) -> dict[str, object]:  # fmt: skip
     """Train on ``train_size`` cells (random or chosen), score on every other cell with a target; mean of repeats.
 
     Each cell is one isomorphism class (the store's ``arch`` = uid), so held-out cells are held-out uids. With
@@ -545,7 +594,9 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
     most reduce a GP's predictive variance over all of them (:func:`variance_splits`); both designs are chosen from
     features only, before any target is read. ``twin_keys`` (each cell's functional key, indexed like ``features``, see
     :func:`.twins.functional_keys`): also score on the held-out cells none of whose functional twins is a
-    training cell (a twin is another measurement of the same function, so a held-out twin is not quite unseen).
+    training cell (a twin is another measurement of the same function, so a held-out twin is not quite unseen); the
+    inner CV's folds then keep twins together. ``candidates``: those of ``model="auto"`` (default
+    :data:`AUTO_CANDIDATES`).
 
     Returns:
         ``spearman_mean``, ``spearman_std``, ``kendall_mean``, ``kendall_std``, ``r2_mean``, ``r2_std``,
@@ -574,10 +625,13 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
         warnings.simplefilter("ignore", ConvergenceWarning)
         for r, tr, te in tqdm(splits, desc=f"predict {target.name}", disable=not progress):
             Xtr, Xte = _impute(X[tr], X[te])
-            if model == "auto":
-                name, _cv = select_model(Xtr, y[tr], AUTO_CANDIDATES, views, folds=folds, seed=seed + r,
-                                         rule=selection)
-                members = AUTO_CANDIDATES[name]
+            cands = candidates or AUTO_CANDIDATES
+            if model == "auto" and len(cands) == 1:  # nothing to choose: no inner CV
+                name, members = next(iter(cands.items()))
+            elif model == "auto":
+                name, _cv = select_model(Xtr, y[tr], cands, views, folds=folds, seed=seed + r, rule=selection,
+                                         groups=None if keys is None else keys[tr])
+                members = cands[name]
             else:
                 name, members = model, ((model, "all"),)
             chosen.append(name)

@@ -9,7 +9,8 @@ Targets (columns of :func:`targets_table`), all accuracies in [0, 1]:
 
 Features (:func:`features_table`): every proxy (``proxy:<name>``) and measure (``measure:<name>``) in the store,
 ``params`` / ``flops`` (both in millions, the NB201 unit) when stored, and zero-cost cell encodings
-(:mod:`.encodings`) on request.
+(:mod:`.encodings`) on request. Measures need a trained network: they are not zero-cost (``measures=False`` leaves
+them out).
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def _nanmean(a: np.ndarray) -> np.ndarray:
     return np.where(n > 0, s / np.maximum(n, 1), np.nan)
 
 
-def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, costs: bool = True) -> pd.DataFrame:
+def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, costs: bool = True,
+                   measures: bool = True) -> pd.DataFrame:  # fmt: skip
     """One row per cell, one column per zero-cost feature available for it.
 
     Arguments:
@@ -125,13 +127,16 @@ def features_table(ds: xr.Dataset, *, encodings: str | list[str] | None = None, 
             computed from ``arch_str``.
         costs: add ``params`` and ``flops`` (read from the store, else computed exactly by the space's cost,
             :func:`.encodings.arch_costs`).
+        measures: add the store's measures (``measure:<name>``). They need a *trained* network, so they are not
+            zero-cost: a predictor of untrained cells (``rbnas predict``) leaves them out.
 
     Returns:
         DataFrame indexed by ``arch``; proxies as ``proxy:<name>``, measures as ``measure:<name>``.
     """
     idx = _arch_index(ds)
     parts: list[pd.DataFrame] = []
-    for what, dim, prefix in (("proxies", "proxy", "proxy:"), ("measures", "measure", "measure:")):
+    kinds = (("proxies", "proxy", "proxy:"),) + ((("measures", "measure", "measure:"),) if measures else ())
+    for what, dim, prefix in kinds:
         da = find_var(ds, what)
         if da is not None and dim in da.dims:
             da = _reduce_extra(da, ("arch", dim)).transpose("arch", dim)

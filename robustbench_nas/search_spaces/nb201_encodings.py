@@ -223,3 +223,6 @@ def propagation(cell: Cell) -> dict[str, float]:
     out["prop_gain[weight_free]"] = path_gain(cell, {"skip_connect": 1.0, "nor_conv_1x1": 0.0, "nor_conv_3x3": 0.0,
                                                      "avg_pool_3x3": 1.0})
     return out
+
+
+from . import nb201_graf as _nb201_graf  # noqa: E402,F401  (registers GRAF's exact features, ``graf_exact``)

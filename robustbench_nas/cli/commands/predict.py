@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from ..common import echo_json, fail
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @click.command(name="predict")
@@ -33,8 +37,9 @@ from ..common import echo_json, fail
               help="How --model auto picks a candidate from the inner CV: 1se (the most-averaged candidate within one "
                    "standard error of the best) or best (the best CV mean).")
 @click.option("--encodings", default="all", show_default=True,
-              help="Cell encodings as features (nb201: onehot, opcount, path, graf, pathstats, propagation; all), or "
-                   "'none'.")
+              help="Cell encodings as features (nb201: onehot, opcount, path, graf, pathstats, propagation, "
+                   "graf_exact (GRAF's own 191 features: kept out of --model auto's views; --compare graf adds "
+                   "candidates on our features + GRAF's for the inner CV to choose); all), or 'none'.")
 @click.option("--proxies", "proxy_table", default=None,
               help="Also use a proxy table's proxies as features ('shipped' or a CSV; NaN where not computed).")
 @click.option("--proxy-cells-only", is_flag=True,
@@ -43,15 +48,20 @@ from ..common import echo_json, fail
 @click.option("--proxy-names", default=None,
               help="Comma list of the --proxies table's proxies to use as features (default: all; 'none': no feature, "
                    "e.g. with --proxy-cells-only to score the same cells without proxies).")
-@click.option("--no-store-proxies", is_flag=True, help="Ignore proxies / measures stored in STORE.")
+@click.option("--no-store-proxies", is_flag=True, help="Ignore proxies stored in STORE (measures are never used).")
+@click.option("--compare", type=click.Choice(["graf"]), default=None,
+              help="Also score GRAF (its 191 graph features + params + FLOPs, a default random forest) on the same "
+                   "splits and print ours, GRAF and the paired difference +- SE (robustbench_nas.analysis.graf). "
+                   "Ours may then also choose our features together with GRAF's (by the inner CV).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--progress/--no-progress", default=False, show_default=True)
 def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, train_select: str, model: str,
             selection: str, encodings: str, proxy_table: str | None, proxy_cells_only: bool, proxy_names: str | None,
-            no_store_proxies: bool, as_json: bool, progress: bool) -> None:  # fmt: skip
+            no_store_proxies: bool, compare: str | None, as_json: bool, progress: bool) -> None:  # fmt: skip
     """Held-out Spearman / Kendall / R^2 of predicting TARGET from free per-cell features (split by uid).
 
-    Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed. Every cell
+    Features: the cells' encodings and costs (params, FLOPs), plus zero-cost proxies where computed; never the
+    store's measures (``measure:*`` need a trained network). Every cell
     with a finite target that is not a training cell is a test cell; scores are the mean over the repeats.
     Example: `rbnas predict runs/jung.zarr --target 'pgd@Linf@1/255' --train-size 100 --repeats 5 --json`.
     """
@@ -76,8 +86,10 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     if target not in T.columns:
         fail(f"unknown target {target!r}; available: {', '.join(T.columns)}")
     enc = None if encodings.strip().lower() == "none" else [e.strip() for e in encodings.split(",") if e.strip()]
+    if compare == "graf" and not (enc and {"all", "graf_exact"} & set(enc)):
+        enc = (enc or []) + ["graf_exact"]  # GRAF's own features, needed by its side
     try:
-        F = features_table(ds, encodings=enc)
+        F = features_table(ds, encodings=enc, measures=False)  # measures need a trained network: not zero-cost
     except ValueError as e:
         fail(str(e))
     if no_store_proxies:
@@ -114,6 +126,10 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
 
     keys = functional_keys(ds)
     twins = keys if twin_groups(list(keys.reindex(T.index))) else None  # no twins: nothing to add
+    if compare == "graf":
+        _compare_graf(F, T[target], sizes, repeats=repeats, seed=seed, train_select=train_select,
+                      selection=selection, twins=twins, as_json=as_json, progress=progress)  # fmt: skip
+        return
     results = []
     for size in sizes:
         t1 = time.perf_counter()
@@ -139,3 +155,30 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
             echo_json({**results[0], "total_seconds": time.perf_counter() - t0})
         else:
             echo_json({"target": target, "curve": results, "total_seconds": time.perf_counter() - t0})
+
+
+def _compare_graf(F: pd.DataFrame, y: pd.Series, sizes: list[int], *, repeats: int, seed: int, train_select: str,
+                  selection: str, twins: pd.Series | None, as_json: bool, progress: bool) -> None:  # fmt: skip
+    """``--compare graf``: ours and GRAF on the same splits, per training size."""
+    from robustbench_nas.analysis.graf import compare_with_graf
+
+    out = []
+    for size in sizes:
+        try:
+            res = compare_with_graf(F, y, train_size=size, repeats=repeats, seed=seed, twin_keys=twins,
+                                    train_select=train_select, selection=selection, progress=progress)  # fmt: skip
+        except (KeyError, ValueError) as e:
+            fail(str(e))
+        out.append(res)
+        if not as_json:
+            o, g, d = res["ours"], res["graf"], res["diff"]
+            click.echo(f"{y.name} ({size} training cells, {o['n_test']} test cells, {repeats} repeats from seed "
+                       f"{seed}): held-out Spearman ours {o['spearman_mean']:.3f}, GRAF {g['spearman_mean']:.3f}, "
+                       f"ours - GRAF {d['spearman_mean']:+.3f} +- {d['spearman_se']:.3f} (SE, paired); "
+                       f"models {','.join(o['models'])}")  # fmt: skip
+            if "spearman_twin_free_mean" in d:
+                click.echo(f"  twin-free held-out cells: ours {o['spearman_twin_free_mean']:.3f}, GRAF "
+                           f"{g['spearman_twin_free_mean']:.3f}, ours - GRAF {d['spearman_twin_free_mean']:+.3f} +- "
+                           f"{d['spearman_twin_free_se']:.3f}")  # fmt: skip
+    if as_json:
+        echo_json(out[0] if len(out) == 1 else {"target": str(y.name), "curve": out})
