@@ -1,6 +1,7 @@
-"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201 and NATS-Bench's size space (SSS)."""
+"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201, NATS-Bench's size space (SSS) and DARTS."""
 
 from .base import (
+    NotEnumerableError,
     CIFAR_MEAN,
     CIFAR_STD,
     ArchitectureError,
@@ -15,6 +16,7 @@ from .base import (
 )
 from .nb201 import EDGES, OPS, Cell, NB201SearchSpace, isomorphism_key, parse_arch
 from .nats_sss import SSS_CHANNELS, NATSSizeSpace, parse_channels
+from .darts import DartsSearchSpace  # noqa: E402  (registers the DARTS space)
 
 __all__ = [
     "ArchitectureError",
@@ -24,7 +26,9 @@ __all__ = [
     "CellCost",
     "EDGES",
     "FlopCount",
+    "DartsSearchSpace",
     "NATSSizeSpace",
+    "NotEnumerableError",
     "NB201SearchSpace",
     "OPS",
     "SSS_CHANNELS",
