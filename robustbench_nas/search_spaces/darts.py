@@ -151,6 +151,9 @@ class DartsSearchSpace(SearchSpace):
             named = named_genotype(s)
             if named is not None:
                 return parse_genotype(named)
+            if s.strip().replace("_", "").replace("-", "").isalnum():  # a word: a name we do not know
+                raise ArchitectureError(f"malformed DARTS genotype {s!r}: not a Genotype(...) string, a compact "
+                                        f"tuple or a published name ({', '.join(NAMED_GENOTYPES)})")
         return parse_genotype(s)
 
     def format(self, arch: DartsGenotype) -> str:
@@ -297,7 +300,9 @@ class DartsSearchSpace(SearchSpace):
     def measure_cost(self, arch: object, num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32),
                      **options: Any) -> CellCost:
         """Counted on the built network, parameters as DARTS counts them (names with ``auxiliary`` left out)."""
-        net = self.build_network(arch, num_classes, in_channels=int(input_shape[0]), **options)
+        c = int(input_shape[0])
+        norm = {} if c == 3 else {"mean": (0.5,) * c, "std": (0.25,) * c}  # CIFAR's would broadcast to 3 channels
+        net = self.build_network(arch, num_classes, in_channels=c, **norm, **options)
         params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
         return CellCost(params, self.count_flops(net, input_shape))
 
