@@ -343,7 +343,8 @@ class ProtocolConfig:
 
 
 def parse_archs(text: str) -> Any:
-    """Read ``--archs``: ``all``, an int N, a comma list of indices / strings, or ``@file`` (one per line)."""
+    """Read ``--archs``: ``all``, an int N, a comma list of indices / strings / published genotype names, one DARTS
+    ``Genotype(...)`` or compact string, or ``@file`` (one per line)."""
     from pathlib import Path
 
     text = text.strip()
@@ -357,6 +358,11 @@ def parse_archs(text: str) -> Any:
         return [int(s) if s.isdigit() else s for s in items]
     if text.isdigit():
         return int(text)
+    if text.startswith(("Genotype(", "(", "[")):  # one DARTS genotype (its own commas): several go in @FILE
+        return [text]
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if items and all(s.replace("_", "").replace("-", "").isalnum() and not s.isdigit() for s in items):
+        return items  # published genotype names (DARTS_V2, PC_DARTS, ...), resolved by the space
     if any(c in text for c in "|:~"):  # architecture strings (NB201 '|op~0|+...', SSS 'C1:...:C5'): no commas
         return [s.strip() for s in text.split(",") if s.strip()]
     try:

@@ -22,7 +22,7 @@ As every network of this package it normalises its input first (mean / std), so 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -246,6 +246,19 @@ class DartsNetwork(nn.Module):
             raise ValueError("this DARTS network has no auxiliary head (build it with auxiliary=True)")
         s1, aux = self._run(x, True)
         return self.classifier(self.global_pooling(s1).flatten(1)), aux  # type: ignore[return-value]
+
+    @property
+    def cells_per_stage(self) -> int:
+        """Normal cells per stage, ``N = (layers - 2) // 3`` (exact for layers = 3 N + 2, the profiles' networks)."""
+        return max(1, (len(self.cells) - 2) // 3)
+
+    def croze_layout(self) -> tuple[list[nn.Module], Callable[[nn.Module], bool]]:
+        """CRoZe's NB201 layout mapped onto DARTS (the reduction cells play NB201's reduction blocks): the five
+        features are the stem, the two reduction cells, the last cell and the pooling; the cells counted to pair
+        layers with features are the normal cells."""
+        r1, r2 = reduction_layers(len(self.cells))
+        feats = [self.stem, self.cells[r1], self.cells[r2], self.cells[len(self.cells) - 1], self.global_pooling]
+        return feats, lambda m: isinstance(m, DartsCellModule) and not m.reduction
 
     def without_auxiliary(self) -> "DartsNetwork":
         """Remove the auxiliary head after training (in place): the network that is evaluated and saved."""

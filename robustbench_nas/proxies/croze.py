@@ -40,7 +40,10 @@ def _cell_type() -> type:
 
 
 def _feature_modules(net: nn.Module) -> list[nn.Module]:
-    """Modules whose outputs are the reference's five ``activated_feats`` (NB201 layout)."""
+    """Modules whose outputs are the reference's five ``activated_feats`` (NB201 layout; a network with another
+    layout, DARTS, names its own through ``croze_layout()``)."""
+    if hasattr(net, "croze_layout"):
+        return net.croze_layout()[0]
     cells = net.cells
     cell_t = _cell_type()
     reductions = [m for m in cells if not isinstance(m, cell_t)]
@@ -52,10 +55,11 @@ def _feature_modules(net: nn.Module) -> list[nn.Module]:
 def _layer_feature_index(net: nn.Module, cells_per_stage: int) -> dict[nn.Module, int]:
     """The reference's pairing of each conv/linear layer with a feature: (cells seen so far) // N, +1 for linear."""
     cell_t = _cell_type()
+    is_cell = net.croze_layout()[1] if hasattr(net, "croze_layout") else (lambda m: isinstance(m, cell_t))
     seen = 0
     index: dict[nn.Module, int] = {}
     for m in net.modules():
-        if isinstance(m, cell_t):
+        if is_cell(m):
             seen += 1
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             index[m] = seen // cells_per_stage + (1 if isinstance(m, nn.Linear) else 0)
@@ -193,7 +197,7 @@ def croze(net: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: ProxyContext) -
 
 def cells_per_stage(net: nn.Module) -> int:
     """``N`` of an NB201 network (the reference pairs layers with features by cells seen // N)."""
-    n = getattr(net, "config", {}).get("N")
+    n = getattr(net, "config", {}).get("N", getattr(net, "cells_per_stage", None))
     if n is None:
         raise TypeError("croze expects an NB201Network (needs .config['N'] for the reference's layer pairing)")
     return int(n)
