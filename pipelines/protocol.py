@@ -518,6 +518,25 @@ def _nb201_proxies_seeds() -> ProtocolConfig:
     )
 
 
+@register_protocol("darts-jung2023")
+def _darts_jung2023() -> ProtocolConfig:
+    """Jung et al.'s attack grid, corruption set, proxies and measures on the published DARTS-space genotypes
+    (DARTS_V1 / V2, PC-DARTS, P-DARTS) and 96 genotypes sampled as NB301's random sampler does (seed 0), each trained
+    with NAS-Bench-301's pipeline (``darts-nb301``: C=32, 8 cells, 100 epochs) on CIFAR-10. ``--archs N`` samples
+    instead; ``--archs @FILE`` lists genotypes (one ``Genotype(...)`` / compact string or name per line)."""
+    from robustbench_nas.search_spaces import get_search_space
+    from robustbench_nas.search_spaces.darts import NAMED_GENOTYPES
+
+    return _jung2023().replace(
+        name="darts-jung2023",
+        search_space="darts",
+        train_profile="darts-nb301",
+        archs=(*NAMED_GENOTYPES, *get_search_space("darts").sample(96, seed=0)),
+        description="Jung et al. 2023's grid (FGSM/PGD/APGD-CE/Square, CIFAR-10-C) on 4 published + 96 sampled DARTS "
+                    "genotypes trained with NAS-Bench-301's pipeline (darts-nb301), CIFAR-10",
+    )
+
+
 __all__ = [
     "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_shard",
     "register_protocol", "shard_cells",

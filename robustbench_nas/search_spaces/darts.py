@@ -328,3 +328,4 @@ class DartsSearchSpace(SearchSpace):
 
 __all__ = ["CELL_CHOICES", "DartsSearchSpace", "NAMED_GENOTYPES", "NUM_GENOTYPES", "cell_at", "cell_index",
            "named_genotype"]
+from . import darts_encodings as _darts_encodings  # noqa: E402,F401  (registers the DARTS encodings)
