@@ -101,7 +101,6 @@ def test_edge_order_within_a_node_is_the_same_index():
 
 # ---- errors ----------------------------------------------------------------------------------------------------------
 def _with(cell: str, edges: str) -> str:
-    other = "[('max_pool_3x3', 0), ('max_pool_3x3', 1)] * 4"
     other = "[" + ", ".join(["('max_pool_3x3', 0), ('max_pool_3x3', 1)"] * 4) + "]"
     normal, reduce = (edges, other) if cell == "normal" else (other, edges)
     return f"Genotype(normal={normal}, normal_concat=[2, 3, 4, 5], reduce={reduce}, reduce_concat=[2, 3, 4, 5])"
@@ -278,3 +277,102 @@ def test_cli_show_darts_v2():
         assert row["params"] == 3.349342 and row["flops"] == SPACE.cost(DARTS_V2, C=36, layers=20).flops.published / 1e6
     res = CliRunner().invoke(cli, ["space", "show", "DARTS_V3", "--space", "darts"])
     assert res.exit_code == 2 and "malformed DARTS genotype" in res.output
+
+
+# ---- encodings ------------------------------------------------------------------------------------------------------------
+def test_encodings_by_hand():
+    f = SPACE.encode_one("DARTS_V2", SPACE.resolve_encodings("all"))
+    # normal cell (canonical): n2 = sep(0) + sep(1), n3 = sep(0) + sep(1), n4 = skip(0) + sep(1), n5 = skip(0) + dil(2)
+    assert f["normal_count_sep_conv_3x3"] == 5 and f["normal_count_skip_connect"] == 2 and f["normal_parametric"] == 6
+    assert f["normal_adj_2->5"] == 1 and f["normal_adj_1->5"] == 0
+    everything = "pool+skip+sep+dil"
+    # paths from the inputs: n2, n3, n4 two each, n5 one via skip and two via n2: 9; shortest 1, longest 2
+    assert (f[f"normal_{everything}_paths"], f[f"normal_{everything}_min_path"],
+            f[f"normal_{everything}_max_path"]) == (9, 1, 2)
+    assert f[f"normal_{everything}_outdeg0"] == 4 and f[f"normal_{everything}_outdeg1"] == 3
+    # only skips: n4 and n5 reached from input 0, one path each
+    assert f["normal_skip_paths"] == 2 and f["normal_skip_reached"] == 2 and f["normal_skip_max_path"] == 1
+    assert set(SPACE.resolve_encodings("default")) <= set(SPACE.list_encodings())
+
+
+# ---- profiles, training, pipeline ---------------------------------------------------------------------------------------
+def test_darts_profiles_and_network_options():
+    from robustbench_nas.training import get_profile
+
+    nb301 = get_profile("darts-nb301")
+    assert (nb301.C, nb301.epochs, nb301.batch_size, nb301.auxiliary_weight, nb301.drop_path_prob, nb301.cutout,
+            nb301.grad_clip) == (32, 100, 96, 0.4, 0.2, 16, 5.0)
+    assert SPACE.network_options(nb301) == {"C": 32, "layers": 8}
+    assert SPACE.training_network_options(nb301) == {"C": 32, "layers": 8, "auxiliary": True}
+    assert SPACE.network_options(get_profile("darts-eval")) == {"C": 36, "layers": 20}
+    assert SPACE.network_options(get_profile("tiny")) == {"C": 4, "layers": 5}
+    # NB301's network: DARTS_V2 at C=32, 8 cells
+    assert SPACE.cost("DARTS_V2", C=32, layers=8) == SPACE.measure_cost("DARTS_V2", C=32, layers=8)
+
+
+def test_cutout_by_hand():
+    from robustbench_nas.training.cutout import cutout
+
+    x = torch.zeros(64, 2, 10, 10)
+    y = cutout(x, 4, (0.25, 0.75), torch.Generator().manual_seed(0))
+    covered = (y[:, 0] == 0.25)
+    assert torch.equal(covered, y[:, 1] == 0.75)
+    sides = covered.sum(dim=(1, 2))
+    assert sides.max() == 16 and sides.min() >= 4  # a 4x4 square, clipped at the border (at least 2x2)
+    rows = covered.any(dim=2).sum(dim=1)
+    assert rows.max() == 4
+
+
+def test_drop_path_and_auxiliary_training(tmp_path):
+    from robustbench_nas.data import get_dataset
+    from robustbench_nas.training import get_profile, load_checkpoint, save_checkpoint, train_model
+
+    net = SPACE.build_network("DARTS_V2", C=4, layers=5)
+    x = torch.rand(8, 3, 32, 32)
+    net.train()
+    net.drop_path_prob = 0.5
+    torch.manual_seed(0)
+    a = net(x)
+    b = net(x)
+    assert not torch.allclose(a, b)  # drop path is random in training
+    net.eval()
+    torch.testing.assert_close(net(x), net(x))  # and off in eval mode
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), y=np.arange(60) % 3)
+    ds = get_dataset("npz", str(npz))
+    prof = get_profile("darts-nb301", epochs=2, batch_size=16, C=4, N=1, max_train_images=32)
+    res = train_model("PC_DARTS", ds, prof, seed=0, device="cpu", progress=False, space="darts")
+    assert res.model.auxiliary_head is None and res.model.config["auxiliary"] is False
+    assert res.model.drop_path_prob == 0.0 and len(res.history) == 2
+    path = save_checkpoint(tmp_path / "ck", res.model, res.meta)
+    again, _ = load_checkpoint(path)
+    torch.testing.assert_close(again(x[:2]), res.model(x[:2]))
+    with pytest.raises(ValueError, match="no drop path"):
+        train_model(0, ds, get_profile("tiny", drop_path_prob=0.1, epochs=1), space="nb201", progress=False)
+
+
+def test_parse_archs_genotypes():
+    from robustbench_nas.pipelines import parse_archs
+
+    assert parse_archs(DARTS_V2) == [DARTS_V2] and parse_archs(DARTS_V2_COMPACT) == [DARTS_V2_COMPACT]
+    assert parse_archs("DARTS_V2,PC_DARTS") == ["DARTS_V2", "PC_DARTS"]
+    assert parse_archs("3,1") == [3, 1]
+
+
+def test_run_refuses_all_and_writes_a_darts_store(tmp_path):
+    import xarray as xr
+
+    res = CliRunner().invoke(cli, ["run", "--space", "darts", "--protocol", "tiny", "--archs", "all", "--store",
+                                   str(tmp_path / "all.zarr")])
+    assert res.exit_code == 2 and "--archs N" in res.output and len(res.output.strip().splitlines()) == 1
+    store = tmp_path / "s.zarr"
+    res = CliRunner().invoke(cli, ["run", "--space", "darts", "--protocol", "tiny", "--archs", "DARTS_V2",
+                                   "--stages", "info,proxies", "--set", "proxies=[\"params\", \"flops\", \"croze\"]",
+                                   "--workers", "1", "--no-progress", "--store", str(store)])
+    assert res.exit_code == 0, res.output
+    ds = xr.open_zarr(store)
+    assert ds["arch"].values.tolist() == [SPACE.index_of(DARTS_V2)]
+    assert str(ds["arch_str"].values[0]) == SPACE.arch_str(SPACE.index_of(DARTS_V2))
+    assert parse_genotype(str(ds["compact"].values[0])) == parse_genotype(DARTS_V2).canonical()
