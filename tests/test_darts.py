@@ -374,3 +374,23 @@ def test_run_refuses_all_and_writes_a_darts_store(tmp_path):
     assert ds["arch"].values.tolist() == [SPACE.index_of(DARTS_V2)]
     assert str(ds["arch_str"].values[0]) == SPACE.arch_str(SPACE.index_of(DARTS_V2))
     assert parse_genotype(str(ds["compact"].values[0])) == parse_genotype(DARTS_V2).canonical()
+
+
+def test_darts_jung2023_protocol():
+    from robustbench_nas import attacks, corruptions
+    from robustbench_nas.pipelines import ProtocolConfig, get_protocol
+    from robustbench_nas.proxies import list_proxies
+    from robustbench_nas.training import list_profiles
+
+    p = get_protocol("darts-jung2023")
+    j = get_protocol("jung2023")
+    assert p.search_space == "darts" and p.train_profile == "darts-nb301" in list_profiles()
+    assert p.attacks == j.attacks and p.corruptions == j.corruptions and set(p.proxies) <= set(list_proxies())
+    assert set(p.attacks) <= set(attacks.list_attacks()) and set(p.corruptions) <= set(corruptions.list_corruptions())
+    cells = p.resolve_archs()
+    assert len(cells) == 100
+    uids = {c[0] for c in cells}
+    assert {SPACE.uid(n) for n in NAMED_GENOTYPES} <= uids
+    assert uids - {SPACE.uid(n) for n in NAMED_GENOTYPES} == set(SPACE.sample(96, seed=0))
+    q = ProtocolConfig.from_dict(p.to_dict())
+    assert q == p and q.fingerprint() == p.fingerprint()
