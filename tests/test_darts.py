@@ -152,7 +152,7 @@ def test_enumeration_is_refused_with_what_to_do():
     assert res.exit_code == 2 and "cannot be enumerated" in res.output and len(res.output.strip().splitlines()) == 1
 
 
-# ---- sampling and search ----------------------------------------------------------------------------------------------
+# ---- sampling and search ---------------------------------------------------------------------------------------------
 def test_sampling_seeded_distinct_uniform():
     a = SPACE.sample(500, seed=3)
     assert a == SPACE.sample(500, seed=3) != SPACE.sample(500, seed=4)
@@ -179,7 +179,7 @@ def test_neighbours_and_mutate():
     assert all(SPACE.mutate(i, rng) in set(nb) for _ in range(50))
 
 
-# ---- networks and costs ------------------------------------------------------------------------------------------------
+# ---- networks and costs ----------------------------------------------------------------------------------------------
 def test_published_param_counts():
     assert SPACE.cost("DARTS_V2", C=36, layers=20).params == 3_349_342  # DARTS README: 3.3M; count_parameters_in_MB
     assert round(SPACE.cost("PC_DARTS", C=36, layers=20).params / 1e6, 1) == 3.6  # PC-DARTS paper
@@ -277,7 +277,7 @@ def test_cli_show_darts_v2():
     assert res.exit_code == 2 and "malformed DARTS genotype" in res.output
 
 
-# ---- encodings ------------------------------------------------------------------------------------------------------------
+# ---- encodings -------------------------------------------------------------------------------------------------------
 def test_encodings_by_hand():
     f = SPACE.encode_one("DARTS_V2", SPACE.resolve_encodings("all"))
     # normal cell (canonical): n2 = sep(0) + sep(1), n3 = sep(0) + sep(1), n4 = skip(0) + sep(1), n5 = skip(0) + dil(2)
@@ -293,7 +293,7 @@ def test_encodings_by_hand():
     assert set(SPACE.resolve_encodings("default")) <= set(SPACE.list_encodings())
 
 
-# ---- profiles, training, pipeline ---------------------------------------------------------------------------------------
+# ---- profiles, training, pipeline ------------------------------------------------------------------------------------
 def test_darts_profiles_and_network_options():
     from robustbench_nas.training import get_profile
 

@@ -103,7 +103,8 @@ def make_cell(edges: Sequence[Any], kind: str = "normal", what: object = None) -
     """A checked :class:`DartsCell` from 8 ``(op name, input)`` pairs (errors name the cell, node and problem)."""
     where = f"DARTS genotype{'' if what is None else f' {what!r}'}: {kind} cell"
     if isinstance(edges, (str, bytes)) or not isinstance(edges, Sequence):
-        raise ArchitectureError(f"{where}: expected a list of {NUM_EDGES} (op, input) pairs, got {type(edges).__name__}")
+        raise ArchitectureError(f"{where}: expected a list of {NUM_EDGES} (op, input) pairs, "
+                                f"got {type(edges).__name__}")
     if len(edges) != NUM_EDGES:
         raise ArchitectureError(f"{where} has {len(edges)} edges, expected {NUM_EDGES} "
                                 f"(2 per intermediate node, {NUM_NODES} nodes)")
@@ -147,7 +148,8 @@ def cell_from_compact(pairs: Sequence[Any], kind: str = "normal", what: object =
         inp, op = pair
         if isinstance(op, bool) or not isinstance(op, int) or not 0 <= op < len(DARTS_OPS):
             raise ArchitectureError(f"{where}, node {e // 2 + 2} (edge {e}): op index {op!r} is not in "
-                                    f"0..{len(DARTS_OPS) - 1} ({', '.join(f'{i}={o}' for i, o in enumerate(DARTS_OPS))})")
+                                    f"0..{len(DARTS_OPS) - 1} "
+                                    f"({', '.join(f'{i}={o}' for i, o in enumerate(DARTS_OPS))})")
         edges.append((DARTS_OPS[op], inp))
     return make_cell(edges, kind, what)
 
@@ -212,7 +214,8 @@ def parse_genotype(s: str) -> DartsGenotype:
     try:
         value = ast.literal_eval(tree)
     except ValueError:
-        raise ArchitectureError(f"malformed DARTS genotype {s!r}: not a Genotype(...) string or compact tuple") from None
+        raise ArchitectureError(f"malformed DARTS genotype {s!r}: not a Genotype(...) string or compact "
+                                "tuple") from None
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ArchitectureError(f"malformed DARTS compact genotype {s!r}: expected two cells (normal, reduce) of "
                                 f"{NUM_EDGES} (input, op index) pairs")

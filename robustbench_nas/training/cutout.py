@@ -7,7 +7,8 @@ from typing import Sequence
 import torch
 
 
-def cutout(x: torch.Tensor, length: int, fill: Sequence[float], generator: torch.Generator | None = None) -> torch.Tensor:
+def cutout(x: torch.Tensor, length: int, fill: Sequence[float],
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Cover one ``length x length`` square per image (clipped at the borders) with ``fill``.
 
     DARTS's ``utils.Cutout`` zeroes the square after normalisation, i.e. it sets the pixels to the dataset mean; our
