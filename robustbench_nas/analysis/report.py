@@ -608,6 +608,12 @@ def _prediction(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, F: pd.
 
 
 def _search(rep: ReportBuilder, cfg: AnalysisConfig, T: pd.DataFrame, summary: dict[str, Any], fig_dir: Path) -> None:
+    from ..search_spaces import get_search_space
+
+    if not get_search_space(summary["search_space"]).enumerable:  # mutations leave a sampled store's cells
+        rep.sections.append(("search", "Searching the dataset", f"<p>Not run: {summary['search_space']} is sampled, "
+                             "not enumerated, so a search's mutations mostly reach cells the store does not hold.</p>"))
+        return
     objs = _default_predict_targets(T)
     budget = min(cfg.search_budget, len(T))
     if budget < cfg.search_budget:
