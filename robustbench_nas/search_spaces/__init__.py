@@ -1,12 +1,12 @@
 """Search spaces: a registry by name (``get_search_space``); NAS-Bench-201, NATS-Bench's size space (SSS) and DARTS."""
 
 from .base import (
-    NotEnumerableError,
     CIFAR_MEAN,
     CIFAR_STD,
     ArchitectureError,
     CellCost,
     FlopCount,
+    NotEnumerableError,
     SearchSpace,
     canonical_name,
     get_search_space,
@@ -16,7 +16,7 @@ from .base import (
 )
 from .nb201 import EDGES, OPS, Cell, NB201SearchSpace, isomorphism_key, parse_arch
 from .nats_sss import SSS_CHANNELS, NATSSizeSpace, parse_channels
-from .darts import DartsSearchSpace  # noqa: E402  (registers the DARTS space)
+from .darts import DartsSearchSpace  # registers the DARTS space
 
 __all__ = [
     "ArchitectureError",
@@ -25,8 +25,8 @@ __all__ = [
     "Cell",
     "CellCost",
     "EDGES",
-    "FlopCount",
     "DartsSearchSpace",
+    "FlopCount",
     "NATSSizeSpace",
     "NotEnumerableError",
     "NB201SearchSpace",
