@@ -11,9 +11,8 @@
   only in that order have the same index (tested: equal network outputs with the weights carried over).
 - ``uid == index`` (no further symmetry is claimed: swapping intermediate nodes permutes the concatenated channels,
   which the next cell's 1x1 convolution sees), ``functional_key`` the uid.
-- Sampling as NB301's random sampler (``nasbench301`` ``Genotype`` sampling in its ``sample_random``): each node
-  picks 2 distinct inputs uniformly among the earlier nodes and an op uniformly per edge, i.e. uniformly over the
-  index; ``mutate`` changes one op or one input of one edge; ``neighbours`` lists every such change.
+- Sampling as NB301's random sampler: each node picks 2 distinct inputs uniformly among the earlier nodes and an op
+  uniformly per edge, i.e. uniformly over the index; ``mutate`` changes one op or one input of one edge; ``neighbours`` lists every such change.
 - Named genotypes (:data:`NAMED_GENOTYPES`) are accepted wherever a genotype is: ``DARTS_V2``, ``PC_DARTS``, ...
 """
 
@@ -247,8 +246,8 @@ class DartsSearchSpace(SearchSpace):
         return list(seen)
 
     def mutate(self, arch: object, rng: np.random.Generator) -> int:
-        """One random change: a cell, a node's edge, then a new op or a new input with equal probability (NB301 /
-        NASLib style), the input drawn among the earlier nodes other than the node's two inputs."""
+        """One random change: a cell, an edge, then a new op or a new input with equal probability, the input drawn
+        among the earlier nodes other than the node's two inputs (a new op when there is none)."""
         g = self.decode(self.index_of(arch))
         kind = CELL_TYPES[int(rng.integers(2))]
         edges = list(g.cell(kind).canonical().edges)

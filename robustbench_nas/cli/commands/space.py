@@ -42,8 +42,8 @@ def command(ctx: click.Context, space_name: str) -> None:
     """Inspect a search space: architectures, isomorphism classes, parameter and FLOP counts.
 
     params are in millions; flops are millions of FLOPs in the space's published convention (CIFAR-10 head,
-    32x32: NAS-Bench-201's for nb201, NATS-Bench's get_model_infos for nats-sss), flops_plain the plain
-    multiply-adds of convolutions and the linear layer.
+    32x32: NAS-Bench-201's for nb201, NATS-Bench's get_model_infos for nats-sss, conv + linear multiply-adds of
+    the inference network for darts), flops_plain the plain multiply-adds of convolutions and the linear layer.
     """
     ctx.obj = resolve_space(space_name)
 
