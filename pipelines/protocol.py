@@ -338,7 +338,8 @@ class ProtocolConfig:
 
 
 def parse_archs(text: str) -> Any:
-    """Read ``--archs``: ``all``, an int N, a comma list of indices / strings, or ``@file`` (one per line)."""
+    """Read ``--archs``: ``all``, an int N, a comma list of indices / strings / published genotype names, one DARTS
+    ``Genotype(...)`` or compact string, or ``@file`` (one per line)."""
     from pathlib import Path
 
     text = text.strip()
@@ -352,6 +353,11 @@ def parse_archs(text: str) -> Any:
         return [int(s) if s.isdigit() else s for s in items]
     if text.isdigit():
         return int(text)
+    if text.startswith(("Genotype(", "(", "[")):  # one DARTS genotype (its own commas): several go in @FILE
+        return [text]
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if items and all(s.replace("_", "").replace("-", "").isalnum() and not s.isdigit() for s in items):
+        return items  # published genotype names (DARTS_V2, PC_DARTS, ...), resolved by the space
     if any(c in text for c in "|:~"):  # architecture strings (NB201 '|op~0|+...', SSS 'C1:...:C5'): no commas
         return [s.strip() for s in text.split(",") if s.strip()]
     try:
@@ -505,6 +511,25 @@ def _nb201_proxies_seeds() -> ProtocolConfig:
     return _nb201_proxies().replace(
         name="nb201-proxies-seeds", archs=tuple(shipped_sample()[:30]), seeds=(1, 2),
         description="seed noise: 30 cells of the nb201-proxies sample at seeds 1 and 2",
+    )
+
+
+@register_protocol("darts-jung2023")
+def _darts_jung2023() -> ProtocolConfig:
+    """Jung et al.'s attack grid, corruption set, proxies and measures on the published DARTS-space genotypes
+    (DARTS_V1 / V2, PC-DARTS, P-DARTS) and 96 genotypes sampled as NB301's random sampler does (seed 0), each trained
+    with NAS-Bench-301's pipeline (``darts-nb301``: C=32, 8 cells, 100 epochs) on CIFAR-10. ``--archs N`` samples
+    instead; ``--archs @FILE`` lists genotypes (one ``Genotype(...)`` / compact string or name per line)."""
+    from robustbench_nas.search_spaces import get_search_space
+    from robustbench_nas.search_spaces.darts import NAMED_GENOTYPES
+
+    return _jung2023().replace(
+        name="darts-jung2023",
+        search_space="darts",
+        train_profile="darts-nb301",
+        archs=(*NAMED_GENOTYPES, *get_search_space("darts").sample(96, seed=0)),
+        description="Jung et al. 2023's grid (FGSM/PGD/APGD-CE/Square, CIFAR-10-C) on 4 published + 96 sampled DARTS "
+                    "genotypes trained with NAS-Bench-301's pipeline (darts-nb301), CIFAR-10",
     )
 
 

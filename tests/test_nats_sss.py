@@ -249,7 +249,7 @@ def test_protocol_space_names():
     assert get_protocol("tiny", search_space="SSS").search_space == "nats-sss"
     assert get_protocol("tiny").search_space == "nb201"
     with pytest.raises(ValueError, match="unknown search space"):
-        get_protocol("tiny", search_space="darts")
+        get_protocol("tiny", search_space="no-such-space")
     ref = get_protocol("nats-sss-jung2023")
     j = get_protocol("jung2023")
     assert ref.search_space == "nats-sss" and ref.train_profile == "nats-sss-90e" and ref.archs == "all"
@@ -325,7 +325,7 @@ def test_space_cli():
     assert rows[-1]["arch_str"] == "64:64:64:64:64" and float(rows[-1]["flops"]) == 274.399882
     r = CliRunner().invoke(cli, ["space", "show", "--space", "nats-sss", "8:8:8:8:9"])
     assert r.exit_code == 2 and "C5 = 9" in r.output
-    r = CliRunner().invoke(cli, ["space", "count", "--space", "darts"])
+    r = CliRunner().invoke(cli, ["space", "count", "--space", "no-such-space"])
     assert r.exit_code == 2 and "unknown search space" in r.output
 
 

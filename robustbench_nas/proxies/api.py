@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -109,6 +109,7 @@ def compute_proxies(
     std: Sequence[float] = CIFAR_STD,
     space: str = "nb201",
     engine: str = "shared",
+    **network_options: Any,
 ) -> dict[str, float]:
     """Zero-cost proxies of cell ``arch`` at initialisation, on one batch.
 
@@ -125,6 +126,7 @@ def compute_proxies(
             for spaces whose networks take them).
         space: search-space name (``nb201``, ``nats-sss``).
         engine: ``"shared"`` or ``"separate"`` (see :func:`compute_model_proxies`).
+        network_options: further options of the space's networks (DARTS: ``layers``); ``None`` values are left out.
 
     Shape:
         x ``(N, C, H, W)`` with N >= 2, y ``(N,)``.
@@ -135,7 +137,7 @@ def compute_proxies(
     Example:
         >>> compute_proxies(arch, x, y, ["synflow", "nwot"], seed=0, C=8, N=1)
     """
-    options = {k: v for k, v in (("C", C), ("N", N)) if v is not None}
+    options = {k: v for k, v in (("C", C), ("N", N), *network_options.items()) if v is not None}
     model = init_model(arch, seed, space, num_classes=num_classes, mean=mean, std=std, in_channels=int(x.shape[1]),
                        **options)
     return compute_model_proxies(model.to(x.device), x, y, names, seed=seed, num_classes=num_classes, engine=engine)

@@ -1,6 +1,6 @@
-"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201 and NATS-Bench's size space (SSS).
+"""Search spaces: a registry by name (``get_search_space``); NAS-Bench-201, NATS-Bench's size space (SSS) and DARTS.
 
-NB201's encodings are registered here, after the space module: ``nb201_encodings`` imports ``nb201``, and the
+NB201's and DARTS's encodings are registered here, after their space modules: ``nb201_encodings`` imports ``nb201``, and the
 space module importing its encodings back would be an import cycle (tests/test_layers.py).
 """
 
@@ -10,6 +10,7 @@ from .base import (
     CellCost,
     CellDAG,
     FlopCount,
+    NotEnumerableError,
     SearchSpace,
     canonical_name,
     get_search_space,
@@ -20,6 +21,8 @@ from .base import (
 from .nb201 import EDGES, OPS, Cell, NB201SearchSpace, isomorphism_key, parse_arch
 from . import nb201_encodings as _nb201_encodings  # noqa: F401  (registers NB201's encodings)
 from .nats_sss import SSS_CHANNELS, NATSSizeSpace, parse_channels
+from .darts import DartsSearchSpace  # registers the DARTS space
+from . import darts_encodings as _darts_encodings  # noqa: F401,E402  (registers DARTS's encodings, as NB201's)
 
 __all__ = [
     "ArchitectureError",
@@ -29,8 +32,10 @@ __all__ = [
     "CellCost",
     "CellDAG",
     "EDGES",
+    "DartsSearchSpace",
     "FlopCount",
     "NATSSizeSpace",
+    "NotEnumerableError",
     "NB201SearchSpace",
     "OPS",
     "SSS_CHANNELS",

@@ -40,6 +40,10 @@ class ArchitectureError(ValueError):
     """Raised for a malformed or unknown architecture (string, index or op)."""
 
 
+class NotEnumerableError(ValueError):
+    """Raised when something needs every architecture of a space too large to enumerate (DARTS)."""
+
+
 def _key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "").replace(" ", "")
 
@@ -165,6 +169,17 @@ class SearchSpace(abc.ABC):
     #: the networks sit in the layer above, so a space never imports them itself
     network_module: str = ""
 
+    #: whether every architecture can be listed (``uid_table``, ``unique_indices``, ``space list``,
+    #: ``--archs all``); a sampled space (DARTS) is used through ``sample``, strings and indices only
+    enumerable: bool = True
+
+    def require_enumerable(self, what: str) -> None:
+        """Raise :class:`NotEnumerableError` (one line saying what to do instead) unless the space is enumerable."""
+        if not self.enumerable:
+            raise NotEnumerableError(
+                f"{what} needs every architecture of {self.name}, which has {self.num_cells:,} and cannot be "
+                "enumerated; use --archs N (a seeded sample) or --archs @FILE (a list of architectures)")
+
     # ---- enumeration, strings, isomorphism ----------------------------------------------------------------------
     @property
     @abc.abstractmethod
@@ -216,8 +231,15 @@ class SearchSpace(abc.ABC):
         (no twins); a space whose isomorphism rule is looser than its functions overrides it (NB201)."""
         return str(self.uid(arch))
 
+    @property
+    def num_functions(self) -> int:
+        """Number of distinct functions (:meth:`functional_key` classes); enumerates the space by default."""
+        self.require_enumerable("counting functions")
+        return len({self.functional_key(i) for i in range(self.num_cells)})
+
     def uid_table(self) -> np.ndarray:
         """``uid`` of every index, shape ``(num_cells,)``."""
+        self.require_enumerable("uid_table")
         return np.array([self.uid(i) for i in range(self.num_cells)], dtype=np.int64)
 
     @abc.abstractmethod
@@ -274,6 +296,11 @@ class SearchSpace(abc.ABC):
     def network_builder(self) -> NetworkBuilder:
         """This space's network builder (registered by :attr:`network_module`; it takes a decoded architecture)."""
         return get_network_builder(self.name, self.network_module)
+
+    def training_network_options(self, profile: Any) -> dict[str, Any]:
+        """The options of the network being trained (default: :meth:`network_options`); DARTS adds its auxiliary
+        head when the profile weighs its loss. The trained network is saved without training-only parts."""
+        return self.network_options(profile)
 
     @abc.abstractmethod
     def published_flops(self, tally: "Mapping[str, int]") -> int:

@@ -37,6 +37,11 @@ class TrainProfile:
         adv_eps, adv_steps, adv_step_size, adv_random_start: PGD adversarial training (Madry et al.) when
             ``adv_eps`` is set; eps and step size in [0, 1] pixel units.
         eval_every: evaluate test accuracy every this many epochs (and always after the last).
+        auxiliary_weight: weight of the auxiliary head's loss (DARTS networks; 0: no auxiliary head).
+        drop_path_prob: final drop-path probability, raised linearly from 0 over the epochs as DARTS does
+            (``p * epoch / epochs``, epoch counted from 0); 0: off. Only for networks with drop path (DARTS).
+        cutout: side of the cutout square in pixels (0: off), filled with the dataset mean.
+        grad_clip: clip the gradient norm to this value before each step (``None``: no clipping).
     """
 
     name: str
@@ -61,6 +66,10 @@ class TrainProfile:
     adv_step_size: float = 2 / 255
     adv_random_start: bool = True
     eval_every: int = 1
+    auxiliary_weight: float = 0.0
+    drop_path_prob: float = 0.0
+    cutout: int = 0
+    grad_clip: float | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -71,6 +80,11 @@ class TrainProfile:
             raise ValueError(f"profile {self.name!r}: unknown schedule {self.schedule!r} (cosine, onecycle, constant)")
         if self.amp not in (None, "bf16"):
             raise ValueError(f"profile {self.name!r}: amp must be None or 'bf16', got {self.amp!r}")
+        if self.auxiliary_weight < 0 or not 0 <= self.drop_path_prob < 1 or self.cutout < 0:
+            raise ValueError(f"profile {self.name!r}: auxiliary_weight >= 0, 0 <= drop_path_prob < 1 and cutout >= 0 "
+                             f"needed, got {self.auxiliary_weight}, {self.drop_path_prob}, {self.cutout}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"profile {self.name!r}: grad_clip must be positive or None, got {self.grad_clip}")
         if self.adv_eps is not None and not 0 <= self.adv_eps <= 1:
             raise ValueError(
                 f"profile {self.name!r}: adv_eps={self.adv_eps} is outside [0, 1]; eps is in pixel units "
@@ -179,3 +193,32 @@ def _tiny_at() -> TrainProfile:
     return TrainProfile(
         name="tiny-at", epochs=6, batch_size=64, lr=0.05, C=4, N=1, adv_eps=2 / 255, adv_steps=3, adv_step_size=1 / 255
     )
+
+
+# ---- DARTS ---------------------------------------------------------------------------------------------------------
+# DARTS networks take C and layers = 3 N + 2 (N cells per stage between the two reduction cells; see
+# DartsSearchSpace.network_options). DARTS's SGD has no nesterov momentum.
+@register_profile("darts-nb301")
+def _darts_nb301() -> TrainProfile:
+    """NAS-Bench-301's training of DARTS genotypes (Siems et al. 2020): C=32, 8 cells (N=2), 100 epochs, batch 96,
+    SGD lr 0.025 (momentum 0.9, no nesterov), cosine to 0, weight decay 3e-4, auxiliary head weight 0.4, drop path
+    0.2, cutout 16, gradient clipping 5. Deviation: the cosine is stepped per batch (DARTS steps it per epoch)."""
+    return TrainProfile(name="darts-nb301", epochs=100, batch_size=96, lr=0.025, nesterov=False, weight_decay=3e-4,
+                        C=32, N=2, auxiliary_weight=0.4, drop_path_prob=0.2, cutout=16, grad_clip=5.0)
+
+
+@register_profile("darts-eval")
+def _darts_eval() -> TrainProfile:
+    """The DARTS paper's CIFAR-10 evaluation (``cnn/train.py``): C=36, 20 cells (N=6), 600 epochs, batch 96, SGD lr
+    0.025 (momentum 0.9, no nesterov), cosine to 0, weight decay 3e-4, auxiliary weight 0.4, drop path 0.2, cutout
+    16, gradient clipping 5. Deviation: the cosine is stepped per batch (DARTS steps it per epoch)."""
+    return _darts_nb301().replace(name="darts-eval", epochs=600, C=36, N=6)
+
+
+@register_profile("darts-tiny")
+def _darts_tiny() -> TrainProfile:
+    """``tiny`` with DARTS's regularisers (drop path 0.2, cutout 4 on 16x16 digits, gradient clipping 5): a CPU / CI
+    check of the DARTS training path. No auxiliary head: on 16x16 images its input is 4x4, smaller than its 5x5
+    pooling (use 32x32 images for the auxiliary loss)."""
+    return TrainProfile(name="darts-tiny", epochs=6, batch_size=64, lr=0.05, C=4, N=1, drop_path_prob=0.2, cutout=4,
+                        grad_clip=5.0)

@@ -19,6 +19,7 @@ from ..evaluation import evaluate_clean
 from ..search_spaces import get_search_space
 from ..utils import resolve_device
 from ..utils.seeding import make_generator
+from .cutout import cutout
 from .profiles import TrainProfile
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,11 @@ def train_model(
         torch.manual_seed(seed)
         sp = get_search_space(space)
         model = sp.build_network(arch, num_classes=info.num_classes, mean=info.mean, std=info.std,
-                                 in_channels=info.channels, **sp.network_options(profile))
+                                 in_channels=info.channels, **sp.training_network_options(profile))
+    if profile.drop_path_prob > 0 and not hasattr(model, "drop_path_prob"):
+        raise ValueError(f"profile {profile.name!r} sets drop_path_prob, but {space} networks have no drop path")
+    if profile.auxiliary_weight > 0 and not hasattr(model, "forward_with_auxiliary"):
+        raise ValueError(f"profile {profile.name!r} sets auxiliary_weight, but {space} networks have no auxiliary head")
     model = model.to(dev)
     if profile.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -140,6 +145,7 @@ def train_model(
         train_split = train_split.subset(profile.max_train_images, seed=seed)
     eval_data = dataset.split(eval_split)
     g = make_generator(seed + 1)  # the shuffle/augment stream (seed itself picks the train subset)
+    g_cutout = make_generator(seed + 2)  # its own stream: the loader's order and crops stay as they were
     loader = DeviceLoader(train_split, profile.batch_size, dev, shuffle=True, augment=profile.augment, generator=g,
                           channels_last=profile.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=profile.lr, momentum=profile.momentum, nesterov=profile.nesterov,
@@ -156,6 +162,8 @@ def train_model(
     for epoch in range(1, profile.epochs + 1):
         t0 = time.perf_counter()
         model.train()
+        if profile.drop_path_prob > 0:  # DARTS: drop_path_prob * epoch / epochs, epoch counted from 0
+            model.drop_path_prob = profile.drop_path_prob * (epoch - 1) / profile.epochs
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.long)
         seen = 0
@@ -164,13 +172,23 @@ def train_model(
                 lr = lr_at(profile, step, total)
                 for group in opt.param_groups:
                     group["lr"] = lr
+            if profile.cutout > 0:
+                xb = cutout(xb, profile.cutout, info.mean, g_cutout)
             if perturb is not None:
                 xb = perturb(model, xb, yb, g)
             with autocast:
-                logits = forward(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=profile.label_smoothing)
+                if profile.auxiliary_weight > 0:
+                    logits, aux = model.forward_with_auxiliary(xb)
+                    loss = (F.cross_entropy(logits.float(), yb, label_smoothing=profile.label_smoothing)
+                            + profile.auxiliary_weight * F.cross_entropy(aux.float(), yb,
+                                                                         label_smoothing=profile.label_smoothing))
+                else:
+                    logits = forward(xb)
+                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=profile.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if profile.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), profile.grad_clip)
             opt.step()
             if scheduler is not None:
                 scheduler.step()
@@ -197,6 +215,10 @@ def train_model(
         if on_epoch is not None:
             on_epoch(row)
     bar.close()
+    if hasattr(model, "without_auxiliary"):  # the auxiliary head only trains: evaluate and save the network without it
+        model.without_auxiliary()
+    if hasattr(model, "drop_path_prob"):
+        model.drop_path_prob = 0.0
     model.eval()
     if profile.channels_last:
         model = model.to(memory_format=torch.contiguous_format)

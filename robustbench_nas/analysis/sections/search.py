@@ -21,6 +21,12 @@ def has_budget(ctx: SectionContext) -> bool:
 def search_section(ctx: SectionContext) -> None:
     """Add the search section to ``ctx.report`` (figures under ``ctx.fig_dir``, tables under ``ctx.out``)."""
     rep, cfg, T, summary, fig_dir = ctx.report, ctx.config, ctx.targets, ctx.summary, ctx.fig_dir
+    from ...search_spaces import get_search_space
+
+    if not get_search_space(summary["search_space"]).enumerable:  # mutations leave a sampled store's cells
+        rep.sections.append(("search", "Searching the dataset", f"<p>Not run: {summary['search_space']} is sampled, "
+                             "not enumerated, so a search's mutations mostly reach cells the store does not hold.</p>"))
+        return
     objs = default_predict_targets(T)
     budget = min(cfg.search_budget, len(T))
     if budget < cfg.search_budget:

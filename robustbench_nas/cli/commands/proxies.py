@@ -30,6 +30,7 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 @click.option("--proxies", "names", default=None, help="Comma-separated proxies (default: all; see --list).")
 @click.option("--C", "channels", default=None, type=int, help="NB201: channels of the first stage (default 16).")
 @click.option("--N", "cells", default=None, type=int, help="NB201: cells per stage (default 5).")
+@click.option("--layers", default=None, type=int, help="DARTS: number of cells (default 20).")
 @device_option()
 @threads_option()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
@@ -38,8 +39,8 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
               help="shared: proxies needing the same passes get them once; separate: one proxy at a time (reference). "
                    "Same values bit for bit.")
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
-def command(archs, space_name, dataset, data_root, split, batch_size, seed, names, channels, cells, device, threads, fmt,
-            as_json, engine, list_only) -> None:  # fmt: skip
+def command(archs, space_name, dataset, data_root, split, batch_size, seed, names, channels, cells, layers, device,
+            threads, fmt, as_json, engine, list_only) -> None:  # fmt: skip
     """Proxies of each ARCH (a string or index of --space) at initialisation: csv with arch_str first, one column
     per proxy."""
     from ...data import DataError, get_dataset
@@ -79,7 +80,8 @@ def command(archs, space_name, dataset, data_root, split, batch_size, seed, name
     for index in tqdm(indices, desc="proxies", unit="cell", disable=fmt == "json" or len(indices) < 2, file=sys.stderr):
         try:
             vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels,
-                                   N=cells, mean=info.mean, std=info.std, space=space.name, engine=engine)
+                                   N=cells, mean=info.mean, std=info.std, space=space.name, engine=engine,
+                                   layers=layers)
         except (TypeError, ValueError) as e:  # e.g. --C for a space whose architectures fix their widths
             fail(str(e))
         rows.append({"arch_str": space.arch_str(index), **vals})

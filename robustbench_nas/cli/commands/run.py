@@ -44,7 +44,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 
 @click.command(name="run")
 @click.option("--protocol", "protocol_name", default=None,
-              help="Named protocol (tiny, jung2023, robbench2024, nats-sss-jung2023, nb201-proxies, "
+              help="Named protocol (tiny, jung2023, robbench2024, nats-sss-jung2023, darts-jung2023, nb201-proxies, "
                    "nb201-proxies-seeds). Omit to continue an existing store's own protocol.")
 @click.argument("store_arg", metavar="[STORE]", required=False, type=click.Path())
 @click.option("--store", "store_path", default=None, type=click.Path(),

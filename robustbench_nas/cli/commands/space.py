@@ -8,18 +8,19 @@ from functools import lru_cache
 
 import click
 
-from ...search_spaces import ArchitectureError, get_search_space
+from ...search_spaces import ArchitectureError, NotEnumerableError, get_search_space
 from ..common import echo_json, fail, resolve_space, space_option
 
 
 @lru_cache(maxsize=None)
-def cell_row(space_name: str, index: int) -> dict:
+def cell_row(space_name: str, index: int, options: tuple[tuple[str, int], ...] = ()) -> dict:
     """index, arch_str, uid, params (M) and FLOPs (M, the space's published convention, CIFAR-10 head) of one cell.
 
-    The counts are the space's exact :meth:`cost` (closed form or per-op tables: no network is built per row).
+    The counts are the space's exact :meth:`cost` (closed form or per-op tables: no network is built per row);
+    ``options`` are network options of the space (NB201: ``C``, ``N``; DARTS: ``C``, ``layers``).
     """
     space = get_search_space(space_name)
-    cost = space.cost(index)
+    cost = space.cost(index, **dict(options))
     return {
         "index": index,
         "arch_str": space.arch_str(index),
@@ -41,8 +42,8 @@ def command(ctx: click.Context, space_name: str) -> None:
     """Inspect a search space: architectures, isomorphism classes, parameter and FLOP counts.
 
     params are in millions; flops are millions of FLOPs in the space's published convention (CIFAR-10 head,
-    32x32: NAS-Bench-201's for nb201, NATS-Bench's get_model_infos for nats-sss), flops_plain the plain
-    multiply-adds of convolutions and the linear layer.
+    32x32: NAS-Bench-201's for nb201, NATS-Bench's get_model_infos for nats-sss, conv + linear multiply-adds of
+    the inference network for darts), flops_plain the plain multiply-adds of convolutions and the linear layer.
     """
     ctx.obj = resolve_space(space_name)
 
@@ -58,7 +59,7 @@ def _space(ctx_space, sub_space: str | None):
 def count_cmd(space, as_json: bool, sub_space: str | None) -> None:
     """Number of cells, of unique (non-isomorphic) cells and of distinct functions (functional twins merged)."""
     space = _space(space, sub_space)
-    functions = len({space.functional_key(i) for i in range(space.num_cells)})
+    functions = space.num_functions  # enumerates an enumerable space; DARTS knows its counts in closed form
     out = {"cells": space.num_cells, "unique": space.num_unique, "functions": functions}
     if as_json:
         echo_json(out)
@@ -70,14 +71,23 @@ def count_cmd(space, as_json: bool, sub_space: str | None) -> None:
 @command.command("show")
 @click.argument("arch")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--C", "channels", type=int, default=None, help="Network width (NB201, DARTS; default: the space's).")
+@click.option("--N", "cells", type=int, default=None, help="NB201: cells per stage (default 5).")
+@click.option("--layers", type=int, default=None, help="DARTS: number of cells (default 20).")
 @_space_option_here
 @click.pass_obj
-def show_cmd(space, arch: str, as_json: bool, sub_space: str | None) -> None:
-    """One architecture, given as its string or index: index, arch_str, uid, params, flops."""
+def show_cmd(space, arch: str, as_json: bool, channels: int | None, cells: int | None, layers: int | None,
+             sub_space: str | None) -> None:
+    """One architecture, given as its string or index: index, arch_str, uid, params, flops.
+
+    DARTS: `rbnas space show DARTS_V2 --space darts --C 36 --layers 20` (a Genotype(...) string, NASLib's compact
+    form or a published name).
+    """
     space = _space(space, sub_space)
+    options = tuple((k, v) for k, v in (("C", channels), ("N", cells), ("layers", layers)) if v is not None)
     try:
-        row = cell_row(space.name, space.index_of(arch))
-    except ArchitectureError as e:
+        row = cell_row(space.name, space.index_of(arch), options)
+    except (ArchitectureError, TypeError, ValueError) as e:  # TypeError: an option the space does not take
         fail(str(e))
     if as_json:
         echo_json(row)
@@ -98,6 +108,10 @@ def list_cmd(space, unique: bool, fmt: str, limit: int | None, progress: bool, s
     from tqdm.auto import tqdm
 
     space = _space(space, sub_space)
+    try:
+        space.require_enumerable("rbnas space list")
+    except NotEnumerableError as e:
+        fail(f"{e} (rbnas space show ARCH for one)")
     indices = space.unique_indices() if unique else list(range(space.num_cells))
     if limit is not None:
         indices = indices[:limit]

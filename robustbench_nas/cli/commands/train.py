@@ -44,8 +44,11 @@ def command(arch, space_name, dataset, data_root, profile, overrides, seed, devi
         ds = get_dataset(dataset, data_root)
     except (ArchitectureError, KeyError, ValueError, DataError) as e:
         fail(str(e))
-    result = train_model(index, ds, prof, seed=seed, device=device, progress=True,  # on stderr; --json: stdout
-                         space=space.name)
+    try:
+        result = train_model(index, ds, prof, seed=seed, device=device, progress=True,  # on stderr; --json: stdout
+                             space=space.name)
+    except ValueError as e:  # a profile the space's networks cannot follow (drop path, auxiliary head on small images)
+        fail(str(e))
     out = Path(out_dir)
     ckpt = save_checkpoint(out, result.model, result.meta)
     metrics = {
