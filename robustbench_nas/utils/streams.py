@@ -59,9 +59,10 @@ def derive_key(*parts: Any) -> int:
 
 def _mix(z: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser on uint64 arrays (NumPy uint64 arithmetic wraps modulo 2**64, as intended)."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
 
 
 def _as_keys(keys: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -73,6 +74,22 @@ def _as_keys(keys: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
     if arr.size and arr.dtype.kind not in "iu":
         raise ValueError(f"row keys must be integers, got dtype {arr.dtype}")
     return arr.astype(np.uint64)
+
+
+def image_keys(base: int, ids: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
+    """Keys ``(N,)`` uint64 of images ``ids`` (their indices in the evaluated set or the dataset) under ``base``
+    (:func:`derive_key` of what else identifies the draw: seed, attack or corruption, radius or severity).
+
+    Raises:
+        ValueError: ids that are not 1-D non-negative integers.
+    """
+    raw = np.asarray(ids.detach().cpu() if isinstance(ids, torch.Tensor) else ids)
+    if raw.size and raw.min() < 0:
+        raise ValueError("image ids must be non-negative")
+    arr = _as_keys(raw)
+    b = np.uint64(int(base) & _MASK63)
+    with np.errstate(over="ignore"):
+        return _mix(_mix(arr * _GOLDEN + np.uint64(1)) ^ b)
 
 
 class RowStreams:
@@ -121,11 +138,12 @@ class RowStreams:
     # ---- raw bits -------------------------------------------------------------------------------------------------
     def _bits(self, per_row: int) -> np.ndarray:
         """``(B, per_row)`` uint64: splitmix64 outputs of the stream ``(key, counter)``; advances the counter."""
-        c = np.uint64(self.counter + 1)
+        c = np.array([self.counter + 1], dtype=np.uint64)
         self.counter += 1
-        base = _mix(self.keys ^ (c * _GOLDEN))  # (B,) a fresh, well-mixed state per (row, call)
-        j = np.arange(1, per_row + 1, dtype=np.uint64)
-        return _mix(base[:, None] + j[None, :] * _GOLDEN)
+        with np.errstate(over="ignore"):  # wrapping modulo 2**64 is the arithmetic intended
+            base = _mix(self.keys ^ (c * _GOLDEN))  # (B,) a fresh, well-mixed state per (row, call)
+            j = np.arange(1, per_row + 1, dtype=np.uint64)
+            return _mix(base[:, None] + j[None, :] * _GOLDEN)
 
     # ---- draws ----------------------------------------------------------------------------------------------------
     def uniform(self, shape: Sequence[int] = (), *, device: torch.device | str = "cpu",
@@ -200,4 +218,4 @@ class ImageStreams:
         return f"ImageStreams(images={len(self)})"
 
 
-__all__ = ["ImageStreams", "RowStreams", "derive_key"]
+__all__ = ["ImageStreams", "RowStreams", "derive_key", "image_keys"]
