@@ -23,7 +23,9 @@ from robustbench_nas.storage.schema import STAGES
 _PROTOCOLS: dict[str, Callable[[], "ProtocolConfig"]] = {}
 
 #: Fields that say *where* things are, not what is computed: left out of the fingerprint.
-RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description"})
+#: ``batch_size`` is a performance setting: attacks and generated corruptions draw per image, so results do not
+#: depend on it (a store may be continued at another batch size, e.g. larger on a GPU).
+RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description", "batch_size"})
 
 #: The 15 CIFAR-10-C corruptions of Hendrycks & Dietterich (2019), as in the Jung et al. 2023 release.
 CIFAR10C_CORRUPTIONS: tuple[str, ...] = (

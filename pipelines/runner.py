@@ -75,7 +75,9 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
     tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     RobustnessStore.create(tmp, spec, attrs={"protocol": protocol.to_dict(),
-                                             "protocol_fingerprint": protocol.fingerprint()})
+                                             "protocol_fingerprint": protocol.fingerprint(),
+                                             "random_streams": RANDOM_STREAMS,
+                                             "eval_precision": EVAL_PRECISION_NOTE})
     try:
         os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
     except OSError:
@@ -89,16 +91,25 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
 # ---- reuse of another store's results -------------------------------------------------------------------------------
 _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
 
-#: protocol fields each stage's values depend on, besides the cell and the seed
+#: protocol fields each stage's values depend on, besides the cell and the seed. ``batch_size`` is not one: attacks
+#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
     "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
     "train": _TRAINED,
-    "clean": (*_TRAINED, "eval_images", "batch_size"),
-    "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images", "batch_size"),
-    "corruptions": (*_TRAINED, "corruptions", "severities", "corruption_source", "corruption_images", "batch_size"),
+    "clean": (*_TRAINED, "eval_images"),
+    "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images"),
+    "corruptions": (*_TRAINED, "corruptions", "severities", "corruption_source", "corruption_images"),
     "measures": (*_TRAINED, "measures", "measure_images"),
 }
+
+#: The random-number scheme of the attacks and generated corruptions, saved in a store's attributes: results of
+#: another scheme (stores written before per-image streams have no such attribute) are never reused.
+RANDOM_STREAMS = "per-image-cpu-v1"
+#: Stages whose values depend on the random-number scheme.
+_RANDOM_STAGES = ("adversarial", "corruptions")
+#: Saved in a store's attributes: the precision every evaluation unit runs under (robustbench_nas.utils.precision).
+EVAL_PRECISION_NOTE = "ieee fp32 (every torch fp32_precision flag 'ieee') in every stage but train"
 
 
 def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str | os.PathLike,
@@ -122,6 +133,10 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     touched: set[int] = set()
     for stage in store.spec.stages:
         if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
+            continue
+        if stage in _RANDOM_STAGES and src.attrs.get("random_streams") != RANDOM_STREAMS:
+            log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
+                     src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
             continue
         names = [a.name for a in store.arrays.values() if a.stage == stage]
         if any(n not in src.arrays for n in names):
@@ -202,17 +217,22 @@ def execute_unit(
         checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
             earlier run (this run's ``train`` result in ``upstream`` takes precedence).
 
+    Every stage but ``train`` runs under IEEE fp32 convolutions and matmuls (:func:`robustbench_nas.utils.precision.
+    ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``.
+
     Returns:
-        ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values"}``.
+        ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values",
+        "precision"}``.
     """
     import torch
 
     from robustbench_nas.utils import resolve_device
+    from robustbench_nas.utils.precision import describe, ieee_fp32
 
     torch.set_num_threads(max(1, int(threads)))
     proto = ProtocolConfig.from_dict(protocol)
     out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": "",
-           "values": None}
+           "values": None, "precision": ""}
     bad = [u for u in upstream if u.get("status") not in ("done", "skipped")]
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
@@ -228,7 +248,13 @@ def execute_unit(
         out["attempts"] += 1
         t0 = time.perf_counter()
         try:
-            values = definition.fn(ctx)
+            if stage == "train":  # training: the profile's own precision (TF32 / AMP only where it says so)
+                out["precision"] = describe()
+                values = definition.fn(ctx)
+            else:
+                with ieee_fp32() as setting:
+                    out["precision"] = setting
+                    values = definition.fn(ctx)
             out["seconds"] = time.perf_counter() - t0
             out["values"] = values
             return out
