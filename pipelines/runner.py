@@ -217,6 +217,11 @@ def execute_unit(
         checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
             earlier run (this run's ``train`` result in ``upstream`` takes precedence).
 
+    GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
+    unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
+    result; not counted as a retry); any other CUDA error ends the Dask worker process (its nanny restarts it;
+    outside a worker :class:`~robustbench_nas.utils.device_failures.FatalDeviceError` is raised).
+
     Every stage but ``train`` runs under IEEE fp32 convolutions and matmuls (:func:`robustbench_nas.utils.precision.
     ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``.
 
@@ -227,6 +232,8 @@ def execute_unit(
     import torch
 
     from robustbench_nas.utils import resolve_device
+    from robustbench_nas.utils.device_failures import (WorkerGPUError, check_advertised_gpu, exit_worker,
+                                                       free_device_memory, is_fatal_cuda_error, is_oom)
     from robustbench_nas.utils.precision import describe, ieee_fp32
 
     torch.set_num_threads(max(1, int(threads)))
@@ -243,8 +250,14 @@ def execute_unit(
     if "train" in definition.needs:
         trained = [u for u in upstream if u.get("stage") == "train" and u.get("values")]
         ctx.checkpoint_rel = str(trained[0]["values"]["checkpoint"]) if trained else checkpoint_rel
+    try:
+        check_advertised_gpu(ctx.device)
+    except WorkerGPUError as e:
+        log.error("%s", e)
+        return {**out, "status": "failed", "error": f"WorkerGPUError: {e}"}
     error = ""
-    for attempt in range(proto.retries + 1):
+    attempt = 0
+    while attempt <= proto.retries:
         out["attempts"] += 1
         t0 = time.perf_counter()
         try:
@@ -260,9 +273,26 @@ def execute_unit(
             return out
         except Exception as e:  # noqa: BLE001  (any stage error is recorded, never propagated)
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+            out["seconds"] = time.perf_counter() - t0
+            bs = ctx.protocol.batch_size
+            if is_oom(e) and bs > 1:
+                # a property of the batch, not of the unit: half the batch, same results (per-image draws); does
+                # not use up a retry
+                del e
+                free_device_memory()
+                ctx.protocol = ctx.protocol.replace(batch_size=max(1, bs // 2))
+                out["batch_size"] = ctx.protocol.batch_size
+                log.warning("stage %s, cell %d seed %d: out of memory at batch %d, retrying at %d", stage, uid,
+                            seed, bs, ctx.protocol.batch_size)
+                continue
+            if is_fatal_cuda_error(e):
+                # the CUDA context is unusable: retrying here (or running any later unit) would fail the same way
+                out["error"] = error
+                log.error("stage %s, cell %d seed %d: CUDA error: %s", stage, uid, seed, e)
+                exit_worker(f"stage {stage}, cell {uid} seed {seed}: {e}")
             log.warning("stage %s failed for cell %d seed %d (attempt %d/%d): %s", stage, uid, seed, attempt + 1,
                         proto.retries + 1, e)
-            out["seconds"] = time.perf_counter() - t0
+            attempt += 1
     return {**out, "status": "failed", "error": error}
 
 
