@@ -182,11 +182,12 @@ class _APGDRun:
                     fl_osc = torch.max(fl_osc, fl_reduce_no_impr)
                     reduced_last_check = fl_osc.clone()
                     loss_best_last_check = loss_best.clone()
-                    if fl_osc.sum() > 0:
-                        ind_osc = fl_osc > 0
-                        step_size[ind_osc] /= 2.0
-                        x_adv[ind_osc] = x_best[ind_osc].clone()
-                        grad[ind_osc] = grad_best[ind_osc].clone()
+                    # masks instead of ``if fl_osc.sum() > 0`` and boolean indexing: no host synchronisation;
+                    # the same values (halving is exact, unselected rows are copied unchanged)
+                    ind_osc = (fl_osc > 0).view(-1, *([1] * (x.ndim - 1)))
+                    step_size = torch.where(ind_osc, step_size / 2.0, step_size)
+                    x_adv = torch.where(ind_osc, x_best, x_adv)
+                    grad = torch.where(ind_osc, grad_best, grad)
                     k = max(k - self.size_decr, self.n_iter_min)
                     counter3 = 0
         return x_best, acc, x_best_adv

@@ -227,32 +227,51 @@ def _propose_l2(
 _KIND = {"Linf": (_init_linf, _propose_linf), "L2": (_init_l2, _propose_l2)}
 
 
+#: Queries between two compactions of the queried rows with per-row streams: the only host synchronisation of the
+#: loop (``nonzero`` and its size). In between, rows broken meanwhile are still forwarded but masked out of every
+#: update (at most this many wasted queries per row); their results are unchanged because rows are independent.
+COMPACT_EVERY = 16
+
+
 def _square_single_run(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, p: SquareParams, g: Draws, norm: str
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, p: SquareParams, g: Draws, norm: str,
+    compact_every: int | None = None,
 ) -> torch.Tensor:
+    """One Square run on rows ``x`` ``(B, C, H, W)``; returns the best points ``(B, C, H, W)``.
+
+    ``compact_every``: queries between host synchronisations (default :data:`COMPACT_EVERY` with per-row streams;
+    1 with a shared generator, whose draws depend on the number of rows queried, as in the reference).
+    """
     init, propose = _KIND[norm]
+    if compact_every is None:
+        compact_every = COMPACT_EVERY if isinstance(g, RowStreams) else 1
+    if compact_every < 1:
+        raise ValueError(f"compact_every must be >= 1, got {compact_every}")
+    if not isinstance(g, RowStreams) and compact_every != 1:
+        raise ValueError("a shared generator draws per queried row: compact_every must be 1")
     eb = bshape(eps, x)
     x_best = init(x, eb, g)
     margin_min, loss_min = _margin_and_loss(model, x_best, y, p.loss)
     if bool((margin_min < 0.0).all()):
         return x_best
+    idx = torch.arange(x.shape[0], device=x.device)
     for i_iter in range(p.n_queries):
-        idx = (margin_min > 0.0).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
+        if i_iter % compact_every == 0:  # the loop's only host synchronisation
+            idx = (margin_min > 0.0).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
         x_curr, x_best_curr, y_curr = x[idx], x_best[idx], y[idx]
         margin_min_curr, loss_min_curr = margin_min[idx], loss_min[idx]
+        active = (margin_min_curr > 0.0).float()  # rows of idx broken since the last compaction: no update
         pf = p_selection(p.p_init, i_iter, p.n_queries, p.rescale_schedule)
         x_new = propose(x_curr, x_best_curr, eb[idx], pf, g, idx)
         m, loss = _margin_and_loss(model, x_new, y_curr, p.loss)
-        improved = (loss < loss_min_curr).float()
+        improved = (loss < loss_min_curr).float() * active
         loss_min[idx] = improved * loss + (1.0 - improved) * loss_min_curr
-        improved = torch.max(improved, (m <= 0.0).float())
+        improved = torch.max(improved, (m <= 0.0).float() * active)
         margin_min[idx] = improved * m + (1.0 - improved) * margin_min_curr
         ib = improved.view(-1, *([1] * (x.ndim - 1)))
         x_best[idx] = ib * x_new + (1.0 - ib) * x_best_curr
-        if bool((margin_min <= 0.0).all()):
-            break
     return x_best
 
 
