@@ -199,3 +199,36 @@ def test_image_streams_one_generator_per_image_and_checks() -> None:
     assert torch.equal(a[2:], b)
     with pytest.raises(ValueError, match="4 images"):
         f(x, 2, generator=ImageStreams(keys[:3]))
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_square_with_one_sync_per_16_queries_equals_one_per_query(monkeypatch: pytest.MonkeyPatch, norm: str) -> None:
+    """Issue 29: Square's loop compacts its rows (``nonzero``, a host synchronisation) every 16 queries instead of
+    every query; rows broken in between are masked out of the updates, so the result is bitwise the same."""
+    sq = importlib.import_module("robustbench_nas.attacks.square")
+    from robustbench_nas.attacks.params import SquareParams
+
+    model = RowWise(small_cnn(6)).eval()
+    x, y = data(model, n=40, seed=3)
+    eps = torch.full((40,), 4 / 255 if norm == "Linf" else 0.2)
+    keys = image_keys(derive_key("sync", norm), np.arange(40))
+    counts, outs = [], []
+    real = torch.Tensor.nonzero
+    for every in (1, sq.COMPACT_EVERY):
+        n = [0]
+
+        def counting(self, *a, **k):
+            n[0] += 1
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, "nonzero", counting)
+        monkeypatch.setattr(sq, "COMPACT_EVERY", every)
+        outs.append(sq.square_perturb(model, x, y, eps, SquareParams(n_queries=48), norm=norm,
+                                      generator=RowStreams(keys), early_stop=False))
+        monkeypatch.setattr(torch.Tensor, "nonzero", real)
+        counts.append(n[0])
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], x)  # the attack moved the rows
+    assert counts[1] * 4 <= counts[0], counts  # far fewer synchronisations (1 per 16 queries vs 1 per query)
+    with pytest.raises(ValueError, match="compact_every must be 1"):
+        sq._square_single_run(model, x, y, eps, SquareParams(n_queries=2), torch.Generator(), norm, compact_every=4)
