@@ -220,7 +220,9 @@ def execute_unit(
     GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
     unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
     result; not counted as a retry); any other CUDA error ends the Dask worker process (its nanny restarts it;
-    outside a worker :class:`~robustbench_nas.utils.device_failures.FatalDeviceError` is raised).
+    outside a worker :class:`~robustbench_nas.utils.device_failures.FatalDeviceError` is raised). With the
+    protocol's ``unit_timeout_s``, an attempt past that limit ends the worker likewise (outside a worker:
+    :class:`~robustbench_nas.utils.device_failures.UnitTimeout`).
 
     Every stage but ``train`` runs under IEEE fp32 convolutions and matmuls (:func:`robustbench_nas.utils.precision.
     ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``.
@@ -232,8 +234,9 @@ def execute_unit(
     import torch
 
     from robustbench_nas.utils import resolve_device
-    from robustbench_nas.utils.device_failures import (WorkerGPUError, check_advertised_gpu, exit_worker,
-                                                       free_device_memory, is_fatal_cuda_error, is_oom)
+    from robustbench_nas.utils.device_failures import (UnitTimeout, WorkerGPUError, call_with_timeout,
+                                                       check_advertised_gpu, exit_worker, free_device_memory,
+                                                       is_fatal_cuda_error, is_oom)
     from robustbench_nas.utils.precision import describe, ieee_fp32
 
     torch.set_num_threads(max(1, int(threads)))
@@ -261,16 +264,19 @@ def execute_unit(
         out["attempts"] += 1
         t0 = time.perf_counter()
         try:
+            what = f"stage {stage}, cell {uid} seed {seed}"
             if stage == "train":  # training: the profile's own precision (TF32 / AMP only where it says so)
                 out["precision"] = describe()
-                values = definition.fn(ctx)
+                values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
             else:
                 with ieee_fp32() as setting:
                     out["precision"] = setting
-                    values = definition.fn(ctx)
+                    values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
             out["seconds"] = time.perf_counter() - t0
             out["values"] = values
             return out
+        except UnitTimeout:
+            raise  # outside a worker: the caller decides (a worker has ended itself instead)
         except Exception as e:  # noqa: BLE001  (any stage error is recorded, never propagated)
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
             out["seconds"] = time.perf_counter() - t0

@@ -111,3 +111,40 @@ def test_error_classification() -> None:
     assert df.is_fatal_cuda_error(RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"))
     assert not df.is_fatal_cuda_error(torch.OutOfMemoryError("CUDA out of memory"))
     assert not df.is_fatal_cuda_error(ValueError("shape mismatch"))
+
+
+def test_unit_timeout(monkeypatch, tmp_path) -> None:
+    import time as _time
+
+    from robustbench_nas.pipelines.protocol import get_protocol as gp
+
+    def slow(ctx):
+        _time.sleep(3)
+        return {}
+
+    monkeypatch.setattr(runner, "get_stage", lambda name: StageDef(name, slow, (), False, True))
+    proto = gp("tiny").replace(unit_timeout_s=0.3)
+    assert proto.fingerprint() == gp("tiny").fingerprint()  # a runtime setting
+    monkeypatch.setattr(df, "_dask_worker", lambda: None)
+    t0 = _time.perf_counter()
+    with pytest.raises(df.UnitTimeout, match="0.3 s limit"):
+        runner.execute_unit(str(tmp_path / "s.zarr"), proto.to_dict(), 0, 0, "clean", device="cpu")
+    assert _time.perf_counter() - t0 < 2.5
+
+    class Exited(BaseException):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    monkeypatch.setattr(df, "_dask_worker", lambda: types.SimpleNamespace(state=types.SimpleNamespace(
+        total_resources={})))
+    monkeypatch.setattr(df.os, "_exit", fake_exit)
+    with pytest.raises(Exited):
+        runner.execute_unit(str(tmp_path / "s.zarr"), proto.to_dict(), 0, 0, "clean", device="cpu")
+    # within the limit: the value comes back, errors keep their type
+    assert df.call_with_timeout(lambda: 5, 1.0, "x") == 5
+    with pytest.raises(ZeroDivisionError):
+        df.call_with_timeout(lambda: 1 / 0, 1.0, "x")
+    with pytest.raises(ValueError, match="unit_timeout_s"):
+        gp("tiny").replace(unit_timeout_s=0)

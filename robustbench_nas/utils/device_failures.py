@@ -37,6 +37,44 @@ class WorkerGPUError(RuntimeError):
     """A worker advertises a GPU that it cannot use."""
 
 
+class UnitTimeout(RuntimeError):
+    """A unit ran past its wall-clock limit (outside a Dask worker, where the process is not ended)."""
+
+
+def call_with_timeout(fn: Any, timeout_s: float | None, what: str) -> Any:
+    """``fn()``, or, past ``timeout_s`` seconds, end the worker (its nanny restarts it; a Python thread running
+    torch code cannot be stopped, and a stuck kernel holds the GPU) or, outside a worker, raise
+    :class:`UnitTimeout` (the computation then finishes in a daemon thread; its result is dropped).
+
+    ``timeout_s=None``: a plain call, in this thread.
+    """
+    if timeout_s is None:
+        return fn()
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+            box["error"] = e
+
+    t = threading.Thread(target=target, name=f"unit {what}", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        reason = f"{what} ran past its {timeout_s:g} s limit"
+        if _dask_worker() is None:
+            raise UnitTimeout(reason)
+        log.critical("exiting this worker: %s", reason)
+        logging.shutdown()
+        os._exit(EXIT_CUDA_ERROR)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 def is_oom(e: BaseException) -> bool:
     """Whether ``e`` is a device out-of-memory error (``torch.OutOfMemoryError`` or its message)."""
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
@@ -109,5 +147,5 @@ def exit_worker(reason: str) -> None:
     os._exit(EXIT_CUDA_ERROR)
 
 
-__all__ = ["EXIT_CUDA_ERROR", "FatalDeviceError", "WorkerGPUError", "check_advertised_gpu", "exit_worker",
+__all__ = ["EXIT_CUDA_ERROR", "FatalDeviceError", "UnitTimeout", "WorkerGPUError", "call_with_timeout", "check_advertised_gpu", "exit_worker",
            "free_device_memory", "is_fatal_cuda_error", "is_oom", "worker_gpus"]
