@@ -146,8 +146,8 @@ def test_pgd_through_evaluate_equals_torchattacks_on_the_whole_set_at_any_batch_
     """FGSM/PGD weight each row 1/N: at any batch size the result is torchattacks' with the whole set as one batch
     (no random start: the same start). On this small network the old per-batch weights (1/rows of the eps in the
     batch) happen to give the same bits too (checked by hand: no gradient component sits within rounding of zero
-    here), so this shows the agreement, not that the 1/N weights are needed; the issue's full-size measurement
-    (5e-4 of PGD-10's outputs differing) is what motivates them."""
+    here), so this shows the agreement, not that the 1/N weights are needed; what motivates them is the full-size
+    measurement in ``input_grad``'s docstring (a loss scale moved 5e-4 of PGD-10's outputs)."""
     torchattacks = pytest.importorskip("torchattacks")
     model = RowWise(nb201_calibrated(5)).eval()  # batch-invariant forward: only the loss weights can differ
     x, y = data(model, n=40, seed=2)
