@@ -19,9 +19,16 @@ Defaults and deliberate differences from the references (details in each module'
   Square 5000 queries with ``p_init=0.8`` and AutoAttack's un-rescaled schedule;
 - FGSM/PGD follow torchattacks' update rules and its mean reduction (per epsilon): given the same start, the
   iterates are bitwise equal to torchattacks' when one call attacks torchattacks' batch (tested on a full-size NB201
-  network, C=16, N=5, 200 CIFAR-10 images, PGD-10 at 1/255); APGD and Square follow AutoAttack's bitwise under the
-  same seed (tested). Random numbers come from explicit generators instead of (re)seeding the global RNG, so random
-  starts differ from torchattacks' and accuracies agree within the attack's randomness;
+  network, C=16, N=5, 200 CIFAR-10 images, PGD-10 at 1/255); APGD and Square follow AutoAttack's bitwise given the
+  same draws (tested: the kernels take a shared ``torch.Generator`` seeded as the reference seeds its global RNG);
+- random numbers (issue 29): ``evaluate`` gives every row (image x radius) its own counter-based CPU stream keyed
+  by seed, attack, mode, radius and image id (:mod:`robustbench_nas.utils.streams`), moved to the device, and
+  weights FGSM/PGD losses 1/N (N images, torchattacks' mean over the whole set). Results therefore do not depend on
+  the device's random number generators, on ``batch_size`` or on the order of the images (tested bit for bit at
+  batch sizes 7, 64, 300 and permuted, with a network forwarded image by image: the CPU's convolutions round a
+  logit differently by up to ~7e-7 at other batch sizes, which the attack cannot remove). Square draws its squares
+  per row (the reference shares one per query across the batch). Random starts differ from torchattacks' and
+  AutoAttack's own draws, so accuracies agree within the attack's randomness;
 - modes: ``"independent"`` (default, the reference protocols') attacks every epsilon from scratch;
   ``"early_exit"`` reports the worst case over all eps' <= eps (stronger, cheaper; FGSM at 255/255 gave 0.004
   against 0.095 independent on 1,000 real images), so it is not the reference's number;

@@ -6,7 +6,11 @@ the tests check this against the ``pyautoattack`` package. What differs, on purp
 
 - the radius and the step size are per row, so rows of several epsilons share a batch (the reference takes one
   float eps); every operation of the algorithm is row-wise, so this changes no row's result;
-- random numbers come from an explicit ``torch.Generator`` (the reference reseeds the global RNG);
+- random numbers come from ``generator`` (:mod:`robustbench_nas.attacks._draws`), not the reseeded global RNG:
+  per-row CPU streams in ``evaluate`` (a row's start depends on its image, radius, attack, seed, target class and
+  restart only: not on the device, the batch size or the other rows), or a shared ``torch.Generator`` drawn as
+  ``torch.rand(x.shape)`` / ``torch.randn(x.shape)`` (the tests seed it as the reference seeds its global RNG, so
+  both start from the same points and the iterates are compared bit for bit);
 - with ``early_stop`` a row stops being forwarded once it is misclassified. APGD keeps the first misclassified
   iterate anyway and a row's trajectory never depends on other rows, so the robust/non-robust outcome of every
   row is unchanged; only work is saved;
@@ -21,6 +25,7 @@ from torch import nn
 
 from ._common import bshape, ce_loss, dlr_loss, dlr_targeted_loss
 from ._common import normalize as _normalize
+from ._draws import Draws, child, normal_like, subset, uniform_like
 from .params import APGDParams
 from .registry import register_attack
 
@@ -85,7 +90,7 @@ class _APGDRun:
         x: torch.Tensor,
         y: torch.Tensor,
         eps: torch.Tensor,
-        generator: torch.Generator,
+        generator: Draws,
         y_target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attack rows ``x`` (already correctly classified); return ``(x_best, robust, x_best_adv)``.
@@ -97,9 +102,9 @@ class _APGDRun:
         n_iter = p.steps
         eb = bshape(eps, x)
         if norm == "Linf":
-            t = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
+            t = 2 * uniform_like(generator, x) - 1
         else:
-            t = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            t = normal_like(generator, x)
         x_adv = x + eb * torch.ones_like(x) * _normalize(t, norm)
         x_adv = x_adv.clamp(0.0, 1.0)
         x_best = x_adv.clone()
@@ -177,11 +182,12 @@ class _APGDRun:
                     fl_osc = torch.max(fl_osc, fl_reduce_no_impr)
                     reduced_last_check = fl_osc.clone()
                     loss_best_last_check = loss_best.clone()
-                    if fl_osc.sum() > 0:
-                        ind_osc = fl_osc > 0
-                        step_size[ind_osc] /= 2.0
-                        x_adv[ind_osc] = x_best[ind_osc].clone()
-                        grad[ind_osc] = grad_best[ind_osc].clone()
+                    # masks instead of ``if fl_osc.sum() > 0`` and boolean indexing: no host synchronisation;
+                    # the same values (halving is exact, unselected rows are copied unchanged)
+                    ind_osc = (fl_osc > 0).view(-1, *([1] * (x.ndim - 1)))
+                    step_size = torch.where(ind_osc, step_size / 2.0, step_size)
+                    x_adv = torch.where(ind_osc, x_best, x_adv)
+                    grad = torch.where(ind_osc, grad_best, grad)
                     k = max(k - self.size_decr, self.n_iter_min)
                     counter3 = 0
         return x_best, acc, x_best_adv
@@ -195,7 +201,7 @@ def apgd_perturb(
     params: APGDParams,
     *,
     norm: str,
-    generator: torch.Generator,
+    generator: Draws,
     early_stop: bool,
 ) -> torch.Tensor:
     """APGD with restarts (and, for ``loss="dlr-targeted"``, the loop over the top wrong classes), as ``perturb``.
@@ -218,7 +224,7 @@ def apgd_perturb(
     else:
         targets = [0]
     for target_class in targets:
-        for _ in range(params.restarts):
+        for restart in range(params.restarts):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
                 return out
@@ -227,7 +233,9 @@ def apgd_perturb(
             if params.loss == "dlr-targeted":
                 with torch.no_grad():
                     y_target = model(xs).sort(dim=1)[1][:, -target_class]
-            x_best, acc, x_best_adv = runner.run(xs, ys, es, generator, y_target)
+            # per-row streams keyed by (target, restart): a row's start never depends on how long earlier runs took
+            gen = subset(child(generator, "apgd", target_class, restart), idx)
+            x_best, acc, x_best_adv = runner.run(xs, ys, es, gen, y_target)
             broken = ~acc
             robust[idx[broken]] = False
             out[idx[broken]] = x_best_adv[broken]

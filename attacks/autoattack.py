@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._draws import Draws, child, subset
 from .apgd import apgd_perturb
 from .params import APGDParams, AutoAttackParams, SquareParams
 from .registry import register_attack
@@ -55,28 +56,34 @@ def autoattack_perturb(
     params: AutoAttackParams,
     *,
     norm: str,
-    generator: torch.Generator,
+    generator: Draws,
     early_stop: bool,
 ) -> torch.Tensor:
     """Run ``params.components`` in order, each on the rows still robust; return adversarial images."""
     with torch.no_grad():
         robust = model(x).max(1)[1] == y
     out = x.clone()
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
-    for comp in params.components:
+    if isinstance(generator, torch.Generator):
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device).item())
+    else:
+        # FAB-T is torchattacks' (its own global-RNG draws, per call): one seed for the batch, from its rows' keys
+        # (FAB's numbers, unlike ours, depend on the batch)
+        seed = int(generator.child("fab").keys[0]) % (2**31 - 1) if len(generator) else 0
+    for ci, comp in enumerate(params.components):
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         xs, ys, es = x[idx], y[idx], eps[idx]
+        gen = subset(child(generator, "autoattack", ci), idx)
         if comp in ("apgd-ce", "apgd-dlr", "apgd-t"):
             loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr-targeted"}[comp]
             ap = APGDParams(steps=params.apgd_steps, restarts=1, loss=loss, n_target_classes=params.n_target_classes)  # type: ignore[arg-type]
-            adv = apgd_perturb(model, xs, ys, es, ap, norm=norm, generator=generator, early_stop=early_stop)
+            adv = apgd_perturb(model, xs, ys, es, ap, norm=norm, generator=gen, early_stop=early_stop)
         elif comp == "fab-t":
             adv = _fab_targeted(model, xs, ys, es, params, norm, seed)
         else:
             sp = SquareParams(n_queries=params.square_queries)
-            adv = square_perturb(model, xs, ys, es, sp, norm=norm, generator=generator, early_stop=early_stop)
+            adv = square_perturb(model, xs, ys, es, sp, norm=norm, generator=gen, early_stop=early_stop)
         with torch.no_grad():
             still = model(adv).max(1)[1] == ys
         robust[idx[~still]] = False

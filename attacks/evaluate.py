@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from robustbench_nas.evaluation import ClassificationStats, classification_stats, predict_logits
 
-from robustbench_nas.utils.seeding import derive_seed, make_generator
+from robustbench_nas.utils.streams import RowStreams, derive_key, image_keys
 
 from ._common import check_data, check_eps, check_eval_mode, model_device, perturbation_norm
+from ._draws import Draws
 from .params import AttackParams, make_params
 from .registry import AttackSpec, get_attack
 
@@ -109,7 +110,7 @@ def _attack_rows(
     y: torch.Tensor,
     eps: torch.Tensor,
     params: AttackParams,
-    generator: torch.Generator,
+    generator: Draws,
     early_stop: bool,
 ) -> torch.Tensor:
     """Run the kernel on rows (on the model's device), check the result, return the adversarial logits."""
@@ -134,6 +135,7 @@ def evaluate(
     seed: int = 0,
     mode: Mode = "independent",
     progress: bool = False,
+    image_ids: Sequence[int] | np.ndarray | torch.Tensor | None = None,
 ) -> list[AttackResult]:
     """Attack ``model`` on ``(x, y)`` at every epsilon of ``eps``; one :class:`AttackResult` per epsilon, in order.
 
@@ -144,10 +146,14 @@ def evaluate(
         attack: registry name (:func:`robustbench_nas.attacks.list_attacks`), e.g. ``"pgd@Linf"``.
         eps: one radius or a grid, in [0, 1] pixel units (``8/255``, not ``8``).
         params: overrides of the attack's parameters (dict of field values, or a params instance).
-        batch_size: rows per batch; a row is one (image, epsilon) pair in ``"independent"`` mode.
-        seed: seed of all randomness (same seed, same grid, same batch size: same numbers).
+        batch_size: rows per batch; a row is one (image, epsilon) pair in ``"independent"`` mode. A performance
+            setting only: the results do not depend on it (module docstring).
+        seed: seed of all randomness (same seed, same grid: same numbers, on any device and at any batch size).
         mode: ``"independent"`` (reference protocol) or ``"early_exit"`` (see the module docstring).
         progress: show a progress bar.
+        image_ids: ``(N,)`` distinct non-negative ids of the images (e.g. dataset indices) that key their random
+            streams; default ``0 .. N-1`` (position in ``x``). Pass them to get the same per-image results with the
+            images in another order.
 
     Shape:
         - x: :math:`(N, C, H, W)`, y: :math:`(N)`; each result's ``stats.correct``: :math:`(N)`.
@@ -165,6 +171,7 @@ def evaluate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     check_eval_mode(model)
     check_data(x, y)
+    ids = _check_ids(image_ids, x.shape[0])
     device = model_device(model)
     t0 = time.perf_counter()
 
@@ -176,9 +183,10 @@ def evaluate(
 
     logits_at = torch.empty((len(eps_list), n, k), dtype=torch.float32, device=device)
     if mode == "independent":
-        _run_independent(spec, model, x, y_dev, eps_list, p, batch_size, seed, progress, logits_at, device)
+        _run_independent(spec, model, x, y_dev, eps_list, p, batch_size, seed, progress, logits_at, device, ids)
     else:
-        _run_early_exit(spec, model, x, y_dev, eps_list, p, batch_size, seed, progress, logits_at, clean_logits, device)
+        _run_early_exit(spec, model, x, y_dev, eps_list, p, batch_size, seed, progress, logits_at, clean_logits, device,
+                        ids)
 
     elapsed = time.perf_counter() - t0
     results = []
@@ -189,6 +197,28 @@ def evaluate(
         results.append(AttackResult(spec.name, e, st, prm, mode, seed, elapsed))
         log.debug("%s eps=%.4g/255 (%s): accuracy %.4f", spec.name, e * 255, mode, st.accuracy)
     return results
+
+
+def _check_ids(image_ids: Sequence[int] | np.ndarray | torch.Tensor | None, n: int) -> np.ndarray:
+    """``image_ids`` as an int64 array ``(n,)`` (default ``arange(n)``); ``ValueError`` unless distinct, >= 0."""
+    if image_ids is None:
+        return np.arange(n, dtype=np.int64)
+    raw = image_ids.detach().cpu().numpy() if isinstance(image_ids, torch.Tensor) else np.asarray(image_ids)
+    if raw.ndim != 1 or raw.shape[0] != n:
+        raise ValueError(f"image_ids must have shape ({n},), got {raw.shape}")
+    if raw.size and raw.dtype.kind not in "iu":
+        raise ValueError(f"image_ids must be integers, got dtype {raw.dtype}")
+    ids = raw.astype(np.int64)
+    if ids.size and ids.min() < 0:
+        raise ValueError("image_ids must be non-negative")
+    if np.unique(ids).size != n:
+        raise ValueError("image_ids must be distinct (two images with one id would share their random numbers)")
+    return ids
+
+
+def _streams(seed: int, attack: str, mode: str, eps: float, ids: np.ndarray, n_images: int) -> RowStreams:
+    """The per-row streams of images ``ids`` attacked at ``eps`` (independent of batch and position)."""
+    return RowStreams(image_keys(derive_key("attack", int(seed), attack, mode, float(eps)), ids), mean_over=n_images)
 
 
 def _run_independent(
@@ -203,6 +233,7 @@ def _run_independent(
     progress: bool,
     out: torch.Tensor,
     device: torch.device,
+    ids: np.ndarray,
 ) -> None:
     n = x.shape[0]
     groups = [list(range(len(eps_list)))] if spec.mixes_eps else [[i] for i in range(len(eps_list))]
@@ -216,7 +247,8 @@ def _run_independent(
         rows_x = xb.repeat(len(group), 1, 1, 1)
         rows_y = y[s:e].repeat(len(group))
         rows_e = torch.tensor([eps_list[i] for i in group], device=device).repeat_interleave(nb)
-        g = make_generator(derive_seed(int(seed), 0, gi, s, form="seedsequence"), device)
+        keys = np.concatenate([_streams(seed, spec.name, "independent", eps_list[i], ids[s:e], n).keys for i in group])
+        g = RowStreams(keys, mean_over=n)
         logits = _attack_rows(spec, model, rows_x, rows_y, rows_e, p, g, early_stop=False)
         out[group, s:e] = logits.view(len(group), nb, -1)
 
@@ -234,6 +266,7 @@ def _run_early_exit(
     out: torch.Tensor,
     clean_logits: torch.Tensor,
     device: torch.device,
+    ids: np.ndarray,
 ) -> None:
     cur = clean_logits.to(device).clone()
     robust = cur.argmax(dim=1) == y
@@ -241,11 +274,12 @@ def _run_early_exit(
     bar = tqdm(total=len(order), desc=f"{spec.name} (early exit)", disable=not progress, leave=False)
     for level, i in enumerate(order.tolist()):
         idx = robust.nonzero().squeeze(1)
+        level_streams = _streams(seed, spec.name, "early_exit", eps_list[i], ids, x.shape[0])
         for s in range(0, idx.numel(), batch_size):
             rows = idx[s : s + batch_size]
             xb = x[rows.to(x.device)].to(device)
             rows_e = torch.full((rows.numel(),), eps_list[i], device=device)
-            g = make_generator(derive_seed(int(seed), 1, level, s, form="seedsequence"), device)
+            g = level_streams.subset(rows)
             logits = _attack_rows(spec, model, xb, y[rows], rows_e, p, g, early_stop=True)
             cur[rows] = logits
             robust[rows] = logits.argmax(dim=1) == y[rows]

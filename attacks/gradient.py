@@ -6,8 +6,14 @@ model and data, including its reduction: the cross-entropy is averaged over the 
 torchattacks' when one call attacks the images of torchattacks' batch (tests: a full-size NB201 network, C=16,
 N=5, 200 CIFAR-10 images, PGD-10 at 1/255). When ``robustbench_nas.attacks.evaluate`` packs rows of several epsilons and batch
 boundaries differently from a torchattacks loop, a row's weight is 1/(its epsilon's rows in the batch) instead of
-1/(torchattacks' batch): the same direction, other float rounding. Deliberate difference: random numbers come from
-an explicit ``torch.Generator`` instead of the global RNG (so random starts differ from torchattacks').
+1/(torchattacks' batch): the same direction, other float rounding. Through ``evaluate`` (per-row
+:class:`~robustbench_nas.utils.streams.RowStreams` that know the evaluated set's size N) every row is weighted 1/N,
+torchattacks' mean when it attacks the whole set in one batch, whatever the batching.
+
+Random starts come from ``generator`` (:mod:`robustbench_nas.attacks._draws`): per-row CPU streams in ``evaluate``
+(a row's start depends only on its image, radius, attack and seed: not on the device nor the batch), or a shared
+``torch.Generator`` drawn as ``torch.rand(x.shape)`` (how the tests give our kernels and torchattacks the same
+start). Either way the start differs from torchattacks' own global-RNG draws.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import torch
 from torch import nn
 
 from ._common import bshape, input_grad, l2_norm, mean_weights, project_l2
+from ._draws import Draws, loss_weights, normal_like, uniform_like, uniform_rows
 from .params import FGSMParams, PGDParams
 from .registry import register_attack
 
@@ -28,11 +35,11 @@ def _fgsm(
     params: FGSMParams,
     *,
     norm: str,
-    generator: torch.Generator,
+    generator: Draws,
     early_stop: bool,
 ) -> torch.Tensor:
     """One signed (Linf) or L2-normalised (L2) gradient step of length eps, clipped to [0, 1]."""
-    g, _ = input_grad(model, x, y, mean_weights(eps, x.dtype))
+    g, _ = input_grad(model, x, y, loss_weights(generator, eps, x.dtype))
     eb = bshape(eps, x)
     if norm == "Linf":
         step = eb * g.sign()
@@ -49,13 +56,13 @@ register_attack(
 )(_fgsm)
 
 
-def _random_start(x: torch.Tensor, eb: torch.Tensor, norm: str, generator: torch.Generator) -> torch.Tensor:
+def _random_start(x: torch.Tensor, eb: torch.Tensor, norm: str, generator: Draws) -> torch.Tensor:
     """A uniform point of the Linf ball, or (L2) a uniformly random direction at a uniform radius (torchattacks)."""
     if norm == "Linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = uniform_like(generator, x)
         return torch.clamp(x + (2.0 * u - 1.0) * eb, 0.0, 1.0)
-    d = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    r = torch.rand((x.shape[0],), generator=generator, device=x.device, dtype=x.dtype)
+    d = normal_like(generator, x)
+    r = uniform_rows(generator, x.shape[0], x.device, x.dtype)
     d = d / (l2_norm(d) + 1e-12) * bshape(r, x) * eb
     return torch.clamp(x + d, 0.0, 1.0)
 
@@ -71,8 +78,11 @@ def pgd_loop(
     *,
     norm: str,
     early_stop: bool,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The PGD iterations from ``x_start``; ``eb`` and ``alpha`` are per-row ``(B, 1, 1, 1)``; returns the last iterate.
+
+    ``weights``: per-row loss weights ``(B,)`` (default: torchattacks' mean over the rows of each radius).
 
     With ``early_stop`` a row leaves the loop at the first iterate that is misclassified and keeps that iterate
     (a valid adversarial example of its ball): the loop then runs only on rows not yet broken.
@@ -80,7 +90,7 @@ def pgd_loop(
     x_adv = x_start.detach().clone()
     active: torch.Tensor | None = None  # None: all rows (no gather/scatter copies while nobody has left)
     # torchattacks' mean over the images of each epsilon, fixed at the start (rows leaving early keep their weight)
-    wa = mean_weights(eb.flatten(), x.dtype)
+    wa = mean_weights(eb.flatten(), x.dtype) if weights is None else weights
     xa, xo, ya, ea, aa = x_adv, x, y, eb, alpha
     for _ in range(steps):
         g, logits = input_grad(model, xa, ya, wa)
@@ -113,14 +123,15 @@ def _pgd(
     params: PGDParams,
     *,
     norm: str,
-    generator: torch.Generator,
+    generator: Draws,
     early_stop: bool,
 ) -> torch.Tensor:
     """PGD on the cross-entropy from a random start (if enabled); returns the last iterate (torchattacks' rule)."""
     eb = bshape(eps, x)
     alpha = bshape(torch.tensor([params.alpha(float(e)) for e in eps.tolist()], dtype=x.dtype, device=x.device), x)
     x_start = _random_start(x, eb, norm, generator) if params.random_start else x
-    return pgd_loop(model, x, y, x_start, eb, alpha, params.steps, norm=norm, early_stop=early_stop)
+    return pgd_loop(model, x, y, x_start, eb, alpha, params.steps, norm=norm, early_stop=early_stop,
+                    weights=loss_weights(generator, eps, x.dtype))
 
 
 register_attack(

@@ -5,7 +5,9 @@ An attack is registered with :func:`register_attack` on a *batched kernel*::
     kernel(model, x, y, eps, params, *, norm, generator, early_stop) -> x_adv
 
 ``x`` ``(B, C, H, W)`` in [0, 1], ``y`` ``(B,)``, ``eps`` ``(B,)`` per-row radii in [0, 1] pixel units (rows of several
-epsilons share one batch), ``generator`` a ``torch.Generator`` on the device (the only source of randomness),
+epsilons share one batch), ``generator`` the only source of randomness: per-row
+:class:`~robustbench_nas.utils.streams.RowStreams` (what ``evaluate`` passes; results independent of device, batch
+and row order) or a shared ``torch.Generator`` (the references' draws; see :mod:`robustbench_nas.attacks._draws`),
 ``early_stop`` True when a row may be left as soon as it is misclassified. The kernel returns adversarial images
 inside each row's ball and [0, 1]; it never modifies ``x``.
 """
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from robustbench_nas.utils.registry import Registry
+from robustbench_nas.utils.streams import RowStreams
 
 from .params import AttackParams
 
@@ -36,7 +39,7 @@ class AttackKernel(Protocol):
         params: AttackParams,
         *,
         norm: str,
-        generator: torch.Generator,
+        generator: "torch.Generator | RowStreams",
         early_stop: bool,
     ) -> torch.Tensor: ...
 

@@ -112,7 +112,7 @@ def _glass_source_index(
     if len(rows) == 0 or len(cols) == 0:
         return src
     # One draw per (pass, row, col): (dx, dy) as in the generator's randint(..., size=(2,)), for every image.
-    d = rng.integers((iterations, len(rows), len(cols), 2, n), -delta, delta).to(device)
+    d = rng.integers((iterations, len(rows), len(cols), 2, n), -delta, delta, image_axis=4).to(device)
     pos = (rows.view(-1, 1) * w + cols.view(1, -1)).reshape(-1)  # visiting order, (R*C,)
     offset = (d[..., 1, :] * w + d[..., 0, :]).reshape(iterations, -1, n).permute(0, 2, 1)  # (it, n, R*C)
     for it in range(iterations):

@@ -91,6 +91,7 @@ def evaluate(
     seed: int = 0,
     source: str | Path | CorruptionSource | None = None,
     progress: bool = False,
+    image_ids: Sequence[int] | torch.Tensor | None = None,
 ) -> list[CorruptionResult]:
     """Accuracy, confidences and confusion matrix of ``model`` for every corruption and severity.
 
@@ -102,7 +103,9 @@ def evaluate(
         y: labels ``(N,)`` int64; with a file source, ``None`` or equal to the files' labels (checked).
         names: corruption names (default: the 15 benchmark corruptions of CIFAR-10-C / Jung et al. 2023).
         severities: subset of 1..5.
-        batch_size: images per forward pass (and per corruption call).
+        batch_size: images per forward pass (and per corruption call); a performance setting only (generated
+            corruptions draw per image, :class:`~robustbench_nas.corruptions.sources.GeneratedSource`).
+        image_ids: ids keying each image's random stream (generated corruptions; default its position in ``x``).
         seed: base seed for generated corruptions (each cell gets its own generator, see
             :class:`robustbench_nas.corruptions.sources.GeneratedSource`).
         source: ``None`` to generate the corruptions on the model's device; a folder path to read the
@@ -132,7 +135,7 @@ def evaluate(
         if x is None or y is None:
             raise ValueError("generated corruptions need clean images x and labels y")
         check_images(x)
-        src: CorruptionSource = GeneratedSource(x, y, seed=seed, device=device)
+        src: CorruptionSource = GeneratedSource(x, y, seed=seed, device=device, image_ids=image_ids)
     elif isinstance(source, (str, Path)):
         kind = "files"
         limit = None if x is None else int(x.shape[0])

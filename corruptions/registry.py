@@ -8,12 +8,15 @@ an ``(N, 3, H, W)`` float tensor in [0, 1] and a :class:`Rng`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 
 from robustbench_nas.utils.registry import Registry
 from robustbench_nas.utils.seeding import derive_seed, make_generator
+
+if TYPE_CHECKING:
+    from robustbench_nas.utils.streams import ImageStreams
 
 #: The 15 corruptions of CIFAR-10-C / CIFAR-100-C (and of Jung et al. 2023), in Hendrycks & Dietterich's order.
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -60,14 +63,17 @@ class Rng:
         return t.to(self.device)
 
     def uniform(
-        self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0, dtype: torch.dtype | None = None
+        self, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0, dtype: torch.dtype | None = None,
+        image_axis: int = 0,
     ) -> torch.Tensor:
-        """Uniform on ``[low, high)``."""
+        """Uniform on ``[low, high)``. ``image_axis``: where the images are in ``shape`` (used by the per-image
+        :class:`~robustbench_nas.corruptions._image_rng.ImageRng`; one generator draws the whole shape here)."""
         t = torch.rand(shape, generator=self.generator, device=self.generator.device, dtype=dtype or self.dtype)
         return self._move(t * (high - low) + low)
 
     def normal(
-        self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0, dtype: torch.dtype | None = None
+        self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0, dtype: torch.dtype | None = None,
+        image_axis: int = 0,
     ) -> torch.Tensor:
         """Normal ``N(mean, std^2)``."""
         t = torch.randn(shape, generator=self.generator, device=self.generator.device, dtype=dtype or self.dtype)
@@ -78,7 +84,7 @@ class Rng:
         t = torch.poisson(rate.to(self.generator.device), generator=self.generator)
         return self._move(t)
 
-    def integers(self, shape: tuple[int, ...], low: int, high: int) -> torch.Tensor:
+    def integers(self, shape: tuple[int, ...], low: int, high: int, image_axis: int = 0) -> torch.Tensor:
         """Integers uniform on ``[low, high)`` (numpy ``randint`` semantics), int64."""
         t = torch.randint(low, high, shape, generator=self.generator, device=self.generator.device)
         return self._move(t)
@@ -196,8 +202,11 @@ def get(name: str) -> CorruptionFn:
 
     The returned function checks its input (float ``(N, C, H, W)``, C in {1, 3}, values in [0, 1], severity
     1..5) and returns a tensor of the same shape, dtype and device, clipped to [0, 1] on 8-bit levels.
-    ``generator=None`` uses a fresh generator seeded with 0 on the images' device (never the global RNG), so
-    repeated calls give the same output. Grey images (C=1) are corrupted as RGB with equal channels and
+    ``generator``: :class:`~robustbench_nas.utils.streams.ImageStreams` (one CPU stream per image: each image's
+    corruption is independent of the device and of the other images; what the pipeline uses), a
+    ``torch.Generator`` (one stream for the batch, drawn on its device: the numbers depend on the batch and, on a
+    GPU, on the device model), or ``None``: a fresh generator seeded with 0 on the images' device (never the global
+    RNG), so repeated calls give the same output. Grey images (C=1) are corrupted as RGB with equal channels and
     averaged back.
 
     Shape:
@@ -209,11 +218,18 @@ def get(name: str) -> CorruptionFn:
     """
     entry = info(name)
 
-    def corrupt(x: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def corrupt(x: torch.Tensor, severity: int, generator: "torch.Generator | ImageStreams | None" = None) -> torch.Tensor:
+        from robustbench_nas.utils.streams import ImageStreams
+
+        from ._image_rng import ImageRng
+
         sev = check_severity(severity)
         check_images(x)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if generator is not None and not isinstance(generator, (torch.Generator, ImageStreams)):
+            raise ValueError(f"generator must be a torch.Generator, ImageStreams or None, got {type(generator).__name__}")
+        if isinstance(generator, ImageStreams) and len(generator) != x.shape[0]:
+            raise ValueError(f"generator has per-image streams for {len(generator)} images, the batch has "
+                             f"{x.shape[0]} images")
         if x.shape[0] == 0:
             return x.clone()
         gen = generator if generator is not None else make_generator(0, x.device)
@@ -222,7 +238,8 @@ def get(name: str) -> CorruptionFn:
         grey = xin.shape[1] == 1
         if grey:
             xin = xin.expand(-1, 3, -1, -1)
-        out = entry.fn(xin.contiguous(), sev, Rng(gen, x.device, work_dtype))
+        rng = ImageRng(gen, x.device, work_dtype) if isinstance(gen, ImageStreams) else Rng(gen, x.device, work_dtype)
+        out = entry.fn(xin.contiguous(), sev, rng)
         if grey:
             # The channels stay (nearly) equal; the mean returns one 8-bit level per pixel.
             out = torch.floor(out.mean(1, keepdim=True) * 255.0 + 1e-4) / 255.0

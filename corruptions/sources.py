@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from robustbench_nas.utils.atomic import atomic_output
+from robustbench_nas.utils.streams import ImageStreams, derive_key, image_keys
 
-from .registry import cell_seed, check_images, check_severity, get, make_generator
+from .registry import cell_seed, check_images, check_severity, get
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -37,28 +38,45 @@ class GeneratedSource:
     Arguments:
         x: clean images, float ``(N, C, H, W)`` in [0, 1] (any device; batches are moved to ``device``).
         y: labels ``(N,)``.
-        seed: base seed; each (corruption, severity) cell gets its own generator seeded with
-            :func:`robustbench_nas.corruptions.registry.cell_seed`, so a cell's images do not depend on which other cells run.
-        device: where corruptions are computed (and the generator lives).
+        seed: base seed; each (corruption, severity) cell gets its own key from
+            :func:`robustbench_nas.corruptions.registry.cell_seed`, so a cell's images do not depend on which other
+            cells run.
+        device: where corruptions are computed.
+        image_ids: ``(N,)`` distinct non-negative ids of the images (e.g. dataset indices); default ``0 .. N-1``.
 
-    The random draws are made batch by batch from the cell's generator, so the images depend on
-    ``batch_size`` (use the same batch size to reproduce numbers).
+    Every image draws from its own CPU generator, keyed by the cell and the image's id
+    (:class:`~robustbench_nas.utils.streams.ImageStreams`), and the numbers are moved to ``device``: an image's
+    corruption depends neither on ``batch_size``, nor on the order of the images, nor on the device's random
+    number generators.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, device: torch.device | str = "cpu") -> None:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0, device: torch.device | str = "cpu",
+                 image_ids: Sequence[int] | np.ndarray | torch.Tensor | None = None) -> None:
         check_images(x)
         if y.ndim != 1 or y.shape[0] != x.shape[0]:
             raise ValueError(f"expected labels (N,) matching images {tuple(x.shape)}, got {tuple(y.shape)}")
         self.x, self.y, self.seed, self.device = x, y, int(seed), torch.device(device)
+        n = int(x.shape[0])
+        if image_ids is None:
+            ids = np.arange(n, dtype=np.int64)
+        else:
+            raw = image_ids.detach().cpu().numpy() if isinstance(image_ids, torch.Tensor) else np.asarray(image_ids)
+            if raw.shape != (n,) or (raw.size and raw.dtype.kind not in "iu"):
+                raise ValueError(f"image_ids must be {n} integers, got shape {raw.shape} dtype {raw.dtype}")
+            ids = raw.astype(np.int64)
+            if ids.size and (ids.min() < 0 or np.unique(ids).size != n):
+                raise ValueError("image_ids must be distinct and non-negative")
+        self.image_ids = ids
 
     def num_images(self) -> int:
         return int(self.x.shape[0])
 
     def batches(self, name: str, severity: int, batch_size: int) -> Iterator[Batch]:
         f = get(name)
-        gen = make_generator(cell_seed(self.seed, name, severity), self.device)
+        keys = image_keys(derive_key("corruption", cell_seed(self.seed, name, severity)), self.image_ids)
         for i in range(0, self.num_images(), batch_size):
             xb = self.x[i : i + batch_size].to(self.device, non_blocking=True)
+            gen = ImageStreams(keys[i : i + batch_size])
             yield f(xb, severity, generator=gen), self.y[i : i + batch_size].to(self.device)
 
 

@@ -25,7 +25,9 @@ from robustbench_nas.utils.registry import Registry
 PROTOCOLS: Registry[Callable[[], "ProtocolConfig"]] = Registry("protocol")
 
 #: Fields that say *where* things are, not what is computed: left out of the fingerprint.
-RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description"})
+#: ``batch_size`` is a performance setting: attacks and generated corruptions draw per image, so results do not
+#: depend on it (a store may be continued at another batch size, e.g. larger on a GPU).
+RUNTIME_FIELDS: frozenset[str] = frozenset({"data_root", "description", "batch_size", "unit_timeout_s"})
 
 #: The 15 CIFAR-10-C corruptions of Hendrycks & Dietterich (2019), as in the Jung et al. 2023 release.
 CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
@@ -93,6 +95,8 @@ class ProtocolConfig:
         batch_size: evaluation batch size.
         stages: stages allocated in the store (a run may execute a subset).
         retries: extra attempts of a failing stage before the cell is marked failed.
+        unit_timeout_s: wall-clock limit of one unit (one attempt), ``None`` for none; a runtime setting (not in the
+            fingerprint). A unit past it ends its Dask worker (see ``execute_unit``).
     """
 
     name: str
@@ -123,6 +127,7 @@ class ProtocolConfig:
     stages: tuple[str, ...] = STAGES
     retries: int = 2
     description: str = ""
+    unit_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         # normalise containers so equal protocols compare (and hash) equal whatever the input types were
@@ -172,6 +177,8 @@ class ProtocolConfig:
             raise ValueError(f"protocol {self.name!r}: archs must be 'all', an int or a list, got {self.archs!r}")
         if isinstance(self.archs, int) and self.archs < 1:
             raise ValueError(f"protocol {self.name!r}: archs={self.archs}: need at least one cell")
+        if self.unit_timeout_s is not None and not self.unit_timeout_s > 0:
+            raise ValueError(f"protocol {self.name!r}: unit_timeout_s must be a positive number of seconds or None")
         if self.retries < 0 or self.batch_size < 1:
             raise ValueError(f"protocol {self.name!r}: retries >= 0 and batch_size >= 1 required")
 

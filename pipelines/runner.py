@@ -76,7 +76,9 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
     tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     RobustnessStore.create(tmp, spec, attrs={"protocol": protocol.to_dict(),
-                                             "protocol_fingerprint": protocol.fingerprint()})
+                                             "protocol_fingerprint": protocol.fingerprint(),
+                                             "random_streams": RANDOM_STREAMS,
+                                             "eval_precision": EVAL_PRECISION_NOTE})
     try:
         os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
     except OSError:
@@ -90,16 +92,25 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
 # ---- reuse of another store's results -------------------------------------------------------------------------------
 _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
 
-#: protocol fields each stage's values depend on, besides the cell and the seed
+#: protocol fields each stage's values depend on, besides the cell and the seed. ``batch_size`` is not one: attacks
+#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
     "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
     "train": _TRAINED,
-    "clean": (*_TRAINED, "eval_images", "batch_size"),
-    "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images", "batch_size"),
-    "corruptions": (*_TRAINED, "corruptions", "severities", "corruption_source", "corruption_images", "batch_size"),
+    "clean": (*_TRAINED, "eval_images"),
+    "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images"),
+    "corruptions": (*_TRAINED, "corruptions", "severities", "corruption_source", "corruption_images"),
     "measures": (*_TRAINED, "measures", "measure_images"),
 }
+
+#: The random-number scheme of the attacks and generated corruptions, saved in a store's attributes: results of
+#: another scheme (stores written before per-image streams have no such attribute) are never reused.
+RANDOM_STREAMS = "per-image-cpu-v1"
+#: Stages whose values depend on the random-number scheme.
+_RANDOM_STAGES = ("adversarial", "corruptions")
+#: Saved in a store's attributes: the precision every evaluation unit runs under (robustbench_nas.utils.precision).
+EVAL_PRECISION_NOTE = "ieee fp32 (every torch fp32_precision flag 'ieee') in every stage but train"
 
 
 def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str | os.PathLike,
@@ -123,6 +134,10 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     touched: set[int] = set()
     for stage in store.spec.stages:
         if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
+            continue
+        if stage in _RANDOM_STAGES and src.attrs.get("random_streams") != RANDOM_STREAMS:
+            log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
+                     src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
             continue
         names = [a.name for a in store.arrays.values() if a.stage == stage]
         if any(n not in src.arrays for n in names):
@@ -203,17 +218,32 @@ def execute_unit(
         checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
             earlier run (this run's ``train`` result in ``upstream`` takes precedence).
 
+    GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
+    unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
+    result; not counted as a retry); any other CUDA error ends the Dask worker process (its nanny restarts it;
+    outside a worker :class:`~robustbench_nas.utils.device_failures.FatalDeviceError` is raised). With the
+    protocol's ``unit_timeout_s``, an attempt past that limit ends the worker likewise (outside a worker:
+    :class:`~robustbench_nas.utils.device_failures.UnitTimeout`).
+
+    Every stage but ``train`` runs under IEEE fp32 convolutions and matmuls (:func:`robustbench_nas.utils.precision.
+    ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``.
+
     Returns:
-        ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values"}``.
+        ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values",
+        "precision"}``.
     """
     import torch
 
     from robustbench_nas.utils import resolve_device
+    from robustbench_nas.utils.device_failures import (UnitTimeout, WorkerGPUError, call_with_timeout,
+                                                       check_advertised_gpu, exit_worker, free_device_memory,
+                                                       is_fatal_cuda_error, is_oom)
+    from robustbench_nas.utils.precision import describe, ieee_fp32
 
     torch.set_num_threads(max(1, int(threads)))
     proto = ProtocolConfig.from_dict(protocol)
     out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": "",
-           "values": None}
+           "values": None, "precision": ""}
     bad = [u for u in upstream if u.get("status") != "done"]
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
@@ -224,20 +254,52 @@ def execute_unit(
     if "train" in definition.needs:
         trained = [u for u in upstream if u.get("stage") == "train" and u.get("values")]
         ctx.checkpoint_rel = str(trained[0]["values"]["checkpoint"]) if trained else checkpoint_rel
+    try:
+        check_advertised_gpu(ctx.device)
+    except WorkerGPUError as e:
+        log.error("%s", e)
+        return {**out, "status": "failed", "error": f"WorkerGPUError: {e}"}
     error = ""
-    for attempt in range(proto.retries + 1):
+    attempt = 0
+    while attempt <= proto.retries:
         out["attempts"] += 1
         t0 = time.perf_counter()
         try:
-            values = definition.fn(ctx)
+            what = f"stage {stage}, cell {uid} seed {seed}"
+            if stage == "train":  # training: the profile's own precision (TF32 / AMP only where it says so)
+                out["precision"] = describe()
+                values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
+            else:
+                with ieee_fp32() as setting:
+                    out["precision"] = setting
+                    values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
             out["seconds"] = time.perf_counter() - t0
             out["values"] = values
             return out
+        except UnitTimeout:
+            raise  # outside a worker: the caller decides (a worker has ended itself instead)
         except Exception as e:  # noqa: BLE001  (any stage error is recorded, never propagated)
             error = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"
+            out["seconds"] = time.perf_counter() - t0
+            bs = ctx.protocol.batch_size
+            if is_oom(e) and bs > 1:
+                # a property of the batch, not of the unit: half the batch, same results (per-image draws); does
+                # not use up a retry
+                del e
+                free_device_memory()
+                ctx.protocol = ctx.protocol.replace(batch_size=max(1, bs // 2))
+                out["batch_size"] = ctx.protocol.batch_size
+                log.warning("stage %s, cell %d seed %d: out of memory at batch %d, retrying at %d", stage, uid,
+                            seed, bs, ctx.protocol.batch_size)
+                continue
+            if is_fatal_cuda_error(e):
+                # the CUDA context is unusable: retrying here (or running any later unit) would fail the same way
+                out["error"] = error
+                log.error("stage %s, cell %d seed %d: CUDA error: %s", stage, uid, seed, e)
+                exit_worker(f"stage {stage}, cell {uid} seed {seed}: {e}")
             log.warning("stage %s failed for cell %d seed %d (attempt %d/%d): %s", stage, uid, seed, attempt + 1,
                         proto.retries + 1, e)
-            out["seconds"] = time.perf_counter() - t0
+            attempt += 1
     return {**out, "status": "failed", "error": error}
 
 

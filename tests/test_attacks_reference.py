@@ -4,9 +4,12 @@
   (also on a full-size NB201 network, C=16, N=5, with 200 real CIFAR-10 images in one batch), statistically equal
   with random starts (different random streams).
 - APGD-CE / APGD-DLR / APGD-T (Linf and L2) and Square (Linf and L2) vs the AutoAttack reference code (PyPI ``pyautoattack``):
-  given the same seed our generator draws the same numbers as the reference's reseeded global RNG, so the
-  outcomes are bitwise equal; through ``robustbench_nas.attacks.evaluate`` (other random streams) accuracies agree within the
-  randomness of the attack.
+  equality **given the same draws**: the kernels are fed a shared ``torch.Generator`` seeded as the reference
+  seeds its global RNG, so they draw the same random start / squares as the reference, and the outcomes are
+  bitwise equal. That exercises the same per-row arithmetic that ``robustbench_nas.attacks.evaluate`` runs with
+  per-row streams (issue 29; a shared draw is expanded to every row), so the arithmetic is checked bit for bit and
+  only the source of the numbers differs. Through ``evaluate`` (per-row streams: other numbers, Square's squares
+  per row instead of per batch) accuracies agree within the randomness of the attack.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def test_square_l2_on_16px_images_equals_reference(aa) -> None:
 
 
 def test_apgd_ce_through_evaluate_agrees_with_reference(aa, setup) -> None:
-    """Other random streams (per chunk generators): accuracies within the attack's randomness."""
+    """Other random streams (per-row streams of ``evaluate``): accuracies within the attack's randomness."""
     from pyautoattack.autopgd_base import APGDAttack
 
     model, x, y = setup

@@ -12,6 +12,7 @@ import torch
 from robustbench_nas import corruptions
 from robustbench_nas.corruptions import _ops
 from robustbench_nas.corruptions.registry import cell_seed, make_generator
+from robustbench_nas.utils.streams import ImageStreams, derive_key, image_keys
 
 RANDOM = [n for n in corruptions.list_corruptions() if corruptions.info(n).random]
 DETERMINISTIC = [n for n in corruptions.list_corruptions() if not corruptions.info(n).random]
@@ -330,8 +331,9 @@ def test_evaluate_matches_recomputation(model_and_data) -> None:
                                                         ("shot_noise", 5)]
     model.eval()
     for r in res:
-        g = make_generator(cell_seed(3, r.corruption, r.severity))
-        xc = corruptions.get(r.corruption)(x, r.severity, generator=g)
+        # the documented scheme: one CPU stream per image, keyed by the cell and the image's position
+        keys = image_keys(derive_key("corruption", cell_seed(3, r.corruption, r.severity)), np.arange(40))
+        xc = corruptions.get(r.corruption)(x, r.severity, generator=ImageStreams(keys))
         with torch.no_grad():
             logits = model(xc)
         prob = logits.softmax(1)

@@ -1,0 +1,73 @@
+"""Precision by protocol (issue 29): every evaluation unit runs with IEEE fp32 convolutions and matmuls; the flags
+are restored afterwards, also when the stage fails; batch_size is a performance setting of the protocol."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from robustbench_nas.pipelines.protocol import get_protocol
+from robustbench_nas.pipelines.stages import StageDef
+from robustbench_nas.utils.precision import describe, ieee_fp32, precision_state
+
+runner = importlib.import_module("robustbench_nas.pipelines.runner")
+
+
+@pytest.fixture
+def tf32_flags():
+    """torch's defaults on a fresh process with cuDNN conv in TF32 (set explicitly: other tests may have run)."""
+    saved = precision_state()
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    yield precision_state()
+    for k, v in saved.items():
+        obj = torch.backends
+        for part in k.split("."):
+            obj = getattr(obj, part)
+        obj.fp32_precision = v
+
+
+def test_ieee_fp32_applies_and_restores(tf32_flags) -> None:
+    assert tf32_flags["cudnn.conv"] == "tf32" and tf32_flags["cuda.matmul"] == "tf32"
+    with ieee_fp32() as setting:
+        inside = precision_state()
+        assert set(inside.values()) == {"ieee"}
+        assert setting == describe(inside) and "cudnn.conv=ieee" in setting and "cuda.matmul=ieee" in setting
+    assert precision_state() == tf32_flags
+    with pytest.raises(RuntimeError, match="boom"):
+        with ieee_fp32():
+            raise RuntimeError("boom")
+    assert precision_state() == tf32_flags
+
+
+@pytest.mark.parametrize("stage", ["clean", "adversarial", "corruptions", "measures", "proxies", "train"])
+@pytest.mark.parametrize("fail", [False, True])
+def test_every_evaluation_unit_runs_in_ieee_fp32_and_restores(monkeypatch, tmp_path, tf32_flags, stage: str,
+                                                               fail: bool) -> None:
+    seen: list[dict[str, str]] = []
+
+    def fn(ctx):
+        seen.append(precision_state())
+        if fail:
+            raise RuntimeError("stage failed")
+        return {"x": 1.0}
+
+    monkeypatch.setattr(runner, "get_stage", lambda name: StageDef(name, fn, (), False, True))
+    proto = get_protocol("tiny").replace(retries=1)
+    out = runner.execute_unit(str(tmp_path / "s.zarr"), proto.to_dict(), 0, 0, stage, device="cpu")
+    assert len(seen) == (2 if fail else 1)  # a retry runs under the same setting
+    want = "tf32" if stage == "train" else "ieee"  # training keeps its profile's precision
+    for st in seen:
+        assert st["cudnn.conv"] == want and st["cuda.matmul"] == want
+    assert out["precision"] == describe(seen[-1])
+    assert out["status"] == ("failed" if fail else "done")
+    assert precision_state() == tf32_flags  # restored, also after a failure
+
+
+def test_batch_size_is_a_performance_setting_not_a_fingerprint() -> None:
+    a, b = get_protocol("tiny"), get_protocol("tiny", batch_size=7)
+    assert a.fingerprint() == b.fingerprint() and a.diff(b) == {}
+    assert all("batch_size" not in f for f in runner.STAGE_FIELDS.values())
+    assert get_protocol("tiny", attack_images=a.attack_images + 1).fingerprint() != a.fingerprint()
