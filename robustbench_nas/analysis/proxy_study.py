@@ -11,7 +11,7 @@ Parts (each a pure function of a proxies table and a targets table, both indexed
   importance of the all-proxies forest.
 * :func:`published_comparison`: the published finding (protocols.md, Lukasik et al. 2023: clean accuracy can be
   regressed from one proxy, robust accuracy needs several) checked on these numbers.
-* :func:`plot_proxy_heatmap`: the proxies x targets Spearman heat map with the interval in every cell.
+* :func:`plot_proxy_heatmap`: the proxies x targets Spearman heat map (each cell's interval in its CSV).
 
 :func:`run_proxy_study` writes everything under ``OUT/proxy_study/`` and returns an HTML fragment for the report;
 ``rbnas analyze IMPORTED --proxies shipped --out OUT`` runs it on the shipped table.
@@ -205,22 +205,23 @@ def plot_proxy_heatmap(R: pd.DataFrame, out: Path, name: str = "proxy_heatmap", 
     order = piv.abs().mean(axis=1).sort_values(ascending=False).index
     piv, lo, hi = piv.loc[order], lo.loc[order], hi.loc[order]
     v = piv.to_numpy(np.float64)
-    fig, ax = plt.subplots(figsize=(1.45 * len(tg) + 2.5, 0.62 * len(order) + 2.0))
+    # sized to be read at the report's width (about 1100 px): the value in each cell, its interval in the CSV
+    fig, ax = plt.subplots(figsize=(0.62 * len(tg) + 2.6, 0.34 * len(order) + 2.2))
     im = ax.imshow(v, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(tg)), tg, rotation=40, ha="right", fontsize=9)
-    ax.set_yticks(range(len(order)), list(order), fontsize=9)
+    ax.set_xticks(range(len(tg)), tg, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(order)), list(order), fontsize=8)
     from .figures import _cell_text_color
 
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             if np.isfinite(v[i, j]):
-                ax.text(j, i, f"{v[i, j]:+.2f}\n[{lo.iat[i, j]:+.2f}, {hi.iat[i, j]:+.2f}]", ha="center",
-                        va="center", fontsize=7, color=_cell_text_color(im.cmap(im.norm(v[i, j]))))  # fmt: skip
+                ax.text(j, i, f"{v[i, j]:+.2f}", ha="center", va="center", fontsize=7.5,
+                        color=_cell_text_color(im.cmap(im.norm(v[i, j]))))  # fmt: skip
     n = int(S["n"].max()) if len(S) else 0
     fig.colorbar(im, ax=ax, label="Spearman")
-    ax.set_title(f"zero-cost proxies vs published robustness ({subset}, {n} cells; 95 % bootstrap intervals)",
+    ax.set_title(f"zero-cost proxies vs published robustness ({subset}, {n} cells; Spearman, 95 % intervals in the CSV)",
                  fontsize=9)
-    table = piv.copy()
+    table = pd.concat({"spearman": piv, "spearman_lo": lo, "spearman_hi": hi}, axis=1)  # the figure's data
     return _save(fig, table, out, name, index=True)
 
 
