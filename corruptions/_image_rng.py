@@ -1,6 +1,6 @@
 """Per-image random draws for the corruptions: each image's numbers from its own seeded CPU generator.
 
-:class:`ImageRng` answers the same calls as :class:`~robustbench_nas.corruptions.registry.Rng`, but every draw of
+:class:`ImageRng` answers the same calls as :class:`~robustbench_nas.corruptions._rng.Rng`, but every draw of
 shape ``(..., N, ...)`` (``N`` images along ``image_axis``, 0 unless the corruption says otherwise) is made image by
 image from :class:`~robustbench_nas.utils.streams.ImageStreams` on the CPU, then moved to the device. An image's
 corruption then depends on its own key only: not on the device, the batch size or the other images of the batch.
@@ -14,7 +14,7 @@ import torch
 
 from robustbench_nas.utils.streams import ImageStreams
 
-from .registry import Rng
+from ._rng import Rng
 
 
 class ImageRng(Rng):

@@ -87,7 +87,11 @@ def show_cmd(space, arch: str, as_json: bool, channels: int | None, cells: int |
     options = tuple((k, v) for k, v in (("C", channels), ("N", cells), ("layers", layers)) if v is not None)
     try:
         row = cell_row(space.name, space.index_of(arch), options)
-    except (ArchitectureError, TypeError, ValueError) as e:  # TypeError: an option the space does not take
+    except (ArchitectureError, TypeError, ValueError) as e:
+        # a TypeError naming one of the given options is bad input (an option the space does not take); any other
+        # TypeError is a bug and goes on to the CLI's internal-error handler
+        if isinstance(e, TypeError) and not any(k in str(e) for k, _ in options):
+            raise
         fail(str(e))
     if as_json:
         echo_json(row)
