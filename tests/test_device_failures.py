@@ -91,6 +91,7 @@ def test_ordinary_errors_keep_the_retry_rule(monkeypatch, tmp_path) -> None:
 
 
 def test_worker_advertising_a_gpu_without_cuda_refuses(monkeypatch, tmp_path) -> None:
+    monkeypatch.delenv(df.CPU_GPU_WORKERS_ENV, raising=False)
     ran: list[int] = []
     monkeypatch.setattr(df, "_dask_worker", lambda: types.SimpleNamespace(state=types.SimpleNamespace(
         total_resources={"GPU": 1})))
@@ -99,6 +100,9 @@ def test_worker_advertising_a_gpu_without_cuda_refuses(monkeypatch, tmp_path) ->
     assert ran == []
     with pytest.raises(df.WorkerGPUError, match="SLURM_JOB_GPUS"):
         df.check_advertised_gpu(torch.device("cpu"))
+    monkeypatch.setenv(df.CPU_GPU_WORKERS_ENV, "1")  # a CPU-only test cluster: GPU slots for scheduling only
+    df.check_advertised_gpu(torch.device("cpu"))
+    monkeypatch.delenv(df.CPU_GPU_WORKERS_ENV)
     monkeypatch.setattr(df, "_dask_worker", lambda: None)
     df.check_advertised_gpu(torch.device("cpu"))  # no worker, no GPU advertised: fine
 

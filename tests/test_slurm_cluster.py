@@ -274,8 +274,9 @@ def _run_args(store: Path) -> list[str]:
 def _job_env() -> dict[str, str]:
     import sys
 
-    # The jobs run the installed `rbnas` of this interpreter (the package the tests import).
-    return dict(os.environ, RBNAS=f"{sys.executable} -m robustbench_nas.cli.main")
+    # The jobs run the installed `rbnas` of this interpreter (the package the tests import). The test node's gpu:4
+    # are scheduling slots without GPUs: workers advertising GPU=1 may run on the CPU here (never on a real cluster).
+    return dict(os.environ, RBNAS=f"{sys.executable} -m robustbench_nas.cli.main", RBNAS_CPU_GPU_WORKERS="1")
 
 
 @pytest.fixture(scope="module")

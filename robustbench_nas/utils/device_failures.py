@@ -120,12 +120,21 @@ def worker_gpus() -> float:
     return float(res.get("GPU", 0) or 0)
 
 
+#: environment switch: GPU resources of this cluster are scheduling slots only (see :func:`check_advertised_gpu`)
+CPU_GPU_WORKERS_ENV = "RBNAS_CPU_GPU_WORKERS"
+
+
 def check_advertised_gpu(device: torch.device) -> None:
     """Raise :class:`WorkerGPUError` when this worker advertises a GPU but ``device`` is not a usable CUDA device.
 
     Typical cause: GPUs pinned by global ids (``SLURM_JOB_GPUS``) that do not exist inside the job's device cgroup,
     so ``torch.cuda.is_available()`` is False and ``auto`` would fall back to the CPU.
+
+    ``RBNAS_CPU_GPU_WORKERS=1`` turns the check off, for a CPU-only test cluster whose ``GPU`` resources are only
+    scheduling slots (the CI's one-node SLURM declares ``gpu:4`` without GPUs); never set it on a real cluster.
     """
+    if os.environ.get(CPU_GPU_WORKERS_ENV, "").strip() == "1":
+        return
     gpus = worker_gpus()
     if gpus <= 0:
         return
@@ -147,5 +156,5 @@ def exit_worker(reason: str) -> None:
     os._exit(EXIT_CUDA_ERROR)
 
 
-__all__ = ["EXIT_CUDA_ERROR", "FatalDeviceError", "UnitTimeout", "WorkerGPUError", "call_with_timeout", "check_advertised_gpu", "exit_worker",
+__all__ = ["CPU_GPU_WORKERS_ENV", "EXIT_CUDA_ERROR", "FatalDeviceError", "UnitTimeout", "WorkerGPUError", "call_with_timeout", "check_advertised_gpu", "exit_worker",
            "free_device_memory", "is_fatal_cuda_error", "is_oom", "worker_gpus"]
