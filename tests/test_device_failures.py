@@ -16,6 +16,27 @@ from robustbench_nas.utils import device_failures as df
 runner = importlib.import_module("robustbench_nas.pipelines.runner")
 
 
+
+class WorkerExited(BaseException):
+    """Raised by the patched ``os._exit`` of :func:`in_worker`: the worker would have ended with ``args[0]``."""
+
+
+@pytest.fixture
+def in_worker(monkeypatch):
+    """A call that makes the test run as inside a Dask worker without a GPU resource, ``os._exit`` raising
+    :class:`WorkerExited`."""
+
+    def fake_exit(code):
+        raise WorkerExited(code)
+
+    def enter() -> None:
+        monkeypatch.setattr(df, "_dask_worker", lambda: types.SimpleNamespace(state=types.SimpleNamespace(
+            total_resources={})))
+        monkeypatch.setattr(df.os, "_exit", fake_exit)
+
+    return enter
+
+
 def _run(monkeypatch, tmp_path, fn, *, retries: int = 2, batch_size: int = 64, stage: str = "adversarial"):
     monkeypatch.setattr(runner, "get_stage", lambda name: StageDef(name, fn, (), True, True))
     proto = get_protocol("tiny").replace(retries=retries, batch_size=batch_size)
@@ -48,23 +69,15 @@ def test_oom_at_batch_one_is_an_ordinary_failure(monkeypatch, tmp_path) -> None:
     assert out["attempts"] == 3  # 2 -> 1, then the one retry at batch 1
 
 
-def test_other_cuda_error_ends_the_worker(monkeypatch, tmp_path) -> None:
+def test_other_cuda_error_ends_the_worker(monkeypatch, tmp_path, in_worker) -> None:
     calls: list[int] = []
 
     def fn(ctx):
         calls.append(1)
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    class Exited(BaseException):
-        pass
-
-    def fake_exit(code):
-        raise Exited(code)
-
-    monkeypatch.setattr(df, "_dask_worker", lambda: types.SimpleNamespace(state=types.SimpleNamespace(
-        total_resources={})))
-    monkeypatch.setattr(df.os, "_exit", fake_exit)
-    with pytest.raises(Exited) as ei:
+    in_worker()
+    with pytest.raises(WorkerExited) as ei:
         _run(monkeypatch, tmp_path, fn, retries=2)
     assert ei.value.args == (df.EXIT_CUDA_ERROR,)
     assert calls == [1]  # no retry on a poisoned context
@@ -117,7 +130,7 @@ def test_error_classification() -> None:
     assert not df.is_fatal_cuda_error(ValueError("shape mismatch"))
 
 
-def test_unit_timeout(monkeypatch, tmp_path) -> None:
+def test_unit_timeout(monkeypatch, tmp_path, in_worker) -> None:
     import time as _time
 
     from robustbench_nas.pipelines.protocol import get_protocol as gp
@@ -135,16 +148,8 @@ def test_unit_timeout(monkeypatch, tmp_path) -> None:
         runner.execute_unit(str(tmp_path / "s.zarr"), proto.to_dict(), 0, 0, "clean", device="cpu")
     assert _time.perf_counter() - t0 < 2.5
 
-    class Exited(BaseException):
-        pass
-
-    def fake_exit(code):
-        raise Exited(code)
-
-    monkeypatch.setattr(df, "_dask_worker", lambda: types.SimpleNamespace(state=types.SimpleNamespace(
-        total_resources={})))
-    monkeypatch.setattr(df.os, "_exit", fake_exit)
-    with pytest.raises(Exited):
+    in_worker()
+    with pytest.raises(WorkerExited):
         runner.execute_unit(str(tmp_path / "s.zarr"), proto.to_dict(), 0, 0, "clean", device="cpu")
     # within the limit: the value comes back, errors keep their type
     assert df.call_with_timeout(lambda: 5, 1.0, "x") == 5

@@ -60,5 +60,5 @@ def test_plot_lines_panels_share_colours_and_one_legend(tmp_path: Path) -> None:
 
 
 def test_heatmap_text_contrasts_with_its_cell() -> None:
-    assert figs._cell_text_color((0.05, 0.05, 0.4, 1.0)) == "white"  # dark blue cell
-    assert figs._cell_text_color((0.97, 0.97, 0.97, 1.0)) == "black"  # near-white cell
+    assert figs.cell_text_color((0.05, 0.05, 0.4, 1.0)) == "white"  # dark blue cell
+    assert figs.cell_text_color((0.97, 0.97, 0.97, 1.0)) == "black"  # near-white cell

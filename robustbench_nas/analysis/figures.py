@@ -49,7 +49,7 @@ def _figure_legend(fig: plt.Figure, axes: Sequence[plt.Axes], colors: dict[str, 
                bbox_to_anchor=(right + 0.01, 0.5), frameon=False)
 
 
-def _cell_text_color(rgba: Sequence[float]) -> str:
+def cell_text_color(rgba: Sequence[float]) -> str:
     """Black or white, whichever reads better on a cell of colour ``rgba`` (relative luminance, WCAG)."""
     def lin(c: float) -> float:
         return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
@@ -107,7 +107,7 @@ def plot_heatmap(table: pd.DataFrame, out: Path, name: str, *, title: str = "", 
             for j in range(vals.shape[1]):
                 if np.isfinite(vals[i, j]):
                     ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=8,
-                            color=_cell_text_color(im.cmap(im.norm(vals[i, j]))))
+                            color=cell_text_color(im.cmap(im.norm(vals[i, j]))))
     fig.colorbar(im, ax=ax)
     ax.set_title(title, fontsize=9)
     return _save(fig, table, out, name, index=True)
@@ -215,7 +215,7 @@ def plot_heatmap_panels(tables: dict[str, pd.DataFrame], out: Path, name: str, *
             for j in range(vals.shape[1]):
                 if np.isfinite(vals[i, j]):
                     ax.text(j, i, fmt.format(vals[i, j]), ha="center", va="center", fontsize=8,
-                            color=_cell_text_color(im.cmap(im.norm(vals[i, j]))))
+                            color=cell_text_color(im.cmap(im.norm(vals[i, j]))))
         ax.set_title(k, fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=list(axes[0]), shrink=0.8)

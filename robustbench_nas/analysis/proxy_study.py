@@ -210,13 +210,13 @@ def plot_proxy_heatmap(R: pd.DataFrame, out: Path, name: str = "proxy_heatmap", 
     im = ax.imshow(v, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     ax.set_xticks(range(len(tg)), tg, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(order)), list(order), fontsize=8)
-    from .figures import _cell_text_color
+    from .figures import cell_text_color
 
     for i in range(v.shape[0]):
         for j in range(v.shape[1]):
             if np.isfinite(v[i, j]):
                 ax.text(j, i, f"{v[i, j]:+.2f}", ha="center", va="center", fontsize=7.5,
-                        color=_cell_text_color(im.cmap(im.norm(v[i, j]))))  # fmt: skip
+                        color=cell_text_color(im.cmap(im.norm(v[i, j]))))  # fmt: skip
     n = int(S["n"].max()) if len(S) else 0
     fig.colorbar(im, ax=ax, label="Spearman")
     ax.set_title(f"zero-cost proxies vs published robustness ({subset}, {n} cells; Spearman, 95 % intervals in the CSV)",
