@@ -67,15 +67,7 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
         if protocol is None:
             store.commit()  # results of a killed run still in the journal
             return store, saved
-        if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
-            diff = saved.diff(protocol)
-            details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
-                                ((k, *v) for k, v in list(diff.items())[:6]))
-            raise StoreError(
-                f"{path} was made with another protocol ({saved.name}, fingerprint "
-                f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
-                "Use a new --store path, or omit --protocol to continue the store's own protocol."
-            )
+        check_same_protocol(store, protocol)
         store.commit()  # results of a killed run still in the journal (checked protocol first: never touch another's)
         return store, protocol.replace(data_root=protocol.data_root or saved.data_root)
     if protocol is None:
@@ -99,6 +91,20 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
             raise
         return prepare_store(path, protocol, shard_cells)
     return RobustnessStore.open(path, mode="r+"), protocol
+
+
+def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> None:
+    """StoreError naming the differing fields when ``store`` was made with another protocol than ``protocol``."""
+    if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
+        saved = saved_protocol(store)
+        diff = saved.diff(protocol)
+        details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
+                            ((k, *v) for k, v in list(diff.items())[:6]))
+        raise StoreError(
+            f"{store.path} was made with another protocol ({saved.name}, fingerprint "
+            f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
+            "Use a new --store path, or omit --protocol to continue the store's own protocol."
+        )
 
 
 # ---- reuse of another store's results -------------------------------------------------------------------------------
@@ -475,17 +481,24 @@ def plan_units(store: RobustnessStore, protocol: ProtocolConfig, stages: Sequenc
 
     ``cells``: only these (default: array task ``task``'s cells, :func:`~robustbench_nas.pipelines.tasks.task_cells`).
     """
-    status = store.status()
-    units = []
     chosen = task_cells(store.spec.archs, task, store.spec.shard_cells) if cells is None else sorted(cells)
-    for uid in chosen:
-        i = store.arch_pos(uid)
-        for j, seed in enumerate(store.spec.seeds):
+    return plan_from_status(store.spec.archs, store.spec.seeds, store.spec.stages, store.status(), stages, chosen)
+
+
+def plan_from_status(archs: Sequence[int], seeds: Sequence[int], store_stages: Sequence[str], status: np.ndarray,
+                     stages: Sequence[str], cells: Sequence[int]) -> list[tuple[int, int, str]]:
+    """:func:`plan_units` on a status array ``(arch, seed, stage)`` laid out as ``archs`` x ``seeds`` x
+    ``store_stages`` (also for a store not created yet: every status pending)."""
+    arch_pos = {a: i for i, a in enumerate(archs)}
+    stage_pos = {s: k for k, s in enumerate(store_stages)}
+    units = []
+    for uid in cells:
+        i = arch_pos[uid]
+        for j, seed in enumerate(seeds):
             for stage in stages:
-                d = get_stage(stage)
-                if not d.per_seed and j > 0:
+                if not get_stage(stage).per_seed and j > 0:
                     continue
-                if status[i, j, store.stage_pos(stage)] != DONE:
+                if status[i, j, stage_pos[stage]] != DONE:
                     units.append((uid, seed, stage))
     return units
 
@@ -865,7 +878,8 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 __all__ = [
     "DEFAULT_DASHBOARD", "STAGE_FIELDS", "ResultWriter", "RunReport", "check_dashboard_address", "dashboard_link",
-    "execute_unit", "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results",
+    "check_same_protocol", "execute_unit", "headline", "make_client", "make_security", "plan_from_status",
+    "plan_units", "prepare_store", "reuse_results",
     "run_pipeline",
     "saved_protocol", "summary_rows",
 ]
