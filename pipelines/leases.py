@@ -120,6 +120,7 @@ class LeaseBook:
     def _renew(self) -> None:
         body = {"holder": self.holder, "host": self.host, "pid": self.pid, "expires": time.time() + self.ttl_s,
                 "ttl_s": self.ttl_s}
+        self.holder_file.parent.mkdir(parents=True, exist_ok=True)  # another run's close may have removed it
         write_text_atomic(self.holder_file, json.dumps(body))
 
     def start(self) -> "LeaseBook":
@@ -148,9 +149,8 @@ class LeaseBook:
             self.release(sorted(self.mine))
         with contextlib.suppress(FileNotFoundError):
             self.holder_file.unlink()
-        for d in (self.dir / "holders", self.dir):  # empty folders only: another run may still use them
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        with contextlib.suppress(OSError):  # when empty only: another run may still use it (the lock file
+            (self.dir / "holders").rmdir()  # stays: deleting a lock file others may be opening races)
 
     def __enter__(self) -> "LeaseBook":
         return self.start()

@@ -128,8 +128,8 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         file_log.setLevel(logging.INFO)
         file_log.addFilter(_quiet_distributed)
-        logging.getLogger("pipelines").addHandler(file_log)
-        logging.getLogger("pipelines").setLevel(logging.INFO)
+        logging.getLogger("robustbench_nas.pipelines").addHandler(file_log)
+        logging.getLogger("robustbench_nas.pipelines").setLevel(logging.INFO)
     try:
         changes = parse_overrides(overrides)
         if space_name is not None:
