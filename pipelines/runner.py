@@ -452,6 +452,8 @@ class RunReport:
     Attributes:
         store: the store path; protocol / fingerprint: the protocol's name and hash.
         submitted: tasks submitted; counts: ``{stage: {"done", "failed", "total"}}`` of this run.
+        extra: ``reused`` (slots copied per stage), ``skipped_leased`` (units skipped per ``holder@host``),
+            ``blocks`` (the storage blocks this run wrote results into).
         progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all array tasks).
         failures: ``[{"arch", "seed", "stage", "error", ...}]`` recorded in the store.
         seconds: wall time; dashboard: the Dask dashboard address (or None).
@@ -573,8 +575,10 @@ def run_pipeline(
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
     counts: dict[str, dict[str, int]] = {}
     skipped: dict[str, int] = {}
+    blocks: list[int] = []  # the storage blocks this run wrote results into (array tasks: never another task's)
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
-                         counts=counts, cells=len(cells), extra={"reused": reused, "skipped_leased": skipped})
+                         counts=counts, cells=len(cells),
+                         extra={"reused": reused, "skipped_leased": skipped, "blocks": blocks})
     dashboard = None
     with LeaseBook(store.path, ttl_s=lease_ttl_s) as leases:
         units, held = _lease_round(store, protocol, todo, cells, leases, skipped)
@@ -605,6 +609,7 @@ def run_pipeline(
                     log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units),
                              len({u[0] for u in units}), protocol.name, protocol.fingerprint())
                     submitted += len(units)
+                    blocks[:] = sorted(set(blocks) | {store.block_of(u[0]) for u in units})
                     futures = _submit(cl, store, protocol, units, device, threads)
                     _wait_for_slurm_workers(cl)
                     _collect(cl, store, futures, counts, progress, on_cell_done=leases.release)
