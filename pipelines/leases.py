@@ -234,6 +234,10 @@ class LeaseBook:
                 except FileExistsError:
                     pass
                 h = self._lease_holder(uid)
+                if h == self.holder:  # ours already (e.g. taken over by this holder before): keep it
+                    self.mine.add(uid)
+                    got.append(uid)
+                    continue
                 holder = self._read_holder(h, cache) if h else None
                 if h is None:
                     stale.append(uid)  # given back between link and read: try again below
