@@ -117,3 +117,107 @@ def test_shipped_proxy_images_are_the_old_draw_of_nb201_proxies() -> None:
         p = get_protocol(name, data_root=str(NPZ))
         assert p.image_indices == {"proxies": tuple(pinned.tolist())}
         assert protocol_images(p, "proxies").indices.tolist() == pinned.tolist()
+
+
+# ---- stores record their images and refuse to mix them -----------------------------------------------------------
+def _npz(path: Path, invert: bool = False) -> Path:
+    """A small npz dataset (the digits as 16x16 RGB); ``invert``: same labels, other pixels."""
+    from robustbench_nas.data.sources import _digits_arrays
+
+    x, y = _digits_arrays()
+    x = x.transpose(0, 2, 3, 1)
+    np.savez(path, x=255 - x if invert else x, y=y)
+    return path
+
+
+@pytest.fixture()
+def two_files(tmp_path):
+    return _npz(tmp_path / "a.npz"), _npz(tmp_path / "b.npz", invert=True)
+
+
+def _proto(root: Path, **kw) -> ProtocolConfig:
+    return get_protocol("tiny").replace(name="img", dataset="npz", data_root=str(root), archs=1,
+                                        stages=("info", "proxies"), proxies=("params", "nwot"), proxy_images=16, **kw)
+
+
+def test_store_records_its_images_and_resume_on_other_images_is_refused(tmp_path, two_files) -> None:
+    from robustbench_nas.data.subsets import file_sha256
+    from robustbench_nas.pipelines.runner import prepare_store
+    from robustbench_nas.storage import RobustnessStore, StoreError
+
+    a, b = two_files
+    path = tmp_path / "s.zarr"
+    prepare_store(path, _proto(a))
+    rec = RobustnessStore.open(path).attrs["images"]
+    assert set(rec["subsets"]) == {"proxies"} and rec["data_sha256"] == file_sha256(a)
+    assert rec["subsets"]["proxies"]["indices"] == protocol_images(_proto(a), "proxies").indices.tolist()
+    assert rec["subsets"]["proxies"]["split"] == "train" and rec["subsets"]["proxies"]["n"] == 16
+    prepare_store(path, _proto(a))  # same images: resumes
+    with pytest.raises(StoreError, match=r"^proxies images differ: store .*s\.zarr used 16 images \(sha [0-9a-f]{12}\), "
+                                         r"this run 16 images \(sha [0-9a-f]{12}\) \(data sha [0-9a-f]{12} vs "
+                                         r"[0-9a-f]{12}: another data file\); refusing to mix"):
+        prepare_store(path, _proto(b))
+    assert "\n" not in str(pytest.raises(StoreError, prepare_store, path, _proto(b)).value)
+
+
+def _with_proxies_done(path: Path, proto: ProtocolConfig) -> None:
+    from robustbench_nas.pipelines.runner import prepare_store
+
+    store, _ = prepare_store(path, proto)
+    store.write_cell(store.spec.archs[0], 0, {"proxy_value": np.array([1.5, 2.5])}, stage="proxies")
+
+
+def test_reuse_copies_only_results_of_the_same_images(tmp_path, two_files) -> None:
+    from robustbench_nas.pipelines.runner import prepare_store, reuse_results
+    from robustbench_nas.storage import RobustnessStore, StoreError
+
+    a, b = two_files
+    src = tmp_path / "src.zarr"
+    _with_proxies_done(src, _proto(a))
+    same, _ = prepare_store(tmp_path / "same.zarr", _proto(a))
+    assert reuse_results(same, _proto(a), src) == {"proxies": 1}
+    other, _ = prepare_store(tmp_path / "other.zarr", _proto(b))
+    with pytest.raises(StoreError, match=r"^--reuse .*src\.zarr: proxies images differ: store .*src\.zarr used 16 "
+                                         r"images \(sha [0-9a-f]{12}\), this run 16 images .*another data file"):
+        reuse_results(other, _proto(b), src)
+    asked, _ = prepare_store(tmp_path / "seed5.zarr", _proto(a, subset_seed=5))
+    assert reuse_results(asked, _proto(a, subset_seed=5), src) == {}  # other images on purpose: computed afresh
+    assert RobustnessStore.open(tmp_path / "seed5.zarr").status()[:, :, 1].max() == 0
+
+
+def test_store_from_before_image_records_is_compared_by_its_old_rule(tmp_path, two_files) -> None:
+    """A store written before subset seeds has no record: its images are those the old rule (seeded by the
+    protocol's name) drew, so resuming with a new protocol is refused, and reusing it on the new rule's images too."""
+    import json
+
+    from robustbench_nas.pipelines.runner import prepare_store, reuse_results
+    from robustbench_nas.storage import StoreError
+
+    a, _ = two_files
+    old = tmp_path / "old.zarr"
+    _with_proxies_done(old, _proto(a))
+    meta = json.loads((old / "zarr.json").read_text())
+    attrs = meta["attributes"]
+    del attrs["images"], attrs["protocol"]["subset_seed"], attrs["protocol"]["image_indices"]
+    import hashlib
+
+    from robustbench_nas.pipelines.protocol import RUNTIME_FIELDS
+
+    kept = {k: v for k, v in attrs["protocol"].items() if k not in RUNTIME_FIELDS}  # the fingerprint it had then
+    attrs["protocol_fingerprint"] = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    (old / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="made before evaluation images were recorded"):
+        prepare_store(old, _proto(a))
+    with pytest.raises(StoreError, match=r"proxies images differ: .*predates image records"):
+        prepare_store(old, None)
+    new, _ = prepare_store(tmp_path / "new.zarr", _proto(a))
+    with pytest.raises(StoreError, match=r"^--reuse .*proxies images differ: .*predates image records"):
+        reuse_results(new, _proto(a), old)
+    # the old rule's own images, pinned explicitly: the same content, so the old results are reused
+    from robustbench_nas.utils.seeding import derive_seed
+    from robustbench_nas.data import sample_indices
+
+    y = get_dataset("npz", str(a)).split("train").y.numpy()
+    pinned = tuple(int(i) for i in sample_indices(y, 16, derive_seed("img", "train", 16)))
+    keep, _ = prepare_store(tmp_path / "keep.zarr", _proto(a, image_indices={"proxies": pinned}))
+    assert reuse_results(keep, _proto(a, image_indices={"proxies": pinned}), old) == {"proxies": 1}
