@@ -164,7 +164,8 @@ def _with_proxies_done(path: Path, proto: ProtocolConfig) -> None:
     from robustbench_nas.pipelines.runner import prepare_store
 
     store, _ = prepare_store(path, proto)
-    store.write_cell(store.spec.archs[0], 0, {"proxy_value": np.array([1.5, 2.5])}, stage="proxies")
+    store.write_cell(store.spec.archs[0], store.spec.seeds[0], {"proxy_value": np.array([1.5, 2.5])}, stage="proxies",
+                     seconds=1.0)
 
 
 def test_reuse_copies_only_results_of_the_same_images(tmp_path, two_files) -> None:
@@ -221,3 +222,150 @@ def test_store_from_before_image_records_is_compared_by_its_old_rule(tmp_path, t
     pinned = tuple(int(i) for i in sample_indices(y, 16, derive_seed("img", "train", 16)))
     keep, _ = prepare_store(tmp_path / "keep.zarr", _proto(a, image_indices={"proxies": pinned}))
     assert reuse_results(keep, _proto(a, image_indices={"proxies": pinned}), old) == {"proxies": 1}
+
+
+# ---- the CLI chooses the pipeline's images ----------------------------------------------------------------------
+ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"
+
+
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory) -> Path:
+    from robustbench_nas.proxies import init_model
+    from robustbench_nas.training.checkpoint import save_checkpoint
+
+    info = get_dataset("digits").info
+    net = init_model(ARCH, 0, C=4, N=1, mean=info.mean, std=info.std)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "m", net, {"dataset": "digits"})
+
+
+def _cli_indices(args: list[str]) -> list[int]:
+    import json
+
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    r = CliRunner().invoke(cli, [*args, "--show-images"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)["indices"]
+
+
+@pytest.mark.parametrize("subset_seed", [0, 3])
+def test_each_command_chooses_the_pipelines_images(digits_ckpt, subset_seed) -> None:
+    """For the tiny protocol's settings (digits; proxies 32 and measures 32 training images, attacks 64 and
+    corruptions 100 test images), each command with the same size and subset seed and its default --split picks
+    exactly the images the pipeline's stage evaluates."""
+    p = get_protocol("tiny", subset_seed=subset_seed)
+    seed = ["--subset-seed", str(subset_seed)]
+    ck = str(digits_ckpt)
+    commands = {
+        "proxies": ["proxies", "--dataset", "digits", "--batch-size", str(p.proxy_images), *seed],
+        "attacks": ["attack", ck, "--eps", "1/255", "--n", str(p.attack_images), *seed],
+        "corruptions": ["corrupt", "eval", ck, "--n", str(p.corruption_images), *seed],
+        "measures": ["measures", ck, "--dataset", "digits", "--n", str(p.measure_images), *seed],
+    }
+    for purpose, args in commands.items():
+        want = protocol_images(p, purpose).indices.tolist()
+        assert _cli_indices(args) == want, purpose
+        assert len(want) == getattr(p, {"proxies": "proxy_images", "attacks": "attack_images",
+                                        "corruptions": "corruption_images", "measures": "measure_images"}[purpose])
+    # the whole split (pipeline: None; CLI: --n 0) is the split in its order
+    whole = protocol_images(p, "clean").indices.tolist()
+    assert _cli_indices(["attack", ck, "--eps", "1/255", "--n", "0"]) == whole == list(range(300))
+
+
+def test_commands_take_explicit_indices(digits_ckpt, tmp_path) -> None:
+    f = tmp_path / "idx.txt"
+    f.write_text("# three images\n17\n4\n250\n")
+    ck = str(digits_ckpt)
+    for args in (["proxies", "--dataset", "digits"], ["attack", ck, "--eps", "1/255"], ["corrupt", "eval", ck],
+                 ["measures", ck, "--dataset", "digits"]):
+        assert _cli_indices([*args, "--indices", f"@{f}"]) == [17, 4, 250], args
+        assert _cli_indices([*args, "--indices", "9,3"]) == [9, 3], args
+    p = get_protocol("tiny", attack_images=None, image_indices={"attacks": (17, 4, 250)})
+    assert protocol_images(p, "attacks").indices.tolist() == [17, 4, 250]
+
+
+def test_command_image_errors_are_one_line(digits_ckpt) -> None:
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    ck = str(digits_ckpt)
+    cases = [
+        (["attack", ck, "--eps", "1/255", "--indices", "1,2", "--n", "3"], "--n 3 but --indices gives 2 images"),
+        (["attack", ck, "--eps", "1/255", "--indices", "1,300"], "outside 0..299"),
+        (["measures", ck, "--dataset", "digits", "--indices", "1,x"], "'x' is not an integer"),
+        (["corrupt", "eval", ck, "--indices", "1,2", "--subset-seed", "2"], "with --indices the images are given"),
+        (["proxies", "6", "--dataset", "digits", "--indices", "5"], "at least 2 images"),
+    ]
+    for args, msg in cases:
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 2 and msg in r.output and len(r.output.strip().splitlines()) == 1, (args, r.output)
+
+
+@pytest.mark.skipif(not NPZ.is_file(), reason="../shared/data/cifar10_test.npz not present")
+def test_reproduce_command_gives_the_tables_first_row() -> None:
+    """The table JSON's reproduce_cell command on the first row (full-size NB201) gives its values: 1e-3 relative
+    (float32 sums of gradients and activations; the table was made on another CPU), bit for bit on the same one."""
+    import csv
+    import io
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from robustbench_nas.analysis.proxy_table import table_meta
+    from robustbench_nas.cli.main import cli
+
+    row = pd.read_csv(REPO / "robustbench_nas" / "analysis" / "data" / "nb201_cifar10_proxies.csv").iloc[0]
+    template = table_meta()["reproduce_cell"]
+    cmd = template.format(arch=row["arch_str"])
+    assert cmd.startswith("rbnas proxies ") and "--threads 1" in cmd and "--indices @" in cmd
+    import shlex
+
+    args = shlex.split(cmd)[1:] + ["--proxies", "nwot,snip,jacob_cov"]
+    args = [a.replace("../shared/data/cifar10_test.npz", str(NPZ)) for a in args]
+    args = [a.replace("@robustbench_nas/", f"@{REPO}/robustbench_nas/") for a in args]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    got = next(csv.DictReader(io.StringIO(r.stdout)))
+    assert got["arch_str"] == row["arch_str"]
+    for name in ("nwot", "snip", "jacob_cov"):
+        assert float(got[name]) == pytest.approx(row[name], rel=1e-3), name
+
+
+# ---- the exported proxy table carries its images ----------------------------------------------------------------
+def test_exported_table_carries_images_threads_and_a_reproduce_command(tmp_path, two_files) -> None:
+    import json
+
+    from robustbench_nas.analysis.proxy_table import export_table
+    from robustbench_nas.data.subsets import file_sha256
+
+    a, _ = two_files
+    _with_proxies_done(tmp_path / "main.zarr", _proto(a))
+    meta = export_table(tmp_path / "main.zarr", tmp_path / "t.csv")
+    want = protocol_images(_proto(a), "proxies")
+    assert meta["images"]["indices"] == want.indices.tolist() and meta["images"]["sha256"] == want.sha256
+    assert meta["data_sha256"] == file_sha256(a) and meta["torch_threads"] == 1
+    assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    cmd = meta["reproduce_cell"]
+    assert cmd.startswith("rbnas proxies '{arch}' --dataset npz") and f"--data-root {a} " in cmd
+    assert f"--indices {','.join(map(str, want.indices.tolist()))} --batch-size 16 --seed 0 --threads 1" in cmd
+    assert json.loads((tmp_path / "t.json").read_text())["reproduce_cell"] == cmd
+    # seed noise only from a store that evaluated the same images
+    _with_proxies_done(tmp_path / "seeds.zarr", _proto(a, subset_seed=4, seeds=(1,)))
+    with pytest.raises(ValueError, match="evaluated other proxy images .* same batch"):
+        export_table(tmp_path / "main.zarr", tmp_path / "t2.csv", seeds_store=tmp_path / "seeds.zarr")
+
+
+@pytest.mark.skipif(not NPZ.is_file(), reason="../shared/data/cifar10_test.npz not present")
+def test_shipped_table_json_names_its_images_and_data() -> None:
+    from robustbench_nas.analysis.proxy_table import table_meta
+    from robustbench_nas.data.subsets import file_sha256
+
+    meta = table_meta()
+    assert meta["images"]["indices"] == list(shipped_proxy_images()) and meta["images"]["n"] == meta["batch_size"]
+    assert meta["data_sha256"] == file_sha256(NPZ) and meta["torch_threads"] == 1
+    train = get_dataset("npz", str(NPZ)).split("train")
+    assert meta["images"]["sha256"] == images_sha256(train, np.array(shipped_proxy_images()))
+    assert "{arch}" in meta["reproduce_cell"] and "--indices @" + str(IMAGES_FILE.relative_to(REPO)) in meta["reproduce_cell"]
