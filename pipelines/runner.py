@@ -152,26 +152,32 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     cache: dict[str, np.ndarray] = {}
     mine_status = store.status()
     touched: set[int] = set()
-    for stage in store.spec.stages:
+
+    def reusable(stage: str) -> bool:
+        """Whether ``stage``'s results may be copied; raises on images that differ where the protocols agree."""
         if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
-            continue
+            return False
         if stage in _RANDOM_STAGES and src.attrs.get("random_streams") != RANDOM_STREAMS:
             log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
                      src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
-            continue
-        names = [a.name for a in store.arrays.values() if a.stage == stage]
-        if any(n not in src.arrays for n in names):
-            continue
+            return False
+        if any(a.name not in src.arrays for a in store.arrays.values() if a.stage == stage):
+            return False
         purpose = stage_purpose.get(stage)
         if purpose is not None and purpose in image_difference(src_images, my_images):
             if not (status[:, :, src.stage_pos(stage)] == DONE).any():
-                continue  # nothing of it to copy
+                return False  # nothing of it to copy
             line = difference_line(purpose, src_images, my_images, str(src.path))
             if src_proto.image_request(purpose) == protocol.image_request(purpose):
                 raise StoreError(f"--reuse {src.path}: {line}; refusing to mix subsets (use the source's data "
                                  "file, or a protocol asking for other images)")
             log.info("not reusing %s results: %s", stage, line)
-            continue
+            return False
+        return True
+
+    # decided for every stage before anything is copied: a refusal leaves the new store untouched
+    for stage in [s for s in store.spec.stages if reusable(s)]:
+        names = [a.name for a in store.arrays.values() if a.stage == stage]
         n = 0
         for uid in (cells if cells is not None else store.spec.archs):
             if uid not in src.spec.archs:

@@ -164,8 +164,9 @@ def _with_proxies_done(path: Path, proto: ProtocolConfig) -> None:
     from robustbench_nas.pipelines.runner import prepare_store
 
     store, _ = prepare_store(path, proto)
-    store.write_cell(store.spec.archs[0], store.spec.seeds[0], {"proxy_value": np.array([1.5, 2.5])}, stage="proxies",
-                     seconds=1.0)
+    uid, seed = store.spec.archs[0], store.spec.seeds[0]
+    store.write_cell(uid, seed, {"params": 100, "flops": 1.0, "flops_plain": 1.0}, stage="info", seconds=1.0)
+    store.write_cell(uid, seed, {"proxy_value": np.array([1.5, 2.5])}, stage="proxies", seconds=1.0)
 
 
 def test_reuse_copies_only_results_of_the_same_images(tmp_path, two_files) -> None:
@@ -176,13 +177,14 @@ def test_reuse_copies_only_results_of_the_same_images(tmp_path, two_files) -> No
     src = tmp_path / "src.zarr"
     _with_proxies_done(src, _proto(a))
     same, _ = prepare_store(tmp_path / "same.zarr", _proto(a))
-    assert reuse_results(same, _proto(a), src) == {"proxies": 1}
+    assert reuse_results(same, _proto(a), src) == {"info": 1, "proxies": 1}
     other, _ = prepare_store(tmp_path / "other.zarr", _proto(b))
     with pytest.raises(StoreError, match=r"^--reuse .*src\.zarr: proxies images differ: store .*src\.zarr used 16 "
                                          r"images \(sha [0-9a-f]{12}\), this run 16 images .*another data file"):
         reuse_results(other, _proto(b), src)
+    assert RobustnessStore.open(tmp_path / "other.zarr").status().max() == 0  # refused before copying anything
     asked, _ = prepare_store(tmp_path / "seed5.zarr", _proto(a, subset_seed=5))
-    assert reuse_results(asked, _proto(a, subset_seed=5), src) == {}  # other images on purpose: computed afresh
+    assert reuse_results(asked, _proto(a, subset_seed=5), src) == {"info": 1}  # other images on purpose: computed afresh
     assert RobustnessStore.open(tmp_path / "seed5.zarr").status()[:, :, 1].max() == 0
 
 
@@ -221,7 +223,7 @@ def test_store_from_before_image_records_is_compared_by_its_old_rule(tmp_path, t
     y = get_dataset("npz", str(a)).split("train").y.numpy()
     pinned = tuple(int(i) for i in sample_indices(y, 16, derive_seed("img", "train", 16)))
     keep, _ = prepare_store(tmp_path / "keep.zarr", _proto(a, image_indices={"proxies": pinned}))
-    assert reuse_results(keep, _proto(a, image_indices={"proxies": pinned}), old) == {"proxies": 1}
+    assert reuse_results(keep, _proto(a, image_indices={"proxies": pinned}), old) == {"info": 1, "proxies": 1}
 
 
 # ---- the CLI chooses the pipeline's images ----------------------------------------------------------------------
