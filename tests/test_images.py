@@ -112,7 +112,8 @@ def test_shipped_proxy_images_are_the_old_draw_of_nb201_proxies() -> None:
     old = train.subset(64, seed=derive_seed("nb201-proxies", "train", 64))
     pinned = np.array(shipped_proxy_images())
     assert pinned.tolist() == read_indices(f"@{IMAGES_FILE}")
-    assert torch.equal(train.x[torch.from_numpy(pinned)], old.x) and torch.equal(train.y[torch.from_numpy(pinned)], old.y)
+    t = torch.from_numpy(pinned)
+    assert torch.equal(train.x[t], old.x) and torch.equal(train.y[t], old.y)
     for name in ("nb201-proxies", "nb201-proxies-seeds"):
         p = get_protocol(name, data_root=str(NPZ))
         assert p.image_indices == {"proxies": tuple(pinned.tolist())}
@@ -153,7 +154,8 @@ def test_store_records_its_images_and_resume_on_other_images_is_refused(tmp_path
     assert rec["subsets"]["proxies"]["indices"] == protocol_images(_proto(a), "proxies").indices.tolist()
     assert rec["subsets"]["proxies"]["split"] == "train" and rec["subsets"]["proxies"]["n"] == 16
     prepare_store(path, _proto(a))  # same images: resumes
-    with pytest.raises(StoreError, match=r"^proxies images differ: store .*s\.zarr used 16 images \(sha [0-9a-f]{12}\), "
+    with pytest.raises(StoreError, match=r"^proxies images differ: store .*s\.zarr used 16 images "
+                                         r"\(sha [0-9a-f]{12}\), "
                                          r"this run 16 images \(sha [0-9a-f]{12}\) \(data sha [0-9a-f]{12} vs "
                                          r"[0-9a-f]{12}: another data file\); refusing to mix"):
         prepare_store(path, _proto(b))
@@ -184,7 +186,8 @@ def test_reuse_copies_only_results_of_the_same_images(tmp_path, two_files) -> No
         reuse_results(other, _proto(b), src)
     assert RobustnessStore.open(tmp_path / "other.zarr").status().max() == 0  # refused before copying anything
     asked, _ = prepare_store(tmp_path / "seed5.zarr", _proto(a, subset_seed=5))
-    assert reuse_results(asked, _proto(a, subset_seed=5), src) == {"info": 1}  # other images on purpose: computed afresh
+    # other images on purpose: the proxies are computed afresh
+    assert reuse_results(asked, _proto(a, subset_seed=5), src) == {"info": 1}
     assert RobustnessStore.open(tmp_path / "seed5.zarr").status()[:, :, 1].max() == 0
 
 
@@ -370,4 +373,5 @@ def test_shipped_table_json_names_its_images_and_data() -> None:
     assert meta["data_sha256"] == file_sha256(NPZ) and meta["torch_threads"] == 1
     train = get_dataset("npz", str(NPZ)).split("train")
     assert meta["images"]["sha256"] == images_sha256(train, np.array(shipped_proxy_images()))
-    assert "{arch}" in meta["reproduce_cell"] and "--indices @" + str(IMAGES_FILE.relative_to(REPO)) in meta["reproduce_cell"]
+    assert "{arch}" in meta["reproduce_cell"]
+    assert "--indices @" + str(IMAGES_FILE.relative_to(REPO)) in meta["reproduce_cell"]

@@ -54,7 +54,8 @@ def check_indices(indices: Sequence[int] | np.ndarray, size: int, where: str) ->
     arr = arr.astype(np.int64)
     bad = arr[(arr < 0) | (arr >= size)]
     if bad.size:
-        raise DataError(f"{where}: image indices {bad[:5].tolist()} outside 0..{size - 1} (the split has {size} images)")
+        raise DataError(f"{where}: image indices {bad[:5].tolist()} outside 0..{size - 1} "
+                        f"(the split has {size} images)")
     if np.unique(arr).size != arr.size:
         vals, counts = np.unique(arr, return_counts=True)
         raise DataError(f"{where}: image indices repeated: {vals[counts > 1][:5].tolist()}")

@@ -57,8 +57,8 @@ def format_eps(attack: str, eps: float) -> str:
 @force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--list", "list_only", is_flag=True, help="List the attacks and protocols and exit.")
-def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, subset_seed, indices_text,
-            show_images_only, mode, overrides, batch_size, seed, device, correct_bits, out_file, force, as_json,
+def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, subset_seed,
+            indices_text, show_images_only, mode, overrides, batch_size, seed, device, correct_bits, out_file, force, as_json,
             list_only) -> None:
     """Attack the model in CHECKPOINT at each epsilon; print accuracy and confidences per (attack, eps)."""
     from robustbench_nas import attacks
