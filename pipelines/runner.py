@@ -105,7 +105,9 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
 _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
 
 #: protocol fields each stage's values depend on, besides the cell and the seed. ``batch_size`` is not one: attacks
-#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting.
+#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting. The
+#: images are not compared by fields (``subset_seed``, ``image_indices``) but by content: the stores' ``images``
+#: records (:mod:`.image_record`), so a store whose images were pinned to the same ones is reused whatever the rule.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
     "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
@@ -141,7 +143,9 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     """
     src = RobustnessStore.open(source, mode="r")
     src_proto = saved_protocol(src)
-    src_images = recorded_images(src, src_proto.replace(data_root=src_proto.data_root or protocol.data_root))
+    # a store from before image records: its images by the old rule, on its data file if still there, else this run's
+    src_root = src_proto.data_root if src_proto.data_root and Path(src_proto.data_root).exists() else protocol.data_root
+    src_images = recorded_images(src, src_proto.replace(data_root=src_root))
     my_images = store.attrs.get("images") or image_record(protocol)
     stage_purpose = {stage: purpose for purpose, stage in PURPOSE_STAGES.items()}
     mine, theirs = protocol.to_dict(), src_proto.to_dict()
