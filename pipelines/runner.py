@@ -31,8 +31,9 @@ import numpy as np
 from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
+from .image_record import check_resume, difference_line, image_difference, image_record, recorded_images
 from .leases import DEFAULT_TTL_S, LeaseBook, skipped_line
-from .protocol import ProtocolConfig
+from .protocol import PURPOSE_STAGES, ProtocolConfig
 from .tasks import task_cells
 from .stages import StageContext, get_stage, list_stages, with_dependencies
 
@@ -65,11 +66,14 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
                              f"{shard_cells}; a store's layout is fixed (omit --shard-cells to keep it)")
         saved = saved_protocol(store)
         if protocol is None:
+            check_resume(store, saved, saved)  # the data (--data-root) may have changed since
             store.commit()  # results of a killed run still in the journal
             return store, saved
         check_same_protocol(store, protocol)
+        protocol = protocol.replace(data_root=protocol.data_root or saved.data_root)
+        check_resume(store, saved, protocol)  # same settings, but maybe another data file
         store.commit()  # results of a killed run still in the journal (checked protocol first: never touch another's)
-        return store, protocol.replace(data_root=protocol.data_root or saved.data_root)
+        return store, protocol
     if protocol is None:
         raise StoreError(f"no store at {path}; pass a protocol (e.g. --protocol tiny) to create it")
     spec = protocol.store_spec()
@@ -82,6 +86,7 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
     RobustnessStore.create(tmp, spec, attrs={"protocol": protocol.to_dict(),
                                              "protocol_fingerprint": protocol.fingerprint(),
                                              "random_streams": RANDOM_STREAMS,
+                                             "images": image_record(protocol),
                                              "eval_precision": EVAL_PRECISION_NOTE})
     try:
         os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
@@ -97,6 +102,13 @@ def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> Non
     """StoreError naming the differing fields when ``store`` was made with another protocol than ``protocol``."""
     if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
         saved = saved_protocol(store)
+        if "subset_seed" not in store.attrs["protocol"]:
+            raise StoreError(
+                f"{store.path} was made before evaluation images were recorded (its subsets were drawn by the "
+                f"protocol's name, {saved.name!r}); this version draws them by subset_seed or explicit indices, "
+                "so its results and new ones would be about other images. Use a new --store (--reuse it to copy "
+                "what agrees, e.g. trained networks), or omit --protocol to continue it on its own images "
+                "where they are still the same.")
         diff = saved.diff(protocol)
         details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
                             ((k, *v) for k, v in list(diff.items())[:6]))
@@ -111,7 +123,9 @@ def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> Non
 _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
 
 #: protocol fields each stage's values depend on, besides the cell and the seed. ``batch_size`` is not one: attacks
-#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting.
+#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting. The
+#: images are not compared by fields (``subset_seed``, ``image_indices``) but by content: the stores' ``images``
+#: records (:mod:`.image_record`), so a store whose images were pinned to the same ones is reused whatever the rule.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
     "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
@@ -138,10 +152,20 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     This is how a new attack (or corruption, proxy, measure) is added to an existing dataset without retraining:
     run the new protocol into a new store with ``reuse=OLD``; stages whose fields (:data:`STAGE_FIELDS`) match
     are copied cell by cell (training keeps pointing at the old checkpoints), the rest is computed.
+    Images: a stage that evaluates images is copied only when the source evaluated the same images (equal content
+    hashes of the recorded subsets). When both protocols ask for the same images (split, size, subset seed,
+    explicit indices) but the source's are others (another data file, or a store drawn by its protocol's name
+    before image records), the reuse is refused (``StoreError``, one line naming the difference); when this run
+    asks for other images on purpose, the stage is computed afresh.
     Returns ``{stage: slots copied}``.
     """
     src = RobustnessStore.open(source, mode="r")
     src_proto = saved_protocol(src)
+    # a store from before image records: its images by the old rule, on its data file if still there, else this run's
+    src_root = src_proto.data_root if src_proto.data_root and Path(src_proto.data_root).exists() else protocol.data_root
+    src_images = recorded_images(src, src_proto.replace(data_root=src_root))
+    my_images = store.attrs.get("images") or image_record(protocol)
+    stage_purpose = {stage: purpose for purpose, stage in PURPOSE_STAGES.items()}
     mine, theirs = protocol.to_dict(), src_proto.to_dict()
     copied: dict[str, int] = {}
     # committed results only (a source still being written may have journal records; those are not copied yet)
@@ -150,16 +174,32 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     cache: dict[str, np.ndarray] = {}
     mine_status = store.status()
     touched: set[int] = set()
-    for stage in store.spec.stages:
+
+    def reusable(stage: str) -> bool:
+        """Whether ``stage``'s results may be copied; raises on images that differ where the protocols agree."""
         if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
-            continue
+            return False
         if stage in _RANDOM_STAGES and src.attrs.get("random_streams") != RANDOM_STREAMS:
             log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
                      src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
-            continue
+            return False
+        if any(a.name not in src.arrays for a in store.arrays.values() if a.stage == stage):
+            return False
+        purpose = stage_purpose.get(stage)
+        if purpose is not None and purpose in image_difference(src_images, my_images):
+            if not (status[:, :, src.stage_pos(stage)] == DONE).any():
+                return False  # nothing of it to copy
+            line = difference_line(purpose, src_images, my_images, str(src.path))
+            if src_proto.image_request(purpose) == protocol.image_request(purpose):
+                raise StoreError(f"--reuse {src.path}: {line}; refusing to mix subsets (use the source's data "
+                                 "file, or a protocol asking for other images)")
+            log.info("not reusing %s results: %s", stage, line)
+            return False
+        return True
+
+    # decided for every stage before anything is copied: a refusal leaves the new store untouched
+    for stage in [s for s in store.spec.stages if reusable(s)]:
         names = [a.name for a in store.arrays.values() if a.stage == stage]
-        if any(n not in src.arrays for n in names):
-            continue
         n = 0
         for uid in (cells if cells is not None else store.spec.archs):
             if uid not in src.spec.archs:

@@ -14,6 +14,7 @@ lazily inside the stage, so a missing part only fails the stages that need it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +115,23 @@ def _dataset(name: str, root: str | None) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _split(name: str, root: str | None, split: str, n: int | None, seed: int | None) -> Any:
+def _subset(name: str, root: str | None, split: str, n: int | None, subset_seed: int,
+            indices: tuple[int, ...] | None) -> tuple[Any, Any]:
+    """``(DataSplit of the chosen images, ImageSubset)``: :func:`robustbench_nas.data.subsets.choose_images`."""
+    from robustbench_nas.data.subsets import choose_images, take
+
     s = _dataset(name, root).split(split)
-    return s.subset(n, seed=seed) if n is not None else s
+    chosen = choose_images(s, n, subset_seed, indices)
+    return take(s, chosen.indices), chosen
+
+
+def protocol_images(protocol: ProtocolConfig, purpose: str) -> Any:
+    """The :class:`~robustbench_nas.data.subsets.ImageSubset` a protocol evaluates for ``purpose`` (``proxies``,
+    ``clean``, ``attacks``, ``corruptions``, ``measures``): the same for every cell, every process and every
+    protocol with the same dataset, split, size, ``subset_seed`` and explicit indices."""
+    split, n, subset_seed, indices = protocol.image_request(purpose)
+    chosen = _subset(protocol.dataset, protocol.data_root, split, n, subset_seed, indices)[1]
+    return dataclasses.replace(chosen, purpose=purpose)
 
 
 @dataclass
@@ -146,13 +161,11 @@ class StageContext:
         """The protocol's dataset (cached per worker process)."""
         return _dataset(self.protocol.dataset, self.protocol.data_root)
 
-    def split(self, name: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x float [0, 1], y)`` of split ``name`` on the device; ``n``: a seeded class-balanced subset.
-
-        The subset seed depends only on the protocol, so every cell is evaluated on the same images.
-        """
-        sub_seed = derived_seed(self.protocol.name, name, n) if n is not None else None
-        s = _split(self.protocol.dataset, self.protocol.data_root, name, n, sub_seed)
+    def images(self, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x float [0, 1], y)`` on the device: the protocol's images for ``purpose`` (see :func:`protocol_images`;
+        ``proxies`` and ``measures`` from the training split, the others from ``eval_split``)."""
+        split, n, subset_seed, indices = self.protocol.image_request(purpose)
+        s = _subset(self.protocol.dataset, self.protocol.data_root, split, n, subset_seed, indices)[0]
         return s.images(self.device), s.labels(self.device)
 
     def checkpoint_path(self) -> Path:
@@ -201,7 +214,7 @@ def proxies_stage(ctx: StageContext) -> dict[str, Any]:
     """Zero-cost proxies at initialisation (seeded by the cell's seed) on ``proxy_images`` training images."""
     from robustbench_nas.proxies import compute_proxies
 
-    x, y = ctx.split("train", ctx.protocol.proxy_images)
+    x, y = ctx.images("proxies")
     values = compute_proxies(ctx.arch_str, x, y, list(ctx.protocol.proxies), seed=ctx.seed,
                              space=ctx.protocol.search_space, **ctx.network_kwargs())
     return {"proxy_value": np.array([values[p] for p in ctx.protocol.proxies], dtype=np.float64)}
@@ -238,7 +251,7 @@ def clean_stage(ctx: StageContext) -> dict[str, Any]:
     """Clean accuracy / confidence / confusion on ``eval_images`` of the evaluation split."""
     from robustbench_nas.evaluation import evaluate_clean
 
-    x, y = ctx.split(ctx.protocol.eval_split, ctx.protocol.eval_images)
+    x, y = ctx.images("clean")
     return _stats_values("clean", evaluate_clean(ctx.trained_model(), x, y, batch_size=ctx.protocol.batch_size))
 
 
@@ -271,7 +284,7 @@ def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
 
     p = ctx.protocol
     spec = StoreSpec(archs=[ctx.uid], arch_str=[ctx.arch_str], attacks={k: list(v) for k, v in p.attacks.items()})
-    x, y = ctx.split(p.eval_split, p.attack_images)
+    x, y = ctx.images("attacks")
     model = ctx.trained_model()
     found: list[tuple[int, int, Any]] = []
     for attack, eps in p.attacks.items():
@@ -293,10 +306,13 @@ def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
     from robustbench_nas import corruptions
 
     p = ctx.protocol
-    x, y = ctx.split(p.eval_split, p.corruption_images)
+    x, y = ctx.images("corruptions")
+    source: Any = p.corruption_source
+    if source is not None:  # the CIFAR-10-C files hold the test set in order: read the same chosen images from them
+        source = corruptions.CifarCFiles(source, device=ctx.device, indices=protocol_images(p, "corruptions").indices)
     res = corruptions.evaluate(ctx.trained_model(), x, y, list(p.corruptions), tuple(p.severities),
                                batch_size=p.batch_size, seed=derived_seed(ctx.seed, "corruptions"),
-                               source=p.corruption_source)
+                               source=source)
     found = [(p.corruptions.index(r.corruption), p.severities.index(int(r.severity)), r.stats) for r in res]
     if len(found) != len(p.corruptions) * len(p.severities):
         raise RuntimeError(f"robustbench_nas.corruptions.evaluate returned {len(found)} results for "
@@ -312,12 +328,13 @@ def measures_stage(ctx: StageContext) -> dict[str, Any]:
     from robustbench_nas.measures import compute_measures
 
     p = ctx.protocol
-    x, y = ctx.split("train", p.measure_images)
+    x, y = ctx.images("measures")
     values = compute_measures(ctx.trained_model(), x, y, list(p.measures), seed=derived_seed(ctx.seed, "measures"),
                               config=p.measure_config())
     return {"measure_value": np.array([values[k] for k in p.measure_outputs()], dtype=np.float64)}
 
 
 __all__ = [
-    "StageContext", "StageDef", "derived_seed", "get_stage", "list_stages", "register_stage", "with_dependencies",
+    "StageContext", "StageDef", "derived_seed", "get_stage", "list_stages", "protocol_images", "register_stage",
+    "with_dependencies",
 ]

@@ -168,8 +168,8 @@ def test_each_evaluation_stores_the_clean_accuracy_of_its_own_images(finished) -
     p = micro()
     for uid in ds.arch.values:
         model, _ = load_checkpoint(path.parent / str(ds.checkpoint.sel(arch=uid, seed=0).values), "cpu")
-        for n, key in ((p.attack_images, "adv_clean_accuracy"), (p.corruption_images, "corruption_clean_accuracy")):
-            sub = stages_mod._split(p.dataset, p.data_root, p.eval_split, n, stages_mod.derived_seed(p.name, p.eval_split, n))
+        for purpose, key in (("attacks", "adv_clean_accuracy"), ("corruptions", "corruption_clean_accuracy")):
+            sub = stages_mod._subset(p.dataset, p.data_root, *p.image_request(purpose))[0]
             assert float(ds[key].sel(arch=uid, seed=0)) == evaluate_clean(model, sub.images(), sub.labels()).accuracy
     adv = ds.adv_accuracy.sel(seed=0)
     clean = ds.adv_clean_accuracy.sel(seed=0)

@@ -241,10 +241,13 @@ def seed_noise_table(noise: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
 
 def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
                     cfg: ProxyStudyConfig | None = None,
-                    seed_noise: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+                    seed_noise: dict[str, dict[str, Any]] | None = None,
+                    seed_noise_note: str | None = None) -> tuple[str, dict[str, Any]]:
     """Join ``proxies`` (indexed by uid, ``proxy:*`` columns) onto ``ds``'s cells and write the study.
 
-    ``seed_noise``: the table's per-proxy seed noise (``table_meta(...)["seed_noise"]``), shown beside the ranking.
+    ``seed_noise``: the table's per-proxy seed noise (``table_meta(...)["seed_noise"]``), shown beside the ranking;
+    ``seed_noise_note``: the table's caveat on it (``table_meta(...)["seed_noise_note"]``: e.g. seeds evaluated on
+    other images), shown instead of "same batch".
 
     Returns:
         ``(html fragment, summary)``; files in ``out_dir/proxy_study/``.
@@ -305,7 +308,10 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
             + "<h3>Top proxies per target</h3>" + tbl(top)
             + "<h3>Complementarity (random forests, 3-fold CV)</h3>" + tbl(scores)
             + "<h3>Published findings</h3>" + tbl(comp)
-            + ("<h3>Seed noise (initialisation seeds, same batch)</h3><p>How much of each proxy's ranking is its own "
+            + (("<h3>Seed noise (initialisation seeds, same batch)</h3>" if not seed_noise_note else
+                "<h3>Seed noise (initialisation seeds)</h3>"
+                f'<p class="warning"><b>Caveat</b>: {html.escape(seed_noise_note)}.</p>')
+               + "<p>How much of each proxy's ranking is its own "
                "initialisation: Spearman between the cells' values at two seeds (mean over seed pairs) and the "
                "within-cell spread over the between-cell spread (about 1: the ranking is noise).</p>"
                + tbl(noise.round(3)) if len(noise) else ""))  # fmt: skip
@@ -321,7 +327,8 @@ def proxy_study_section(ctx: SectionContext) -> None:
 
     body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out,
                                     ProxyStudyConfig(seed=ctx.config.seed),
-                                    seed_noise=table_meta(ctx.config.proxies).get("seed_noise"))
+                                    seed_noise=table_meta(ctx.config.proxies).get("seed_noise"),
+                                    seed_noise_note=table_meta(ctx.config.proxies).get("seed_noise_note"))
     ctx.summary["proxy_study"] = summary
     if summary.get("warning"):
         ctx.report.warn("proxy_study", f"{summary['warning']}: intervals are wide, read the values as provisional")
