@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
+from robustbench_nas.utils.atomic import rename_into_place
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
 from .protocol import ProtocolConfig, task_cells
@@ -80,7 +81,8 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
                                              "random_streams": RANDOM_STREAMS,
                                              "eval_precision": EVAL_PRECISION_NOTE})
     try:
-        os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
+        # atomic (fails if another process created the store meanwhile) and durable: files, then the folder
+        rename_into_place(tmp, path)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not path.exists():
