@@ -224,6 +224,9 @@ class RobustnessStore:
         stage: str | None = None,
         seconds: float | None = None,
         commit: bool = True,
+        threads: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         """Write one cell's values; with ``stage``, mark that stage done for the cell (after the values).
 
@@ -236,13 +239,14 @@ class RobustnessStore:
             seconds: wall time of the stage, stored in ``stage_seconds``.
             commit: rewrite the cell's shard now (default); ``False``: only the durable journal record, folded
                 into the shards by a later :meth:`commit` (the pipeline's way: one shard rewrite per block).
+            threads, device, precision: what the stage ran with (see :meth:`cell_record`; ``None``: unchanged).
 
         Every value is checked before anything is written: a bad name, shape or dtype raises ``ValueError`` /
         ``KeyError`` and leaves the store untouched.
         """
         self._check_writable()
         rec = self.cell_record(arch, seed, values, stage=stage, status=DONE if stage else None, seconds=seconds,
-                               error="" if stage else None)
+                               error="" if stage else None, threads=threads, device=device, precision=precision)
         self.append([rec])
         if commit:
             self.commit([rec[0]])
