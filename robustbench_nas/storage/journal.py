@@ -176,8 +176,9 @@ class Journal:
 
     def write_clock(self, seq: int) -> None:
         """Record that records up to ``seq`` are folded in (caller holds the exclusive lock; never lowers it)."""
-        from ..utils.atomic import write_text_atomic
+        from ..utils.atomic import remove_stale_temporaries, write_text_atomic
 
+        remove_stale_temporaries(self.dir / CLOCK_NAME)  # a commit killed mid-write left it (we hold the lock)
         seq = max(seq, self.committed_clock())
         write_text_atomic(self.dir / CLOCK_NAME, f"{seq}\n", fsync=self.fsync)
         self.observe(seq)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils.atomic import unlink_durably, write_bytes_atomic
+from ..utils.atomic import remove_stale_temporaries, unlink_durably, write_bytes_atomic
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -425,6 +425,9 @@ def write_shard(root: Path, layout: ArrayLayout, b: int, block: np.ndarray, *, f
     if block.shape != (a1 - a0, *layout.shape[1:]):
         raise ValueError(f"{layout.name}: shard {b} block has shape {block.shape}, expected {(a1 - a0, *layout.shape[1:])}")
     path = layout.shard_path(root, b)
+    # the caller is the only writer of this shard now (the store's exclusive lock): a temporary beside it is what a
+    # commit killed mid-write left, never renamed; without this the store would keep it forever
+    remove_stale_temporaries(path)
     if _all_fill(layout, block):
         unlink_durably([path], fsync=fsync)
         return

@@ -31,6 +31,27 @@ def temp_path_beside(target: str | os.PathLike) -> Path:
     return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def remove_stale_temporaries(target: str | os.PathLike) -> int:
+    """Remove every temporary of ``target`` (:func:`temp_path_beside` names) left by writers killed mid-write.
+
+    Only for callers that are the sole writer of ``target`` at this moment (the store's shards and clock under its
+    exclusive lock): elsewhere a temporary may be another live writer's. Returns how many were removed.
+    """
+    target = Path(target)
+    n = 0
+    try:
+        stale = [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.tmp-")]
+    except FileNotFoundError:
+        return 0
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
 def fsync_file(path: str | os.PathLike) -> None:
     """Flush ``path``'s data to stable storage (a folder: every file below it, then the folders)."""
     path = Path(path)
@@ -144,5 +165,6 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = True,
     return write_bytes_atomic(path, text.encode(encoding), fsync=fsync)
 
 
-__all__ = ["atomic_output", "fsync_dir", "fsync_file", "rename_into_place", "temp_path_beside", "unlink_durably",
+__all__ = ["atomic_output", "fsync_dir", "fsync_file", "remove_stale_temporaries", "rename_into_place",
+           "temp_path_beside", "unlink_durably",
            "write_bytes_atomic", "write_text_atomic"]
