@@ -19,8 +19,7 @@ from .journal import BOOK_FIELDS, Journal, Record
 from .shards import ArrayLayout, read_shard, write_shard
 
 #: bookkeeping arrays, in the order a commit writes them (``status`` last: "done" only once every value is in)
-BOOKKEEPING = ("stage_seconds", "attempts", "error", "unit_threads", "unit_device", "unit_precision", "status")
-assert set(BOOKKEEPING) == set(BOOK_FIELDS)
+BOOKKEEPING = (*(n for n in BOOK_FIELDS if n != "status"), "status")
 
 
 @dataclass(frozen=True)
