@@ -317,7 +317,10 @@ def test_every_unit_records_its_threads_device_and_precision(finished) -> None:
     ran = store.unit_settings()
     done = store.status() == DONE
     assert done.sum() > 0 and set(ran) == {"unit_threads", "unit_device", "unit_precision"}
-    assert (ran["unit_threads"][done] == 1).all() and (ran["unit_device"][done] == "cpu").all()
+    from robustbench_nas.utils import device_label, resolve_device
+
+    dev = device_label(resolve_device("auto"))  # the run's --device auto: "cpu" here, "cuda:0 <model>" on a GPU
+    assert (ran["unit_threads"][done] == 1).all() and (ran["unit_device"][done] == dev).all()
     ieee = describe({k: "ieee" for k in precision_state()})  # every flag this torch has, set to "ieee"
     for s, stage in enumerate(store.spec.stages):
         prec = set(ran["unit_precision"][:, :, s][done[:, :, s]].tolist())
@@ -330,12 +333,24 @@ def test_every_unit_records_its_threads_device_and_precision(finished) -> None:
     flags = {v.split("=")[1] for v in describe().split(",")}  # torch's defaults, which training keeps
     trained_prec = flags.pop() if len(flags) == 1 else describe()
     if trained_prec == "ieee":
-        assert line == f"ran on: {n_units} units cpu x1 thread (ieee)"
+        assert line == f"ran on: {n_units} units {dev} x1 thread (ieee)"
     else:
-        assert line == (f"ran on: {n_units - train} units cpu x1 thread (ieee), {train} units cpu x1 thread "
+        assert line == (f"ran on: {n_units - train} units {dev} x1 thread (ieee), {train} units {dev} x1 thread "
                         f"({trained_prec})")
     info = json.loads(CliRunner().invoke(cli, ["status", str(path), "--json"]).output)
     assert sum(r["units"] for r in info["ran_on"]) == n_units
+
+
+def test_device_label_names_the_gpu_model(monkeypatch) -> None:
+    import torch
+
+    from robustbench_nas.utils import device_label
+
+    assert device_label("cpu") == "cpu" and device_label(torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: {1: "NVIDIA H100 80GB HBM3", 3: "NVIDIA A100"}[i])
+    assert device_label("cuda") == "cuda:1 NVIDIA H100 80GB HBM3"  # no index: the current device
+    assert device_label("cuda:3") == "cuda:3 NVIDIA A100"
 
 
 def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:

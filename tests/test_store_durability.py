@@ -203,3 +203,39 @@ def test_legacy_records_without_sequence_apply_first_in_time_order(tmp_path: Pat
     old2 = Record(t=1, book=[(0, 0, 3, PENDING)], writer="v", seq=0, pos=0)
     new = Record(t=0, book=[(0, 0, 3, DONE)], writer="u", seq=1, pos=0)
     assert sorted([new, old1, old2], key=Record.order_key) == [old2, old1, new]
+
+
+def test_unit_settings_are_written_with_the_result_and_checked(tmp_path: Path) -> None:
+    store = create_store(tmp_path / "s.zarr", _spec())
+    store.write_cell(6, 8, {"clean_accuracy": 0.5}, stage="clean", commit=False, threads=4, device="cuda:0 X",
+                     precision="cuda.matmul=ieee")
+    store.write_cell(6, 7, {"params": 10}, stage="info", threads=2, device="cpu", precision="mkldnn.conv=ieee")
+    ran = store.unit_settings()  # the uncommitted record of (6, 8) seen through the journal overlay
+    assert (ran["unit_threads"][1, 1, 3], ran["unit_device"][1, 1, 3], ran["unit_precision"][1, 1, 3]) == \
+        (4, "cuda:0 X", "cuda.matmul=ieee")
+    store.commit()
+    committed = {k: store.read_array(k) for k in ran}
+    assert committed["unit_threads"][1, :, 0].tolist() == [2, 2]  # a per-cell stage: recorded at every seed
+    assert committed["unit_device"][1, 1, 3] == "cuda:0 X" and committed["unit_threads"][0].max() == -1
+    with pytest.raises(ValueError, match="threads must be an int"):
+        store.cell_record(6, 7, stage="clean", threads=0)
+
+
+def test_a_store_made_before_unit_settings_opens_runs_and_says_not_recorded(tmp_path: Path) -> None:
+    import shutil
+
+    from robustbench_nas.pipelines.runner import unit_mix_line
+    from robustbench_nas.storage.schema import UNIT_SETTINGS
+
+    path = tmp_path / "old.zarr"
+    create_store(path, _spec())
+    meta = json.loads((path / "zarr.json").read_text())
+    for name in UNIT_SETTINGS:  # as the previous code made it: no such arrays
+        shutil.rmtree(path / name)
+        del meta["consolidated_metadata"]["metadata"][name]
+    (path / "zarr.json").write_text(json.dumps(meta))
+    store = open_store(path, mode="r+")
+    assert not set(UNIT_SETTINGS) & set(store.arrays) and store.unit_settings() == {}
+    store.write_cell(6, 7, {"clean_accuracy": 0.5}, stage="clean", threads=2, device="cpu", precision="x=ieee")
+    assert store.is_done(6, 7, "clean") and float(store.read_array("clean_accuracy")[1, 0]) == 0.5
+    assert unit_mix_line(store) == "ran on: 1 unit not recorded"
