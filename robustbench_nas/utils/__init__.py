@@ -33,8 +33,11 @@ def device_label(device: str | torch.device) -> str:
     dev = torch.device(device)
     if dev.type != "cuda":
         return str(dev)
-    index = dev.index if dev.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    try:
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    except (RuntimeError, AssertionError, AttributeError):  # no usable CUDA here: the unit will say why itself
+        return str(dev)
 
 
 #: Upper bound of the default thread count: beyond it, intra-op threads of these small networks stop paying off
