@@ -297,8 +297,9 @@ class RobustnessStore:
         """Fold the journal (every writer's records) of ``blocks`` (default: all pending) into whole shards.
 
         Under the store's exclusive lock, per block: read the journal files and the block's current shards, apply
-        the records in time order, rewrite every touched shard whole (atomic replace; data first, ``status``
-        last), then delete the journal files. Returns the number of records applied.
+        the records in their writers' sequence order (never wall clock; see :mod:`.journal`), rewrite every touched
+        shard whole (atomic and durable: file and folder fsync'd; data first, ``status`` last), then delete the
+        journal files (folder fsync'd). Returns the number of records applied.
         """
         self._check_writable()
         return self._blocks.commit(self.journal, blocks)
