@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from robustbench_nas.pipelines.runner import ResultWriter  # imported before forking: children start at once
 from robustbench_nas.storage import DONE, StoreSpec, create_store, open_dataset, open_store
 from robustbench_nas.storage.journal import CLOCK_NAME, JOURNAL_DIR, LOCK_NAME
 
@@ -49,8 +50,6 @@ def _result(uid: int, seed: int, stage: str) -> dict[str, Any]:
 
 def run_writer(path: Path, batch: int = 4) -> None:
     """One run: fold a killed run's journal in, then journal and commit every unit not done yet, in batches."""
-    from robustbench_nas.pipelines.runner import ResultWriter
-
     store = open_store(path, mode="r+")
     store.commit()  # as prepare_store does on a resume
     status = store.status()
