@@ -111,7 +111,8 @@ class Record:
             vals.append([name, i, j, v.dtype.newbyteorder("<").str, list(v.shape), offset, len(raw)])
             parts.append(raw)
             offset += len(raw)
-        header = json.dumps({"q": self.seq, "t": self.t, "book": [list(b) for b in self.book], "vals": vals, "strs": strs},
+        header = json.dumps({"q": self.seq, "t": self.t, "book": [list(b) for b in self.book], "vals": vals,
+                             "strs": strs},
                             separators=(",", ":"), allow_nan=True).encode()
         payload = b"".join(parts)
         crc = zlib.crc32(payload, zlib.crc32(header))
