@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 from robustbench_nas.storage.schema import STAGES
 from robustbench_nas.utils.registry import Registry
 
+from .tasks import parse_task, task_cells  # re-exported: array tasks used to be defined here
+
 #: pipeline protocol factories by name
 PROTOCOLS: Registry[Callable[[], "ProtocolConfig"]] = Registry("protocol")
 
@@ -371,30 +373,6 @@ def parse_archs(text: str) -> Any:
         return [int(s) for s in text.split(",") if s]
     except ValueError:
         raise ValueError(f"--archs {text!r}: expected 'all', N, a comma list of indices or strings, or @FILE") from None
-
-
-def task_cells(cells: Sequence[int], task: tuple[int, int] | None) -> list[int]:
-    """Cells of array task ``(i, n)`` (``rbnas run --task i/n``, one SLURM array task): positions ``p`` of the
-    uid-sorted list with ``p % n == i`` (deterministic, balanced). ``None``: every cell."""
-    cells = sorted(cells)
-    if task is None:
-        return cells
-    i, n = task
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"task {i}/{n}: need n >= 1 and 0 <= i < n")
-    return [c for p, c in enumerate(cells) if p % n == i]
-
-
-def parse_task(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` (0-based i), the array task of ``rbnas run --task``."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--task {text!r}: expected i/n, e.g. 0/4") from None
-    task_cells([], (i, n))
-    return i, n
 
 
 # ---- the registered protocols ------------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ from robustbench_nas.storage import DONE, FAILED, PER_ARCH_STAGES, RobustnessSto
 from robustbench_nas.utils.atomic import rename_into_place
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
-from .protocol import ProtocolConfig, task_cells
+from .leases import DEFAULT_TTL_S, LeaseBook, skipped_line
+from .protocol import ProtocolConfig
+from .tasks import task_cells
 from .stages import StageContext, get_stage, list_stages, with_dependencies
 
 log = logging.getLogger(__name__)
@@ -46,34 +48,36 @@ def saved_protocol(store: RobustnessStore) -> ProtocolConfig:
     return ProtocolConfig.from_dict(store.attrs["protocol"])
 
 
-def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> tuple[RobustnessStore, ProtocolConfig]:
+def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
+                  shard_cells: int | None = None) -> tuple[RobustnessStore, ProtocolConfig]:
     """Open the store at ``path`` for ``protocol``, creating it if needed.
 
     An existing store made with another protocol is refused with the differing fields named; it is never
     overwritten. With ``protocol=None`` the store's saved protocol is used (e.g. to add a stage later).
     Creation is atomic (built in a temporary folder, then renamed), so array tasks started together create it once.
+    ``shard_cells``: cells per storage block of a new store (default 256); an existing store of another block size
+    is refused (its layout is fixed).
     """
     path = Path(path)
     if path.exists():
         store = RobustnessStore.open(path, mode="r+")
+        if shard_cells is not None and shard_cells != store.spec.shard_cells:
+            raise StoreError(f"{path} has {store.spec.shard_cells} cells per storage block, asked --shard-cells "
+                             f"{shard_cells}; a store's layout is fixed (omit --shard-cells to keep it)")
         saved = saved_protocol(store)
         if protocol is None:
             store.commit()  # results of a killed run still in the journal
             return store, saved
-        if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
-            diff = saved.diff(protocol)
-            details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
-                                ((k, *v) for k, v in list(diff.items())[:6]))
-            raise StoreError(
-                f"{path} was made with another protocol ({saved.name}, fingerprint "
-                f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
-                "Use a new --store path, or omit --protocol to continue the store's own protocol."
-            )
+        check_same_protocol(store, protocol)
         store.commit()  # results of a killed run still in the journal (checked protocol first: never touch another's)
         return store, protocol.replace(data_root=protocol.data_root or saved.data_root)
     if protocol is None:
         raise StoreError(f"no store at {path}; pass a protocol (e.g. --protocol tiny) to create it")
     spec = protocol.store_spec()
+    if shard_cells is not None:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, shard_cells=int(shard_cells))  # checked like any spec (>= 1)
     tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     RobustnessStore.create(tmp, spec, attrs={"protocol": protocol.to_dict(),
@@ -87,8 +91,22 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> t
         shutil.rmtree(tmp, ignore_errors=True)
         if not path.exists():
             raise
-        return prepare_store(path, protocol)
+        return prepare_store(path, protocol, shard_cells)
     return RobustnessStore.open(path, mode="r+"), protocol
+
+
+def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> None:
+    """StoreError naming the differing fields when ``store`` was made with another protocol than ``protocol``."""
+    if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
+        saved = saved_protocol(store)
+        diff = saved.diff(protocol)
+        details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
+                            ((k, *v) for k, v in list(diff.items())[:6]))
+        raise StoreError(
+            f"{store.path} was made with another protocol ({saved.name}, fingerprint "
+            f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
+            "Use a new --store path, or omit --protocol to continue the store's own protocol."
+        )
 
 
 # ---- reuse of another store's results -------------------------------------------------------------------------------
@@ -444,6 +462,8 @@ class RunReport:
     Attributes:
         store: the store path; protocol / fingerprint: the protocol's name and hash.
         submitted: tasks submitted; counts: ``{stage: {"done", "failed", "total"}}`` of this run.
+        extra: ``reused`` (slots copied per stage), ``skipped_leased`` (units skipped per ``holder@host``),
+            ``blocks`` (the storage blocks this run wrote results into).
         progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all array tasks).
         failures: ``[{"arch", "seed", "stage", "error", ...}]`` recorded in the store.
         seconds: wall time; dashboard: the Dask dashboard address (or None).
@@ -468,18 +488,29 @@ class RunReport:
 
 
 def plan_units(store: RobustnessStore, protocol: ProtocolConfig, stages: Sequence[str],
-               task: tuple[int, int] | None) -> list[tuple[int, int, str]]:
-    """The (uid, seed, stage) units to run: selected stages (+ their unfinished needs) not done yet, in order."""
-    status = store.status()
+               task: tuple[int, int] | None, cells: Sequence[int] | None = None) -> list[tuple[int, int, str]]:
+    """The (uid, seed, stage) units to run: selected stages (+ their unfinished needs) not done yet, in order.
+
+    ``cells``: only these (default: array task ``task``'s cells, :func:`~robustbench_nas.pipelines.tasks.task_cells`).
+    """
+    chosen = task_cells(store.spec.archs, task, store.spec.shard_cells) if cells is None else sorted(cells)
+    return plan_from_status(store.spec.archs, store.spec.seeds, store.spec.stages, store.status(), stages, chosen)
+
+
+def plan_from_status(archs: Sequence[int], seeds: Sequence[int], store_stages: Sequence[str], status: np.ndarray,
+                     stages: Sequence[str], cells: Sequence[int]) -> list[tuple[int, int, str]]:
+    """:func:`plan_units` on a status array ``(arch, seed, stage)`` laid out as ``archs`` x ``seeds`` x
+    ``store_stages`` (also for a store not created yet: every status pending)."""
+    arch_pos = {a: i for i, a in enumerate(archs)}
+    stage_pos = {s: k for k, s in enumerate(store_stages)}
     units = []
-    for uid in task_cells(store.spec.archs, task):
-        i = store.arch_pos(uid)
-        for j, seed in enumerate(store.spec.seeds):
+    for uid in cells:
+        i = arch_pos[uid]
+        for j, seed in enumerate(seeds):
             for stage in stages:
-                d = get_stage(stage)
-                if not d.per_seed and j > 0:
+                if not get_stage(stage).per_seed and j > 0:
                     continue
-                if status[i, j, store.stage_pos(stage)] != DONE:
+                if status[i, j, stage_pos[stage]] != DONE:
                     units.append((uid, seed, stage))
     return units
 
@@ -504,8 +535,16 @@ def run_pipeline(
     dashboard_address: str | None = DEFAULT_DASHBOARD,
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
+    shard_cells: int | None = None,
+    wait: bool = False,
+    lease_ttl_s: float = DEFAULT_TTL_S,
 ) -> RunReport:
     """Create or resume the store and run every unfinished stage of every cell (of this array task).
+
+    Each cell is computed by one run at a time (:mod:`~robustbench_nas.pipelines.leases`): the run leases the cells
+    it computes and gives each back once its units are journalled; cells leased by another live run are skipped
+    with one warning line (``skipping N units leased by HOLDER@HOST until T``), or waited for with ``wait=True``
+    (then re-planned: usually the other run has finished them).
 
     Arguments:
         store_path: the store folder (created for ``protocol`` if missing).
@@ -520,6 +559,10 @@ def run_pipeline(
         progress: show a progress bar.
         reuse: another store whose finished results are copied where the protocols agree (see
             :func:`reuse_results`), e.g. the trained networks when only the attack grid changed.
+        shard_cells: cells per storage block of a new store (default 256; array tasks get whole blocks).
+        wait: wait for cells leased by other runs instead of skipping them.
+        lease_ttl_s: seconds a lease outlives its last heartbeat (a killed run's cells are free after that on
+            other hosts; at once on its own host).
 
     Example:
         >>> report = run_pipeline("runs/tiny.zarr", get_protocol("tiny"))   # doctest: +SKIP
@@ -528,45 +571,104 @@ def run_pipeline(
     """
     t0 = time.perf_counter()
     check_dashboard_address(dashboard_address)  # a bad address fails before the store is made
-    store, protocol = prepare_store(store_path, protocol)
+    store, protocol = prepare_store(store_path, protocol, shard_cells)
     available = [s for s in protocol.stages if s in list_stages()]
     wanted = list(stages) if stages else list(available)
     unknown = [s for s in [*wanted, *force_stages] if s not in available]
     if unknown:
         raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
     todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
-    cells = task_cells(store.spec.archs, task)
+    cells = task_cells(store.spec.archs, task, store.spec.shard_cells)
     reused = reuse_results(store, protocol, reuse, cells) if reuse is not None else {}
     for stage in force_stages:
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
-    units = plan_units(store, protocol, todo, task)
-    counts = {s: {"done": 0, "failed": 0, "total": sum(u[2] == s for u in units)} for s in todo
-              if any(u[2] == s for u in units)}
+    counts: dict[str, dict[str, int]] = {}
+    skipped: dict[str, int] = {}
+    blocks: list[int] = []  # the storage blocks this run wrote results into (array tasks: never another task's)
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
-                         submitted=len(units), counts=counts, cells=len(cells), extra={"reused": reused})
-    if not units:
-        log.info("nothing to do: every selected stage is done for the %d cells", len(cells))
-        return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
-                         **report_kwargs)
-    ctx = contextlib.nullcontext(client) if client is not None else make_client(
-        cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-        dashboard_address=dashboard_address, insecure=insecure,
-        credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
-    with ctx as cl:
-        if hasattr(cl, "rbnas_dashboard"):  # made here: the address the dashboard is really bound to
-            dashboard = cl.rbnas_dashboard
-        else:
-            dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
-        if dashboard and progress:
-            log.warning("Dask dashboard: %s", dashboard)
-        log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units), len(cells), protocol.name,
-                 protocol.fingerprint())
-        futures = _submit(cl, store, protocol, units, device, threads)
-        _wait_for_slurm_workers(cl)
-        _collect(cl, store, futures, counts, progress)
+                         counts=counts, cells=len(cells),
+                         extra={"reused": reused, "skipped_leased": skipped, "blocks": blocks})
+    dashboard = None
+    with LeaseBook(store.path, ttl_s=lease_ttl_s) as leases:
+        units, held = _lease_round(store, protocol, todo, cells, leases, skipped)
+        if not units and not (wait and held):
+            if not held:
+                log.info("nothing to do: every selected stage is done for the %d cells", len(cells))
+            return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
+                             submitted=0, **report_kwargs)
+        ctx = contextlib.nullcontext(client) if client is not None else make_client(
+            cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
+            dashboard_address=dashboard_address, insecure=insecure,
+            credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
+        submitted = 0
+        with ctx as cl:
+            if hasattr(cl, "rbnas_dashboard"):  # made here: the address the dashboard is really bound to
+                dashboard = cl.rbnas_dashboard
+            else:
+                dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
+            if dashboard and progress:
+                log.warning("Dask dashboard: %s", dashboard)
+            while True:
+                if units:
+                    for _uid, _seed, stage in units:
+                        counts.setdefault(stage, {"done": 0, "failed": 0, "total": 0})["total"] += 1
+                    counts_order = {s: counts[s] for s in todo if s in counts}  # pipeline order in the report
+                    counts.clear()
+                    counts.update(counts_order)
+                    log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units),
+                             len({u[0] for u in units}), protocol.name, protocol.fingerprint())
+                    submitted += len(units)
+                    blocks[:] = sorted(set(blocks) | {store.block_of(u[0]) for u in units})
+                    futures = _submit(cl, store, protocol, units, device, threads)
+                    _wait_for_slurm_workers(cl)
+                    _collect(cl, store, futures, counts, progress, on_cell_done=leases.release)
+                if not (wait and held):
+                    break
+                units, held = _wait_for_leases(store, protocol, todo, held, leases, skipped)
     return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
-                     dashboard=dashboard, **report_kwargs)
+                     dashboard=dashboard, submitted=submitted, **report_kwargs)
+
+
+def _lease_round(store: RobustnessStore, protocol: ProtocolConfig, todo: Sequence[str], cells: Sequence[int],
+                 leases: LeaseBook, skipped: dict[str, int]) -> tuple[list[tuple[int, int, str]], dict[int, Any]]:
+    """Lease the cells of ``cells`` with work left; return (their units, ``{cell: holder}`` of those held by others).
+
+    The units are planned again after leasing: a cell whose last holder finished it meanwhile (journalled, then
+    gave it back) has nothing left, and its lease is given back at once. The skipped units are said in one line
+    and counted per holder in ``skipped``.
+    """
+    planned = plan_units(store, protocol, todo, None, cells)
+    mine, held = leases.acquire(sorted({u[0] for u in planned}))
+    units = plan_units(store, protocol, todo, None, mine) if mine else []
+    leases.release(set(mine) - {u[0] for u in units})
+    n_held = [u for u in planned if u[0] in held]
+    if n_held:
+        log.warning("%s", skipped_line(len(n_held), held))
+        for u in n_held:
+            label = held[u[0]].label()
+            skipped[label] = skipped.get(label, 0) + 1
+    return units, held
+
+
+def _wait_for_leases(store: RobustnessStore, protocol: ProtocolConfig, todo: Sequence[str], held: dict[int, Any],
+                     leases: LeaseBook, skipped: dict[str, int]) -> tuple[list[tuple[int, int, str]], dict[int, Any]]:
+    """``--wait``: poll until some of the ``held`` cells are free (given back or expired), then lease what is left.
+
+    Returns the next round's units and the cells still held by others (the skip line is not repeated).
+    """
+    poll = min(5.0, leases.ttl_s / 5)
+    log.warning("waiting for %d cells leased by other runs", len(held))
+    while True:
+        still = leases.held_by_others(held)
+        if len(still) < len(held):
+            break
+        time.sleep(poll)
+    planned = plan_units(store, protocol, todo, None, sorted(held))
+    mine, held = leases.acquire(sorted({u[0] for u in planned}))
+    units = plan_units(store, protocol, todo, None, mine) if mine else []
+    leases.release(set(mine) - {u[0] for u in units})
+    return units, held
 
 
 def _run_order(protocol: ProtocolConfig, archs: list[int]) -> dict[int, int]:
@@ -693,7 +795,10 @@ class ResultWriter:
 
 
 def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, int, str]],
-             counts: dict[str, dict[str, int]], progress: bool, commit_seconds: float = 120.0) -> None:
+             counts: dict[str, dict[str, int]], progress: bool, commit_seconds: float = 120.0,
+             on_cell_done: Any = None) -> None:
+    """Journal and commit results as they come; ``on_cell_done(cells)``: called with the cells whose last unit of
+    this run has just been journalled (the runner gives their leases back)."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -706,10 +811,13 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
     try:
         for batch in as_completed(list(futures)).batches():
             results = []
+            finished = []
             for fut in batch:
                 uid, seed, stage = futures[fut]
                 open_units[uid] -= 1
                 cells["done"] += open_units[uid] == 0
+                if open_units[uid] == 0:
+                    finished.append(uid)
                 try:
                     res = fut.result()
                 except Exception as e:  # noqa: BLE001  (e.g. KilledWorker: the task took down its worker repeatedly)
@@ -717,6 +825,8 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
                     res = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": None, "attempts": 1}
                 results.append((uid, seed, stage, res))
             writer.add(results)  # journal first: a result counts once it is durable
+            if on_cell_done is not None and finished:
+                on_cell_done(finished)  # after the journal: a run that leases the cell next sees it done
             for uid, seed, stage, res in results:
                 status = res["status"]
                 if status == "failed":
@@ -823,7 +933,8 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 __all__ = [
     "DEFAULT_DASHBOARD", "STAGE_FIELDS", "ResultWriter", "RunReport", "check_dashboard_address", "dashboard_link",
-    "execute_unit", "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results",
+    "check_same_protocol", "execute_unit", "headline", "make_client", "make_security", "plan_from_status",
+    "plan_units", "prepare_store", "reuse_results",
     "run_pipeline",
     "saved_protocol", "summary_rows", "unit_mix", "unit_mix_line",
 ]

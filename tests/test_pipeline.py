@@ -101,9 +101,10 @@ def test_archs_resolve_to_unique_uids() -> None:
 
 def test_array_tasks_partition_the_cells() -> None:
     cells = list(range(0, 100, 3))
-    parts = [task_cells(cells[::-1], (i, 4)) for i in range(4)]
+    parts = [task_cells(cells[::-1], (i, 4), shard_cells=5) for i in range(4)]
     assert sorted(c for p in parts for c in p) == cells  # disjoint, complete, independent of input order
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert max(map(len, parts)) - min(map(len, parts)) <= 5  # whole blocks of 5: within one block (more in
+    # tests/test_array_tasks.py)
     assert parse_task("1/4") == (1, 4)
     with pytest.raises(ValueError, match="task 4/4"):
         parse_task("4/4")
@@ -237,14 +238,17 @@ def test_failing_stage_is_recorded_retried_and_isolated(tmp_path: Path, client, 
 
 def test_array_tasks_fill_one_store(tmp_path: Path, client) -> None:
     p = micro(stages=("info",))
-    for i in range(2):
-        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, task=(i, 2), progress=False)
-        assert rep.cells in (1, 2)
+    for i in range(2):  # one cell per storage block: 3 blocks, task 0 gets two, task 1 one
+        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, task=(i, 2), progress=False, shard_cells=1)
+        assert rep.cells == (2, 1)[i]
     store = open_store(tmp_path / "s.zarr")
+    assert store.spec.shard_cells == 1
     assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
     assert plan_units(store, p, ["info"], None) == []
     ds = open_dataset(tmp_path / "s.zarr", done_only=True).load()
-    assert (ds.params.values > 0).all()  # both tasks' clients wrote into the same block file, nothing lost
+    assert (ds.params.values > 0).all()  # both tasks' clients wrote into their own block files, nothing lost
+    with pytest.raises(StoreError, match="cells per storage block"):  # a store's layout is fixed
+        run_pipeline(tmp_path / "s.zarr", p, client=client, task=(0, 2), progress=False, shard_cells=2)
     assert ds["nb201_index"].dims == ("arch",)
 
 

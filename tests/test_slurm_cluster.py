@@ -402,6 +402,58 @@ def test_job_array_tasks_fill_one_store(
     _assert_same_store(local_reference, store)
 
 
+ARCHS3 = [6, 1462, 12000]
+
+
+@pytest.fixture(scope="module")
+def local_reference3(slurm: SlurmTestCluster, tmp_path_factory) -> Path:
+    """:func:`local_reference` on three cells (one storage block each in the array test)."""
+    from distributed import Client, LocalCluster
+
+    from robustbench_nas.pipelines import get_protocol, run_pipeline
+
+    path = tmp_path_factory.mktemp("local3") / "local.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as c:
+        report = run_pipeline(path, get_protocol("tiny", archs=ARCHS3, **MICRO), client=c, progress=False)
+    assert report.ok, report.failures
+    return path
+
+
+@pytest.mark.slow
+def test_job_array_of_three_tasks_own_disjoint_blocks_and_equal_a_local_run(
+    slurm: SlurmTestCluster, job_name: str, local_reference3: Path, tmp_path: Path
+) -> None:
+    """`sbatch --array=0-2 slurm/rbnas-array.sbatch ... --shard-cells 1`: three tasks, each owning one storage
+    block (shard file) of three, fill one store; it is complete and equal to a local run."""
+    import json
+
+    store = tmp_path / "array3.zarr"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    args = [a if a != ",".join(map(str, ARCHS)) else ",".join(map(str, ARCHS3)) for a in _run_args(store)]
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--array=0-2", "-J", job_name, "-c", "1", "--mem=2G", "-t", "30",
+         "-o", f"{logs}/task-%A_%a.out", "-e", f"{logs}/task-%A_%a.err", str(ROOT / "slurm" / "rbnas-array.sbatch"),
+         *args, "--shard-cells", "1", "--json"],
+        capture_output=True, text=True, timeout=1200, env=_job_env(), cwd=tmp_path,
+    )
+    texts = {p.name: p.read_text() for p in sorted(logs.glob("task-*"))}
+    assert out.returncode == 0, f"array failed ({out.returncode}): {out.stderr}\n" + "\n".join(
+        f"--- {k}\n{v[-1500:]}" for k, v in texts.items())
+    reports = {}
+    for i in range(3):
+        text = next(v for k, v in texts.items() if k.endswith(f"_{i}.out"))
+        assert f"task {i}/3" in text
+        reports[i] = json.loads(text[text.index("\n{") + 1:])  # the run report after the script's first line
+    # each task ran its one cell (7 units) into its own block: no shard file written by two tasks
+    assert [reports[i]["cells"] for i in range(3)] == [1, 1, 1]
+    assert sum(r["submitted"] for r in reports.values()) == len(ARCHS3) * 7
+    assert sorted(b for r in reports.values() for b in r["extra"]["blocks"]) == [0, 1, 2]
+    assert all(not r["extra"]["skipped_leased"] for r in reports.values())
+    _assert_same_store(local_reference3, store)
+
+
 # ---- shared-cluster safety on the real SLURM: TLS with per-run credentials, refused jobs fail fast -------------
 @pytest.mark.parametrize("kw, expect", [
     (dict(gpus=1, gres_type="nosuchgpu"), "node configuration"),  # a GPU type no node has (a CPU-only partition)
