@@ -28,7 +28,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
+from robustbench_nas.storage import DONE, FAILED, PER_ARCH_STAGES, RobustnessStore, StoreError
+from robustbench_nas.utils.atomic import rename_into_place
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
 from .image_record import check_resume, difference_line, image_difference, image_record, recorded_images
@@ -89,7 +90,8 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
                                              "images": image_record(protocol),
                                              "eval_precision": EVAL_PRECISION_NOTE})
     try:
-        os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
+        # atomic (fails if another process created the store meanwhile) and durable: files, then the folder
+        rename_into_place(tmp, path)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not path.exists():
@@ -171,6 +173,7 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     # committed results only (a source still being written may have journal records; those are not copied yet)
     status = src.read_array("status")
     src_seconds = src.read_array("stage_seconds")
+    src_ran = {k.removeprefix("unit_"): v for k, v in src.unit_settings().items()}  # copied with each result
     cache: dict[str, np.ndarray] = {}
     mine_status = store.status()
     touched: set[int] = set()
@@ -220,7 +223,10 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
                     old = src.path.parent / str(values["checkpoint"])
                     values["checkpoint"] = os.path.relpath(old, store.path.parent)
                 secs = float(src_seconds[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)])
-                store.write_cell(uid, seed, values, stage=stage, seconds=secs, commit=False)
+                ran = {k: v[i, j, src.stage_pos(stage)] for k, v in src_ran.items()}
+                ran = {k: v.item() if isinstance(v, np.generic) else v for k, v in ran.items()}
+                ran = {k: v for k, v in ran.items() if v not in (-1, "")}  # not recorded there: not here either
+                store.write_cell(uid, seed, values, stage=stage, seconds=secs, commit=False, **ran)
                 touched.add(store.block_of(uid))
                 n += 1
         if n:
@@ -284,15 +290,18 @@ def execute_unit(
     :class:`~robustbench_nas.utils.device_failures.UnitTimeout`).
 
     Every stage but ``train`` runs under IEEE fp32 convolutions and matmuls (:func:`robustbench_nas.utils.precision.
-    ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``.
+    ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``, with the
+    torch thread count (``threads``) and the device (``device``, :func:`robustbench_nas.utils.device_label`) of the
+    last attempt: the store records all three with the unit's result (``unit_precision``, ``unit_threads``,
+    ``unit_device``), since on other hardware or thread counts the same command may round differently.
 
     Returns:
         ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values",
-        "precision"}``.
+        "precision", "threads", "device"}`` (the last three absent when the unit never started).
     """
     import torch
 
-    from robustbench_nas.utils import resolve_device
+    from robustbench_nas.utils import device_label, resolve_device
     from robustbench_nas.utils.device_failures import (UnitTimeout, WorkerGPUError, call_with_timeout,
                                                        check_advertised_gpu, exit_worker, free_device_memory,
                                                        is_fatal_cuda_error, is_oom)
@@ -321,6 +330,7 @@ def execute_unit(
     attempt = 0
     while attempt <= proto.retries:
         out["attempts"] += 1
+        out["threads"], out["device"] = torch.get_num_threads(), device_label(ctx.device)
         t0 = time.perf_counter()
         try:
             what = f"stage {stage}, cell {uid} seed {seed}"
@@ -787,14 +797,16 @@ class ResultWriter:
         n = int(self.attempts[i, j, s]) + int(res.get("attempts") or 0)
         for jj in st._seed_slots(stage, j):
             self.attempts[i, jj, s] = n
+        # what the unit ran with, in the same record as its result (None: never started, left unchanged)
+        ran = {"threads": res.get("threads"), "device": res.get("device"), "precision": res.get("precision") or None}
         if res["status"] == "done":
             try:
                 return st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
-                                      seconds=res.get("seconds"), error="", attempts=n)
+                                      seconds=res.get("seconds"), error="", attempts=n, **ran)
             except (KeyError, ValueError) as e:  # the stage returned something the schema does not hold
                 res["status"], res["error"] = "failed", f"{type(e).__name__}: {e}"
         return st.cell_record(uid, seed, stage=stage, status=FAILED, seconds=res.get("seconds"),
-                              error=res.get("error") or "failed", attempts=n)
+                              error=res.get("error") or "failed", attempts=n, **ran)
 
     def add(self, results: Sequence[tuple[int, int, str, dict[str, Any]]]) -> None:
         """Journal a batch of results (one append, one fsync), then commit the blocks they completed."""
@@ -894,6 +906,44 @@ def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
     return rows
 
 
+def unit_mix(store: RobustnessStore) -> list[dict[str, Any]]:
+    """What the store's done units ran with: ``[{"device", "threads", "precision", "units"}]``, most units first.
+
+    ``precision`` is ``"ieee"`` / ``"tf32"`` when every fp32 flag has that value, else the recorded flags; units
+    whose settings were not recorded (imported results, stores made before they were recorded) count under
+    ``device`` ``"?"``.
+    """
+    settings = store.unit_settings()
+    st = store.status()
+    done = st == DONE
+    for s, stage in enumerate(store.spec.stages):
+        if stage in PER_ARCH_STAGES:  # one unit per cell, recorded at every seed
+            done[:, 1:, s] = False
+    counts: dict[tuple[str, int, str], int] = {}
+    if not settings:
+        return [{"device": "?", "threads": -1, "precision": "?", "units": int(done.sum())}] if done.any() else []
+    dev, thr, prec = settings["unit_device"][done], settings["unit_threads"][done], settings["unit_precision"][done]
+    for d, t, p in zip(dev.tolist(), thr.tolist(), prec.tolist()):
+        flags = {v.split("=", 1)[-1] for v in str(p).split(",")} if p else {"?"}
+        key = (str(d) or "?", int(t), flags.pop() if len(flags) == 1 else str(p))
+        counts[key] = counts.get(key, 0) + 1
+    rows = [{"device": d, "threads": t, "precision": p, "units": n} for (d, t, p), n in counts.items()]
+    return sorted(rows, key=lambda r: (-r["units"], r["device"], r["threads"], r["precision"]))
+
+
+def unit_mix_line(store: RobustnessStore) -> str:
+    """:func:`unit_mix` in one line, e.g. ``ran on: 48 units cpu x1 thread (ieee), 8 units cpu x1 thread (tf32)``."""
+    rows = unit_mix(store)
+    if not rows:
+        return "ran on: no unit done yet"
+    parts = []
+    for r in rows:
+        where = "not recorded" if r["device"] == "?" else (
+            f"{r['device']} x{r['threads']} thread{'s' if r['threads'] != 1 else ''} ({r['precision']})")
+        parts.append(f"{r['units']} unit{'s' if r['units'] != 1 else ''} {where}")
+    return "ran on: " + ", ".join(parts)
+
+
 def headline(store: RobustnessStore) -> dict[str, float]:
     """A few mean results over done cells (clean accuracy, mean adversarial and corruption accuracy).
 
@@ -926,5 +976,5 @@ __all__ = [
     "check_same_protocol", "execute_unit", "headline", "make_client", "make_security", "plan_from_status",
     "plan_units", "prepare_store", "reuse_results",
     "run_pipeline",
-    "saved_protocol", "summary_rows",
+    "saved_protocol", "summary_rows", "unit_mix", "unit_mix_line",
 ]

@@ -307,6 +307,56 @@ def test_status_and_failures_are_read_back(finished) -> None:
     assert info["headline"]["corruption_clean_accuracy"] == pytest.approx(float(ds.corruption_clean_accuracy.mean()))
 
 
+def test_every_unit_records_its_threads_device_and_precision(finished) -> None:
+    """Each unit's result carries what it ran with: torch threads (the run's --threads, 1 here), the device and the
+    fp32 precision flags (IEEE everywhere in evaluation stages, torch's own defaults in training)."""
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+    from robustbench_nas.storage import DONE
+    from robustbench_nas.utils.precision import describe, precision_state
+
+    path, _ = finished
+    store = open_store(path)
+    ran = store.unit_settings()
+    done = store.status() == DONE
+    assert done.sum() > 0 and set(ran) == {"unit_threads", "unit_device", "unit_precision"}
+    from robustbench_nas.utils import device_label, resolve_device
+
+    dev = device_label(resolve_device("auto"))  # the run's --device auto: "cpu" here, "cuda:0 <model>" on a GPU
+    assert (ran["unit_threads"][done] == 1).all() and (ran["unit_device"][done] == dev).all()
+    ieee = describe({k: "ieee" for k in precision_state()})  # every flag this torch has, set to "ieee"
+    for s, stage in enumerate(store.spec.stages):
+        prec = set(ran["unit_precision"][:, :, s][done[:, :, s]].tolist())
+        assert prec == ({describe()} if stage == "train" else {ieee}), (stage, prec)
+    assert (ran["unit_threads"][~done] == -1).all()  # nothing recorded where nothing ran
+    out = CliRunner().invoke(cli, ["status", str(path)]).output
+    n_units = sum(int(v["done"]) for v in store.progress().values())
+    line = next(ln for ln in out.splitlines() if ln.startswith("ran on:"))
+    train = store.progress()["train"]["done"]
+    flags = {v.split("=")[1] for v in describe().split(",")}  # torch's defaults, which training keeps
+    trained_prec = flags.pop() if len(flags) == 1 else describe()
+    if trained_prec == "ieee":
+        assert line == f"ran on: {n_units} units {dev} x1 thread (ieee)"
+    else:
+        assert line == (f"ran on: {n_units - train} units {dev} x1 thread (ieee), {train} units {dev} x1 thread "
+                        f"({trained_prec})")
+    info = json.loads(CliRunner().invoke(cli, ["status", str(path), "--json"]).output)
+    assert sum(r["units"] for r in info["ran_on"]) == n_units
+
+
+def test_device_label_names_the_gpu_model(monkeypatch) -> None:
+    import torch
+
+    from robustbench_nas.utils import device_label
+
+    assert device_label("cpu") == "cpu" and device_label(torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: {1: "NVIDIA H100 80GB HBM3", 3: "NVIDIA A100"}[i])
+    assert device_label("cuda") == "cuda:1 NVIDIA H100 80GB HBM3"  # no index: the current device
+    assert device_label("cuda:3") == "cuda:3 NVIDIA A100"
+
+
 def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:
     rep = run_pipeline(tmp_path / "a.zarr", micro(stages=("info",)), scheduler=client.scheduler.address,
                        progress=False)
@@ -332,6 +382,8 @@ def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path
     np.testing.assert_array_equal(new.adv_accuracy.sel(attack="fgsm@Linf").values,
                                   old.adv_accuracy.sel(attack="fgsm@Linf").values)  # same networks, same numbers
     assert np.isfinite(new.adv_accuracy.sel(attack="pgd@Linf", eps=8 / 255).values).all()
+    for name in ("unit_device", "unit_threads", "unit_precision"):  # copied results keep what they ran with
+        np.testing.assert_array_equal(new[name].sel(stage="clean").values, old[name].sel(stage="clean").values)
     for rel in new.checkpoint.values.ravel():
         assert (tmp_path / str(rel)).resolve() == next((src.parent).glob(f"*.checkpoints/{Path(str(rel)).name}")).resolve()
 

@@ -30,6 +30,7 @@ import numpy as np
 import xarray as xr
 
 from ..storage import DONE, RobustnessStore, StoreError, StoreSpec, create_store
+from ..utils.atomic import rename_into_place
 from .jung2023 import RELEASE_MEASURES, ReleaseReport, read_release
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def import_jung2023(
         _write(store, ds, uids)
         if store_path.exists():  # made by someone else meanwhile: never replaced
             raise StoreError(f"{store_path} appeared while importing; refusing to overwrite it")
-        os.rename(tmp, store_path)
+        rename_into_place(tmp, store_path)  # files fsync'd, renamed, folder fsync'd
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -33,6 +33,9 @@ PER_ARCH_STAGES: frozenset[str] = frozenset({"info"})
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
+#: Bookkeeping arrays that stores made before they existed lack (such a store opens and runs; it does not record them).
+UNIT_SETTINGS: tuple[str, ...] = ("unit_threads", "unit_device", "unit_precision")
+
 #: Per-epoch training curves stored by default (keys of ``TrainResult.history``).
 #: (``seconds`` is left out on purpose: wall time would make two runs with the same seed differ.)
 DEFAULT_HISTORY: tuple[str, ...] = ("train_loss", "train_acc", "test_acc", "lr")
@@ -270,6 +273,14 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
                   "wall time of the last attempt of the stage", "s"),
         ArraySpec("attempts", ("arch", "seed", "stage"), "int16", 0, None, "attempts made (all runs together)"),
         ArraySpec("error", ("arch", "seed", "stage"), "str", "", None, "error text of the last failed attempt"),
+        # what the unit ran with (the same command on other hardware may round differently): written with its result
+        ArraySpec("unit_threads", ("arch", "seed", "stage"), "int16", -1, None,
+                  "torch intra-op threads of the unit's last attempt (-1: not recorded)", "threads"),
+        ArraySpec("unit_device", ("arch", "seed", "stage"), "str", "", None,
+                  "device of the unit's last attempt, e.g. 'cpu' or 'cuda:0 NVIDIA H100 80GB HBM3' ('': not recorded)"),
+        ArraySpec("unit_precision", ("arch", "seed", "stage"), "str", "", None,
+                  "fp32 precision flags in force during the unit, e.g. 'cuda.matmul=ieee,cudnn.conv=ieee,...' "
+                  "(robustbench_nas.utils.precision.describe; '': not recorded)"),
     ]
     stages = set(spec.stages)
     if "info" in stages:
@@ -385,6 +396,6 @@ def resolve_names(values: Sequence[str], known: Sequence[str], what: str) -> lis
 
 __all__ = [
     "ArraySpec", "DEFAULT_HISTORY", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "SCHEMA_VERSION", "STAGES",
-    "STATUS_NAMES", "StoreSpec", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
+    "STATUS_NAMES", "StoreSpec", "UNIT_SETTINGS", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
     "stage_arrays",
 ]

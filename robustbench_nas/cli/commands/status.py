@@ -18,7 +18,7 @@ def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> Non
 
     The exit status is 0 without --check (a report); with --check it tells whether the store is complete.
     """
-    from robustbench_nas.pipelines.runner import headline, summary_rows
+    from robustbench_nas.pipelines.runner import headline, summary_rows, unit_mix, unit_mix_line
     from robustbench_nas.storage import StoreError, open_store
 
     from .run import print_summary
@@ -33,12 +33,13 @@ def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> Non
         echo_json({"store": str(store.path), "protocol": protocol.get("name"),
                    "fingerprint": store.attrs.get("protocol_fingerprint"), "cells": len(store.spec.archs),
                    "seeds": store.spec.seeds, "stages": summary_rows(store), "headline": headline(store),
-                   "failures": failures})
+                   "failures": failures, "ran_on": unit_mix(store)})
         _check_exit(check, store, failures)
         return
     click.echo(f"{store.path}: protocol {protocol.get('name', '?')} ({store.attrs.get('protocol_fingerprint', '-')}), "
                f"{len(store.spec.archs)} cells x {len(store.spec.seeds)} seeds")
     print_summary(store)
+    click.echo(unit_mix_line(store))  # device / threads / precision mix: same command, same bits?
     for f in failures[:n_failures]:
         click.echo(f"FAILED cell {f['arch']} seed {f['seed']} stage {f['stage']} "
                    f"({f['attempts']} attempts): {f['error'].splitlines()[0] if f['error'] else ''}")
