@@ -378,11 +378,10 @@ def execute_unit(
 
 
 def _with_weights_hash(stage: str, ctx: StageContext, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` plus, for a stage computed from the checkpoint, the hash of the weights it loaded."""
-    if stage not in WEIGHT_STAGES:
+    """``values`` plus, for a stage computed from the checkpoint, the hash of the weights it loaded (none when it
+    loaded none: the client then records the unit failed, see :meth:`ResultWriter.record`)."""
+    if stage not in WEIGHT_STAGES or not ctx.weights_sha256:
         return values
-    if not ctx.weights_sha256:  # every such stage loads the trained model; one that did not cannot vouch for it
-        raise RuntimeError(f"stage {stage} returned without loading the trained network: no weights hash to record")
     return {**values, weights_hash_array(stage): ctx.weights_sha256}
 
 
@@ -702,6 +701,15 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     return {f: u for u, f in futures.items()}
 
 
+def _require_weights_hash(store: RobustnessStore, stage: str, values: dict[str, Any]) -> None:
+    """ValueError when a result computed from a checkpoint comes without the weights hash it used (a stage that did
+    not load the trained network cannot vouch for its weights; stored, it would read as stale)."""
+    name = weights_hash_array(stage) if stage in WEIGHT_STAGES else ""
+    if name in store.arrays and not str(values.get(name) or ""):
+        raise ValueError(f"stage {stage} returned no {name}: it did not load the trained network through "
+                         "StageContext.trained_model()")
+
+
 class ResultWriter:
     """The client's side of the write path: results into the journal at once, whole-block commits.
 
@@ -735,6 +743,7 @@ class ResultWriter:
             self.attempts[i, jj, s] = n
         if res["status"] == "done":
             try:
+                _require_weights_hash(st, stage, res.get("values") or {})
                 block, rec = st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
                                             seconds=res.get("seconds"), error="", attempts=n)
                 if stage == "train":  # new weights: what was computed from the old ones is pending, same record

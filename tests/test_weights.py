@@ -187,6 +187,11 @@ def test_a_train_result_resets_its_evaluations_in_the_same_record(finished: Path
     writer.add([(uid, 0, "clean", {"status": "done", "values": clean, "seconds": 1.0, "attempts": 1}),
                 (uid, 0, "train", {"status": "done", "values": values, "seconds": 1.0, "attempts": 1})])
     assert store.is_done(uid, 0, "clean") and not store.is_done(uid, 0, "measures")
+    # a result without the weights hash it used (a stage that never loaded the trained network) is not stored as done
+    del clean["clean_weights_sha256"]
+    ResultWriter(store, [(uid, 0, "clean")]).add(
+        [(uid, 0, "clean", {"status": "done", "values": clean, "seconds": 1.0, "attempts": 1})])
+    assert [(f["stage"], "returned no clean_weights_sha256" in f["error"]) for f in store.failures()] == [("clean", True)]
 
 
 def test_force_stage_train_resets_dependents_and_keeps_the_old_checkpoints(finished: Path, tmp_path: Path, client,
