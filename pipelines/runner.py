@@ -198,7 +198,10 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
                         and str(values[weights_hash_array(stage)]) != str(weights[pos]):
                     continue  # computed from other weights than this cell's (or stale in the source): recompute
                 if "checkpoint" in values:
-                    values.update(_reused_checkpoint(src, store, uid, seed, values))
+                    pointer = _reused_checkpoint(src, store, uid, seed, values)
+                    if pointer is None:
+                        continue  # the source's network is gone or damaged: train it here
+                    values.update(pointer)
                     if weights is not None:
                         weights[pos] = values["weights_sha256"]
                 secs = float(src_seconds[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)])
@@ -216,20 +219,25 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
 
 
 def _reused_checkpoint(src: RobustnessStore, store: RobustnessStore, uid: int, seed: int,
-                       values: dict[str, Any]) -> dict[str, str]:
-    """``checkpoint`` (relative to ``store``'s folder) and ``weights_sha256`` of a train result copied from ``src``.
+                       values: dict[str, Any]) -> dict[str, str] | None:
+    """``checkpoint`` (relative to ``store``'s folder) and ``weights_sha256`` of a train result copied from ``src``
+    (``None`` with a warning when a source without hashes has no readable checkpoint for it).
 
     A source with weights hashes: the same content-addressed file, pointed to from here. A source without: the file
     is hashed and hard-linked (copied where links are not possible) as ``<uid>_s<seed>_<sha256>.safetensors`` into
     this store's checkpoint folder, so a later rewrite of the source's file (renamed over it) cannot change it.
     """
-    from robustbench_nas.training.checkpoint import checkpoint_sha256, content_name
+    from robustbench_nas.training.checkpoint import CheckpointError, checkpoint_sha256, content_name
     from robustbench_nas.utils.atomic import atomic_output
 
     old = src.path.parent / str(values["checkpoint"])
     if src.spec.weights_hashes:
         return {"checkpoint": os.path.relpath(old, store.path.parent), "weights_sha256": str(values["weights_sha256"])}
-    sha = checkpoint_sha256(old)
+    try:
+        sha = checkpoint_sha256(old)
+    except CheckpointError as e:
+        log.warning("not reusing train of cell %d seed %d from %s: %s", uid, seed, src.path, e)
+        return None
     target = store.path.parent / f"{store.path.name}.checkpoints" / content_name(f"{uid}_s{seed}", sha)
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -317,9 +317,15 @@ def test_old_stores_are_refused_and_reused_by_hashing_their_checkpoints(finished
     np.testing.assert_array_equal(new["clean_weights_sha256"], new["weights_sha256"])
     # the source's file replaced (as the old code's retraining did: a new file renamed over it) leaves the reused
     # network alone
-    for plain in (tmp_path / "o" / "old.zarr.checkpoints").iterdir():
+    plains = sorted((tmp_path / "o" / "old.zarr.checkpoints").iterdir())
+    for plain in plains:
         save_checkpoint(plain, _model(3))
     assert _invoke("status", str(tmp_path / "new.zarr"), "--check").exit_code == 0
+    # a source network that is gone is trained here instead (no crash, no pointer to nothing)
+    plains[0].unlink()
+    rep = run_pipeline(tmp_path / "again.zarr", micro(), client=client, reuse=old, progress=False)
+    assert rep.ok and rep.extra["reused"] == {"train": 2} and rep.counts["train"]["total"] == 1
+    assert _invoke("status", str(tmp_path / "again.zarr"), "--check").exit_code == 0
 
 
 def test_weight_stages_are_the_stages_that_need_train() -> None:
