@@ -397,6 +397,7 @@ class ProtocolConfig:
             epochs=profile.epochs,
             stages=list(self.stages),
             search_space=self.search_space,
+            weights_hashes=True,  # every result computed from a checkpoint records the weights it used
         )
 
 

@@ -28,7 +28,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from robustbench_nas.storage import DONE, FAILED, PER_ARCH_STAGES, RobustnessStore, StoreError
+from robustbench_nas.storage import (DONE, FAILED, PENDING, PER_ARCH_STAGES, WEIGHT_STAGES, RobustnessStore,
+                                     StoreError, weights_hash_array)
 from robustbench_nas.utils.atomic import rename_into_place
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
@@ -36,7 +37,7 @@ from .image_record import check_resume, difference_line, image_difference, image
 from .leases import DEFAULT_TTL_S, LeaseBook, skipped_line
 from .protocol import PURPOSE_STAGES, ProtocolConfig
 from .tasks import task_cells
-from .stages import StageContext, get_stage, list_stages, with_dependencies
+from .stages import StageContext, dependent_stages, get_stage, list_stages, with_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
             raise StoreError(f"{path} has {store.spec.shard_cells} cells per storage block, asked --shard-cells "
                              f"{shard_cells}; a store's layout is fixed (omit --shard-cells to keep it)")
         saved = saved_protocol(store)
+        check_weights_hashes(store)
         if protocol is None:
             check_resume(store, saved, saved)  # the data (--data-root) may have changed since
             store.commit()  # results of a killed run still in the journal
@@ -121,6 +123,28 @@ def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> Non
         )
 
 
+def check_weights_hashes(store: RobustnessStore) -> None:
+    """Refuse to run on a store that trains but cannot record weights hashes (made before checkpoints were
+    content-addressed): its results could not be tied to the weights they came from."""
+    if "train" in store.spec.stages and not store.spec.weights_hashes:
+        raise StoreError(
+            f"{store.path} was made before results recorded the weights hash of their checkpoint (no "
+            "'weights_sha256' arrays); refusing to add results to it. Run into a new --store with --reuse "
+            f"{store.path} (trained networks are hashed and copied, evaluations recomputed).")
+
+
+def train_reset_entries(store: RobustnessStore, uid: int, seed: int) -> list[tuple[Any, ...]]:
+    """Journal bookkeeping entries that set every stage depending on ``train`` back to pending for (uid, seed).
+
+    Added to the record of a new train result, so that the new weights and the reset of the results computed
+    from the old ones are one record, committed together (a later result of those stages, recorded after it,
+    marks them done again).
+    """
+    i, j = store.arch_pos(uid), store.seed_pos(seed)
+    return [(i, j, store.stage_pos(d), PENDING, None, None, None)
+            for d in dependent_stages(["train"], list(store.spec.stages))]
+
+
 # ---- reuse of another store's results -------------------------------------------------------------------------------
 _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
 
@@ -159,6 +183,12 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     explicit indices) but the source's are others (another data file, or a store drawn by its protocol's name
     before image records), the reuse is refused (``StoreError``, one line naming the difference); when this run
     asks for other images on purpose, the stage is computed afresh.
+
+    Weights: a copied ``train`` result keeps pointing at the source's checkpoint (content-addressed, so no later
+    run of the source replaces the file) with its ``weights_sha256``. A source made before weights hashes has its
+    checkpoint hashed and linked (or copied) under its content name into this store's checkpoint folder. A result
+    computed from a checkpoint is copied only when it carries a weights hash equal to the one of the weights this
+    store's cell points to (a source without hashes, or a stale source result, is recomputed instead).
     Returns ``{stage: slots copied}``.
     """
     src = RobustnessStore.open(source, mode="r")
@@ -175,7 +205,8 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     src_seconds = src.read_array("stage_seconds")
     src_ran = {k.removeprefix("unit_"): v for k, v in src.unit_settings().items()}  # copied with each result
     cache: dict[str, np.ndarray] = {}
-    mine_status = store.status()
+    # the weights hash each of this store's (cell, seed) points to: committed ones, then the train results copied
+    weights = store.read_array("weights_sha256") if "weights_sha256" in store.arrays else None
     touched: set[int] = set()
 
     def reusable(stage: str) -> bool:
@@ -186,7 +217,12 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
             log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
                      src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
             return False
-        if any(a.name not in src.arrays for a in store.arrays.values() if a.stage == stage):
+        names = [a.name for a in store.arrays.values() if a.stage == stage]
+        if stage == "train" and not src.spec.weights_hashes:
+            names = [n for n in names if n != "weights_sha256"]  # hashed from the source's file when copied
+        if any(n not in src.arrays for n in names):
+            if stage in WEIGHT_STAGES and weights_hash_array(stage) not in src.arrays:
+                log.info("not reusing %s results from %s: they record no weights hash", stage, src.path)
             return False
         purpose = stage_purpose.get(stage)
         if purpose is not None and purpose in image_difference(src_images, my_images):
@@ -203,6 +239,9 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     # decided for every stage before anything is copied: a refusal leaves the new store untouched
     for stage in [s for s in store.spec.stages if reusable(s)]:
         names = [a.name for a in store.arrays.values() if a.stage == stage]
+        if stage == "train" and not src.spec.weights_hashes:
+            names = [n for n in names if n != "weights_sha256"]  # hashed from the file below
+        mine_status = store.status()  # per stage: a copied train result resets the stages computed from weights
         n = 0
         for uid in (cells if cells is not None else store.spec.archs):
             if uid not in src.spec.archs:
@@ -219,21 +258,64 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
                     if name not in cache:
                         cache[name] = src.read_array(name)
                     values[name] = cache[name][(i, j) if "seed" in src.arrays[name].dims else i]
-                if "checkpoint" in values:  # keep pointing at the same file, from the new store's folder
-                    old = src.path.parent / str(values["checkpoint"])
-                    values["checkpoint"] = os.path.relpath(old, store.path.parent)
+                pos = (store.arch_pos(uid), store.seed_pos(seed))
+                if stage in WEIGHT_STAGES and weights is not None \
+                        and str(values[weights_hash_array(stage)]) != str(weights[pos]):
+                    continue  # computed from other weights than this cell's (or stale in the source): recompute
+                if "checkpoint" in values:
+                    pointer = _reused_checkpoint(src, store, uid, seed, values)
+                    if pointer is None:
+                        continue  # the source's network is gone or damaged: train it here
+                    values.update(pointer)
+                    if weights is not None:
+                        weights[pos] = values["weights_sha256"]
                 secs = float(src_seconds[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)])
                 ran = {k: v[i, j, src.stage_pos(stage)] for k, v in src_ran.items()}
                 ran = {k: v.item() if isinstance(v, np.generic) else v for k, v in ran.items()}
                 ran = {k: v for k, v in ran.items() if v not in (-1, "")}  # not recorded there: not here either
-                store.write_cell(uid, seed, values, stage=stage, seconds=secs, commit=False, **ran)
-                touched.add(store.block_of(uid))
+                block, rec = store.cell_record(uid, seed, values, stage=stage, status=DONE, seconds=secs, error="",
+                                               **ran)
+                if stage == "train":
+                    rec.book += train_reset_entries(store, uid, seed)
+                store.append([(block, rec)])
+                touched.add(block)
                 n += 1
         if n:
             copied[stage] = n
             log.info("reused %d %s results from %s", n, stage, src.path)
     store.commit(sorted(touched))
     return copied
+
+
+def _reused_checkpoint(src: RobustnessStore, store: RobustnessStore, uid: int, seed: int,
+                       values: dict[str, Any]) -> dict[str, str] | None:
+    """``checkpoint`` (relative to ``store``'s folder) and ``weights_sha256`` of a train result copied from ``src``
+    (``None`` with a warning when a source without hashes has no readable checkpoint for it).
+
+    A source with weights hashes: the same content-addressed file, pointed to from here. A source without: the file
+    is hashed and hard-linked (copied where links are not possible) as ``<uid>_s<seed>_<sha256>.safetensors`` into
+    this store's checkpoint folder, so a later rewrite of the source's file (renamed over it) cannot change it.
+    """
+    from robustbench_nas.training.checkpoint import CheckpointError, checkpoint_sha256, content_name
+    from robustbench_nas.utils.atomic import atomic_output
+
+    old = src.path.parent / str(values["checkpoint"])
+    if src.spec.weights_hashes:
+        return {"checkpoint": os.path.relpath(old, store.path.parent), "weights_sha256": str(values["weights_sha256"])}
+    try:
+        sha = checkpoint_sha256(old)
+    except CheckpointError as e:
+        log.warning("not reusing train of cell %d seed %d from %s: %s", uid, seed, src.path, e)
+        return None
+    target = store.path.parent / f"{store.path.name}.checkpoints" / content_name(f"{uid}_s{seed}", sha)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target) as tmp:
+            try:
+                os.link(old, tmp)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(old, tmp)
+    return {"checkpoint": os.path.relpath(target, store.path.parent), "weights_sha256": sha}
 
 
 # ---- the task run on a worker -------------------------------------------------------------------------------------
@@ -264,6 +346,7 @@ def execute_unit(
     upstream: Sequence[dict[str, Any]] = (),
     arch_str: str = "",
     checkpoint_rel: str = "",
+    weights_sha256: str = "",
 ) -> dict[str, Any]:
     """Run one stage for one (cell, seed) and return its values. Runs on a worker; never raises for a stage error.
 
@@ -281,6 +364,9 @@ def execute_unit(
         arch_str: the cell's architecture string.
         checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
             earlier run (this run's ``train`` result in ``upstream`` takes precedence).
+        weights_sha256: the weights hash recorded with ``checkpoint_rel``: a checkpoint whose weights hash
+            otherwise fails the unit. Stages of :data:`~robustbench_nas.storage.WEIGHT_STAGES` return the hash of
+            the weights they used in their ``<stage>_weights_sha256`` value.
 
     GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
     unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
@@ -321,6 +407,7 @@ def execute_unit(
     if "train" in definition.needs:
         trained = [u for u in upstream if u.get("stage") == "train" and u.get("values")]
         ctx.checkpoint_rel = str(trained[0]["values"]["checkpoint"]) if trained else checkpoint_rel
+        ctx.weights_sha256 = str(trained[0]["values"].get("weights_sha256", "")) if trained else weights_sha256
     try:
         check_advertised_gpu(ctx.device)
     except WorkerGPUError as e:
@@ -342,7 +429,7 @@ def execute_unit(
                     out["precision"] = setting
                     values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
             out["seconds"] = time.perf_counter() - t0
-            out["values"] = values
+            out["values"] = _with_weights_hash(stage, ctx, values)
             return out
         except UnitTimeout:
             raise  # outside a worker: the caller decides (a worker has ended itself instead)
@@ -369,6 +456,14 @@ def execute_unit(
                         proto.retries + 1, e)
             attempt += 1
     return {**out, "status": "failed", "error": error}
+
+
+def _with_weights_hash(stage: str, ctx: StageContext, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus, for a stage computed from the checkpoint, the hash of the weights it loaded (none when it
+    loaded none: the client then records the unit failed, see :meth:`ResultWriter.record`)."""
+    if stage not in WEIGHT_STAGES or not ctx.weights_sha256:
+        return values
+    return {**values, weights_hash_array(stage): ctx.weights_sha256}
 
 
 # ---- clusters -----------------------------------------------------------------------------------------------------
@@ -590,7 +685,9 @@ def run_pipeline(
         store_path: the store folder (created for ``protocol`` if missing).
         protocol: the :class:`ProtocolConfig`; ``None`` continues the store's saved protocol.
         stages: stages to run (default: all of the protocol's); their unfinished needs are added.
-        force_stages: stages recomputed on purpose (reset to pending first, for this task's cells).
+        force_stages: stages recomputed on purpose (reset to pending first, for this task's cells, together with
+            the stages computed from their results: ``train`` resets every evaluation, see
+            :func:`~pipelines.stages.dependent_stages`).
         task: ``(i, n)``: run only the cells of array task i of n (see :func:`~pipelines.protocol.task_cells`).
         client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
         cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir: how to
@@ -620,7 +717,8 @@ def run_pipeline(
     todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
     cells = task_cells(store.spec.archs, task, store.spec.shard_cells)
     reused = reuse_results(store, protocol, reuse, cells) if reuse is not None else {}
-    for stage in force_stages:
+    # a forced stage's new results make those computed from its old ones stale (train: every evaluation)
+    for stage in [*force_stages, *dependent_stages(list(force_stages), available)]:
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
     counts: dict[str, dict[str, int]] = {}
@@ -745,25 +843,36 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     pdict = protocol.to_dict()
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
-    checkpoints = None
+    checkpoints = hashes = None
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
         d = get_stage(stage)
         ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
-        ckpt = ""
+        ckpt = sha = ""
         if "train" in d.needs and (uid, seed, "train") not in futures:  # trained in an earlier run
             if checkpoints is None:
                 checkpoints = store.read_array("checkpoint")
+                hashes = store.read_array("weights_sha256") if "weights_sha256" in store.arrays else None
             ckpt = str(checkpoints[store.arch_pos(uid), store.seed_pos(seed)])
+            sha = str(hashes[store.arch_pos(uid), store.seed_pos(seed)]) if hashes is not None else ""
         # finish started cells before starting new ones: evaluations outrank training of later cells
         priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
             execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
-            store.spec.arch_str[store.arch_pos(uid)], ckpt,
+            store.spec.arch_str[store.arch_pos(uid)], ckpt, sha,
             key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
             resources={"GPU": 1} if (gpu and d.gpu) else None,
         )
     return {f: u for u, f in futures.items()}
+
+
+def _require_weights_hash(store: RobustnessStore, stage: str, values: dict[str, Any]) -> None:
+    """ValueError when a result computed from a checkpoint comes without the weights hash it used (a stage that did
+    not load the trained network cannot vouch for its weights; stored, it would read as stale)."""
+    name = weights_hash_array(stage) if stage in WEIGHT_STAGES else ""
+    if name in store.arrays and not str(values.get(name) or ""):
+        raise ValueError(f"stage {stage} returned no {name}: it did not load the trained network through "
+                         "StageContext.trained_model()")
 
 
 class ResultWriter:
@@ -801,15 +910,25 @@ class ResultWriter:
         ran = {"threads": res.get("threads"), "device": res.get("device"), "precision": res.get("precision") or None}
         if res["status"] == "done":
             try:
-                return st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
-                                      seconds=res.get("seconds"), error="", attempts=n, **ran)
+                _require_weights_hash(st, stage, res.get("values") or {})
+                block, rec = st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
+                                            seconds=res.get("seconds"), error="", attempts=n, **ran)
+                if stage == "train":  # new weights: what was computed from the old ones is pending, same record
+                    rec.book += train_reset_entries(st, uid, seed)
+                return block, rec
             except (KeyError, ValueError) as e:  # the stage returned something the schema does not hold
                 res["status"], res["error"] = "failed", f"{type(e).__name__}: {e}"
         return st.cell_record(uid, seed, stage=stage, status=FAILED, seconds=res.get("seconds"),
                               error=res.get("error") or "failed", attempts=n, **ran)
 
     def add(self, results: Sequence[tuple[int, int, str, dict[str, Any]]]) -> None:
-        """Journal a batch of results (one append, one fsync), then commit the blocks they completed."""
+        """Journal a batch of results (one append, one fsync), then commit the blocks they completed.
+
+        Records are made in pipeline stage order: a cell's train result (which resets its evaluations) goes before
+        evaluations of the new weights that finished in the same batch.
+        """
+        order = {s: k for k, s in enumerate(self.store.spec.stages)}
+        results = sorted(results, key=lambda r: order[r[2]])  # stable: otherwise in completion order
         recs = [self.record(uid, seed, stage, res) for uid, seed, stage, res in results]
         self.store.append(recs)
         complete = []

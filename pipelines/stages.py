@@ -101,6 +101,21 @@ def with_dependencies(stages: list[str], available: list[str]) -> list[str]:
     return [s for s in STAGES if s in want]
 
 
+def dependent_stages(stages: list[str], available: list[str]) -> list[str]:
+    """The stages among ``available`` that need any of ``stages`` (transitively), in pipeline order, ``stages``
+    themselves left out: what a new result of ``stages`` makes stale (``train`` -> clean, adversarial, ...)."""
+    changed = set(stages)
+    out: set[str] = set()
+    grew = True
+    while grew:  # a handful of stages: a fixed point is simpler than building the reverse graph
+        grew = False
+        for s in available:
+            if s not in out and s not in changed and any(d in changed or d in out for d in get_stage(s).needs):
+                out.add(s)
+                grew = True
+    return [s for s in STAGES if s in out]
+
+
 def derived_seed(*parts: Any) -> int:
     """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process): :func:`derive_seed`'s
     default ``"sha256"`` form."""
@@ -145,6 +160,8 @@ class StageContext:
         store_path: the store folder (checkpoints live next to it).
         device: torch device of this worker.
         checkpoint_rel: the cell's checkpoint path (relative to the store's parent) recorded by ``train``.
+        weights_sha256: the weights hash recorded with it (``""``: none recorded); :meth:`trained_model` refuses a
+            file whose weights hash otherwise, and sets it to the hash of the weights it loaded.
     """
 
     protocol: ProtocolConfig
@@ -154,6 +171,7 @@ class StageContext:
     store_path: Path
     device: torch.device
     checkpoint_rel: str = ""
+    weights_sha256: str = ""
     _model: Any = field(default=None, repr=False)
 
     @property
@@ -168,9 +186,11 @@ class StageContext:
         s = _subset(self.protocol.dataset, self.protocol.data_root, split, n, subset_seed, indices)[0]
         return s.images(self.device), s.labels(self.device)
 
-    def checkpoint_path(self) -> Path:
-        """Where ``train`` writes this cell's checkpoint: ``<store>.checkpoints/<uid>_s<seed>.safetensors``."""
-        return self.store_path.parent / f"{self.store_path.name}.checkpoints" / f"{self.uid}_s{self.seed}.safetensors"
+    def checkpoint_folder(self) -> Path:
+        """Where ``train`` writes checkpoints: ``<store>.checkpoints/`` beside the store, each named
+        ``<uid>_s<seed>_<weights sha256>.safetensors`` (content-addressed: a retrained cell gets a new file and the
+        old one, which another store may point to, stays)."""
+        return self.store_path.parent / f"{self.store_path.name}.checkpoints"
 
     def trained_model(self) -> torch.nn.Module:
         """The trained network from the checkpoint recorded by ``train`` (eval mode, on the device)."""
@@ -180,7 +200,8 @@ class StageContext:
             if not self.checkpoint_rel:
                 raise RuntimeError(f"cell {self.uid} seed {self.seed}: no checkpoint recorded (is 'train' done?)")
             path = self.store_path.parent / self.checkpoint_rel
-            model, _meta = load_checkpoint(path, device=self.device)
+            model, meta = load_checkpoint(path, device=self.device, expect_sha256=self.weights_sha256 or None)
+            self.weights_sha256 = meta["weights_sha256"]
             self._model = model.eval()
         return self._model
 
@@ -222,15 +243,18 @@ def proxies_stage(ctx: StageContext) -> dict[str, Any]:
 
 @register_stage("train", gpu=True)
 def train_stage(ctx: StageContext) -> dict[str, Any]:
-    """Train the cell with the protocol's profile; keep the checkpoint (its path is recorded)."""
+    """Train the cell with the protocol's profile; keep the checkpoint under its weights hash (path and hash are
+    recorded)."""
     from robustbench_nas.storage.schema import DEFAULT_HISTORY
-    from robustbench_nas.training import save_checkpoint, train_model
+    from robustbench_nas.training import save_checkpoint_by_content, train_model
 
     profile = ctx.protocol.profile()
     result = train_model(ctx.arch_str, ctx.dataset, profile, seed=ctx.seed, device=ctx.device,
                          eval_split=ctx.protocol.eval_split, progress=False, space=ctx.protocol.search_space)
-    path = save_checkpoint(ctx.checkpoint_path(), result.model, result.meta)
-    out: dict[str, Any] = {"checkpoint": str(path.relative_to(ctx.store_path.parent))}
+    path, sha = save_checkpoint_by_content(ctx.checkpoint_folder(), f"{ctx.uid}_s{ctx.seed}", result.model,
+                                           result.meta)
+    ctx.checkpoint_rel, ctx.weights_sha256 = str(path.relative_to(ctx.store_path.parent)), sha
+    out: dict[str, Any] = {"checkpoint": ctx.checkpoint_rel, "weights_sha256": sha}
     for key in DEFAULT_HISTORY:
         out[f"history_{key}"] = np.array([float(row.get(key, np.nan)) for row in result.history], dtype=np.float64)
     ctx._model = result.model.eval()
@@ -335,6 +359,6 @@ def measures_stage(ctx: StageContext) -> dict[str, Any]:
 
 
 __all__ = [
-    "StageContext", "StageDef", "derived_seed", "get_stage", "list_stages", "protocol_images", "register_stage",
-    "with_dependencies",
+    "StageContext", "StageDef", "dependent_stages", "derived_seed", "get_stage", "list_stages", "protocol_images",
+    "register_stage", "with_dependencies",
 ]

@@ -59,7 +59,8 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
               help="Override a protocol field or a training-profile field, JSON values (e.g. --set epochs=2, "
                    "--set attacks='{\"pgd@Linf\": [0.0039]}'); checked before anything runs.")
 @click.option("--stages", default=None, help="Comma list of stages to run (default: all of the protocol's).")
-@click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable).")
+@click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable); the stages computed from its results (train: every "
+                   "evaluation) are reset too.")
 @click.option("--reuse", default=None, type=click.Path(),
               help="Copy finished results from this store where its protocol agrees (e.g. keep the trained "
                    "networks and add an attack).")
