@@ -174,19 +174,29 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
 
 # ---- the task run on a worker -------------------------------------------------------------------------------------
 def _worker_device(device: str, resolve: Any) -> Any:
-    """``auto`` on a multi-GPU machine: local worker k uses GPU k mod n (LocalCluster names workers 0, 1, ...)."""
+    """The device of this worker for the requested ``device`` (:func:`.gpu_slots.local_worker_device`).
+
+    A local cluster's worker ``k`` on a machine with ``n`` GPUs uses ``cuda:(k mod n)`` for ``auto`` and a bare
+    ``cuda``, never all of them GPU 0, and makes it the current CUDA device (kernels and caches of code that uses
+    the default device go there too). Anything else: ``resolve(device)``.
+    """
     import torch
 
-    if device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        try:
-            from distributed import get_worker
+    from .gpu_slots import local_worker_device
 
-            name = get_worker().name
-            if isinstance(name, int) or str(name).isdigit():
-                return torch.device(f"cuda:{int(name) % torch.cuda.device_count()}")
-        except (ImportError, ValueError):
-            pass
-    return resolve(device)
+    name = None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not in a Dask worker
+        pass
+    if name is None or device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return resolve(device)
+    dev = torch.device(local_worker_device(device, name))
+    if dev.index is not None:
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def execute_unit(
@@ -349,11 +359,14 @@ def make_client(
     dashboard_address: str | None = DEFAULT_DASHBOARD,
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
+    workers_per_gpu: int = 1,
 ) -> Iterator[Any]:
     """A ``distributed.Client``: on a scheduler address, a SLURM cluster, or a local cluster of processes.
 
     The local cluster uses spawned processes with one thread each (``OMP_NUM_THREADS=1``; torch threads are set
-    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker.
+    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker. With
+    ``n`` visible GPUs it has ``n * workers_per_gpu`` workers by default, worker ``k`` on GPU ``k mod n`` (also
+    with ``--device cuda``; see :func:`_worker_device`).
 
     What is exposed: a local cluster's scheduler, workers, nannies and dashboard listen on 127.0.0.1 only, and
     scheduler and workers talk TLS with credentials made for this run (held in memory, handed to the spawned
@@ -367,8 +380,13 @@ def make_client(
         insecure: no TLS.
         credentials_dir: shared folder under which the SLURM run's credentials folder is made (default: the
             SLURM config's ``credentials-directory``, else ``~/.rbnas/credentials``).
+        workers_per_gpu: local workers sharing each GPU (1 .. 8); SLURM jobs take it from their config.
     """
     from distributed import Client, LocalCluster
+
+    from .gpu_slots import check_workers_per_gpu
+
+    check_workers_per_gpu(workers_per_gpu)
 
     dash = check_dashboard_address(dashboard_address, warn=True)
     if scheduler:
@@ -392,8 +410,8 @@ def make_client(
     import dask
     import torch
 
+    n = _local_workers(n_workers, workers_per_gpu)
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    n = n_workers or (n_gpu or max(1, (os.cpu_count() or 2) // 2))
     security = None if insecure else make_security()
     # spawn (not fork): a forked worker would inherit the client's torch / CUDA state
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), LocalCluster(
@@ -413,6 +431,19 @@ def make_client(
     ) as lc, Client(lc, security=security) as client:
         client.rbnas_dashboard = dashboard_link(lc.scheduler) if dash else None
         yield client
+
+
+def _local_workers(n_workers: int | None, workers_per_gpu: int) -> int:
+    """Workers of a local cluster: ``n_workers`` if given, else ``workers_per_gpu`` per visible GPU, else half the
+    CPUs (each worker is one process; its torch threads come from ``--threads``)."""
+    from .gpu_slots import torch_device_count
+
+    if n_workers is not None:
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        return n_workers
+    n_gpu = torch_device_count()
+    return n_gpu * workers_per_gpu if n_gpu else max(1, (os.cpu_count() or 2) // 2)
 
 
 def _cluster_has_gpu(client: Any) -> bool:
@@ -494,6 +525,7 @@ def run_pipeline(
     dashboard_address: str | None = DEFAULT_DASHBOARD,
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
+    workers_per_gpu: int = 1,
 ) -> RunReport:
     """Create or resume the store and run every unfinished stage of every cell (of this array task).
 
@@ -504,8 +536,8 @@ def run_pipeline(
         force_stages: stages recomputed on purpose (reset to pending first, for this task's cells).
         task: ``(i, n)``: run only the cells of array task i of n (see :func:`~pipelines.protocol.task_cells`).
         client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
-        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir: how to
-            make the client (:func:`make_client`).
+        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir,
+            workers_per_gpu: how to make the client (:func:`make_client`).
         device: torch device on the workers; threads: torch threads per task.
         progress: show a progress bar.
         reuse: another store whose finished results are copied where the protocols agree (see
@@ -541,7 +573,7 @@ def run_pipeline(
                          **report_kwargs)
     ctx = contextlib.nullcontext(client) if client is not None else make_client(
         cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-        dashboard_address=dashboard_address, insecure=insecure,
+        dashboard_address=dashboard_address, insecure=insecure, workers_per_gpu=workers_per_gpu,
         credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
     with ctx as cl:
         if hasattr(cl, "rbnas_dashboard"):  # made here: the address the dashboard is really bound to
