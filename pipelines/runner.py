@@ -210,6 +210,7 @@ def execute_unit(
     upstream: Sequence[dict[str, Any]] = (),
     arch_str: str = "",
     checkpoint_rel: str = "",
+    expected_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one stage for one (cell, seed) and return its values. Runs on a worker; never raises for a stage error.
 
@@ -227,6 +228,9 @@ def execute_unit(
         arch_str: the cell's architecture string.
         checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
             earlier run (this run's ``train`` result in ``upstream`` takes precedence).
+        expected_s: the unit's expected wall seconds (:class:`.lifetime.StageTimes`), ``None`` if unknown. A Dask
+            worker that has less time left before it retires or its SLURM job ends hands the unit back
+            (``distributed.Reschedule``) and retires (:func:`.lifetime.refuse_if_too_late`).
 
     GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
     unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
@@ -258,6 +262,7 @@ def execute_unit(
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
         return {**out, "status": "failed", "error": msg}
+    _lifetime_rule(expected_s, stage, uid, seed)
     definition = get_stage(stage)
     ctx = StageContext(protocol=proto, uid=uid, arch_str=arch_str, seed=seed, store_path=Path(store_path),
                        device=_worker_device(device, resolve_device))
@@ -311,6 +316,13 @@ def execute_unit(
                         proto.retries + 1, e)
             attempt += 1
     return {**out, "status": "failed", "error": error}
+
+
+def _lifetime_rule(expected_s: float | None, stage: str, uid: int, seed: int) -> None:
+    """Raise ``distributed.Reschedule`` (and retire this worker) when the unit cannot finish in its time left."""
+    from .lifetime import current_worker, refuse_if_too_late
+
+    refuse_if_too_late(current_worker(), expected_s, f"stage {stage}, cell {uid} seed {seed}")
 
 
 # ---- clusters -----------------------------------------------------------------------------------------------------
@@ -626,6 +638,7 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
     checkpoints = None
+    times = _stage_times(store)
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
         d = get_stage(stage)
@@ -639,11 +652,22 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
         priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
             execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
-            store.spec.arch_str[store.arch_pos(uid)], ckpt,
+            store.spec.arch_str[store.arch_pos(uid)], ckpt, times.expected(uid, stage) if times else None,
             key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
             resources={"GPU": 1} if (gpu and d.gpu) else None,
         )
     return {f: u for u, f in futures.items()}
+
+
+def _stage_times(store: RobustnessStore) -> Any:
+    """The store's recorded stage times for the lifetime rule (:mod:`.lifetime`); ``None`` if unreadable."""
+    from .lifetime import StageTimes
+
+    try:
+        return StageTimes.from_store(store)
+    except (KeyError, ValueError, OSError) as e:  # an estimate is an optimisation: never stop a run for it
+        log.warning("no stage-time estimates for the lifetime rule: %s", e)
+        return None
 
 
 class ResultWriter:
