@@ -53,8 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from benchmarks.common import SHARED_DATA, RESULTS_DIR, Timer, make_result, save_result, shared_cifar10
 
 log = logging.getLogger(__name__)
