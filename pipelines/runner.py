@@ -320,19 +320,29 @@ def _reused_checkpoint(src: RobustnessStore, store: RobustnessStore, uid: int, s
 
 # ---- the task run on a worker -------------------------------------------------------------------------------------
 def _worker_device(device: str, resolve: Any) -> Any:
-    """``auto`` on a multi-GPU machine: local worker k uses GPU k mod n (LocalCluster names workers 0, 1, ...)."""
+    """The device of this worker for the requested ``device`` (:func:`.gpu_slots.local_worker_device`).
+
+    A local cluster's worker ``k`` on a machine with ``n`` GPUs uses ``cuda:(k mod n)`` for ``auto`` and a bare
+    ``cuda``, never all of them GPU 0, and makes it the current CUDA device (kernels and caches of code that uses
+    the default device go there too). Anything else: ``resolve(device)``.
+    """
     import torch
 
-    if device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        try:
-            from distributed import get_worker
+    from .gpu_slots import local_worker_device
 
-            name = get_worker().name
-            if isinstance(name, int) or str(name).isdigit():
-                return torch.device(f"cuda:{int(name) % torch.cuda.device_count()}")
-        except (ImportError, ValueError):
-            pass
-    return resolve(device)
+    name = None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not in a Dask worker
+        pass
+    if name is None or device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return resolve(device)
+    dev = torch.device(local_worker_device(device, name))
+    if dev.index is not None:
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def execute_unit(
@@ -347,6 +357,7 @@ def execute_unit(
     arch_str: str = "",
     checkpoint_rel: str = "",
     weights_sha256: str = "",
+    expected_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one stage for one (cell, seed) and return its values. Runs on a worker; never raises for a stage error.
 
@@ -367,6 +378,9 @@ def execute_unit(
         weights_sha256: the weights hash recorded with ``checkpoint_rel``: a checkpoint whose weights hash
             otherwise fails the unit. Stages of :data:`~robustbench_nas.storage.WEIGHT_STAGES` return the hash of
             the weights they used in their ``<stage>_weights_sha256`` value.
+        expected_s: the unit's expected wall seconds (:class:`.lifetime.StageTimes`), ``None`` if unknown. A Dask
+            worker that has less time left before it retires or its SLURM job ends hands the unit back
+            (``distributed.Reschedule``) and retires (:func:`.lifetime.refuse_if_too_late`).
 
     GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
     unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
@@ -401,6 +415,7 @@ def execute_unit(
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
         return {**out, "status": "failed", "error": msg}
+    _lifetime_rule(expected_s, stage, uid, seed)
     definition = get_stage(stage)
     ctx = StageContext(protocol=proto, uid=uid, arch_str=arch_str, seed=seed, store_path=Path(store_path),
                        device=_worker_device(device, resolve_device))
@@ -466,6 +481,13 @@ def _with_weights_hash(stage: str, ctx: StageContext, values: dict[str, Any]) ->
     return {**values, weights_hash_array(stage): ctx.weights_sha256}
 
 
+def _lifetime_rule(expected_s: float | None, stage: str, uid: int, seed: int) -> None:
+    """Raise ``distributed.Reschedule`` (and retire this worker) when the unit cannot finish in its time left."""
+    from .lifetime import current_worker, refuse_if_too_late
+
+    refuse_if_too_late(current_worker(), expected_s, f"stage {stage}, cell {uid} seed {seed}")
+
+
 # ---- clusters -----------------------------------------------------------------------------------------------------
 def _has_bokeh() -> bool:
     import importlib.util
@@ -512,11 +534,14 @@ def make_client(
     dashboard_address: str | None = DEFAULT_DASHBOARD,
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
+    workers_per_gpu: int = 1,
 ) -> Iterator[Any]:
     """A ``distributed.Client``: on a scheduler address, a SLURM cluster, or a local cluster of processes.
 
     The local cluster uses spawned processes with one thread each (``OMP_NUM_THREADS=1``; torch threads are set
-    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker.
+    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker. With
+    ``n`` visible GPUs it has ``n * workers_per_gpu`` workers by default, worker ``k`` on GPU ``k mod n`` (also
+    with ``--device cuda``; see :func:`_worker_device`).
 
     What is exposed: a local cluster's scheduler, workers, nannies and dashboard listen on 127.0.0.1 only, and
     scheduler and workers talk TLS with credentials made for this run (held in memory, handed to the spawned
@@ -530,8 +555,13 @@ def make_client(
         insecure: no TLS.
         credentials_dir: shared folder under which the SLURM run's credentials folder is made (default: the
             SLURM config's ``credentials-directory``, else ``~/.rbnas/credentials``).
+        workers_per_gpu: local workers sharing each GPU (1 .. 8); SLURM jobs take it from their config.
     """
     from distributed import Client, LocalCluster
+
+    from .gpu_slots import check_workers_per_gpu
+
+    check_workers_per_gpu(workers_per_gpu)
 
     dash = check_dashboard_address(dashboard_address, warn=True)
     if scheduler:
@@ -555,8 +585,8 @@ def make_client(
     import dask
     import torch
 
+    n = _local_workers(n_workers, workers_per_gpu)
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    n = n_workers or (n_gpu or max(1, (os.cpu_count() or 2) // 2))
     security = None if insecure else make_security()
     # spawn (not fork): a forked worker would inherit the client's torch / CUDA state
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), LocalCluster(
@@ -576,6 +606,19 @@ def make_client(
     ) as lc, Client(lc, security=security) as client:
         client.rbnas_dashboard = dashboard_link(lc.scheduler) if dash else None
         yield client
+
+
+def _local_workers(n_workers: int | None, workers_per_gpu: int) -> int:
+    """Workers of a local cluster: ``n_workers`` if given, else ``workers_per_gpu`` per visible GPU, else half the
+    CPUs (each worker is one process; its torch threads come from ``--threads``)."""
+    from .gpu_slots import torch_device_count
+
+    if n_workers is not None:
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        return n_workers
+    n_gpu = torch_device_count()
+    return n_gpu * workers_per_gpu if n_gpu else max(1, (os.cpu_count() or 2) // 2)
 
 
 def _cluster_has_gpu(client: Any) -> bool:
@@ -673,6 +716,7 @@ def run_pipeline(
     shard_cells: int | None = None,
     wait: bool = False,
     lease_ttl_s: float = DEFAULT_TTL_S,
+    workers_per_gpu: int = 1,
 ) -> RunReport:
     """Create or resume the store and run every unfinished stage of every cell (of this array task).
 
@@ -690,8 +734,8 @@ def run_pipeline(
             :func:`~pipelines.stages.dependent_stages`).
         task: ``(i, n)``: run only the cells of array task i of n (see :func:`~pipelines.protocol.task_cells`).
         client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
-        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir: how to
-            make the client (:func:`make_client`).
+        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir,
+            workers_per_gpu: how to make the client (:func:`make_client`).
         device: torch device on the workers; threads: torch threads per task.
         progress: show a progress bar.
         reuse: another store whose finished results are copied where the protocols agree (see
@@ -737,7 +781,7 @@ def run_pipeline(
                              submitted=0, **report_kwargs)
         ctx = contextlib.nullcontext(client) if client is not None else make_client(
             cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-            dashboard_address=dashboard_address, insecure=insecure,
+            dashboard_address=dashboard_address, insecure=insecure, workers_per_gpu=workers_per_gpu,
             credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
         submitted = 0
         with ctx as cl:
@@ -844,6 +888,7 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
     checkpoints = hashes = None
+    times = _stage_times(store)
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
         d = get_stage(stage)
@@ -859,7 +904,7 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
         priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
             execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
-            store.spec.arch_str[store.arch_pos(uid)], ckpt, sha,
+            store.spec.arch_str[store.arch_pos(uid)], ckpt, sha, times.expected(uid, stage) if times else None,
             key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
             resources={"GPU": 1} if (gpu and d.gpu) else None,
         )
@@ -873,6 +918,17 @@ def _require_weights_hash(store: RobustnessStore, stage: str, values: dict[str, 
     if name in store.arrays and not str(values.get(name) or ""):
         raise ValueError(f"stage {stage} returned no {name}: it did not load the trained network through "
                          "StageContext.trained_model()")
+
+
+def _stage_times(store: RobustnessStore) -> Any:
+    """The store's recorded stage times for the lifetime rule (:mod:`.lifetime`); ``None`` if unreadable."""
+    from .lifetime import StageTimes
+
+    try:
+        return StageTimes.from_store(store)
+    except (KeyError, ValueError, OSError) as e:  # an estimate is an optimisation: never stop a run for it
+        log.warning("no stage-time estimates for the lifetime rule: %s", e)
+        return None
 
 
 class ResultWriter:

@@ -77,7 +77,11 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
                    "and creates nothing (with --json: every unit).")
 @click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:port).")
-@click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
+@click.option("--workers", "n_workers", default=None, type=int,
+              help="Local cluster worker processes (default: --workers-per-gpu per GPU, else half the CPUs).")
+@click.option("--workers-per-gpu", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="Local workers sharing each GPU (2-4 let small cells share a device; SLURM: workers-per-gpu "
+                   "in --slurm-config).")
 @click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
 @click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
@@ -91,7 +95,7 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run report as JSON (stdout; progress stays on stderr).")
 def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides,
-            stages, force_stages, reuse, task, shard_cells, wait, dry_run, cluster, scheduler, n_workers, slurm_config,
+            stages, force_stages, reuse, task, shard_cells, wait, dry_run, cluster, scheduler, n_workers, workers_per_gpu, slurm_config,
             jobs, dashboard_address, no_dashboard, insecure, device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
@@ -182,6 +186,7 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
             device=device, threads=threads, progress=not no_progress, reuse=reuse,
             dashboard_address=None if no_dashboard else dashboard_address, insecure=insecure,
             shard_cells=shard_cells, wait=wait,
+            workers_per_gpu=workers_per_gpu,
         )
     except KeyboardInterrupt:
         _interrupted(store_path)
