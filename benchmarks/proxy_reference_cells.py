@@ -5,7 +5,11 @@ The fast engine (``engine="fast"``) is tested against the reference path on 20 c
 ``tests/data/proxy_reference_20cells.json`` (the command, images, seed, machine and every value); the test
 recomputes 1 cell of it with ``engine="separate"`` and checks it still equals the file, so the fixture cannot go stale.
 
-Settings: all 16 registered proxies, C=16, N=5, seed 0, batch = the first 64 images of
+Settings: the proxies whose fast-engine values differ from the reference (``FAST_TOLERANCE``: croze, hessian_eig)
+and jacobian_fro (computed by the fast engine from the same Jacobian as hessian_eig, differently from the
+reference); ``--proxies all`` for every registered proxy (the other 13 run the same group functions in the fast
+and the shared engine, checked bit for bit on full-size cells in ``tests/test_proxy_engine.py``, and would add
+~7 CPU s per cell). C=16, N=5, seed 0, batch = the first 64 images of
 ``../shared/data/cifar10_test.npz`` (``benchmarks.common.shared_cifar10(64, stratified=False)``, test indices
 0-63, the batch of the ``proxies_all_shared_vs_separate`` record), 1 torch thread, CPU. Cells: the first 20 uids of
 the shipped stratified sample (``robustbench_nas.proxies.sample.shipped_sample()``: 2 cells of each of the 10
@@ -30,6 +34,8 @@ from benchmarks.common import machine_description, shared_cifar10
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "proxy_reference_20cells.json"
 N_IMAGES, SEED, C, N = 64, 0, 16, 5
+#: the proxies whose fast-engine computation differs from the reference's
+DEFAULT_PROXIES = ("croze", "jacobian_fro", "hessian_eig")
 
 
 def reference_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,15 +54,17 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20, help="cells: the first n uids of the shipped sample")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--proxies", default=",".join(DEFAULT_PROXIES), help="comma-separated, or 'all'")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    names = list_proxies() if args.proxies == "all" else [p for p in args.proxies.split(",") if p]
     x, y = reference_batch()
     space = get_search_space("nb201")
     cells = []
     for uid in shipped_sample()[: args.n]:
         arch = space.arch_str(uid)
         t = time.process_time()
-        values = compute_proxies(arch, x, y, seed=SEED, C=C, N=N, engine="shared")
+        values = compute_proxies(arch, x, y, names, seed=SEED, C=C, N=N, engine="shared")
         cells.append({"uid": uid, "arch": arch, "cpu_s": time.process_time() - t, "values": values})
         print(f"{uid} {arch} {cells[-1]['cpu_s']:.1f} CPU s", flush=True)
     record = {
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         "cells_from": "robustbench_nas.proxies.sample.shipped_sample()[:n]",
         "machine": machine_description(), "python": platform.python_version(), "torch": torch.__version__,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "proxies": list_proxies(),
+        "proxies": names,
         "cells": cells,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
