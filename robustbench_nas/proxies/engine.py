@@ -22,6 +22,12 @@ pass group                proxies                                               
 Any other proxy (synflow, zen, a newly registered one) runs alone on its own copy, as in the reference path. Each
 group is a registered function (:func:`register_pass_group`), so a new proxy that shares passes joins a group or
 adds one; a proxy in no group still works.
+
+:func:`compute_fast` (``engine="fast"``, the default of ``compute_proxies``) runs the same groups, with the fast
+variants of ``croze`` (float32 with power-of-two activation rescaling, :mod:`.rescale`) and ``input_derivatives``
+(hessian_eig exactly from the input Jacobian that jacobian_fro needs anyway) registered by
+:func:`register_fast_variant`; :data:`FAST_TOLERANCE` states each changed proxy's relative tolerance against the
+reference path (every other proxy is the reference's value bit for bit).
 """
 
 from __future__ import annotations
