@@ -40,9 +40,11 @@ def _parse_names(text: str | None, known: list[str]) -> list[str]:
 @threads_option()
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
-@click.option("--engine", type=click.Choice(["shared", "separate"]), default="shared", show_default=True,
-              help="shared: proxies needing the same passes get them once; separate: one proxy at a time (reference). "
-                   "Same values bit for bit.")
+@click.option("--engine", type=click.Choice(["fast", "shared", "separate"]), default="fast", show_default=True,
+              help="fast: shared passes, CRoZe in float32, hessian_eig exactly from the input Jacobian (each proxy "
+                   "within its stated tolerance of the reference, see the proxies README); shared: proxies needing "
+                   "the same passes get them once, the reference's values bit for bit; separate: one proxy at a "
+                   "time (the reference).")
 @click.option("--list", "list_only", is_flag=True, help="List the proxies with their one-line definitions and exit.")
 def command(archs, space_name, dataset, data_root, split, batch_size, subset_seed, indices_text, show_images_only,
             seed, names, channels, cells, layers, device, threads, fmt, as_json, engine, list_only) -> None:  # fmt: skip
