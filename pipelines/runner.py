@@ -154,7 +154,8 @@ _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "ev
 #: records (:mod:`.image_record`), so a store whose images were pinned to the same ones is reused whatever the rule.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
-    "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
+    "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images",
+                "proxy_engine"),
     "train": _TRAINED,
     "clean": (*_TRAINED, "eval_images"),
     "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images"),

@@ -237,7 +237,7 @@ def proxies_stage(ctx: StageContext) -> dict[str, Any]:
 
     x, y = ctx.images("proxies")
     values = compute_proxies(ctx.arch_str, x, y, list(ctx.protocol.proxies), seed=ctx.seed,
-                             space=ctx.protocol.search_space, **ctx.network_kwargs())
+                             space=ctx.protocol.search_space, engine=ctx.protocol.proxy_engine, **ctx.network_kwargs())
     return {"proxy_value": np.array([values[p] for p in ctx.protocol.proxies], dtype=np.float64)}
 
 

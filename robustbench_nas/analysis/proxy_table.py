@@ -59,15 +59,16 @@ IMAGES_FILE = "robustbench_nas/analysis/data/nb201_cifar10_proxy_images.txt"
 
 
 def reproduce_cell(indices: Sequence[int], seed: int, batch_size: int, data_file: str = DATA_FILE,
-                   threads: int = 1) -> str:
+                   threads: int = 1, engine: str = "fast") -> str:
     """The ``rbnas proxies`` command giving one row of the table, with ``{arch}`` for its architecture string: the
-    same images (``--indices``: the shipped file when they are its images, else the list), seed and thread count."""
+    same images (``--indices``: the shipped file when they are its images, else the list), seed, thread count and
+    proxy engine (the protocol's ``proxy_engine``)."""
     from ..pipelines.protocol import shipped_proxy_images
 
     idx = [int(i) for i in indices]
     where = f"@{IMAGES_FILE}" if tuple(idx) == shipped_proxy_images() else ",".join(map(str, idx))
     return (f"rbnas proxies '{{arch}}' --dataset npz --data-root {data_file} --indices {where} "
-            f"--batch-size {batch_size} --seed {seed} --threads {threads}")
+            f"--batch-size {batch_size} --seed {seed} --threads {threads} --engine {engine}")
 
 
 def image_facts(images: dict[str, Any] | None, threads: int) -> dict[str, Any]:
@@ -161,7 +162,11 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
         raise ValueError("the proxies used a whole split: the reproduce command needs the indices of a subset")
     root = p.get("data_root") or DATA_FILE
     data_file = DATA_FILE if Path(root).name == Path(DATA_FILE).name else root  # the shipped table: as docs name it
-    meta["reproduce_cell"] = reproduce_cell(idx, seed0, len(idx), data_file=data_file, threads=threads)
+    # a protocol saved before proxy_engine existed computed with the shared engine (ProtocolConfig.from_dict)
+    engine = p.get("proxy_engine", "shared")
+    meta["proxy_engine"] = engine
+    meta["reproduce_cell"] = reproduce_cell(idx, seed0, len(idx), data_file=data_file, threads=threads,
+                                            engine=engine)
     if seeds_store is not None and Path(seeds_store).exists():
         s_long, s_facts = _store_values(seeds_store)
         theirs = image_facts(s_facts.get("images"), threads)["images"]

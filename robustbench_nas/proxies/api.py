@@ -15,6 +15,9 @@ from .registry import PROXIES, get_proxy, proxy_generator, registered  # noqa: F
 log = logging.getLogger(__name__)
 
 
+#: the proxy engines (:func:`compute_model_proxies`): fast (default), shared (bitwise the reference), separate
+ENGINES: tuple[str, ...] = ("fast", "shared", "separate")
+
 def list_proxies(robust: bool | None = None, pattern: str | None = None) -> list[str]:
     """Registered proxy names (registration order); ``robust=True/False`` filters robust proxies in/out,
     ``pattern`` is a shell-style filter on the names (``"grad*"``)."""
@@ -80,7 +83,7 @@ def compute_model_proxies(
     """
     from .engine import EngineContext, compute_fast, compute_separate, compute_shared
 
-    engines = {"fast": compute_fast, "shared": compute_shared, "separate": compute_separate}
+    engines = dict(zip(ENGINES, (compute_fast, compute_shared, compute_separate)))
 
     names = list(names) if names is not None else list_proxies()
     for n in names:
