@@ -176,7 +176,8 @@ MICRO = dict(
     corruption_images=48,
     batch_size=64,
 )
-BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint"}
+BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint",
+               "unit_threads", "unit_device", "unit_precision"}  # how a unit ran, not what it computed
 
 
 def _cli(store: Path) -> list[str]:

@@ -325,7 +325,8 @@ MICRO = dict(
     corruption_images=48,
     batch_size=64,
 )
-BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint"}
+BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint",
+               "unit_threads", "unit_device", "unit_precision"}  # how a unit ran, not what it computed
 
 
 def _run_args(store: Path) -> list[str]:
