@@ -22,8 +22,7 @@ from robustbench_nas.storage import PENDING, RobustnessStore, StoreError
 
 from .leases import LeaseBook
 from .protocol import ProtocolConfig
-from .runner import check_same_protocol, plan_from_status, saved_protocol
-from .stages import list_stages, with_dependencies
+from .runner import check_same_protocol, plan_from_status, saved_protocol, stages_to_run
 from .tasks import task_blocks, task_cells
 
 
@@ -71,12 +70,7 @@ def dry_run(
 
             spec = dataclasses.replace(spec, shard_cells=int(shard_cells))
         status = np.full((len(spec.archs), len(spec.seeds), len(spec.stages)), PENDING, dtype=np.int8)
-    available = [s for s in protocol.stages if s in list_stages()]
-    wanted = list(stages) if stages else list(available)
-    unknown = [s for s in [*wanted, *force_stages] if s not in available]
-    if unknown:
-        raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
-    todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
+    todo = stages_to_run(protocol, stages, force_stages)
     cells = task_cells(spec.archs, task, spec.shard_cells)
     if force_stages:  # the run resets them to pending for its cells first
         status = status.copy()

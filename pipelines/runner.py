@@ -102,6 +102,18 @@ def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
     return RobustnessStore.open(path, mode="r+"), protocol
 
 
+def stages_to_run(protocol: ProtocolConfig, stages: Sequence[str] | None,
+                  force_stages: Sequence[str] = ()) -> list[str]:
+    """The stages a run executes: ``stages`` (default: all of the protocol's) and ``force_stages``, with the stages
+    they need, in pipeline order; ``ValueError`` naming any stage the protocol does not have."""
+    available = [s for s in protocol.stages if s in list_stages()]
+    wanted = list(stages) if stages else list(available)
+    unknown = [s for s in [*wanted, *force_stages] if s not in available]
+    if unknown:
+        raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
+    return with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
+
+
 def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> None:
     """StoreError naming the differing fields when ``store`` was made with another protocol than ``protocol``."""
     if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
@@ -754,15 +766,11 @@ def run_pipeline(
     t0 = time.perf_counter()
     check_dashboard_address(dashboard_address)  # a bad address fails before the store is made
     store, protocol = prepare_store(store_path, protocol, shard_cells)
-    available = [s for s in protocol.stages if s in list_stages()]
-    wanted = list(stages) if stages else list(available)
-    unknown = [s for s in [*wanted, *force_stages] if s not in available]
-    if unknown:
-        raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
-    todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
+    todo = stages_to_run(protocol, stages, force_stages)
     cells = task_cells(store.spec.archs, task, store.spec.shard_cells)
     reused = reuse_results(store, protocol, reuse, cells) if reuse is not None else {}
     # a forced stage's new results make those computed from its old ones stale (train: every evaluation)
+    available = [s for s in protocol.stages if s in list_stages()]
     for stage in [*force_stages, *dependent_stages(list(force_stages), available)]:
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
@@ -1149,7 +1157,7 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 __all__ = [
     "DEFAULT_DASHBOARD", "STAGE_FIELDS", "ResultWriter", "RunReport", "check_dashboard_address", "dashboard_link",
-    "check_same_protocol", "execute_unit", "headline", "make_client", "make_security", "plan_from_status",
+    "check_same_protocol", "execute_unit", "stages_to_run", "headline", "make_client", "make_security", "plan_from_status",
     "plan_units", "prepare_store", "reuse_results",
     "run_pipeline",
     "saved_protocol", "summary_rows", "unit_mix", "unit_mix_line",

@@ -92,17 +92,24 @@ def model_sha256(model: nn.Module) -> str:
     return weights_sha256(model.state_dict(), dict(model.config))
 
 
-def checkpoint_sha256(path: str | os.PathLike) -> str:
-    """:func:`weights_sha256` of the weights stored in a checkpoint file (reads the whole file).
-
-    Raises :class:`CheckpointError` when the file is missing, corrupt or not one of ours.
-    """
+def _read_state(path: str | os.PathLike) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
+    """``(resolved path, metadata, state dict on the CPU)`` of a checkpoint; :class:`CheckpointError` when the file
+    is missing, corrupt or not one of ours."""
     target = _resolve(path)
     meta = read_checkpoint_meta(target)
     try:
         state = load_file(str(target), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {target} is corrupt: {e}") from e
+    return target, meta, state
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """:func:`weights_sha256` of the weights stored in a checkpoint file (reads the whole file).
+
+    Raises :class:`CheckpointError` when the file is missing, corrupt or not one of ours.
+    """
+    target, meta, state = _read_state(path)
     return weights_sha256(state, meta.get("model", {}))
 
 
@@ -157,12 +164,7 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
     (a replaced or damaged file is never evaluated as if it were the recorded network). The hash the weights have is
     returned in ``meta["weights_sha256"]``.
     """
-    target = _resolve(path)
-    meta = read_checkpoint_meta(target)
-    try:
-        state = load_file(str(target), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {target} is corrupt: {e}") from e
+    target, meta, state = _read_state(path)
     sha = weights_sha256(state, meta["model"])
     if expect_sha256 is not None and sha != expect_sha256:
         raise CheckpointError(f"checkpoint {target}: its weights hash to {sha}, not the recorded {expect_sha256} "
