@@ -166,3 +166,43 @@ def test_store_from_before_the_split_runs_the_stage_as_one_unit(split_run, clien
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
         else:
             assert (a[name].values == b[name].values).all(), name
+
+
+def test_status_shows_progress_per_attack(split_run) -> None:
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+
+    path, _ = split_run
+    r = CliRunner().invoke(cli, ["status", str(path)])
+    assert r.exit_code == 0, r.output
+    assert f"attacks done: fgsm@Linf {len(ARCHS)}/{len(ARCHS)}, pgd@Linf {len(ARCHS)}/{len(ARCHS)}" in r.output
+    r = CliRunner().invoke(cli, ["status", str(path), "--json"])
+    assert [(a["attack"], a["done"], a["pending"]) for a in json.loads(r.stdout)["attacks"]] == [
+        ("fgsm@Linf", len(ARCHS), 0), ("pgd@Linf", len(ARCHS), 0)]
+
+
+def test_a_failing_attack_fails_the_stage_and_alone_is_rerun(tmp_path: Path, client, monkeypatch) -> None:
+    """PGD raising: the stage is failed naming the attack, FGSM's row is kept; the rerun computes only PGD."""
+    from robustbench_nas import attacks
+
+    real = attacks.evaluate
+
+    def broken(model, x, y, attack, *a, **kw):
+        if attack == "pgd@Linf":
+            raise RuntimeError("pgd broke")
+        return real(model, x, y, attack, *a, **kw)
+
+    proto = get_protocol("tiny", **{**PROTO, "archs": ARCHS[:1], "retries": 0})
+    path = tmp_path / "f.zarr"
+    monkeypatch.setattr(attacks, "evaluate", broken)
+    rep = run_pipeline(path, proto, client=client, progress=False)
+    assert [(f["stage"], f["error"].split(":")[0]) for f in rep.failures] == [("adversarial", "attack pgd@Linf")]
+    store = open_store(path)
+    uid = store.spec.archs[0]
+    assert np.isfinite(store.read_cell(uid, 0, "adv_accuracy")[0]).all()  # FGSM at 2/255, 8/255: kept
+    assert plan_units(store, proto, ["adversarial"], None) == [(uid, 0, "adversarial:pgd@Linf")]
+    monkeypatch.setattr(attacks, "evaluate", real)
+    rep = run_pipeline(path, proto, client=client, progress=False)
+    assert rep.ok and rep.submitted == 1
+    assert open_store(path).is_done(uid, 0, "adversarial")
