@@ -1,4 +1,5 @@
-"""The Dask pipeline: one unit per (cell, seed, stage); workers compute, the client writes the store.
+"""The Dask pipeline: one unit per (cell, seed, stage), the adversarial stage one unit per attack
+(:mod:`.attack_units`); workers compute, the client writes the store.
 
 ``run_pipeline(store, protocol)`` creates the store (or resumes it), submits every stage that is not done yet to a
 Dask cluster (a ``LocalCluster`` of spawned single-threaded processes by default, any scheduler address, or SLURM
