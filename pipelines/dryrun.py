@@ -20,6 +20,7 @@ import numpy as np
 
 from robustbench_nas.storage import PENDING, RobustnessStore, StoreError
 
+from .attack_units import ADV_STAGE, store_attacks_done
 from .leases import LeaseBook
 from .protocol import ProtocolConfig
 from .runner import check_same_protocol, plan_from_status, saved_protocol, stages_to_run
@@ -45,7 +46,8 @@ def dry_run(
     Returns:
         ``{"store", "exists", "protocol", "fingerprint", "n_cells", "shard_cells", "n_blocks", "task", "cells",
         "blocks", "stages", "n_units", "units": [{"arch", "seed", "stage", "block", "leased_by"}], "leased_units",
-        "task_blocks"}``: ``blocks`` are the storage blocks (shard files along ``arch``) of the units; with a
+        "task_blocks"}``: a unit's ``stage`` is ``adversarial:<attack>`` for each attack of the adversarial stage
+        (:mod:`.attack_units`; one ``adversarial`` unit on stores made before attacks were split); ``blocks`` are the storage blocks (shard files along ``arch``) of the units; with a
         task, ``task_blocks`` gives every task of the array its blocks and cell count.
     """
     path = Path(store_path)
@@ -61,6 +63,7 @@ def dry_run(
                              f"{shard_cells}; a store's layout is fixed (omit --shard-cells to keep it)")
         spec = store.spec
         status = store.status()
+        attack_done = store_attacks_done(store)  # None: a store from before attacks were split
     else:
         if protocol is None:
             raise StoreError(f"no store at {path}; pass a protocol (e.g. --protocol tiny) to plan one")
@@ -70,6 +73,7 @@ def dry_run(
 
             spec = dataclasses.replace(spec, shard_cells=int(shard_cells))
         status = np.full((len(spec.archs), len(spec.seeds), len(spec.stages)), PENDING, dtype=np.int8)
+        attack_done = np.zeros((len(spec.archs), len(spec.seeds), len(spec.attacks)), dtype=bool)
     todo = stages_to_run(protocol, stages, force_stages)
     cells = task_cells(spec.archs, task, spec.shard_cells)
     if force_stages:  # the run resets them to pending for its cells first
@@ -77,7 +81,11 @@ def dry_run(
         pos = [spec.archs.index(c) for c in cells]
         for stage in force_stages:
             status[pos, :, spec.stages.index(stage)] = PENDING
-    units = plan_from_status(spec.archs, spec.seeds, spec.stages, status, todo, cells)
+        if ADV_STAGE in force_stages and attack_done is not None:  # the run forgets their finished attacks too
+            attack_done = attack_done.copy()
+            attack_done[pos] = False
+    units = plan_from_status(spec.archs, spec.seeds, spec.stages, status, todo, cells, list(spec.attacks),
+                             attack_done)
     block = {a: p // spec.shard_cells for p, a in enumerate(sorted(spec.archs))}
     held = LeaseBook(path).held_by_others({u[0] for u in units}) if exists else {}
     rows = [{"arch": uid, "seed": seed, "stage": stage, "block": block[uid],

@@ -8,7 +8,8 @@ cell) started in the last hour of a job is thus pure waste. So before a unit sta
   earlier than Dask's own clock, so the estimate errs early) and until the SLURM job's end
   (``SLURM_JOB_END_TIME``, set by SLURM for batch jobs), whichever comes first; with
 * the unit's expected duration, estimated by the client from the store's recorded stage times
-  (``stage_seconds`` of finished units, :class:`StageTimes`): the same cell's own time for that stage on another
+  (``stage_seconds`` of finished units, and ``adv_attack_seconds`` of finished attack units, :class:`StageTimes`,
+  read once per run): the same cell's own time for that stage on another
   seed when there is one, else the 90th percentile of that stage over all cells, times a margin of 1.25.
 
 If the unit does not fit, the worker hands it back (Dask's :class:`distributed.Reschedule`: the scheduler gives
@@ -76,11 +77,24 @@ class StageTimes:
 
     @classmethod
     def from_store(cls, store: Any) -> "StageTimes":
-        """The recorded times of ``store`` (a :class:`~robustbench_nas.storage.RobustnessStore`), journal included."""
+        """The recorded times of ``store`` (a :class:`~robustbench_nas.storage.RobustnessStore`), journal included.
+
+        A store that runs each attack as its own unit (:mod:`.attack_units`) adds one column per attack unit
+        (``adversarial:<attack>``), timed by ``adv_attack_seconds`` where that attack is done (committed values).
+        """
         from robustbench_nas.storage import DONE
 
-        return cls(list(store.spec.stages), list(store.spec.archs), np.asarray(store.stage_seconds(), float),
-                   np.asarray(store.status()) == DONE)
+        from .attack_units import attack_unit, store_attacks_done
+
+        stages = list(store.spec.stages)
+        seconds = np.asarray(store.stage_seconds(), float)
+        done = np.asarray(store.status()) == DONE
+        attack_done = store_attacks_done(store)
+        if attack_done is not None:
+            stages += [attack_unit(a) for a in store.spec.attacks]
+            seconds = np.concatenate([seconds, np.asarray(store.read_array("adv_attack_seconds"), float)], axis=2)
+            done = np.concatenate([done, attack_done], axis=2)
+        return cls(stages, list(store.spec.archs), seconds, done)
 
     def expected(self, uid: int, stage: str) -> float | None:
         """Expected seconds of ``stage`` for cell ``uid`` (margin included), ``None`` without any recorded time."""

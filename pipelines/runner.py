@@ -1,4 +1,5 @@
-"""The Dask pipeline: one unit per (cell, seed, stage); workers compute, the client writes the store.
+"""The Dask pipeline: one unit per (cell, seed, stage), the adversarial stage one unit per attack
+(:mod:`.attack_units`); workers compute, the client writes the store.
 
 ``run_pipeline(store, protocol)`` creates the store (or resumes it), submits every stage that is not done yet to a
 Dask cluster (a ``LocalCluster`` of spawned single-threaded processes by default, any scheduler address, or SLURM
@@ -32,12 +33,14 @@ from robustbench_nas.storage import (DONE, FAILED, PENDING, PER_ARCH_STAGES, WEI
                                      StoreError, weights_hash_array)
 from robustbench_nas.utils.atomic import rename_into_place
 
+from .attack_units import (ADV_STAGE, AttackMerger, expand, split_unit, splits_attacks, store_attacks_done,
+                           unit_stage)
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
 from .image_record import check_resume, difference_line, image_difference, image_record, recorded_images
 from .leases import DEFAULT_TTL_S, LeaseBook, skipped_line
 from .protocol import PURPOSE_STAGES, ProtocolConfig
 from .tasks import task_cells
-from .stages import StageContext, dependent_stages, get_stage, list_stages, with_dependencies
+from .stages import StageContext, adversarial_values, dependent_stages, get_stage, list_stages, with_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +233,7 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
             log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
                      src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
             return False
-        names = [a.name for a in store.arrays.values() if a.stage == stage]
-        if stage == "train" and not src.spec.weights_hashes:
-            names = [n for n in names if n != "weights_sha256"]  # hashed from the source's file when copied
+        names = _copied_names(store, src, stage)
         if any(n not in src.arrays for n in names):
             if stage in WEIGHT_STAGES and weights_hash_array(stage) not in src.arrays:
                 log.info("not reusing %s results from %s: they record no weights hash", stage, src.path)
@@ -251,9 +252,7 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
 
     # decided for every stage before anything is copied: a refusal leaves the new store untouched
     for stage in [s for s in store.spec.stages if reusable(s)]:
-        names = [a.name for a in store.arrays.values() if a.stage == stage]
-        if stage == "train" and not src.spec.weights_hashes:
-            names = [n for n in names if n != "weights_sha256"]  # hashed from the file below
+        names = _copied_names(store, src, stage)
         mine_status = store.status()  # per stage: a copied train result resets the stages computed from weights
         n = 0
         for uid in (cells if cells is not None else store.spec.archs):
@@ -298,6 +297,18 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
             log.info("reused %d %s results from %s", n, stage, src.path)
     store.commit(sorted(touched))
     return copied
+
+
+def _copied_names(store: RobustnessStore, src: RobustnessStore, stage: str) -> list[str]:
+    """The arrays of ``stage`` that :func:`reuse_results` copies from ``src``: all of them, but ``weights_sha256``
+    from a source without weights hashes (hashed from its file instead) and the per-attack bookkeeping from a source
+    made before attacks were split (a done stage needs no per-attack rows; they stay empty)."""
+    from robustbench_nas.storage.schema import ATTACK_UNIT_ARRAYS
+
+    names = [a.name for a in store.arrays.values() if a.stage == stage]
+    if stage == "train" and not src.spec.weights_hashes:
+        names = [n for n in names if n != "weights_sha256"]
+    return [n for n in names if n not in ATTACK_UNIT_ARRAYS or n in src.arrays]
 
 
 def _reused_checkpoint(src: RobustnessStore, store: RobustnessStore, uid: int, seed: int,
@@ -381,7 +392,8 @@ def execute_unit(
         store_path: the store folder (checkpoints live next to it).
         protocol: ``ProtocolConfig.to_dict()``.
         uid, seed: the cell and seed.
-        stage: stage name.
+        stage: the unit: a stage name, or ``adversarial:<attack>`` for one attack of the adversarial stage
+            (:mod:`.attack_units`; its values: the stage's with only that attack's row computed).
         device: torch device name (``auto``: CUDA when present).
         threads: torch intra-op threads.
         upstream: results of the stages this one needs (Dask passes them once they are done).
@@ -429,7 +441,9 @@ def execute_unit(
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
         return {**out, "status": "failed", "error": msg}
     _lifetime_rule(expected_s, stage, uid, seed)
-    definition = get_stage(stage)
+    base, attack = split_unit(stage)
+    definition = get_stage(base)
+    compute = definition.fn if attack is None else (lambda c: adversarial_values(c, [attack]))
     ctx = StageContext(protocol=proto, uid=uid, arch_str=arch_str, seed=seed, store_path=Path(store_path),
                        device=_worker_device(device, resolve_device))
     if "train" in definition.needs:
@@ -449,15 +463,15 @@ def execute_unit(
         t0 = time.perf_counter()
         try:
             what = f"stage {stage}, cell {uid} seed {seed}"
-            if stage == "train":  # training: the profile's own precision (TF32 / AMP only where it says so)
+            if base == "train":  # training: the profile's own precision (TF32 / AMP only where it says so)
                 out["precision"] = describe()
-                values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
+                values = call_with_timeout(lambda: compute(ctx), proto.unit_timeout_s, what)
             else:
                 with ieee_fp32() as setting:
                     out["precision"] = setting
-                    values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
+                    values = call_with_timeout(lambda: compute(ctx), proto.unit_timeout_s, what)
             out["seconds"] = time.perf_counter() - t0
-            out["values"] = _with_weights_hash(stage, ctx, values)
+            out["values"] = _with_weights_hash(base, ctx, values)
             return out
         except UnitTimeout:
             raise  # outside a worker: the caller decides (a worker has ended itself instead)
@@ -685,13 +699,19 @@ def plan_units(store: RobustnessStore, protocol: ProtocolConfig, stages: Sequenc
     ``cells``: only these (default: array task ``task``'s cells, :func:`~robustbench_nas.pipelines.tasks.task_cells`).
     """
     chosen = task_cells(store.spec.archs, task, store.spec.shard_cells) if cells is None else sorted(cells)
-    return plan_from_status(store.spec.archs, store.spec.seeds, store.spec.stages, store.status(), stages, chosen)
+    return plan_from_status(store.spec.archs, store.spec.seeds, store.spec.stages, store.status(), stages, chosen,
+                            list(store.spec.attacks), store_attacks_done(store))
 
 
 def plan_from_status(archs: Sequence[int], seeds: Sequence[int], store_stages: Sequence[str], status: np.ndarray,
-                     stages: Sequence[str], cells: Sequence[int]) -> list[tuple[int, int, str]]:
+                     stages: Sequence[str], cells: Sequence[int], attacks: Sequence[str] = (),
+                     attack_done: np.ndarray | None = None) -> list[tuple[int, int, str]]:
     """:func:`plan_units` on a status array ``(arch, seed, stage)`` laid out as ``archs`` x ``seeds`` x
-    ``store_stages`` (also for a store not created yet: every status pending)."""
+    ``store_stages`` (also for a store not created yet: every status pending).
+
+    ``attack_done``: ``(arch, seed, attack)`` attacks done (:func:`.attack_units.attacks_done`, ``attacks`` along
+    the last axis): the adversarial stage is planned as one unit per attack not done (``None``: one unit, for
+    stores made before attacks were split)."""
     arch_pos = {a: i for i, a in enumerate(archs)}
     stage_pos = {s: k for k, s in enumerate(store_stages)}
     units = []
@@ -703,7 +723,7 @@ def plan_from_status(archs: Sequence[int], seeds: Sequence[int], store_stages: S
                     continue
                 if status[i, j, stage_pos[stage]] != DONE:
                     units.append((uid, seed, stage))
-    return units
+    return expand(units, attacks, attack_done, arch_pos, {s: j for j, s in enumerate(seeds)})
 
 
 def run_pipeline(
@@ -773,7 +793,10 @@ def run_pipeline(
     available = [s for s in protocol.stages if s in list_stages()]
     for stage in [*force_stages, *dependent_stages(list(force_stages), available)]:
         n = store.reset_stage(stage, cells)
+        if stage == ADV_STAGE:
+            _forget_attacks(store, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
+    times = _stage_times(store)  # the lifetime rule's estimates: read once per run, before any unit runs
     counts: dict[str, dict[str, int]] = {}
     skipped: dict[str, int] = {}
     blocks: list[int] = []  # the storage blocks this run wrote results into (array tasks: never another task's)
@@ -802,8 +825,8 @@ def run_pipeline(
                 log.warning("Dask dashboard: %s", dashboard)
             while True:
                 if units:
-                    for _uid, _seed, stage in units:
-                        counts.setdefault(stage, {"done": 0, "failed": 0, "total": 0})["total"] += 1
+                    for _uid, _seed, unit in units:  # attack units count under their stage
+                        counts.setdefault(unit_stage(unit), {"done": 0, "failed": 0, "total": 0})["total"] += 1
                     counts_order = {s: counts[s] for s in todo if s in counts}  # pipeline order in the report
                     counts.clear()
                     counts.update(counts_order)
@@ -811,7 +834,7 @@ def run_pipeline(
                              len({u[0] for u in units}), protocol.name, protocol.fingerprint())
                     submitted += len(units)
                     blocks[:] = sorted(set(blocks) | {store.block_of(u[0]) for u in units})
-                    futures = _submit(cl, store, protocol, units, device, threads)
+                    futures = _submit(cl, store, protocol, units, device, threads, times)
                     _wait_for_slurm_workers(cl)
                     _collect(cl, store, futures, counts, progress, on_cell_done=leases.release)
                 if not (wait and held):
@@ -819,6 +842,18 @@ def run_pipeline(
                 units, held = _wait_for_leases(store, protocol, todo, held, leases, skipped)
     return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
                      dashboard=dashboard, submitted=submitted, **report_kwargs)
+
+
+def _forget_attacks(store: RobustnessStore, cells: Sequence[int]) -> None:
+    """Clear the per-attack weights hashes of ``cells`` (``--force-stage adversarial``): every attack is recomputed,
+    also those whose rows came from the cell's current weights."""
+    if not splits_attacks(store):
+        return
+    empty = [""] * len(store.spec.attacks)
+    recs = [store.cell_record(uid, seed, {"adv_attack_weights_sha256": empty}) for uid in cells
+            for seed in store.spec.seeds]
+    store.append(recs)
+    store.commit(sorted({b for b, _ in recs}))
 
 
 def _lease_round(store: RobustnessStore, protocol: ProtocolConfig, todo: Sequence[str], cells: Sequence[int],
@@ -890,17 +925,18 @@ def _wait_for_slurm_workers(client: Any) -> None:
 
 
 def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units: list[tuple[int, int, str]],
-            device: str, threads: int) -> dict[Any, tuple[int, int, str]]:
+            device: str, threads: int, times: Any = None) -> dict[Any, tuple[int, int, str]]:
+    """Submit ``units`` to ``client``; ``times``: the run's :class:`.lifetime.StageTimes` (read once per run), each
+    unit's expected seconds handed to it for the lifetime rule."""
     gpu = _cluster_has_gpu(client)
     run_id = uuid.uuid4().hex[:6]
     pdict = protocol.to_dict()
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
     checkpoints = hashes = None
-    times = _stage_times(store)
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
-        d = get_stage(stage)
+        d = get_stage(unit_stage(stage))
         ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
         ckpt = sha = ""
         if "train" in d.needs and (uid, seed, "train") not in futures:  # trained in an earlier run
@@ -910,7 +946,7 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
             ckpt = str(checkpoints[store.arch_pos(uid), store.seed_pos(seed)])
             sha = str(hashes[store.arch_pos(uid), store.seed_pos(seed)]) if hashes is not None else ""
         # finish started cells before starting new ones: evaluations outrank training of later cells
-        priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
+        priority = (0 if d.name in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
             execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
             store.spec.arch_str[store.arch_pos(uid)], ckpt, sha, times.expected(uid, stage) if times else None,
@@ -963,10 +999,18 @@ class ResultWriter:
         self.dirty: set[int] = set()
         self.last_commit = time.monotonic()
         self.attempts = store.attempts()
+        self.merger = AttackMerger(store) if splits_attacks(store) else None
+        self.failed_attacks: set[tuple[int, int]] = set()  # (cell, seed) with an attack unit failed in this run
 
-    def record(self, uid: int, seed: int, stage: str, res: dict[str, Any]) -> tuple[int, Any]:
-        """The journal record of one task result (bad values from a stage become a failure, not a crash)."""
+    def record(self, uid: int, seed: int, unit: str, res: dict[str, Any]) -> tuple[int, Any]:
+        """The journal record of one task result (bad values from a stage become a failure, not a crash).
+
+        An attack unit (``adversarial:<attack>``, :mod:`.attack_units`) records the cell's adversarial values with
+        its attack's row merged in; the stage is done with the record of its last attack, pending before (failed
+        once any attack of the cell failed).
+        """
         st = self.store
+        stage, attack = split_unit(unit)
         i, j, s = st.arch_pos(uid), st.seed_pos(seed), st.stage_pos(stage)
         n = int(self.attempts[i, j, s]) + int(res.get("attempts") or 0)
         for jj in st._seed_slots(stage, j):
@@ -976,6 +1020,8 @@ class ResultWriter:
         if res["status"] == "done":
             try:
                 _require_weights_hash(st, stage, res.get("values") or {})
+                if attack is not None:
+                    return self._attack_record(uid, seed, attack, res, n, ran)
                 block, rec = st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
                                             seconds=res.get("seconds"), error="", attempts=n, **ran)
                 if stage == "train":  # new weights: what was computed from the old ones is pending, same record
@@ -983,8 +1029,30 @@ class ResultWriter:
                 return block, rec
             except (KeyError, ValueError) as e:  # the stage returned something the schema does not hold
                 res["status"], res["error"] = "failed", f"{type(e).__name__}: {e}"
+        error = res.get("error") or "failed"
+        if attack is not None:
+            self.failed_attacks.add((uid, seed))
+            error = f"attack {attack}: {error}"  # which unit of the stage failed
         return st.cell_record(uid, seed, stage=stage, status=FAILED, seconds=res.get("seconds"),
-                              error=res.get("error") or "failed", attempts=n, **ran)
+                              error=error, attempts=n, **ran)
+
+    def _attack_record(self, uid: int, seed: int, attack: str, res: dict[str, Any], attempts: int,
+                       ran: dict[str, Any]) -> tuple[int, Any]:
+        """The record of a finished attack unit: merged values; the stage done (summed seconds, its weights hash)
+        when it was the cell's last attack, else pending (failed if another attack of the cell failed in this
+        run)."""
+        if self.merger is None:
+            raise ValueError(f"attack unit {attack!r} on a store that records the adversarial stage as one unit")
+        values = dict(res.get("values") or {})
+        weights = str(values.pop(weights_hash_array(ADV_STAGE), "") or "")
+        merged, complete = self.merger.merge(uid, seed, attack, values, float(res.get("seconds") or 0.0), weights)
+        if complete:
+            merged[weights_hash_array(ADV_STAGE)] = weights
+            secs = float(np.nansum(merged["adv_attack_seconds"]))
+            return self.store.cell_record(uid, seed, merged, stage=ADV_STAGE, status=DONE, seconds=secs, error="",
+                                          attempts=attempts, **ran)
+        status = None if (uid, seed) in self.failed_attacks else PENDING
+        return self.store.cell_record(uid, seed, merged, stage=ADV_STAGE, status=status, attempts=attempts, **ran)
 
     def add(self, results: Sequence[tuple[int, int, str, dict[str, Any]]]) -> None:
         """Journal a batch of results (one append, one fsync), then commit the blocks they completed.
@@ -993,7 +1061,7 @@ class ResultWriter:
         evaluations of the new weights that finished in the same batch.
         """
         order = {s: k for k, s in enumerate(self.store.spec.stages)}
-        results = sorted(results, key=lambda r: order[r[2]])  # stable: otherwise in completion order
+        results = sorted(results, key=lambda r: order[unit_stage(r[2])])  # stable: otherwise in completion order
         recs = [self.record(uid, seed, stage, res) for uid, seed, stage, res in results]
         self.store.append(recs)
         complete = []
@@ -1056,7 +1124,7 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
                 if status == "failed":
                     log.warning("cell %d seed %d: stage %s failed: %s", uid, seed, stage,
                                 (res.get("error") or "").splitlines()[0] if res.get("error") else "")
-                counts[stage][status] += 1
+                counts[unit_stage(stage)][status] += 1
                 log.info("cell %d seed %d: %s %s", uid, seed, stage, status)
                 bar.update(1)
             bar.set_postfix_str(f"cells {cells['done']}/{cells['total']} | " + _postfix(counts), refresh=False)

@@ -302,16 +302,30 @@ def _clean_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ba
 @register_stage("adversarial", needs=("train",), gpu=True)
 def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
     """Every attack of the protocol at every eps of its grid, on ``attack_images`` evaluation images."""
+    return adversarial_values(ctx, list(ctx.protocol.attacks))
+
+
+def adversarial_values(ctx: StageContext, attacks_run: list[str]) -> dict[str, Any]:
+    """The adversarial stage's values with only the rows of ``attacks_run`` computed (the others NaN / -1).
+
+    Each attack draws from its own seed (``derived_seed(seed, attack)``) and per-image streams, so one attack run
+    alone gives the same row, bit for bit, as in a run of every attack: the pipeline runs each attack as its own
+    unit (:mod:`.attack_units`) and merges the rows.
+    """
     from robustbench_nas import attacks
 
     from robustbench_nas.storage import StoreSpec
 
     p = ctx.protocol
+    unknown = [a for a in attacks_run if a not in p.attacks]
+    if unknown:
+        raise KeyError(f"attack(s) {unknown} are not in the protocol; it has {list(p.attacks)}")
     spec = StoreSpec(archs=[ctx.uid], arch_str=[ctx.arch_str], attacks={k: list(v) for k, v in p.attacks.items()})
     x, y = ctx.images("attacks")
     model = ctx.trained_model()
     found: list[tuple[int, int, Any]] = []
-    for attack, eps in p.attacks.items():
+    for attack in attacks_run:
+        eps = p.attacks[attack]
         res = attacks.evaluate(model, x, y, attack, list(eps), params=p.attack_params.get(attack),
                                batch_size=p.batch_size, seed=derived_seed(ctx.seed, attack), mode=p.attack_mode)
         if len(res) != len(eps):
@@ -359,6 +373,6 @@ def measures_stage(ctx: StageContext) -> dict[str, Any]:
 
 
 __all__ = [
-    "StageContext", "StageDef", "dependent_stages", "derived_seed", "get_stage", "list_stages", "protocol_images",
+    "StageContext", "StageDef", "adversarial_values", "dependent_stages", "derived_seed", "get_stage", "list_stages", "protocol_images",
     "register_stage", "with_dependencies",
 ]

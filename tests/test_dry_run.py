@@ -15,6 +15,9 @@ from robustbench_nas.pipelines.runner import prepare_store
 from robustbench_nas.storage import DONE
 
 STAGES = ["info", "proxies", "train", "clean", "adversarial", "corruptions", "measures"]
+#: the tiny protocol's attacks: the adversarial stage runs as one unit per attack (pipelines/attack_units.py)
+ATTACKS = ["fgsm@Linf", "pgd@Linf", "aa_apgd-ce@Linf", "aa_square@Linf"]
+UNITS = [s for s in STAGES if s != "adversarial"] + [f"adversarial:{a}" for a in ATTACKS]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -28,7 +31,7 @@ def dry(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
-def test_dry_run_of_a_new_store_lists_the_56_units_and_creates_nothing(tmp_path: Path) -> None:
+def test_dry_run_of_a_new_store_lists_the_80_units_and_creates_nothing(tmp_path: Path) -> None:
     before = snapshot(tmp_path)
     cwd = os.getcwd()
     os.chdir(tmp_path)  # nothing in the working folder either (e.g. a log file)
@@ -40,14 +43,14 @@ def test_dry_run_of_a_new_store_lists_the_56_units_and_creates_nothing(tmp_path:
         os.chdir(cwd)
     assert snapshot(tmp_path) == before == {}
     assert not plan["exists"] and plan["n_cells"] == 8 and plan["n_blocks"] == 1 and plan["blocks"] == [0]
-    assert plan["n_units"] == len(plan["units"]) == 56 == 8 * len(STAGES)
+    assert plan["n_units"] == len(plan["units"]) == 80 == 8 * len(UNITS)  # 6 stages + 4 attack units per cell
     cells = sorted({u["arch"] for u in plan["units"]})
-    assert len(cells) == 8 and {u["stage"] for u in plan["units"]} == set(STAGES)
-    assert {(u["arch"], u["seed"], u["stage"]) for u in plan["units"]} == {(c, 0, s) for c in cells for s in STAGES}
+    assert len(cells) == 8 and {u["stage"] for u in plan["units"]} == set(UNITS)
+    assert {(u["arch"], u["seed"], u["stage"]) for u in plan["units"]} == {(c, 0, s) for c in cells for s in UNITS}
     # 8 cells in blocks of 3 -> blocks (3, 3, 2) cells, one per task; task 1 has the uid-sorted cells 3..5
     assert per_task["task"] == "1/3" and per_task["blocks"] == [1] and per_task["cells"] == 3
     assert sorted({u["arch"] for u in per_task["units"]}) == cells[3:6]
-    assert all(u["block"] == 1 for u in per_task["units"]) and per_task["n_units"] == 21
+    assert all(u["block"] == 1 for u in per_task["units"]) and per_task["n_units"] == 30
     assert per_task["task_blocks"] == {"0/3": {"blocks": [0], "cells": 3}, "1/3": {"blocks": [1], "cells": 3},
                                        "2/3": {"blocks": [2], "cells": 2}}
 

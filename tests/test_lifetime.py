@@ -146,3 +146,55 @@ def test_refused_unit_runs_on_another_real_worker(monkeypatch, tmp_path) -> None
             time.sleep(0.1)
         assert short.address not in client.scheduler_info()["workers"], "the refusing worker did not retire"
     assert len(ran) == 1
+
+
+def test_stage_times_per_attack_unit(tmp_path) -> None:
+    """Each attack unit has its own estimate, from ``adv_attack_seconds`` of attacks done with the cell's current
+    weights (a stale or missing row does not count), and ``_submit`` hands it to the unit."""
+    store, proto = runner.prepare_store(tmp_path / "s.zarr", get_protocol("tiny"))
+    uid, other = store.spec.archs[0], store.spec.archs[1]
+    attacks = list(store.spec.attacks)  # fgsm, pgd, apgd-ce, square
+    h = "a" * 64
+    store.write_cell(uid, 0, {"weights_sha256": h, "checkpoint": "x"})
+    store.write_cell(uid, 0, {"adv_attack_weights_sha256": [h, h, "", "b" * 64],
+                              "adv_attack_seconds": [5.0, 50.0, 7.0, 9.0]})
+    t = StageTimes.from_store(store)
+    assert t.expected(uid, f"adversarial:{attacks[0]}") == pytest.approx(5.0 * MARGIN)
+    assert t.expected(uid, f"adversarial:{attacks[1]}") == pytest.approx(50.0 * MARGIN)
+    assert t.expected(other, f"adversarial:{attacks[1]}") == pytest.approx(50.0 * MARGIN)  # the only time
+    assert t.expected(uid, f"adversarial:{attacks[2]}") is None  # never done
+    assert t.expected(uid, f"adversarial:{attacks[3]}") is None  # done from other weights: stale
+
+    sent = []
+
+    class FakeClient:
+        def scheduler_info(self):
+            return {"workers": {"w": {"resources": {}}}}
+
+        def submit(self, fn, *args, **kw):
+            sent.append(args)
+            return object()
+
+    units = [(uid, 0, f"adversarial:{a}") for a in attacks]
+    runner._submit(FakeClient(), store, proto, units, "cpu", 1, t)
+    assert [a[-1] for a in sent] == [5.0 * MARGIN, 50.0 * MARGIN, None, None]
+
+
+def test_estimates_are_read_once_per_run(monkeypatch, tmp_path) -> None:
+    """The store's times are read once when the run starts, not for every unit."""
+    from distributed import Client, LocalCluster
+
+    calls = []
+    real = StageTimes.from_store.__func__
+
+    def counting(cls, store):
+        calls.append(store.path)
+        return real(cls, store)
+
+    monkeypatch.setattr(StageTimes, "from_store", classmethod(counting))
+    proto = get_protocol("tiny", archs=3, stages=["info"])
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        rep = runner.run_pipeline(tmp_path / "s.zarr", proto, client=client, progress=False)
+    assert rep.ok and rep.submitted == 3
+    assert len(calls) == 1

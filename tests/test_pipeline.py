@@ -376,7 +376,8 @@ def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path
     assert rep.ok, rep.failures
     # only the attack grid changed: everything but `adversarial` is copied, the attacks run on the old networks
     assert rep.extra["reused"] == {"info": 3, "proxies": 3, "train": 3, "clean": 3, "corruptions": 3, "measures": 3}
-    assert rep.submitted == 3
+    assert rep.submitted == 6  # 3 cells x one unit per attack
+    assert rep.counts["adversarial"] == {"done": 6, "failed": 0, "total": 6}
     old, new = open_dataset(src).load(), open_dataset(tmp_path / "more.zarr").load()
     np.testing.assert_array_equal(new.clean_accuracy.values, old.clean_accuracy.values)
     np.testing.assert_array_equal(new.adv_accuracy.sel(attack="fgsm@Linf").values,
@@ -426,8 +427,8 @@ def test_gpu_stages_request_the_gpu_resource_only_when_workers_have_it(tmp_path:
         _submit(rec, store, p, units, "auto", 1)
         asked = {stage: kw["resources"] for stage, kw in rec.calls}
         assert asked["info"] is None  # parameter counting needs no accelerator
-        for stage in ("proxies", "train", "clean", "adversarial", "corruptions", "measures"):
-            assert asked[stage] == ({"GPU": 1} if expect_gpu else None), stage
+        for stage in ("proxies", "train", "clean", "adversarial:fgsm@Linf", "corruptions", "measures"):
+            assert asked[stage] == ({"GPU": 1} if expect_gpu else None), stage  # attacks: one unit each
         prio = {stage: kw["priority"] for stage, kw in rec.calls}
         assert prio["clean"] > prio["train"]  # finish started cells before training new ones
 

@@ -10,27 +10,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from robustbench_nas.pipelines import get_protocol, run_pipeline
-from robustbench_nas.storage import DONE, open_dataset, open_store
+from robustbench_nas.storage import DONE, open_store
+from store_equality import MICRO as SMALL, assert_same_store
 
 pytestmark = pytest.mark.slow
 
 ARCHS = [6, 1462, 12000]
 MICRO = dict(
+    SMALL,
     archs=ARCHS,
-    profile_overrides={"epochs": 1, "max_train_images": 128},
-    attacks={"fgsm@Linf": [2 / 255, 8 / 255]},
-    attack_params={},
-    attack_images=48,
-    batch_size=64,
     # every stage is covered in test_pipeline.py; here the point is the kill, so the cheapest that trains
     stages=["info", "train", "clean", "adversarial"],
 )
-BOOKKEEPING = {"stage_seconds", "attempts", "error",
-               "unit_threads", "unit_device", "unit_precision"}  # how a unit ran, not what it computed
 
 
 def cli_args(store: Path) -> list[str]:
@@ -57,28 +51,7 @@ def reference(tmp_path_factory) -> Path:
 
 def assert_same_results(a: Path, b: Path) -> None:
     """Every result array equal, cell by cell (bookkeeping such as wall times aside), and the same weights."""
-    import torch
-
-    from robustbench_nas.training import load_checkpoint
-
-    da, db = open_dataset(a).load(), open_dataset(b).load()
-    assert da.attrs["protocol_fingerprint"] == db.attrs["protocol_fingerprint"]
-    names = [v for v in da.data_vars if v not in BOOKKEEPING]
-    assert "adv_confusion" in names and "status" in names
-    for v in names:
-        if v == "checkpoint":
-            continue
-        x, y = da[v].values, db[v].values
-        if x.dtype.kind == "f":
-            np.testing.assert_array_equal(x, y, err_msg=v)
-        else:
-            assert (x == y).all(), v
-    assert (da.status.values == DONE).all()
-    for ca, cb in zip(da.checkpoint.values.ravel(), db.checkpoint.values.ravel()):
-        ma, _ = load_checkpoint(a.parent / str(ca))
-        mb, _ = load_checkpoint(b.parent / str(cb))
-        for ta, tb in zip(ma.state_dict().values(), mb.state_dict().values()):
-            assert torch.equal(ta, tb)
+    assert_same_store(a, b, required=("adv_confusion",))
 
 
 def wait_for(pred, proc: subprocess.Popen, timeout: float = 240) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from store_equality import MICRO, assert_same_store
 
 SLURM_DIR = Path(os.environ.get("RBNAS_SLURM_DIR", "/tmp/rbnas-slurm"))
 
@@ -311,22 +312,6 @@ def test_adaptive_cluster_submits_jobs_for_work_and_releases_them(
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny protocol on two cells with small sizes: every stage runs, and a run takes seconds per cell.
 ARCHS = [6, 12000]
-MICRO = dict(
-    profile_overrides={"epochs": 1, "max_train_images": 128},
-    attacks={"fgsm@Linf": [2 / 255, 8 / 255]},
-    attack_params={},
-    corruptions=["brightness"],
-    severities=[1, 5],
-    proxies=["params", "snip"],
-    proxy_images=16,
-    measures=["jacobian_fro"],
-    measure_images=8,
-    attack_images=48,
-    corruption_images=48,
-    batch_size=64,
-)
-BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint",
-               "unit_threads", "unit_device", "unit_precision"}  # how a unit ran, not what it computed
 
 
 def _run_args(store: Path) -> list[str]:
@@ -363,28 +348,8 @@ def local_reference(slurm: SlurmTestCluster, tmp_path_factory) -> Path:
 
 def _assert_same_store(a: Path, b: Path) -> None:
     """Every result array equal (wall times and attempt counts aside), everything done, the same weights."""
-    import numpy as np
-    import torch
-
-    from robustbench_nas.storage import DONE, open_dataset
-    from robustbench_nas.training import load_checkpoint
-
-    da, db = open_dataset(a).load(), open_dataset(b).load()
-    assert da.attrs["protocol_fingerprint"] == db.attrs["protocol_fingerprint"]
-    assert (db.status.values == DONE).all(), "not every (cell, seed, stage) is done"
-    names = [v for v in da.data_vars if v not in BOOKKEEPING]
-    assert {"adv_accuracy", "clean_accuracy", "corruption_accuracy", "proxy_value", "measure_value"} <= set(names)
-    for v in names:
-        x, y = da[v].values, db[v].values
-        if x.dtype.kind == "f":
-            np.testing.assert_array_equal(x, y, err_msg=v)
-        else:
-            assert (x == y).all(), v
-    for ca, cb in zip(da.checkpoint.values.ravel(), db.checkpoint.values.ravel()):
-        ma, _ = load_checkpoint(a.parent / str(ca))
-        mb, _ = load_checkpoint(b.parent / str(cb))
-        for ta, tb in zip(ma.state_dict().values(), mb.state_dict().values()):
-            assert torch.equal(ta, tb)
+    assert_same_store(a, b, required=("adv_accuracy", "clean_accuracy", "corruption_accuracy", "proxy_value",
+                                      "measure_value"))
 
 
 def _done_count(store: Path, stage: str) -> int:

@@ -40,6 +40,11 @@ STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 #: Bookkeeping arrays that stores made before they existed lack (such a store opens and runs; it does not record them).
 UNIT_SETTINGS: tuple[str, ...] = ("unit_threads", "unit_device", "unit_precision")
 
+#: Per-attack arrays of the adversarial stage, written by its one-unit-per-attack pipeline units (what each attack's
+#: results were computed from, and how long it took). Stores made before the split lack them: they open, read and
+#: run as before (the adversarial stage then runs as one unit per cell).
+ATTACK_UNIT_ARRAYS: tuple[str, ...] = ("adv_attack_weights_sha256", "adv_attack_seconds")
+
 #: Per-epoch training curves stored by default (keys of ``TrainResult.history``).
 #: (``seconds`` is left out on purpose: wall time would make two runs with the same seed differ.)
 DEFAULT_HISTORY: tuple[str, ...] = ("train_loss", "train_acc", "test_acc", "lr")
@@ -331,6 +336,14 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         out.append(ArraySpec("adv_clean_accuracy", ("arch", "seed"), "float64", _NAN, "adversarial",
                              "clean accuracy of exactly the images the attacks used (attack_images)",
                              "fraction in [0, 1]"))
+        # one row per attack: the pipeline runs each attack as its own unit (a finished attack is kept when the
+        # rest of the stage is interrupted); done = its weights hash is the cell's current one
+        out.append(ArraySpec("adv_attack_seconds", ("arch", "seed", "attack"), "float64", _NAN, "adversarial",
+                             "wall time of the unit that computed this attack's row (NaN: not computed)", "s"))
+        if spec.weights_hashes:
+            out.append(ArraySpec("adv_attack_weights_sha256", ("arch", "seed", "attack"), "str", "", "adversarial",
+                                 "weights hash of the checkpoint this attack's row was computed from ('': none)",
+                                 "sha256, 64 hex digits"))
     if "corruptions" in stages:
         out += _stats_arrays("corruption", "corruptions", ("corruption", "severity"), "corrupted-image")
         out.append(ArraySpec("corruption_clean_accuracy", ("arch", "seed"), "float64", _NAN, "corruptions",
@@ -420,6 +433,6 @@ def resolve_names(values: Sequence[str], known: Sequence[str], what: str) -> lis
 
 __all__ = [
     "ArraySpec", "DEFAULT_HISTORY", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "SCHEMA_VERSION", "STAGES",
-    "STATUS_NAMES", "StoreSpec", "UNIT_SETTINGS", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
+    "STATUS_NAMES", "StoreSpec", "UNIT_SETTINGS", "ATTACK_UNIT_ARRAYS", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
     "stage_arrays", "WEIGHT_STAGES", "weights_hash_array",
 ]

@@ -32,6 +32,7 @@ from .schema import (
     PER_ARCH_STAGES,
     STATUS_NAMES,
     UNIT_SETTINGS,
+    ATTACK_UNIT_ARRAYS,
     StoreSpec,
     array_specs,
     as_cell_value,
@@ -69,8 +70,9 @@ class RobustnessStore:
         except (TypeError, ValueError, KeyError) as e:
             raise StoreError(f"{self.path}: the store's 'spec' attribute is not valid ({e})") from None
         self.arrays = array_specs(self.spec)
-        for name in UNIT_SETTINGS:  # stores made before these arrays existed: they do not record them
-            if name not in self._node_meta and not (self.path / name / "zarr.json").is_file():
+        for name in (*UNIT_SETTINGS, *ATTACK_UNIT_ARRAYS):  # stores made before these arrays existed lack them
+            if name in self.arrays and name not in self._node_meta \
+                    and not (self.path / name / "zarr.json").is_file():
                 del self.arrays[name]
         self.sizes = self.spec.dim_sizes()
         self._arch_pos = {a: i for i, a in enumerate(self.spec.archs)}

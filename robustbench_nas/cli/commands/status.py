@@ -16,11 +16,13 @@ from ..common import echo_json, fail
                    "weights hash). Exit 4 when any result or checkpoint does not match, else 1 when any unit "
                    "failed, 3 when none failed but some are pending, 0 when all are done.")
 def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> None:
-    """Per stage: cells done / failed / pending, mean seconds, headline results and the failures.
+    """Per stage: cells done / failed / pending, mean seconds, headline results and the failures; per attack of
+    the adversarial stage (each attack is its own unit): (cell, seed) slots done.
 
     The exit status is 0 without --check (a report); with --check it tells whether the store is complete and
     every result belongs to the weights its cell points to now (each mismatch listed, in the JSON under "weights").
     """
+    from robustbench_nas.pipelines.attack_units import attack_progress
     from robustbench_nas.pipelines.runner import headline, summary_rows, unit_mix, unit_mix_line
     from robustbench_nas.storage import StoreError, open_store
 
@@ -37,7 +39,7 @@ def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> Non
         out = {"store": str(store.path), "protocol": protocol.get("name"),
                "fingerprint": store.attrs.get("protocol_fingerprint"), "cells": len(store.spec.archs),
                "seeds": store.spec.seeds, "stages": summary_rows(store), "headline": headline(store),
-               "failures": failures, "ran_on": unit_mix(store)}
+               "attacks": attack_progress(store), "failures": failures, "ran_on": unit_mix(store)}
         if check:
             out["weights"] = {"audited": bool(store.spec.weights_hashes), "problems": [p.to_dict() for p in problems]}
         echo_json(out)
@@ -46,6 +48,9 @@ def command(store_path: str, n_failures: int, as_json: bool, check: bool) -> Non
     click.echo(f"{store.path}: protocol {protocol.get('name', '?')} ({store.attrs.get('protocol_fingerprint', '-')}), "
                f"{len(store.spec.archs)} cells x {len(store.spec.seeds)} seeds")
     print_summary(store)
+    attacks = attack_progress(store)
+    if attacks:  # each attack is its own unit: the adversarial stage is done once all of them are
+        click.echo("attacks done: " + ", ".join(f"{r['attack']} {r['done']}/{r['total']}" for r in attacks))
     click.echo(unit_mix_line(store))  # device / threads / precision mix: same command, same bits?
     for f in failures[:n_failures]:
         click.echo(f"FAILED cell {f['arch']} seed {f['seed']} stage {f['stage']} "
