@@ -198,6 +198,63 @@ def load_table(path: str | Path = SHIPPED) -> pd.DataFrame:
     return df.drop(columns=[c for c in ("arch_str", "seed") if c in df.columns]).add_prefix("proxy:").astype(np.float64)
 
 
+def resume_into(store: str | Path, table: str | Path = SHIPPED, *, data_root: str | Path | None = None) -> int:
+    """Continue a table's computation elsewhere: create ``store`` for the table's own protocol and record every row
+    as its done ``proxies`` unit, so that ``rbnas run STORE`` computes only the cells the table lacks.
+
+    The table's JSON names the protocol (all its fields), the images and the data file's sha256; the store is made
+    for that protocol with ``data_root`` (default: the protocol's) and refused unless the images it would evaluate
+    are byte for byte the table's (same indices, same pixel sha256). Values round-trip exactly (the CSV holds
+    ``%.17g``). The ``info`` stage of restored cells is left pending (it is recomputed in well under a second).
+
+    Arguments:
+        store: a store folder that does not exist yet.
+        table: the table's CSV (``"shipped"``: the packaged one).
+        data_root: the data file the protocol evaluates (``../shared/data/cifar10_test.npz`` for the shipped table).
+
+    Returns:
+        The number of rows recorded.
+    """
+    from ..pipelines.protocol import ProtocolConfig
+    from ..pipelines.runner import prepare_store
+    from ..storage import DONE
+
+    store = Path(store)
+    if store.exists():
+        raise FileExistsError(f"{store} exists: resume_into creates a new store (continue an existing one with "
+                              "rbnas run)")
+    meta = table_meta(table)
+    if not meta.get("protocol_fields"):
+        raise ValueError(f"proxy table {table}: no JSON with protocol_fields beside it; cannot know how it was made")
+    protocol = ProtocolConfig.from_dict(meta["protocol_fields"])
+    if data_root is not None:
+        protocol = protocol.replace(data_root=str(data_root))
+    if str(table) == SHIPPED:
+        with resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE).open() as f:
+            rows = pd.read_csv(f)
+    else:
+        rows = pd.read_csv(table)
+    from ..pipelines.image_record import image_record
+
+    want = (meta.get("images") or {}).get("sha256")
+    got = image_record(protocol)["subsets"]["proxies"]["sha256"]
+    if got != want:
+        raise ValueError(f"the data at {protocol.data_root} gives other proxy images (sha {str(got)[:12]}) than the "
+                         f"table was computed on (sha {str(want)[:12]}): pass the table's data file (--data-root)")
+    st, protocol = prepare_store(store, protocol)
+    proxies = list(meta["proxies"])
+    if [str(p) for p in st.spec.proxies] != proxies:
+        raise ValueError(f"the table's proxies {proxies} are not its protocol's {list(st.spec.proxies)}")
+    seed = int(meta.get("seed", protocol.seeds[0]))
+    threads = int(meta.get("torch_threads") or 1)
+    recs = [st.cell_record(int(r.uid), seed, {"proxy_value": np.asarray([getattr(r, p) for p in proxies], float)},
+                           stage="proxies", status=DONE, error="", threads=threads, device="cpu")
+            for r in rows.itertuples(index=False)]
+    st.append(recs)
+    st.commit()
+    return len(recs)
+
+
 def table_meta(path: str | Path = SHIPPED) -> dict[str, Any]:
     """The JSON beside a table (``{}`` when absent)."""
     if str(path) == SHIPPED:
@@ -208,8 +265,13 @@ def table_meta(path: str | Path = SHIPPED) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Export the proxy table (CSV + JSON) from a nb201-proxies store.")
+    ap = argparse.ArgumentParser(description="Export the proxy table (CSV + JSON) from a nb201-proxies store, or "
+                                             "(--resume-into) start a store from the table to continue it.")
     ap.add_argument("store")
+    ap.add_argument("--resume-into", action="store_true",
+                    help="Create STORE from the table (--out, default the shipped one): its rows are recorded done, "
+                         "so `rbnas run STORE` computes only the missing cells.")
+    ap.add_argument("--data-root", default=None, help="With --resume-into: the table's data file.")
     ap.add_argument("--seeds-store", default=None, help="A nb201-proxies-seeds store (seed noise).")
     ap.add_argument("--out", default=str(Path(__file__).parent / "data" / TABLE_FILE))
     ap.add_argument("--threads", type=int, default=1, help="torch threads per task of the run (rbnas run --threads).")
@@ -217,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if a.resume_into:
+        n = resume_into(a.store, a.out, data_root=a.data_root)
+        print(f"{a.store}: {n} rows of {a.out} recorded done; continue with rbnas run {a.store}")
+        return
     meta = export_table(a.store, a.out, seeds_store=a.seeds_store, threads=a.threads)
     print(json.dumps({k: meta[k] for k in ("cells", "cells_planned", "cost_per_cell_s")}, indent=1))
 
