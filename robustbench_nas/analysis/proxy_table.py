@@ -27,6 +27,20 @@ import pandas as pd
 
 TABLE_FILE = "nb201_cifar10_proxies.csv"
 SHIPPED = "shipped"
+#: The complete table (protocol ``nb201-proxies-all``, computed across sittings; partial while it grows).
+ALL_TABLE_FILE = "nb201_cifar10_proxies_all.csv"
+SHIPPED_ALL = "shipped-all"
+_PACKAGED = {SHIPPED: TABLE_FILE, SHIPPED_ALL: ALL_TABLE_FILE}
+
+
+def _read_csv(path: str | Path) -> pd.DataFrame:
+    """A table's CSV: ``"shipped"`` / ``"shipped-all"`` name the packaged ones."""
+    if str(path) in _PACKAGED:
+        with resources.files("robustbench_nas.analysis").joinpath("data", _PACKAGED[str(path)]).open() as f:
+            return pd.read_csv(f)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"proxy table {path} not found (a CSV with arch_str, uid and proxy columns)")
+    return pd.read_csv(path)
 
 
 def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -119,6 +133,17 @@ def _versions() -> dict[str, str]:
             "pandas": pd.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
+def _sample_text(cells_in_run: int) -> str:
+    from ..proxies.sample import shipped_order
+
+    if cells_in_run == len(shipped_order()):
+        return ("every unique cell, in a stratified run order (robustbench_nas.proxies.sample.shipped_order: the "
+                "500-cell sample first, then the rest stratified and interleaved); computed in that order, so a "
+                "partial table is a stratified subset of the space")
+    return ("clean-accuracy-stratified, interleaved (robustbench_nas.proxies.sample); computed in the listed order, "
+            "so the rows are a stratified prefix of the sample")
+
+
 def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | Path | None = None,
                  data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split",
                  threads: int = 1) -> dict[str, Any]:
@@ -145,16 +170,17 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
     meta: dict[str, Any] = {
         "description": "zero-cost proxies at initialisation of NB201 cells (full size), one row per cell",
         "cells": int(len(main)), "cells_planned": facts["cells_in_run"],
-        "sample": "clean-accuracy-stratified, interleaved (robustbench_nas.proxies.sample); computed in "
-                  "the listed order, so the rows are a stratified prefix of the 500-cell sample",
+        "sample": _sample_text(facts["cells_in_run"]),
+        "nan_per_proxy": {q: int(main[q].isna().sum()) for q in proxies},
         "proxies": proxies, "seed": seed0, "batch_size": p.get("proxy_images"), "data": data,
         "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},
         "protocol": p.get("name"), "protocol_fields": p,
         "cost_per_cell_s": {"median": float(np.nanmedian(main["_seconds"])), "mean": float(np.nanmean(main["_seconds"])),
                             "clock": "wall seconds of the proxies stage on a shared 2-core CPU, 1 torch thread, nice 19"},
         "software": _versions(),
-        "reproduce": "rbnas run --protocol nb201-proxies --store STORE --data-root ../shared/data/cifar10_test.npz "
-                     "--workers 1 --threads 1 (resumes), then python -m robustbench_nas.analysis.proxy_table STORE",
+        "reproduce": f"rbnas run --protocol {p.get('name', 'nb201-proxies')} --store STORE --data-root "
+                     "../shared/data/cifar10_test.npz --workers 1 --threads 1 (resumes), then python -m "
+                     "robustbench_nas.analysis.proxy_table STORE",
     }  # fmt: skip
     meta.update(image_facts(facts.get("images"), threads))
     idx = meta["images"]["indices"]
@@ -184,14 +210,9 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
 
 
 def load_table(path: str | Path = SHIPPED) -> pd.DataFrame:
-    """The proxy table indexed by ``uid`` (``"shipped"``: the packaged one), proxy columns as ``proxy:<name>``."""
-    if str(path) == SHIPPED:
-        with resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE).open() as f:
-            df = pd.read_csv(f)
-    else:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"proxy table {path} not found (a CSV with arch_str, uid and proxy columns)")
-        df = pd.read_csv(path)
+    """The proxy table indexed by ``uid`` (``"shipped"``: the packaged 500-cell one, ``"shipped-all"``: the complete
+    one, partial while it grows), proxy columns as ``proxy:<name>``."""
+    df = _read_csv(path)
     if "uid" not in df.columns:
         raise ValueError(f"proxy table {path}: no 'uid' column (expected arch_str, uid, one column per proxy)")
     df = df.set_index("uid")
@@ -229,11 +250,7 @@ def resume_into(store: str | Path, table: str | Path = SHIPPED, *, data_root: st
     protocol = ProtocolConfig.from_dict(meta["protocol_fields"])
     if data_root is not None:
         protocol = protocol.replace(data_root=str(data_root))
-    if str(table) == SHIPPED:
-        with resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE).open() as f:
-            rows = pd.read_csv(f)
-    else:
-        rows = pd.read_csv(table)
+    rows = _read_csv(table)
     from ..pipelines.image_record import image_record
 
     want = (meta.get("images") or {}).get("sha256")
@@ -257,8 +274,8 @@ def resume_into(store: str | Path, table: str | Path = SHIPPED, *, data_root: st
 
 def table_meta(path: str | Path = SHIPPED) -> dict[str, Any]:
     """The JSON beside a table (``{}`` when absent)."""
-    if str(path) == SHIPPED:
-        f = resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE.replace(".csv", ".json"))
+    if str(path) in _PACKAGED:
+        f = resources.files("robustbench_nas.analysis").joinpath("data", _PACKAGED[str(path)].replace(".csv", ".json"))
         return json.loads(f.read_text()) if f.is_file() else {}
     p = Path(path).with_suffix(".json")
     return json.loads(p.read_text()) if p.is_file() else {}
