@@ -590,6 +590,51 @@ def _nb201_proxies_seeds() -> ProtocolConfig:
     )
 
 
+@register_protocol("nb201-proxies-all")
+def _nb201_proxies_all() -> ProtocolConfig:
+    """The complete proxy table (computed across sittings; replaces the 500-cell ``nb201-proxies`` table when it
+    covers that sample): all proxies for all 6466 unique NB201 cells (C=16, N=5) at initialisation, seed 0,
+    batch 64, the fast engine (each proxy within its stated tolerance of the reference path: proxies/README.md).
+
+    Cells: every unique cell in the shipped run order (:func:`robustbench_nas.proxies.sample.shipped_order`: the
+    500-cell clean-accuracy-stratified sample first, then the rest stratified and interleaved), so a run stopped
+    part-way leaves a stratified subset; images: 64 of the ``npz`` dataset's train split (pass
+    ``--data-root ../shared/data/cifar10_test.npz``: CIFAR-10 test images), pinned explicitly
+    (:func:`shipped_proxy_images`).
+    """
+    from robustbench_nas.proxies.sample import shipped_order
+
+    return ProtocolConfig(
+        name="nb201-proxies-all",
+        dataset="npz",
+        train_profile="nb201-200e",  # only its network size (C=16, N=5) is used: nothing is trained
+        archs=tuple(shipped_order()),
+        seeds=(0,),
+        proxies=_all_proxies(),
+        proxy_images=64,
+        proxy_engine="fast",
+        image_indices={"proxies": shipped_proxy_images()},
+        stages=("info", "proxies"),
+        description="zero-cost proxies of all 6466 unique NB201 cells (C=16, N=5, batch 64, seed 0), no training",
+    )
+
+
+#: Cells of the seed-noise study: the first 100 of the run order (10 per clean-accuracy stratum).
+SEED_NOISE_CELLS = 100
+
+
+@register_protocol("nb201-proxies-all-seeds")
+def _nb201_proxies_all_seeds() -> ProtocolConfig:
+    """Seed noise of the proxies: the first 100 cells of the run order (10 per clean-accuracy stratum) at
+    initialisation seeds 1 and 2, on the main table's 64 images (the same pinned ``image_indices``) and engine."""
+    from robustbench_nas.proxies.sample import shipped_order
+
+    return _nb201_proxies_all().replace(
+        name="nb201-proxies-all-seeds", archs=tuple(shipped_order()[:SEED_NOISE_CELLS]), seeds=(1, 2),
+        description=f"seed noise: {SEED_NOISE_CELLS} cells of the nb201-proxies-all order at seeds 1 and 2",
+    )
+
+
 @register_protocol("darts-jung2023")
 def _darts_jung2023() -> ProtocolConfig:
     """Jung et al.'s attack grid, corruption set, proxies and measures on the published DARTS-space genotypes

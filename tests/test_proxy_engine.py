@@ -98,6 +98,36 @@ def test_sample_prefixes_are_stratified() -> None:
         stratified_sample(clean, 55, bins=10)
 
 
+def test_complete_order_is_every_cell_once_sample_first_then_stratified() -> None:
+    from robustbench_nas.proxies.sample import complete_order, shipped_order, shipped_sample
+    from robustbench_nas.search_spaces import get_search_space
+
+    order = shipped_order()
+    unique = {int(u) for u in get_search_space("nb201").unique_indices()}
+    assert len(order) == len(set(order)) == len(unique) == 6466 and set(order) == unique
+    assert order[:500] == shipped_sample()
+    # the rule on a synthetic space: first given cells, then every later prefix of 10 k stratified over the rest
+    rng = np.random.default_rng(1)
+    clean = {u: float(a) for u, a in zip(range(0, 1060, 2), rng.random(530))}
+    first = [0, 2, 4]
+    out = complete_order(clean, first, bins=10, seed=0)
+    assert out[:3] == first and sorted(out) == sorted(clean)
+    rest = sorted(set(clean) - set(first))
+    ranks = np.argsort(np.argsort([clean[u] for u in rest]))
+    stratum = {u: int(r * 10 // len(rest)) for u, r in zip(rest, ranks)}
+    for k in range(1, 53):
+        assert np.bincount([stratum[u] for u in out[3: 3 + 10 * k]], minlength=10).tolist() == [k] * 10
+    with pytest.raises(ValueError, match="distinct uids"):
+        complete_order(clean, [0, 0])
+
+
+@pytest.mark.skipif(not JUNG.is_dir(), reason="../shared/data/jung2023 (the published release) not present")
+def test_complete_order_regenerates_from_release() -> None:
+    from robustbench_nas.proxies.sample import complete_order, published_clean, shipped_order, shipped_sample
+
+    assert complete_order(published_clean(JUNG), shipped_sample(), bins=10, seed=0) == shipped_order()
+
+
 @pytest.mark.skipif(not JUNG.is_dir(), reason="../shared/data/jung2023 (the published release) not present")
 def test_shipped_sample_regenerates_from_release() -> None:
     from robustbench_nas.proxies.sample import published_clean, shipped_sample, stratified_sample

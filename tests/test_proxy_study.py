@@ -212,6 +212,53 @@ def test_export_from_a_pipeline_store(tmp_path):
     assert sorted(s["seed"]) == [0, 1, 2] and set(meta["seed_noise"]) == {"params", "synflow", "nwot"}
 
 
+@pytest.mark.slow
+def test_a_partial_table_continues_on_another_machine(tmp_path):
+    """resume_into: a store started from a partial table computes only the missing cells, and its export is the
+    complete table bit for bit (the same run on one machine); another data file is refused before anything is made."""
+    from distributed import Client, LocalCluster
+
+    from robustbench_nas.analysis.proxy_table import resume_into
+    from robustbench_nas.pipelines import get_protocol, run_pipeline
+    from robustbench_nas.storage import DONE, RobustnessStore
+
+    proto = get_protocol("tiny", archs=[5, 300, 1000], proxies=("params", "synflow", "nwot"),
+                         stages=("info", "proxies"), proxy_images=8)  # fmt: skip
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as c:
+        run_pipeline(tmp_path / "full.zarr", proto, client=c, progress=False)
+        export_table(tmp_path / "full.zarr", tmp_path / "full.csv")
+        part = pd.read_csv(tmp_path / "full.csv")
+        part.drop(index=1).to_csv(tmp_path / "part.csv", index=False, float_format="%.17g")  # a run stopped early
+        (tmp_path / "part.json").write_text((tmp_path / "full.json").read_text())
+        assert resume_into(tmp_path / "cont.zarr", tmp_path / "part.csv") == 2
+        st = RobustnessStore.open(tmp_path / "cont.zarr")
+        k = st.stage_pos("proxies")
+        assert [int(v) for v in st.status()[:, 0, k]] == [DONE, 0, DONE]  # uid order: 5, 300, 1000
+        with pytest.raises(FileExistsError, match="creates a new store"):
+            resume_into(tmp_path / "cont.zarr", tmp_path / "part.csv")
+        report = run_pipeline(tmp_path / "cont.zarr", None, client=c, progress=False)
+    assert report.submitted == 4 and report.counts["proxies"]["done"] == 1  # 3 info units + the missing cell
+    st = RobustnessStore.open(tmp_path / "cont.zarr")
+    secs = st.stage_seconds()[:, 0, st.stage_pos("proxies")]
+    assert np.isnan(secs[[0, 2]]).all() and secs[1] > 0  # restored rows were not recomputed
+    export_table(tmp_path / "cont.zarr", tmp_path / "cont.csv")
+    assert (tmp_path / "cont.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
+
+
+def test_resume_into_refuses_other_images(tmp_path):
+    from robustbench_nas.analysis.proxy_table import resume_into
+
+    if not NPZ.is_file():
+        pytest.skip("../shared/data/cifar10_test.npz not present")
+    other = tmp_path / "other.npz"
+    with np.load(NPZ) as z:
+        np.savez(other, **{k: (255 - z[k]) if k == "x" else z[k] for k in z.files})
+    with pytest.raises(ValueError, match=r"gives other proxy images .* pass the table's data file"):
+        resume_into(tmp_path / "s.zarr", "shipped", data_root=other)
+    assert not (tmp_path / "s.zarr").exists()
+
+
 NPZ = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10_test.npz"
 
 

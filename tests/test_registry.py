@@ -105,7 +105,7 @@ def test_wildcard_listing_of_the_public_list_functions():
                                                                "speckle_noise"]
     assert measures.list_measures("hessian_*") == ["hessian_eig", "hessian_trace"]
     assert list_proxies(pattern="grad_*") == ["grad_norm"]
-    assert list_protocols("nb201-*") == ["nb201-proxies", "nb201-proxies-seeds"]
+    assert list_protocols("nb201-*") == ["nb201-proxies", "nb201-proxies-all", "nb201-proxies-all-seeds", "nb201-proxies-seeds"]
     assert list_stages("c*") == ["clean", "corruptions"]  # pipeline order, not alphabetical
 
 

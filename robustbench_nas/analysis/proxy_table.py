@@ -27,6 +27,20 @@ import pandas as pd
 
 TABLE_FILE = "nb201_cifar10_proxies.csv"
 SHIPPED = "shipped"
+#: The complete table (protocol ``nb201-proxies-all``, computed across sittings; partial while it grows).
+ALL_TABLE_FILE = "nb201_cifar10_proxies_all.csv"
+SHIPPED_ALL = "shipped-all"
+_PACKAGED = {SHIPPED: TABLE_FILE, SHIPPED_ALL: ALL_TABLE_FILE}
+
+
+def _read_csv(path: str | Path) -> pd.DataFrame:
+    """A table's CSV: ``"shipped"`` / ``"shipped-all"`` name the packaged ones."""
+    if str(path) in _PACKAGED:
+        with resources.files("robustbench_nas.analysis").joinpath("data", _PACKAGED[str(path)]).open() as f:
+            return pd.read_csv(f)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"proxy table {path} not found (a CSV with arch_str, uid and proxy columns)")
+    return pd.read_csv(path)
 
 
 def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -119,6 +133,17 @@ def _versions() -> dict[str, str]:
             "pandas": pd.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
+def _sample_text(cells_in_run: int) -> str:
+    from ..proxies.sample import shipped_order
+
+    if cells_in_run == len(shipped_order()):
+        return ("every unique cell, in a stratified run order (robustbench_nas.proxies.sample.shipped_order: the "
+                "500-cell sample first, then the rest stratified and interleaved); computed in that order, so a "
+                "partial table is a stratified subset of the space")
+    return ("clean-accuracy-stratified, interleaved (robustbench_nas.proxies.sample); computed in the listed order, "
+            "so the rows are a stratified prefix of the sample")
+
+
 def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | Path | None = None,
                  data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split",
                  threads: int = 1) -> dict[str, Any]:
@@ -145,16 +170,17 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
     meta: dict[str, Any] = {
         "description": "zero-cost proxies at initialisation of NB201 cells (full size), one row per cell",
         "cells": int(len(main)), "cells_planned": facts["cells_in_run"],
-        "sample": "clean-accuracy-stratified, interleaved (robustbench_nas.proxies.sample); computed in "
-                  "the listed order, so the rows are a stratified prefix of the 500-cell sample",
+        "sample": _sample_text(facts["cells_in_run"]),
+        "nan_per_proxy": {q: int(main[q].isna().sum()) for q in proxies},
         "proxies": proxies, "seed": seed0, "batch_size": p.get("proxy_images"), "data": data,
         "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},
         "protocol": p.get("name"), "protocol_fields": p,
         "cost_per_cell_s": {"median": float(np.nanmedian(main["_seconds"])), "mean": float(np.nanmean(main["_seconds"])),
                             "clock": "wall seconds of the proxies stage on a shared 2-core CPU, 1 torch thread, nice 19"},
         "software": _versions(),
-        "reproduce": "rbnas run --protocol nb201-proxies --store STORE --data-root ../shared/data/cifar10_test.npz "
-                     "--workers 1 --threads 1 (resumes), then python -m robustbench_nas.analysis.proxy_table STORE",
+        "reproduce": f"rbnas run --protocol {p.get('name', 'nb201-proxies')} --store STORE --data-root "
+                     "../shared/data/cifar10_test.npz --workers 1 --threads 1 (resumes), then python -m "
+                     "robustbench_nas.analysis.proxy_table STORE",
     }  # fmt: skip
     meta.update(image_facts(facts.get("images"), threads))
     idx = meta["images"]["indices"]
@@ -184,32 +210,85 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
 
 
 def load_table(path: str | Path = SHIPPED) -> pd.DataFrame:
-    """The proxy table indexed by ``uid`` (``"shipped"``: the packaged one), proxy columns as ``proxy:<name>``."""
-    if str(path) == SHIPPED:
-        with resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE).open() as f:
-            df = pd.read_csv(f)
-    else:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"proxy table {path} not found (a CSV with arch_str, uid and proxy columns)")
-        df = pd.read_csv(path)
+    """The proxy table indexed by ``uid`` (``"shipped"``: the packaged 500-cell one, ``"shipped-all"``: the complete
+    one, partial while it grows), proxy columns as ``proxy:<name>``."""
+    df = _read_csv(path)
     if "uid" not in df.columns:
         raise ValueError(f"proxy table {path}: no 'uid' column (expected arch_str, uid, one column per proxy)")
     df = df.set_index("uid")
     return df.drop(columns=[c for c in ("arch_str", "seed") if c in df.columns]).add_prefix("proxy:").astype(np.float64)
 
 
+def resume_into(store: str | Path, table: str | Path = SHIPPED, *, data_root: str | Path | None = None) -> int:
+    """Continue a table's computation elsewhere: create ``store`` for the table's own protocol and record every row
+    as its done ``proxies`` unit, so that ``rbnas run STORE`` computes only the cells the table lacks.
+
+    The table's JSON names the protocol (all its fields), the images and the data file's sha256; the store is made
+    for that protocol with ``data_root`` (default: the protocol's) and refused unless the images it would evaluate
+    are byte for byte the table's (same indices, same pixel sha256). Values round-trip exactly (the CSV holds
+    ``%.17g``). The ``info`` stage of restored cells is left pending (it is recomputed in well under a second).
+
+    Arguments:
+        store: a store folder that does not exist yet.
+        table: the table's CSV (``"shipped"``: the packaged one).
+        data_root: the data file the protocol evaluates (``../shared/data/cifar10_test.npz`` for the shipped table).
+
+    Returns:
+        The number of rows recorded.
+    """
+    from ..pipelines.protocol import ProtocolConfig
+    from ..pipelines.runner import prepare_store
+    from ..storage import DONE
+
+    store = Path(store)
+    if store.exists():
+        raise FileExistsError(f"{store} exists: resume_into creates a new store (continue an existing one with "
+                              "rbnas run)")
+    meta = table_meta(table)
+    if not meta.get("protocol_fields"):
+        raise ValueError(f"proxy table {table}: no JSON with protocol_fields beside it; cannot know how it was made")
+    protocol = ProtocolConfig.from_dict(meta["protocol_fields"])
+    if data_root is not None:
+        protocol = protocol.replace(data_root=str(data_root))
+    rows = _read_csv(table)
+    from ..pipelines.image_record import image_record
+
+    want = (meta.get("images") or {}).get("sha256")
+    got = image_record(protocol)["subsets"]["proxies"]["sha256"]
+    if got != want:
+        raise ValueError(f"the data at {protocol.data_root} gives other proxy images (sha {str(got)[:12]}) than the "
+                         f"table was computed on (sha {str(want)[:12]}): pass the table's data file (--data-root)")
+    st, protocol = prepare_store(store, protocol)
+    proxies = list(meta["proxies"])
+    if [str(p) for p in st.spec.proxies] != proxies:
+        raise ValueError(f"the table's proxies {proxies} are not its protocol's {list(st.spec.proxies)}")
+    seed = int(meta.get("seed", protocol.seeds[0]))
+    threads = int(meta.get("torch_threads") or 1)
+    recs = [st.cell_record(int(r.uid), seed, {"proxy_value": np.asarray([getattr(r, p) for p in proxies], float)},
+                           stage="proxies", status=DONE, error="", threads=threads, device="cpu")
+            for r in rows.itertuples(index=False)]
+    st.append(recs)
+    st.commit()
+    return len(recs)
+
+
 def table_meta(path: str | Path = SHIPPED) -> dict[str, Any]:
     """The JSON beside a table (``{}`` when absent)."""
-    if str(path) == SHIPPED:
-        f = resources.files("robustbench_nas.analysis").joinpath("data", TABLE_FILE.replace(".csv", ".json"))
+    if str(path) in _PACKAGED:
+        f = resources.files("robustbench_nas.analysis").joinpath("data", _PACKAGED[str(path)].replace(".csv", ".json"))
         return json.loads(f.read_text()) if f.is_file() else {}
     p = Path(path).with_suffix(".json")
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Export the proxy table (CSV + JSON) from a nb201-proxies store.")
+    ap = argparse.ArgumentParser(description="Export the proxy table (CSV + JSON) from a nb201-proxies store, or "
+                                             "(--resume-into) start a store from the table to continue it.")
     ap.add_argument("store")
+    ap.add_argument("--resume-into", action="store_true",
+                    help="Create STORE from the table (--out, default the shipped one): its rows are recorded done, "
+                         "so `rbnas run STORE` computes only the missing cells.")
+    ap.add_argument("--data-root", default=None, help="With --resume-into: the table's data file.")
     ap.add_argument("--seeds-store", default=None, help="A nb201-proxies-seeds store (seed noise).")
     ap.add_argument("--out", default=str(Path(__file__).parent / "data" / TABLE_FILE))
     ap.add_argument("--threads", type=int, default=1, help="torch threads per task of the run (rbnas run --threads).")
@@ -217,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
+    if a.resume_into:
+        n = resume_into(a.store, a.out, data_root=a.data_root)
+        print(f"{a.store}: {n} rows of {a.out} recorded done; continue with rbnas run {a.store}")
+        return
     meta = export_table(a.store, a.out, seeds_store=a.seeds_store, threads=a.threads)
     print(json.dumps({k: meta[k] for k in ("cells", "cells_planned", "cost_per_cell_s")}, indent=1))
 

@@ -1,0 +1,75 @@
+"""Rows of the complete NB201 proxy table (``nb201_cifar10_proxies_all.csv``, protocol ``nb201-proxies-all``,
+computed on this machine class: AMD EPYC, AVX2, one thread) reproduce bit for bit through the ``reproduce_cell``
+command of its JSON (``rbnas proxies`` with the pinned images, seed, thread count and engine), every proxy.
+
+Skips where the shared CIFAR-10 file is absent, or on a CPU of another capability (other float32 kernels sum in
+another order: see tests/test_images.py for the cross-machine agreement)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shlex
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+NPZ = REPO.parent / "shared" / "data" / "cifar10_test.npz"
+TABLE = REPO / "robustbench_nas" / "analysis" / "data" / "nb201_cifar10_proxies_all.csv"
+
+
+def test_complete_table_is_consistent_with_its_protocol():
+    from robustbench_nas.analysis.proxy_table import table_meta
+    from robustbench_nas.pipelines import get_protocol
+    from robustbench_nas.proxies import list_proxies
+    from robustbench_nas.proxies.sample import shipped_order
+
+    if not TABLE.is_file():
+        pytest.skip("the complete table has no rows yet")
+    raw = pd.read_csv(TABLE)
+    meta = table_meta(TABLE)
+    proto = get_protocol("nb201-proxies-all")
+    assert list(raw.columns) == ["arch_str", "uid", *list_proxies()] and meta["cells"] == len(raw)
+    assert meta["cells_planned"] == len(proto.archs) == 6466 and meta["protocol"] == "nb201-proxies-all"
+    assert meta["proxy_engine"] == "fast" and meta["protocol_fields"]["proxy_engine"] == "fast"
+    assert raw["uid"].is_unique and set(raw["uid"]) <= set(shipped_order())
+    assert meta["nan_per_proxy"] == {p: int(raw[p].isna().sum()) for p in list_proxies()}
+    # computed in the run order by a few workers: the rows are (nearly) a prefix of it
+    pos = sorted(shipped_order().index(u) for u in raw["uid"])
+    assert pos[-1] < len(raw) + 16
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NPZ.is_file(), reason="../shared/data/cifar10_test.npz not present")
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX2",
+                    reason="the table was computed on an AVX2 CPU; other kernels round float32 sums otherwise")
+def test_three_rows_reproduce_bit_for_bit_from_the_json_command():
+    from click.testing import CliRunner
+
+    from robustbench_nas.analysis.proxy_table import table_meta
+    from robustbench_nas.cli.main import cli
+    from robustbench_nas.proxies import list_proxies
+
+    if not TABLE.is_file() or len(pd.read_csv(TABLE)) < 3:
+        pytest.skip("the complete table has fewer than 3 rows yet")
+    raw = pd.read_csv(TABLE)
+    rows = raw.iloc[[0, len(raw) // 2, len(raw) - 1]]
+    template = table_meta(TABLE)["reproduce_cell"]
+    assert "--engine fast" in template and "--threads 1" in template
+    prev = torch.get_num_threads()
+    try:
+        for _, row in rows.iterrows():
+            args = shlex.split(template.format(arch=row["arch_str"]))[1:]
+            args = [a.replace("../shared/data/cifar10_test.npz", str(NPZ)) for a in args]
+            args = [a.replace("@robustbench_nas/", f"@{REPO}/robustbench_nas/") for a in args]
+            r = CliRunner().invoke(cli, args)
+            assert r.exit_code == 0, r.output
+            got = next(csv.DictReader(io.StringIO(r.stdout)))
+            for name in list_proxies():
+                want = row[name]
+                assert (pd.isna(want) and got[name] in ("", "nan")) or float(got[name]) == want, (row["uid"], name)
+    finally:
+        torch.set_num_threads(prev)
