@@ -127,7 +127,8 @@ def ablation_table(path: str) -> str:
             abl.setdefault(key, {})[r["ablation"]] = r["ours"]["spearman_mean"]
         else:
             full[key] = r["ours"]["spearman_mean"]
-    out = ["| target | cells | repeats | ours (all features) | without | ours without it | change |", "|---|---|---|---|---|---|---|"]
+    out = ["| target | cells | repeats | ours (all features) | without | ours without it | change |",
+           "|---|---|---|---|---|---|---|"]
     for key, fams in abl.items():
         base = full.get(key, float("nan"))
         for fam, v in sorted(fams.items()):
