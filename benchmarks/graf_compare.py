@@ -9,7 +9,7 @@ Usage (from the repository root; the published figures use the seeds declared in
 
 Learning curve: ``--sizes 20,50,100,200,500,1000``. Ablation (what each feature family adds to ours, on the same
 splits; GRAF unchanged): ``--drop-family path`` (or ``all``: every family in turn, one JSON line each, tagged
-``"ablation": "-<family>"``). Families: each encoding of the store's space (NB201: onehot, opcount, path, graf,
+``"ablation": "-<family>"``, after the full comparison on the same splits), then ``--ablation-table FILE``. Families: each encoding of the store's space (NB201: onehot, opcount, path, graf,
 pathstats, propagation, graf_exact) and ``costs`` (params, FLOPs).
 
 Each (target, size) result is appended to ``--out`` as one JSON line as soon as it is done, so a long run can be
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> None:
     unknown_fam = [f for f in drops if f not in fam]
     if unknown_fam:
         sys.exit(f"unknown feature family {unknown_fam}; this store has {list(fam)}")
-    runs = [(f"-{f}", fam[f]) for f in drops] or [(None, [])]
+    # an ablation also runs the full comparison first, so that its file holds the baseline of the same splits
+    runs = [(None, [])] + [(f"-{f}", fam[f]) for f in drops]
     for size, t, (tag, exclude) in [(int(s), t, r) for s in args.sizes.split(",") for t in targets for r in runs]:
         t0 = time.perf_counter()
         res = compare_with_graf(F, T[t], train_size=size, repeats=args.repeats, seed=args.seed, twin_keys=keys,
