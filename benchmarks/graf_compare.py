@@ -9,8 +9,9 @@ Usage (from the repository root; the published figures use the seeds declared in
 
 Learning curve: ``--sizes 20,50,100,200,500,1000``. Ablation (what each feature family adds to ours, on the same
 splits; GRAF unchanged): ``--drop-family path`` (or ``all``: every family in turn, one JSON line each, tagged
-``"ablation": "-<family>"``, after the full comparison on the same splits), then ``--ablation-table FILE``. Families: each encoding of the store's space (NB201: onehot, opcount, path, graf,
-pathstats, propagation, graf_exact) and ``costs`` (params, FLOPs).
+``"ablation": "-<family>"``, after the full comparison on the same splits), then ``--ablation-table FILE``.
+Families: each encoding of the store's space (NB201: onehot, opcount, path, graf, pathstats, propagation,
+graf_exact) and ``costs`` (params, FLOPs).
 
 Each (target, size) result is appended to ``--out`` as one JSON line as soon as it is done, so a long run can be
 stopped and its finished rows kept. Features: every encoding of the store's space (including GRAF's ``graf_exact``),
