@@ -17,7 +17,8 @@ Python::
 Modules: ``jung2023`` (release reader), ``importer`` (release -> store), ``targets`` (tidy tables), ``stats``
 (rank statistics), ``ranking``, ``encodings`` (one-hot, op counts, paths, GRAF-style features, exact params/FLOPs),
 ``prediction`` (random forest / gradient boosting, train-size curves, permutation importance), ``architecture``,
-``search`` (random, local, regularised evolution; regret), ``bananas`` (BANANAS, the predictor-guided search), ``figures``, ``report`` (``run_analysis``).
+``search`` (random, local, regularised evolution; regret), ``bananas`` (BANANAS, the predictor-guided search),
+``figures``, ``report`` (``run_analysis``).
 """
 
 from . import bananas as _bananas  # noqa: F401  (registers the search "bananas")
