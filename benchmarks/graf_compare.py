@@ -7,6 +7,12 @@ Usage (from the repository root; the published figures use the seeds declared in
         --out docs/results/graf_compare.jsonl
     python benchmarks/graf_compare.py --table docs/results/graf_compare.jsonl   # the markdown table
 
+Learning curve: ``--sizes 20,50,100,200,500,1000``. Ablation (what each feature family adds to ours, on the same
+splits; GRAF unchanged): ``--drop-family path`` (or ``all``: every family in turn, one JSON line each, tagged
+``"ablation": "-<family>"``, after the full comparison on the same splits), then ``--ablation-table FILE``.
+Families: each encoding of the store's space (NB201: onehot, opcount, path, graf, pathstats, propagation,
+graf_exact) and ``costs`` (params, FLOPs).
+
 Each (target, size) result is appended to ``--out`` as one JSON line as soon as it is done, so a long run can be
 stopped and its finished rows kept. Features: every encoding of the store's space (including GRAF's ``graf_exact``),
 params and FLOPs; no proxy table (it covers only some cells) and no measure (they need a trained network).
@@ -44,9 +50,19 @@ def _features(store: str, cache: str | None):  # type: ignore[no-untyped-def]
     return ds, F
 
 
+def families(F, space: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Feature family -> its columns in ``F``: each encoding of ``space`` and ``costs`` (params, FLOPs)."""
+    from robustbench_nas.search_spaces import get_search_space
+
+    sp = get_search_space(space)
+    fam = {e: [c for c in sp.encoding_columns(e) if c in F.columns] for e in sp.list_encodings()}
+    fam["costs"] = [c for c in ("params", "flops") if c in F.columns]
+    return {k: v for k, v in fam.items() if v}
+
+
 def run(args: argparse.Namespace) -> None:
     from robustbench_nas.analysis.graf import compare_with_graf
-    from robustbench_nas.analysis.targets import targets_table
+    from robustbench_nas.analysis.targets import store_space, targets_table
     from robustbench_nas.analysis.twins import functional_keys
 
     ds, F = _features(args.store, args.features_cache)
@@ -56,20 +72,28 @@ def run(args: argparse.Namespace) -> None:
     unknown = [t for t in targets if t not in T.columns]
     if unknown:
         sys.exit(f"unknown target(s) {unknown}; the store has {list(T.columns)}")
-    for size in [int(s) for s in args.sizes.split(",")]:
-        for t in targets:
-            t0 = time.perf_counter()
-            res = compare_with_graf(F, T[t], train_size=size, repeats=args.repeats, seed=args.seed, twin_keys=keys,
-                                    union=not args.no_union)  # fmt: skip
-            res["seconds"] = time.perf_counter() - t0
-            o, g, d = res["ours"], res["graf"], res["diff"]
-            print(f"{t} @ {size}: ours {o['spearman_mean']:.3f} GRAF {g['spearman_mean']:.3f} "
-                  f"diff {d['spearman_mean']:+.3f} +- {d['spearman_se']:.3f}  (twin-free diff "
-                  f"{d['spearman_twin_free_mean']:+.3f} +- {d['spearman_twin_free_se']:.3f}; models {o['models']}; "
-                  f"{res['seconds']:.0f} s)", flush=True)  # fmt: skip
-            if args.out:
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(res, default=float) + "\n")
+    fam = families(F, store_space(ds))
+    drops = list(fam) if args.drop_family == "all" else args.drop_family.split(",") if args.drop_family else []
+    unknown_fam = [f for f in drops if f not in fam]
+    if unknown_fam:
+        sys.exit(f"unknown feature family {unknown_fam}; this store has {list(fam)}")
+    # an ablation also runs the full comparison first, so that its file holds the baseline of the same splits
+    runs = [(None, [])] + [(f"-{f}", fam[f]) for f in drops]
+    for size, t, (tag, exclude) in [(int(s), t, r) for s in args.sizes.split(",") for t in targets for r in runs]:
+        t0 = time.perf_counter()
+        res = compare_with_graf(F, T[t], train_size=size, repeats=args.repeats, seed=args.seed, twin_keys=keys,
+                                union=not args.no_union, ours_exclude=exclude)  # fmt: skip
+        res["seconds"] = time.perf_counter() - t0
+        if tag:
+            res["ablation"] = tag
+        o, g, d = res["ours"], res["graf"], res["diff"]
+        print(f"{t} @ {size}{' ' + tag if tag else ''}: ours {o['spearman_mean']:.3f} GRAF {g['spearman_mean']:.3f} "
+              f"diff {d['spearman_mean']:+.3f} +- {d['spearman_se']:.3f}  (twin-free diff "
+              f"{d['spearman_twin_free_mean']:+.3f} +- {d['spearman_twin_free_se']:.3f}; models {o['models']}; "
+              f"{res['seconds']:.0f} s)", flush=True)  # fmt: skip
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(res, default=float) + "\n")
 
 
 def table(path: str) -> str:
@@ -77,6 +101,8 @@ def table(path: str) -> str:
     rows: dict[tuple[str, int], dict] = {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
+        if r.get("ablation") or r.get("ours_excluded"):
+            continue  # ablation rows: --ablation-table
         rows[(r["target"], r["train_size"])] = r
     out = ["| target | cells | repeats (seeds) | ours | GRAF | ours - GRAF (+- SE) | twin-free: ours | GRAF | diff (+- SE) |",
            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -91,6 +117,27 @@ def table(path: str) -> str:
     return "\n".join(out)
 
 
+def ablation_table(path: str) -> str:
+    """Markdown: per (target, cells) the full ours and ours without each family, from the same ``--out`` file (same
+    seed and repeats, so the same splits); ``change`` = ablated - full (negative: the family helps)."""
+    full: dict[tuple[str, int, int, int], float] = {}
+    abl: dict[tuple[str, int, int, int], dict[str, float]] = {}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        key = (r["target"], r["train_size"], r["seed"], r["repeats"])
+        if r.get("ablation"):
+            abl.setdefault(key, {})[r["ablation"]] = r["ours"]["spearman_mean"]
+        else:
+            full[key] = r["ours"]["spearman_mean"]
+    out = ["| target | cells | repeats | ours (all features) | without | ours without it | change |",
+           "|---|---|---|---|---|---|---|"]
+    for key, fams in abl.items():
+        base = full.get(key, float("nan"))
+        for fam, v in sorted(fams.items()):
+            out.append(f"| {key[0]} | {key[1]} | {key[3]} | {base:.3f} | {fam[1:]} | {v:.3f} | {v - base:+.3f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("store", nargs="?", help="an imported store (e.g. the Jung et al. CIFAR-10 release)")
@@ -100,9 +147,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000, help="first split seed (declared in docs/proxies.md)")
     p.add_argument("--features-cache", default=None, help="pickle of the feature table (made if absent)")
     p.add_argument("--no-union", action="store_true", help="ours never sees GRAF's features")
+    p.add_argument("--drop-family", default=None, help="ablation: comma list of feature families ours does not "
+                   "see, one run each, or 'all'")
     p.add_argument("--out", default=None, help="append one JSON line per (target, size)")
     p.add_argument("--table", default=None, metavar="JSONL", help="print the markdown table of a --out file")
+    p.add_argument("--ablation-table", default=None, metavar="JSONL", help="print the ablation table of a --out file")
     args = p.parse_args()
+    if args.ablation_table:
+        print(ablation_table(args.ablation_table))
+        return
     if args.table:
         print(table(args.table))
         return

@@ -147,12 +147,13 @@ def test_search_finds_optimum_and_regret_is_monotone():
     vals = {u: space.cell(u).ops.count("nor_conv_3x3") - 0.5 * space.cell(u).ops.count("avg_pool_3x3") for u in uids}
     obj = Objective(vals, name="toy")
     assert obj.optimum == 6
-    C = run_searches(obj, list_searches(), budget=150, repeats=2, seed=0)
+    algs = [a for a in list_searches() if a != "bananas"]  # BANANAS trains networks: tests/test_bananas.py
+    C = run_searches(obj, algs, budget=150, repeats=2, seed=0)
     for (_alg, _r), g in C.groupby(["algorithm", "repeat"]):
         assert (np.diff(g["regret"].to_numpy()) <= 0).all() and (g["regret"] >= 0).all()
     final = C[C.queries == 150].groupby("algorithm")["regret"].mean()
     assert final["local"] == 0 and final["evolution"] == 0  # hill climbing reaches the all-conv3x3 cell
-    pd.testing.assert_frame_equal(C, run_searches(obj, list_searches(), budget=150, repeats=2, seed=0))
+    pd.testing.assert_frame_equal(C, run_searches(obj, algs, budget=150, repeats=2, seed=0))
     assert list(regret_curve(obj, [uids[0]], 3)) == [6 - vals[uids[0]]] * 3
     with pytest.raises(KeyError, match="unknown search"):
         run_searches(obj, ["bogus"])

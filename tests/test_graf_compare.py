@@ -89,12 +89,28 @@ def test_compare_pairs_the_same_splits():
     assert [r["spearman"] for r in alone["per_repeat"]] == pytest.approx([r["spearman"] for r in g["per_repeat"]])
 
 
+@pytest.mark.slow  # two comparisons, inner CV each
+def test_ablation_drops_only_ours_columns_on_the_same_splits():
+    F, y, keys = _table(160)
+    full = compare_with_graf(F, y, train_size=50, repeats=2, seed=2, twin_keys=keys)
+    abl = compare_with_graf(F, y, train_size=50, repeats=2, seed=2, twin_keys=keys, ours_exclude=["route_x"])
+    # GRAF is untouched (same splits, same inputs): identical per-repeat scores
+    assert [r["spearman"] for r in abl["graf"]["per_repeat"]] == [r["spearman"] for r in full["graf"]["per_repeat"]]
+    # the target is route_x plus noise: without it ours loses nearly everything
+    assert full["ours"]["spearman_mean"] > 0.9 and abl["ours"]["spearman_mean"] < 0.5
+    assert abl["ours"]["features"] == F.shape[1] - 1 and abl["ours_excluded"] == 1
+
+
 def test_compare_refuses_measures_and_tables_without_graf():
     F, y, keys = _table(60)
     with pytest.raises(ValueError, match="trained network"):
         compare_with_graf(F.assign(**{"measure:jacobian": 1.0}), y, train_size=20, repeats=1)
     with pytest.raises(ValueError, match="graf_exact"):
         compare_with_graf(F.drop(columns=["graf:a", "graf:b"]), y, train_size=20, repeats=1)
+    with pytest.raises(KeyError, match="does not have"):
+        compare_with_graf(F, y, train_size=20, repeats=1, ours_exclude=["nope"])
+    with pytest.raises(ValueError, match="no feature"):
+        compare_with_graf(F, y, train_size=20, repeats=1, ours_exclude=list(F.columns))
 
 
 @pytest.mark.slow

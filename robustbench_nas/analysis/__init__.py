@@ -17,9 +17,11 @@ Python::
 Modules: ``jung2023`` (release reader), ``importer`` (release -> store), ``targets`` (tidy tables), ``stats``
 (rank statistics), ``ranking``, ``encodings`` (one-hot, op counts, paths, GRAF-style features, exact params/FLOPs),
 ``prediction`` (random forest / gradient boosting, train-size curves, permutation importance), ``architecture``,
-``search`` (random, local, regularised evolution; regret), ``figures``, ``report`` (``run_analysis``).
+``search`` (random, local, regularised evolution; regret), ``bananas`` (BANANAS, the predictor-guided search),
+``figures``, ``report`` (``run_analysis``).
 """
 
+from . import bananas as _bananas  # noqa: F401  (registers the search "bananas")
 from .encodings import arch_costs, encode, list_encodings, register_encoding
 from .importer import import_jung2023
 from .jung2023 import ReleaseFormatError, ReleaseReport, read_meta, read_release

@@ -78,7 +78,8 @@ def _num(v: object) -> float:
 
 def compare_with_graf(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 10,
                       seed: int = 0, twin_keys: pd.Series | None = None, train_select: str = "random",
-                      selection: str = "1se", union: bool = True, progress: bool = False) -> dict[str, object]:  # fmt: skip
+                      selection: str = "1se", union: bool = True, ours_exclude: Sequence[str] = (),
+                      progress: bool = False) -> dict[str, object]:  # fmt: skip
     """Held-out scores of ours and GRAF on the same splits, and their paired difference.
 
     Arguments:
@@ -87,6 +88,8 @@ def compare_with_graf(features: pd.DataFrame, target: pd.Series, *, train_size: 
         target: the target per cell; cells without one are dropped (from both sides alike).
         union: let ours also choose the learners on our features together with GRAF's (:data:`OURS_CANDIDATES`);
             without it ours never sees GRAF's features.
+        ours_exclude: columns ours does not see (an ablation: GRAF keeps its own inputs, so the splits and GRAF's
+            scores are those of the full run); unknown names raise ``KeyError``.
         train_size, repeats, seed, twin_keys, train_select, selection: as :func:`.prediction.predict_heldout`.
 
     Returns:
@@ -98,7 +101,13 @@ def compare_with_graf(features: pd.DataFrame, target: pd.Series, *, train_size: 
     if measures:
         raise ValueError(f"measures need a trained network, not zero-cost features: drop {measures[:3]}...")
     graf_feature_columns(features.columns)  # raises when GRAF's features are missing
-    ours_table = features if union else features[[c for c in features.columns if not c.startswith(GRAF_PREFIX)]]
+    missing = sorted(set(ours_exclude) - set(features.columns))
+    if missing:
+        raise KeyError(f"ours_exclude names columns the table does not have: {missing[:5]}")
+    drop = set(ours_exclude) | ({c for c in features.columns if c.startswith(GRAF_PREFIX)} if not union else set())
+    ours_table = features[[c for c in features.columns if c not in drop]]
+    if ours_table.shape[1] == 0:
+        raise ValueError("ours_exclude leaves ours no feature")
     common = dict(train_size=train_size, repeats=repeats, seed=seed, model="auto", train_select=train_select,
                   selection=selection, twin_keys=twin_keys, progress=progress)  # fmt: skip
     ours = predict_heldout(ours_table, target, candidates=OURS_CANDIDATES if union else AUTO_CANDIDATES, **common)
@@ -115,7 +124,7 @@ def compare_with_graf(features: pd.DataFrame, target: pd.Series, *, train_size: 
         b = [_num(row.get(k)) for row in graf["per_repeat"]]  # type: ignore[union-attr]
         diff[f"{k}_mean"], diff[f"{k}_se"] = paired_difference(a, b)
     return {"target": str(target.name), "train_size": int(train_size), "repeats": int(repeats), "seed": int(seed),
-            "ours": ours, "graf": graf, "diff": diff}  # fmt: skip
+            "ours_excluded": len(set(ours_exclude)), "ours": ours, "graf": graf, "diff": diff}  # fmt: skip
 
 
 __all__ = ["GRAF_CANDIDATES", "OURS_CANDIDATES", "compare_with_graf", "graf_feature_columns", "paired_difference"]

@@ -6,7 +6,9 @@ distinct uids queried. Regret after ``t`` queries = (best value in the table) - 
 
 Algorithms (registry ``@register_search``): ``random`` (uniform over unique cells), ``local`` (White et al. 2021:
 hill climbing over all one-edge neighbours, restarting from a random cell at a local optimum), ``evolution``
-(regularised evolution, Real et al. 2019: tournament selection, one-edge mutation, oldest removed).
+(regularised evolution, Real et al. 2019: tournament selection, one-edge mutation, oldest removed); ``bananas``
+(White et al. 2021: an MLP ensemble on the path encoding with Thompson sampling, in :mod:`.bananas`, registered when
+the ``analysis`` package is imported).
 
 Example:
     >>> obj = Objective.from_series(T["pgd@Linf@1/255"])  # doctest: +SKIP
