@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..search_spaces import get_search_space, list_search_spaces
 from ..utils.registry import Registry
+from .predict_protocol import PredictProtocol  # noqa: F401  (re-exported: the protocol of predict_heldout)
 from .stats import kendall, spearman
 
 #: regressor factories ``factory(seed) -> regressor`` by name

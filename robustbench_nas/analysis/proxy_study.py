@@ -19,7 +19,6 @@ Parts (each a pure function of a proxies table and a targets table, both indexed
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,18 +318,16 @@ def proxy_study_section(ctx: SectionContext) -> None:
         return
     from .proxy_table import load_table, table_meta
 
-    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out,
-                                    ProxyStudyConfig(seed=ctx.config.seed),
+    # the report's one filter (``--min-clean``) for the high-clean subset, not a cut of its own
+    pcfg = ProxyStudyConfig(seed=ctx.config.seed, **({} if ctx.min_clean is None else
+                                                     {"clean_threshold": ctx.min_clean}))  # fmt: skip
+    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out, pcfg,
                                     seed_noise=table_meta(ctx.config.proxies).get("seed_noise"))
     ctx.summary["proxy_study"] = summary
     if summary.get("warning"):
         ctx.report.warn("proxy_study", f"{summary['warning']}: intervals are wide, read the values as provisional")
-    for t in ("pgd@Linf@1/255", "aa_apgd-ce@Linf@1/255"):
-        b = summary["best_proxy"].get(t)
-        if b:
-            ctx.report.finding(f"Best zero-cost proxy for {html.escape(t)}: {html.escape(b['feature'])}, Spearman "
-                               f"{b['spearman']:.2f} [{b['spearman_lo']:.2f}, {b['spearman_hi']:.2f}] on "
-                               f"{summary['cells']} cells.")  # fmt: skip
+    # no findings of its own: the table's proxies are in the summary's one ranking (sections/ranking.py), on the
+    # same cells and filter as every other feature; this section is the detail
     for name, what in (("proxy_ranking.csv", "every proxy vs every target, Spearman/Kendall with intervals"),
                        ("complementarity.csv", "forests on one proxy / all proxies / encodings / both"),
                        ("permutation_importance.csv", "permutation importance of the proxies"),

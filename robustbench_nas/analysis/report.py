@@ -111,6 +111,12 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     F_rank, dropped = dedupe_features(features_table(ds))
     F_all = features_table(ds, encodings=cfg.encodings) if cfg.encodings else F_rank
     F_all = F_all.drop(columns=[c for c in dropped if c in F_all])
+    if cfg.proxies:  # the proxy table's proxies join the one ranking (NaN on the cells it does not cover)
+        from .proxy_table import load_table
+
+        P = load_table(cfg.proxies).reindex(F_all.index)
+        P = P[[c for c in P.columns if c not in F_all.columns]]
+        F_rank, F_all = pd.concat([F_rank, P], axis=1), pd.concat([F_all, P], axis=1)
     min_clean = resolve_min_clean(T, cfg.min_clean)
     keep = T["clean"] >= min_clean if min_clean is not None else pd.Series(True, index=T.index)
     headline = default_predict_targets(T) + (["corruption_mean"] if "corruption_mean" in T else [])

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .prediction import PredictionConfig
+from .predict_protocol import PredictProtocol
 from .ranking import RankingConfig
 
 #: Fewer cells than this and a rank-correlation interval is too wide to order proxies by (it is shown, flagged).
@@ -24,13 +24,15 @@ class AnalysisConfig:
     Attributes:
         ranking: statistics of the ranking table (its ``clean_threshold`` is replaced by the resolved ``min_clean``).
         rank_targets: targets of the ranking table (``None``: every target).
-        prediction: models / train sizes / repeats of the prediction curves. The default is a fast budget (random
-            forests of 100 trees, as in Lukasik et al. 2023; 2 repeats): minutes matter more than the last 0.005
-            of held-out Spearman in a report.
+        prediction: the held-out protocol of the prediction section: model, training sizes, repeats, seed, training
+            cell choice and selection rule, with ``rbnas predict``'s defaults (:class:`.predict_protocol.PredictProtocol`),
+            so each number equals ``rbnas predict``'s for the command the report names beside it.
         predict_targets: targets to predict (``None``: clean, PGD or the first attack at 1/255, adv_mean).
-        encodings: architecture encodings used as features (``None``: none; ``default``: the store's search
-            space's default set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
+        encodings: architecture encodings used as features, ranked and predicted from (``None``: none; ``all``: every
+            encoding of the store's space, the default of ``rbnas predict`` too; ``default``: the space's default
+            set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
         importance_train_size: training cells of the permutation-importance model.
+        importance_trees: trees of its random forest.
         search_budget, search_repeats: NAS on the dataset (0 budget: skipped).
         top_k: best cells listed per target.
         min_clean: cells with a lower clean accuracy are left out of the "best" lists (best cells, best proxies)
@@ -45,11 +47,11 @@ class AnalysisConfig:
 
     ranking: RankingConfig = field(default_factory=RankingConfig)
     rank_targets: list[str] | None = None
-    prediction: PredictionConfig = field(
-        default_factory=lambda: PredictionConfig(models=("rf",), repeats=2, n_estimators=100, max_test=2000))
+    prediction: PredictProtocol = field(default_factory=lambda: PredictProtocol(train_sizes=(100, 1000)))
     predict_targets: list[str] | None = None
-    encodings: list[str] | None = field(default_factory=lambda: ["default"])
+    encodings: list[str] | None = field(default_factory=lambda: ["all"])
     importance_train_size: int = 1000
+    importance_trees: int = 100
     search_budget: int = 300
     search_repeats: int = 10
     top_k: int = 10
