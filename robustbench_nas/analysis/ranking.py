@@ -36,6 +36,8 @@ class RankingConfig:
         n_boot_kendall: resamples for a Kendall bootstrap (one scipy call each, so only on small sets).
         kendall_boot_max_n: largest number of cells with a Kendall bootstrap; above it the interval is Fisher's z
             with the Fieller-Hartley-Pearson variance 0.437 / (n - 4).
+        kendall_boot_max_pairs: most (feature, target) pairs with a Kendall bootstrap (one scipy call per resample
+            and pair); a larger table (e.g. hundreds of encoding columns) gets Fisher's z for every pair.
         confidence: interval level.
         topk: fraction of cells for top-k precision.
         clean_threshold: clean-accuracy threshold of the second subset (``None``: only ``all``).
@@ -45,6 +47,7 @@ class RankingConfig:
     n_boot: int = 1000
     n_boot_kendall: int = 200
     kendall_boot_max_n: int = 200
+    kendall_boot_max_pairs: int = 2000
     confidence: float = 0.95
     topk: float = 0.1
     clean_threshold: float | None = 0.8
@@ -107,6 +110,7 @@ def rank_features(
     fin_f, fin_t = np.isfinite(Fv), np.isfinite(Tv)
     feats = list(F.columns)
     rows = []
+    boot_ok = len(feats) * len(names) <= cfg.kendall_boot_max_pairs
     bar = tqdm(total=len(feats) * len(names) * 2, desc="ranking", unit="pair", disable=not progress)
     for sname, mask in ranking_subsets(T, cfg.clean_threshold):
         # pairs grouped by the cells they use: one vectorised computation per group
@@ -129,7 +133,7 @@ def rank_features(
                 i, j = fpos[f], tpos[t]
                 x, y = X[:, i], Y[:, j]
                 tau = kendall(x, y)
-                if n <= cfg.kendall_boot_max_n:
+                if boot_ok and n <= cfg.kendall_boot_max_n:
                     kd = correlation_ci(x, y, "kendall", n_resamples=cfg.n_boot_kendall, confidence=cfg.confidence,
                                         seed=cfg.seed)  # fmt: skip
                     klo, khi, kmethod = kd.low, kd.high, "bootstrap"

@@ -59,11 +59,15 @@ def ranking_section(ctx: SectionContext) -> None:
         rep.warn("ranking", f"only {len(scope.cells)} cells have every feature: no ranking (rank fewer features, "
                             "e.g. a proxy table covering more cells)")  # fmt: skip
         return
-    R = rank_features(F.loc[scope.cells, scope.features], T.loc[scope.cells], rcfg, target_names=names)
+    # a column constant on the cell set orders nothing (e.g. most one-hot columns on a few cells): not ranked
+    Fc = F.loc[scope.cells, scope.features]
+    Fc = Fc.loc[:, Fc.nunique(dropna=True) > 1]
+    R = rank_features(Fc, T.loc[scope.cells], rcfg, target_names=names)
     write_ranking(R, rep.out)
     R_free = None
     if not scope.complete and scope.free:
-        R_free = rank_features(F[scope.free], T, rcfg, target_names=names)
+        Ff = F[scope.free]
+        R_free = rank_features(Ff.loc[:, Ff.nunique(dropna=True) > 1], T, rcfg, target_names=names)
         R_free.to_csv(rep.out / "ranking_free_all_cells.csv", index=False)
     filt = _filtered(R)
     if min_clean is not None and filt == "all":
