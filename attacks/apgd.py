@@ -161,15 +161,16 @@ class _APGDRun:
                 loss_indiv = torch.where(fwd, loss_indiv, loss_best)
             acc = torch.min(acc, pred)
             newly = ~pred if rows is None else (~pred & fwd)
-            x_best_adv[newly] = x_adv[newly] + 0.0
+            # row selections by masks (_take), not boolean indexing: no host synchronisation per iteration
+            x_best_adv = _take(newly, x_adv, x_best_adv)
 
             with torch.no_grad():
                 y1 = loss_indiv.clone()
                 loss_steps[i] = y1 + 0
                 ind = y1 > loss_best
-                x_best[ind] = x_adv[ind].clone()
-                grad_best[ind] = grad[ind].clone()
-                loss_best[ind] = y1[ind] + 0
+                x_best = _take(ind, x_adv, x_best)
+                grad_best = _take(ind, grad, grad_best)
+                loss_best = _take(ind, y1, loss_best)
                 counter3 += 1
                 if counter3 == k:
                     # the reference's oscillation check, including its use of loss_steps[-1] (still zero) at the
@@ -191,6 +192,17 @@ class _APGDRun:
                     k = max(k - self.size_decr, self.n_iter_min)
                     counter3 = 0
         return x_best, acc, x_best_adv
+
+
+def _take(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Rows of ``new`` where ``mask`` ``(B,)`` is True, rows of ``old`` elsewhere (a new tensor).
+
+    ``torch.where`` instead of ``old[mask] = new[mask]``: boolean indexing needs the number of selected rows on the
+    host, one synchronisation per call (four per iteration), which on a GPU drains the launch queue. The values
+    are the same (rows are copied unchanged). ``benchmarks/bench_apgd_sync.py`` swaps in the indexing version to
+    show both.
+    """
+    return torch.where(mask.view(-1, *([1] * (new.ndim - 1))), new, old)
 
 
 def apgd_perturb(

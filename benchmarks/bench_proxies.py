@@ -8,6 +8,10 @@ Records:
   shared-pass engine (``engine="shared"``) vs the same proxies one at a time, each on its own copy
   (``engine="separate"``, the reference path), run side by side on the same cells, batch and seed;
   ``results_agree`` means every value equal bit for bit (NaN = NaN); ``same_work: true``. Cells: ``ENGINE_ARCHS``.
+* ``proxies_all_fast_vs_separate`` (``_cuda`` on GPU): the same, through the fast engine (``engine="fast"``, the
+  default: CRoZe in float32, hessian_eig exactly from the input Jacobian); ``results_agree`` means every proxy
+  within its stated relative tolerance (``robustbench_nas.proxies.engine.FAST_TOLERANCE``, 0 = bit for bit),
+  ``rel_diff`` the largest relative difference per proxy; ``same_work: true`` (same proxies, cells, batch, seed).
 * ``measures_hessian_active_vs_full_<device>``: the ``hessian_eig`` proxy's Lanczos with Hessian-vector products
   only on the images still iterating (the default) vs on the whole chunk every time (``shrink=0``), same cells and
   start vectors; ``results_agree`` = every eigenvalue and iteration count equal bit for bit; ``same_work: true``.
@@ -20,7 +24,8 @@ Records:
 
 On CPU the figures are process CPU seconds on one torch thread (``clock="process_cpu"``): on a shared machine
 wall time mostly measures the other jobs. On GPU they are wall seconds (CUDA synchronised).
-``python -m benchmarks.bench_proxies [--quick]``.
+``python -m benchmarks.bench_proxies [--quick]``; the fast-engine record alone:
+``python -c "from benchmarks.bench_proxies import run_fast_engine; run_fast_engine()"``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,48 @@ def _per_image_power(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, i
 
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
     return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+
+
+def _rel_diff(a: float, b: float) -> float:
+    """``|a - b| / |b|`` (0 when equal, NaN = NaN; inf when only one is NaN or ``b`` is 0 and ``a`` is not)."""
+    if a == b or (a != a and b != b):
+        return 0.0
+    if a != a or b != b or b == 0:
+        return float("inf")
+    return abs(a - b) / abs(b)
+
+
+def fast_engine_record(device: torch.device, quick: bool) -> dict[str, Any]:
+    """``proxies_all_fast_vs_separate``: every proxy, fast engine vs one proxy at a time, same cells side by side."""
+    from robustbench_nas.proxies import compute_proxies, list_proxies
+    from robustbench_nas.proxies.engine import FAST_TOLERANCE
+
+    C, N = (8, 1) if quick else (16, 5)
+    n = 16 if quick else 64
+    x, y, source = _batch(n, device)
+    names = list_proxies()
+    ours = base = wall_ours = wall_base = 0.0
+    worst = {p: 0.0 for p in names}
+    per_cell = []
+    for arch in ENGINE_ARCHS:
+        s_b, w_b, v_b = _seconds(lambda: compute_proxies(arch, x, y, seed=0, C=C, N=N, engine="separate"), device)
+        s_o, w_o, v_o = _seconds(lambda: compute_proxies(arch, x, y, seed=0, C=C, N=N, engine="fast"), device)
+        ours, base, wall_ours, wall_base = ours + s_o, base + s_b, wall_ours + w_o, wall_base + w_b
+        diff = {p: _rel_diff(v_o[p], v_b[p]) for p in names}
+        worst = {p: max(worst[p], diff[p]) for p in names}
+        per_cell.append({"arch": arch, "fast_s": s_o, "separate_s": s_b, "ratio": s_b / s_o,
+                         "rel_diff": {p: d for p, d in diff.items() if d}})
+        log.info("engine %s: fast %.2f s, separate %.2f s", arch, s_o, s_b)
+    agree = all(worst[p] <= FAST_TOLERANCE.get(p, 0.0) for p in names)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    k = len(ENGINE_ARCHS)
+    return make_result(f"proxies_all_fast_vs_separate{suffix}", ours / k, base / k, agree, same_work=True,
+                       unit="s/cell", baseline="the same proxies one at a time (engine='separate')",
+                       tolerance={p: FAST_TOLERANCE.get(p, 0.0) for p in names}, rel_diff=worst,
+                       tolerance_note="relative, per proxy and cell; 0 = bit for bit", proxies=names, n_images=n,
+                       per_cell=per_cell, wall_ours_s=wall_ours / k, wall_baseline_s=wall_base / k,
+                       device=str(device), C=C, N=N, data=source,
+                       clock="process_cpu" if device.type == "cpu" else "wall")
 
 
 def engine_record(device: torch.device, quick: bool) -> dict[str, Any]:
@@ -187,16 +234,26 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     """CPU records on one torch thread; the same on GPU when CUDA is available."""
     records = []
     with torch_threads(1):
+        records.append(fast_engine_record(torch.device("cpu"), quick))
         records.append(engine_record(torch.device("cpu"), quick))
         records.append(hessian_active_record(torch.device("cpu"), quick))
         records += run_device(torch.device("cpu"), quick)
     if torch.cuda.is_available():
+        records.append(fast_engine_record(torch.device("cuda"), quick))
         records.append(engine_record(torch.device("cuda"), quick))
         records.append(hessian_active_record(torch.device("cuda"), quick))
         records += run_device(torch.device("cuda"), quick)
     for r in records:
         save_result(r)
     return records
+
+
+def run_fast_engine(quick: bool = False) -> dict[str, Any]:
+    """Only ``proxies_all_fast_vs_separate`` on the CPU (one torch thread), saved."""
+    with torch_threads(1):
+        record = fast_engine_record(torch.device("cpu"), quick)
+    save_result(record)
+    return record
 
 
 def main(argv: list[str] | None = None) -> None:

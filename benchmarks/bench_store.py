@@ -135,6 +135,24 @@ def _stage_groups(spec: Any) -> dict[str, list[str]]:
     return groups
 
 
+def _in_stage_order(units: list[tuple[int, int, str]], stages: list[str]) -> list[tuple[int, int, str]]:
+    """``units`` with each cell's stages put back in pipeline order on the positions that cell's units hold.
+
+    Cells stay randomly interleaved, but a cell's results arrive as in a real run: a stage only after the stages it
+    needs (``train`` before the evaluations of its weights; a train result recorded after them would, rightly, reset
+    them to pending: they could only have come from other weights).
+    """
+    slots: dict[tuple[int, int], list[int]] = {}
+    for k, (uid, seed, _stage) in enumerate(units):
+        slots.setdefault((uid, seed), []).append(k)
+    out = list(units)
+    for (uid, seed), where in slots.items():
+        mine = sorted((units[k][2] for k in where), key=stages.index)
+        for k, stage in zip(where, mine):
+            out[k] = (uid, seed, stage)
+    return out
+
+
 def write_pipeline(path: Path, spec: Any, data: dict[str, np.ndarray], cells: list[int], *, fsync: bool = False,
                    order_seed: int | None = None, store: Any = None, die_after: int | None = None,
                    max_batch: int = 1) -> Any:
@@ -152,6 +170,7 @@ def write_pipeline(path: Path, spec: Any, data: dict[str, np.ndarray], cells: li
     units = [(spec.archs[i], spec.seeds[0], stage) for i in cells for stage in groups]
     if order_seed is not None:
         np.random.default_rng(order_seed).shuffle(units)
+        units = _in_stage_order(units, list(spec.stages))
     pos = {a: k for k, a in enumerate(spec.archs)}
     seeded = {name: "seed" in a.dims for name, a in store.arrays.items()}
     writer = ResultWriter(store, units)
@@ -400,7 +419,6 @@ def _sim_client(store_path: str, data_dir: str, n_cells: int, shard: tuple[int, 
     """One client process: its cells' results (``shard``, or every cell not done when ``resume``) in random order."""
     from dataclasses import replace
 
-    from robustbench_nas.pipelines.protocol import task_cells as cells_of_task
     from robustbench_nas.storage import DONE, RobustnessStore
 
     spec = replace(jung2023_spec(n_cells), shard_cells=shard_cells)
@@ -411,7 +429,10 @@ def _sim_client(store_path: str, data_dir: str, n_cells: int, shard: tuple[int, 
         st = store.status()
         cells = [i for i in range(len(spec.archs)) if (st[i, 0] != DONE).any()]
     else:
-        mine = set(cells_of_task(spec.archs, shard))
+        # interleaved on purpose (positions p % n), unlike `--task i/n`, which gives whole blocks: here every block
+        # gets results from every process, the worst case of overlapping writers that the store's lock must handle
+        order = sorted(spec.archs)
+        mine = set(order if shard is None else order[shard[0]::shard[1]])
         cells = [i for i, a in enumerate(spec.archs) if a in mine]
     st = store.status()
     groups = list(_stage_groups(spec))

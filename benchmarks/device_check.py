@@ -6,10 +6,14 @@ fails is reported in the summary with its error and makes the exit code non-zero
 
 1. ``agreement_model``: :func:`benchmarks.bench_end_to_end.device_agreement_record` on a fixed small network
    (logits, clean accuracy, FGSM and PGD, two corruptions, one training step from identical weights).
-2. ``agreement_attacks``: every registered attack (``robustbench_nas.attacks.list_attacks()``: FGSM, PGD, APGD-CE/-DLR/-T, Square,
-   AutoAttack, Linf and L2) at two radii with short budgets, accuracy on the GPU vs the CPU. The attacks' random
-   streams come from generators on the model's device, so random attacks agree statistically (tolerance 0.05 on
-   ``n`` images), deterministic FGSM within one image.
+2. ``agreement_attacks``: :func:`benchmarks.device_agreement.compare_devices` on a network trained here on real
+   CIFAR-10 images: every attack of the CIFAR-10 protocols (``jung2023``: FGSM, PGD, APGD-CE, Square;
+   ``robbench2024``: AutoAttack) at every eps of their grids (0.1/255 included), at the pipeline's batch size and
+   half of it, under the pipeline's IEEE fp32 precision, budgets shortened on both devices: clean logits, whether
+   the device resolves the 0.1/255 perturbation, per-image robust correctness, accuracy and confidence per
+   (attack, eps), batch invariance, and whether the network is trained enough for all that to mean anything.
+   Random draws come from per-image CPU streams, so both devices attack with the same draws. ``--perturb REL``
+   perturbs the device's copy of the weights: the checks must then fail.
 3. ``agreement_corruptions``: every corruption x 5 severities from a CPU generator (same draws on both devices):
    the fraction of values within one 8-bit level (>= 99.9 %).
 4. ``agreement_proxies``: every registered proxy, same seed and batch: relative difference <= 1e-2 for each (the
@@ -18,10 +22,12 @@ fails is reported in the summary with its error and makes the exit code non-zero
    full-size cells, batch 64 (``bench_proxies.engine_record``, cuDNN deterministic), and the active-image Hessian
    vs the full batch (``hessian_active_record``): the GPU figures of records ``proxies_all_shared_vs_separate`` and
    ``measures_hessian_active_vs_full``.
-5. ``throughput_training``: images/s of one training epoch of full-size NB201 (C=16, N=5) cells, fp32 and
-   channels_last+bf16 (``bench_training.gpu_records`` with a short configuration).
-6. ``throughput_attacks``: ``robustbench_nas.attacks.evaluate`` on 1,000 images of a full-size network at the reference budgets
-   (PGD-40 and APGD-CE-100 on the 7-eps Jung grid, Square-5000 on 200 images at 1/255), both modes.
+5. ``throughput_training``: images/s of one training epoch of full-size NB201 (C=16, N=5) cells in the trainer
+   configurations the registered training profiles use (today fp32 only: no profile uses bf16 or channels_last;
+   ``bench_training.gpu_records`` with a short configuration).
+6. ``throughput_attacks``: ``robustbench_nas.attacks.evaluate`` on 1,000 real images, the trained full-size network
+   of section 2, at the pipeline's batch size and reference budgets (PGD-40 and APGD-CE-100 on the 7-eps Jung grid,
+   Square-5000 on 200 images at 1/255), both modes.
 7. ``throughput_corruptions``: all 19 x 5 on 10,000 images on the GPU (``bench_corruptions._time_ours``).
 8. ``fidelity``: the fidelity study (``bench_end_to_end.fidelity_records``) with as many cells as the remaining
    time allows (stated in the record; at least 3 cells, else the section reports that it did not fit).
@@ -31,7 +37,9 @@ script's time limit interrupts a section, it is reported as ``interrupted`` and 
 
 ``--dry-run`` runs every section with tiny sizes, and ``--device cpu`` compares the CPU with itself: together they
 check on a machine without a GPU that the whole script runs (the numbers then mean nothing). Without ``--dry-run``
-a device other than CUDA is refused, and so is a missing CUDA device.
+a device other than CUDA is refused, and so is a missing CUDA device. The real CIFAR-10 images
+(``../shared/data/cifar10_test.npz``) are required, also for a dry run: without them nothing runs (exit 2, the
+message names the file); noise images would make every comparison meaningless.
 """
 
 from __future__ import annotations
@@ -44,8 +52,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 from benchmarks.common import SHARED_DATA, RESULTS_DIR, Timer, make_result, save_result, shared_cifar10
 
@@ -62,7 +68,16 @@ class Sizes:
 
     agree_images: int = 500
     agree_train_steps: int = 20
-    attack_images: int = 100
+    attack_images: int = 128
+    #: the trained network of the attack sections: full NB201 size, trained on the device on real images
+    net_train_images: int = 8000
+    net_epochs: int = 5
+    net_batch: int = 128
+    net_C: int = 16
+    net_N: int = 5
+    min_clean_accuracy: float = 0.3
+    agree_steps: int = 10
+    agree_queries: int = 100
     corruption_images: int = 200
     proxy_images: int = 64
     train_images: int = 9000
@@ -79,37 +94,53 @@ class Sizes:
 
     @classmethod
     def dry(cls) -> "Sizes":
-        return cls(agree_images=40, agree_train_steps=2, attack_images=16, corruption_images=8, proxy_images=8,
-                   train_images=128, throughput_images=16, square_images=8, square_queries=20, pgd_steps=3,
-                   apgd_steps=3, corruption_throughput_images=32, full_C=4, full_N=1, fidelity_epochs=1,
-                   fidelity_eval_images=20)
+        return cls(agree_images=40, agree_train_steps=2, attack_images=40, net_train_images=2000, net_epochs=1,
+                   net_batch=32, net_C=8, net_N=1, min_clean_accuracy=0.15, agree_steps=3, agree_queries=20,
+                   corruption_images=8, proxy_images=8, train_images=128, throughput_images=16, square_images=8,
+                   square_queries=20, pgd_steps=3, apgd_steps=3, corruption_throughput_images=32, full_C=4, full_N=1,
+                   fidelity_epochs=1, fidelity_eval_images=20)
 
 
-def _images(n: int):
-    import torch
+class DataMissing(SystemExit):
+    """The real CIFAR-10 images are not there (the check never falls back to noise)."""
 
-    got = shared_cifar10(n)
+
+def require_real_data() -> Path:
+    """The shared CIFAR-10 test file, or :class:`DataMissing` with a message naming it."""
+    path = SHARED_DATA / "cifar10_test.npz"
+    if not path.is_file():
+        raise DataMissing(f"device_check: the real CIFAR-10 test images are required at {path} (the project's "
+                          "shared data, ../shared/data/cifar10_test.npz); nothing was run. Noise images would make "
+                          "every comparison meaningless (near-chance networks, attacks at 0 % accuracy)")
+    return path
+
+
+def _images(n: int, offset: int = 0):
+    """``n`` real images (``n // 10`` per class from position ``offset`` of each class) and labels."""
+    got = shared_cifar10(n, offset=offset)
     if got is None:
-        g = torch.Generator().manual_seed(0)
-        return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+        require_real_data()
     return got
 
 
-def _calibrated_model(arch: str, C: int, N: int, x):
-    """A network with BN statistics of ``x`` (eval mode): deterministic, input-dependent logits without training."""
-    import torch
+_TRAINED: dict[tuple, Any] = {}
 
-    from robustbench_nas.models import build_model
 
-    torch.manual_seed(0)
-    m = build_model(arch, C=C, N=N)
-    for mod in m.modules():
-        if isinstance(mod, torch.nn.BatchNorm2d):
-            mod.momentum = None
-    m.train()
-    with torch.no_grad():
-        m(x)
-    return m.eval()
+def trained_network(dev: str, sz: Sizes) -> Any:
+    """The network the attack sections use: :data:`LIGHT_CELL` at ``net_C`` / ``net_N``, trained on the device on
+    the first ``net_train_images`` real images (per class), cached for the run (held-out images start after them)."""
+    from benchmarks.device_agreement import train_network
+
+    key = (dev, sz.net_train_images, sz.net_epochs, sz.net_batch, sz.net_C, sz.net_N)
+    if key not in _TRAINED:
+        x, y = _images(sz.net_train_images)
+        _TRAINED[key] = train_network(LIGHT_CELL, x, y, dev, C=sz.net_C, N=sz.net_N, epochs=sz.net_epochs,
+                                      batch_size=sz.net_batch)
+    return _TRAINED[key]
+
+
+def _held_out_offset(sz: Sizes) -> int:
+    return -(-sz.net_train_images // 10)  # first image per class not used for training
 
 
 # ------------------------------------------------------------------------------------------------------ sections
@@ -119,47 +150,56 @@ def agreement_model(dev: str, sz: Sizes) -> list[dict]:
     return [device_agreement_record("cpu", dev, n=sz.agree_images, train_steps=sz.agree_train_steps)]
 
 
-def _attack_eps(name: str) -> list[float]:
-    return [0.1, 0.5] if name.endswith("@L2") else [1 / 255, 4 / 255]
+#: The CIFAR-10 protocols whose attack grids the check covers (every eps of each).
+GRID_PROTOCOLS = ("jung2023", "robbench2024")
 
 
-def _attack_params(name: str, sz: Sizes) -> dict[str, Any] | None:
+def pipeline_grid() -> tuple[dict[str, list[float]], int]:
+    """The union of the attack grids of :data:`GRID_PROTOCOLS` (``{attack: eps ascending}``) and their batch size."""
+    from robustbench_nas.pipelines import get_protocol
+
+    grid: dict[str, set[float]] = {}
+    sizes = set()
+    for name in GRID_PROTOCOLS:
+        p = get_protocol(name)
+        sizes.add(p.batch_size)
+        for attack, eps in p.attacks.items():
+            grid.setdefault(attack, set()).update(float(e) for e in eps)
+    if len(sizes) != 1:  # one batch size to check; two would need two runs of the section
+        raise RuntimeError(f"protocols {GRID_PROTOCOLS} use different batch sizes {sorted(sizes)}")
+    return {k: sorted(v) for k, v in grid.items()}, sizes.pop()
+
+
+def _short_params(name: str, sz: Sizes) -> dict[str, Any]:
+    """Shortened budgets (the same on both devices): the CPU side must finish in minutes."""
     if name.startswith("fgsm"):
-        return None
-    if name.startswith("pgd"):
-        return {"steps": min(10, sz.pgd_steps)}
+        return {}
     if name.startswith("aa_square"):
-        return {"n_queries": min(100, sz.square_queries)}
-    if name.startswith("autoattack"):  # every component, short budgets
-        return {"apgd_steps": min(10, sz.apgd_steps), "n_target_classes": 3, "fab_steps": 10,
-                "square_queries": min(100, sz.square_queries)}
-    return {"steps": min(10, sz.apgd_steps)}
+        return {"n_queries": sz.agree_queries}
+    if name.startswith("autoattack"):
+        return {"apgd_steps": sz.agree_steps, "n_target_classes": 3, "fab_steps": sz.agree_steps,
+                "square_queries": sz.agree_queries}
+    return {"steps": sz.agree_steps}
 
 
-def agreement_attacks(dev: str, sz: Sizes) -> list[dict]:
-    from robustbench_nas import attacks
+def agreement_attacks(dev: str, sz: Sizes, perturb: float = 0.0) -> list[dict]:
+    from benchmarks.device_agreement import Tolerances, compare_devices
 
-    x, y = _images(sz.attack_images)
-    model = _calibrated_model(LIGHT_CELL, 8, 1, x)
-    values: dict[str, dict[str, list[float]]] = {}
-    seconds = {"cpu": 0.0, dev: 0.0}
-    for name in attacks.list_attacks():
-        values[name] = {}
-        for d in ("cpu", dev):
-            m = model.to(d)
-            with Timer() as t:
-                res = attacks.evaluate(m, x.to(d), y.to(d), name, _attack_eps(name), params=_attack_params(name, sz),
-                                       seed=0, batch_size=256)
-            seconds[d] += t.seconds
-            values[name][d] = [r.stats.accuracy for r in res]
-        model = model.to("cpu")
-    diffs = {k: float(np.max(np.abs(np.subtract(v["cpu"], v[dev])))) for k, v in values.items()}
-    tol = {k: (1.0 / len(y) + 1e-9 if k.startswith("fgsm") else 0.05) for k in values}
-    agree = all(diffs[k] <= tol[k] for k in values)
-    return [make_result(f"device_agreement_attacks_{dev.replace(':', '')}", seconds[dev], seconds["cpu"], agree,
-                        same_work=True, devices=["cpu", dev], n_images=len(y), accuracy=values,
-                        max_abs_accuracy_diff=diffs, tolerance=tol,
-                        note="random attacks draw on the model's device: statistical agreement")]
+    grid, batch_size = pipeline_grid()
+    model = trained_network(dev, sz)
+    x, y = _images(sz.attack_images, offset=_held_out_offset(sz))
+    rec = compare_devices(model, x, y, dev, grid=grid, params={k: _short_params(k, sz) for k in grid},
+                          batch_size=batch_size, seed=0, tol=Tolerances(min_clean_accuracy=sz.min_clean_accuracy),
+                          perturb=perturb)
+    secs = rec.pop("seconds")
+    return [make_result(f"device_agreement_attacks_{dev.replace(':', '')}", secs["device"], secs["cpu"], rec["ok"],
+                        same_work=True, devices=["cpu", dev], grid_protocols=list(GRID_PROTOCOLS),
+                        eps_255={k: [round(e * 255, 4) for e in v] for k, v in grid.items()},
+                        params={k: _short_params(k, sz) for k in grid},
+                        model={"arch": LIGHT_CELL, "C": sz.net_C, "N": sz.net_N, "trained_on": dev,
+                               "train_images": sz.net_train_images, "epochs": sz.net_epochs},
+                        note="same per-image CPU random streams on both devices; budgets shortened on both",
+                        **rec)]
 
 
 def agreement_corruptions(dev: str, sz: Sizes) -> list[dict]:
@@ -225,11 +265,32 @@ def engine_proxies(dev: str, sz: Sizes) -> list[dict]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
 
 
+def profile_variants() -> tuple[str, ...]:
+    """The trainer configurations (keys of ``bench_training.VARIANTS``) that registered training profiles use:
+    the check measures what the pipeline runs (no bf16 where no profile uses it)."""
+    from benchmarks import bench_training as bt
+    from robustbench_nas.training.profiles import get_profile, list_profiles
+
+    used = []
+    for name in list_profiles():
+        p = get_profile(name)
+        want = {"channels_last": bool(getattr(p, "channels_last", False)), "amp": getattr(p, "amp", None),
+                "compile": bool(getattr(p, "compile", False))}
+        for variant, opts in bt.VARIANTS.items():
+            full = {"channels_last": bool(opts.get("channels_last", False)), "amp": opts.get("amp"),
+                    "compile": bool(opts.get("compile", False))}
+            if full == want and variant not in used:
+                used.append(variant)
+    if not used:
+        raise RuntimeError("no trainer variant of bench_training matches a registered training profile")
+    return tuple(used)
+
+
 def throughput_training(dev: str, sz: Sizes) -> list[dict]:
     from benchmarks import bench_training as bt
 
     cfg = bt.GpuBenchConfig(device=dev, n_train=sz.train_images, n_test=min(1000, sz.train_images // 4), epochs=1,
-                            variants=("fp32", "channels_last+bf16"), processes=(), acc_epochs=0,
+                            variants=profile_variants(), processes=(), acc_epochs=0,
                             overrides=() if sz.full_C == 16 else (("C", sz.full_C), ("N", sz.full_N)),
                             loader_workers=0 if sz.train_images < 1000 else 4)
     return bt.gpu_records(cfg, bt.unique_cell_flops(bt.op_flop_table()))
@@ -237,11 +298,13 @@ def throughput_training(dev: str, sz: Sizes) -> list[dict]:
 
 def throughput_attacks(dev: str, sz: Sizes) -> list[dict]:
     from robustbench_nas import attacks
+    from robustbench_nas.utils.precision import ieee_fp32
 
-    x, y = _images(sz.throughput_images)
+    x, y = _images(sz.throughput_images, offset=_held_out_offset(sz))
     x, y = x.to(dev), y.to(dev)
-    model = _calibrated_model(LIGHT_CELL, sz.full_C, sz.full_N, x.cpu()).to(dev)
+    model = trained_network(dev, sz).to(dev)
     grid = attacks.get_attack_grid("jung2023")
+    _, batch_size = pipeline_grid()
     recs = []
     jobs = [("pgd@Linf", grid["pgd@Linf"], {"steps": sz.pgd_steps}, len(y)),
             ("aa_apgd-ce@Linf", grid["aa_apgd-ce@Linf"], {"steps": sz.apgd_steps}, len(y)),
@@ -249,13 +312,14 @@ def throughput_attacks(dev: str, sz: Sizes) -> list[dict]:
     for name, eps, params, n in jobs:
         for mode in ("independent", "early_exit"):
             with Timer() as t:
-                res = attacks.evaluate(model, x[:n], y[:n], name, list(eps), params=params, seed=0, mode=mode,
-                                       batch_size=4096)
+                with ieee_fp32():  # the pipeline's evaluation precision
+                    res = attacks.evaluate(model, x[:n], y[:n], name, list(eps), params=params, seed=0, mode=mode,
+                                           batch_size=batch_size)
             recs.append(make_result(
                 f"device_throughput_{name.split('@')[0]}_{mode}_{dev.replace(':', '')}", t.seconds, None, None,
                 same_work=None, clock="wall", device=dev, attack=name, mode=mode, params=params, n_images=n,
                 eps_255=[round(e * 255, 3) for e in eps], accuracy=[r.stats.accuracy for r in res],
-                model={"arch": LIGHT_CELL, "C": sz.full_C, "N": sz.full_N, "trained": False},
+                model={"arch": LIGHT_CELL, "C": sz.net_C, "N": sz.net_N, "trained": True}, batch_size=batch_size,
                 images_per_s=n * len(eps) / t.seconds))
     return recs
 
@@ -285,7 +349,8 @@ def fidelity(dev: str, sz: Sizes, seconds_left: float) -> list[dict]:
     if n_cells < 3:
         raise TimeoutError(f"only {seconds_left:.0f} s left: the fidelity study needs at least 3 cells "
                            f"(~{3 * per_cell:.0f} s); rerun with a larger --budget-s")
-    ov = (("channels_last", True), ("amp", "bf16")) if dev.startswith("cuda") else (
+    # the profile's own trainer settings (no profile uses bf16 / channels_last); the dry run shrinks the network
+    ov = () if dev.startswith("cuda") else (
         ("C", sz.full_C), ("N", sz.full_N), ("batch_size", 128), ("max_train_images", 256))
     cfg = FidelityConfig(n_cells=n_cells, epochs=sz.fidelity_epochs, eval_images=sz.fidelity_eval_images,
                          pgd_eps=(1 / 255,), device=dev, overrides=ov)
@@ -309,8 +374,16 @@ SECTIONS: dict[str, Callable[..., list[dict]]] = {
 }
 
 
-def run(device: str, dry_run: bool, out: Path, budget_s: float, only: list[str] | None = None) -> int:
-    """Run the sections; write each record and a summary to ``out``; return the exit code (0: all ran and agreed)."""
+def run(device: str, dry_run: bool, out: Path, budget_s: float, only: list[str] | None = None,
+        perturb: float = 0.0) -> int:
+    """Run the sections; write each record and a summary to ``out``; return the exit code (0: all ran and agreed).
+
+    ``perturb``: relative weight noise on the device's copy of the network in ``agreement_attacks`` (a check of
+    the check: it must then report disagreement).
+
+    Raises:
+        DataMissing: the real CIFAR-10 images are not there (before anything runs).
+    """
     import torch
 
     if not dry_run:
@@ -320,6 +393,7 @@ def run(device: str, dry_run: bool, out: Path, budget_s: float, only: list[str] 
         if not torch.cuda.is_available():
             raise SystemExit("device_check: no CUDA device is available (torch.cuda.is_available() is False); "
                              "nothing was run. Use --dry-run --device cpu to check the script on a CPU")
+    require_real_data()
     sz = Sizes.dry() if dry_run else Sizes()
     t0 = time.perf_counter()
     summary: dict[str, dict[str, Any]] = {}
@@ -334,7 +408,12 @@ def run(device: str, dry_run: bool, out: Path, budget_s: float, only: list[str] 
             summary[name] = {"status": "not_run", "error": why, "seconds": 0.0}
             continue
         try:
-            recs = SECTIONS[name](device, sz, left) if name == "fidelity" else SECTIONS[name](device, sz)
+            if name == "fidelity":
+                recs = SECTIONS[name](device, sz, left)
+            elif name == "agreement_attacks":
+                recs = SECTIONS[name](device, sz, perturb)
+            else:
+                recs = SECTIONS[name](device, sz)
             for r in recs:
                 r["dry_run"] = dry_run
                 save_result(r, out)
@@ -355,7 +434,7 @@ def run(device: str, dry_run: bool, out: Path, budget_s: float, only: list[str] 
     total = time.perf_counter() - t0
     ok = all(s["status"] == "ok" and s.get("results_agree") is not False for s in summary.values())
     rec = make_result(f"device_check_summary{'_dry_run' if dry_run else ''}", total, None, ok, device=device,
-                      dry_run=dry_run, sections=summary, budget_s=budget_s, same_work=None,
+                      dry_run=dry_run, sections=summary, budget_s=budget_s, same_work=None, perturb=perturb,
                       gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     save_result(rec, out)
     for name, s in summary.items():
@@ -374,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=420.0, help="seconds for all sections (fidelity takes the rest)")
     ap.add_argument("--sections", default=None, help=f"comma-separated subset of {', '.join(SECTIONS)}")
     ap.add_argument("--threads", type=int, default=4, help="torch CPU threads (the CPU side of the comparisons)")
+    ap.add_argument("--perturb", type=float, default=0.0,
+                    help="relative weight noise on the device's copy in agreement_attacks: the check must then fail")
     a = ap.parse_args(argv)
     import os
 
@@ -385,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     only = a.sections.split(",") if a.sections else None
     if only and set(only) - set(SECTIONS):
         ap.error(f"unknown sections {sorted(set(only) - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
-    return run(a.device, a.dry_run, out, a.budget_s, only)
+    try:
+        return run(a.device, a.dry_run, out, a.budget_s, only, a.perturb)
+    except DataMissing as e:
+        print(e.code, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 from robustbench_nas.storage.schema import STAGES
 from robustbench_nas.utils.registry import Registry
 
+from .tasks import parse_task, task_cells  # re-exported: array tasks used to be defined here
+
 #: pipeline protocol factories by name
 PROTOCOLS: Registry[Callable[[], "ProtocolConfig"]] = Registry("protocol")
 
@@ -35,6 +37,12 @@ CIFAR10C_CORRUPTIONS: tuple[str, ...] = (
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
 )
 
+#: The protocol field giving the number of images of each purpose (``None``: the whole split).
+_SIZE_FIELDS: dict[str, str] = {"proxies": "proxy_images", "clean": "eval_images", "attacks": "attack_images",
+                                "corruptions": "corruption_images", "measures": "measure_images"}
+#: The stage that evaluates each purpose's images.
+PURPOSE_STAGES: dict[str, str] = {"proxies": "proxies", "clean": "clean", "attacks": "adversarial",
+                                  "corruptions": "corruptions", "measures": "measures"}
 
 
 def _attack_grid(name: str) -> tuple[dict[str, tuple[float, ...]], dict[str, dict[str, Any]]]:
@@ -86,12 +94,22 @@ class ProtocolConfig:
         corruptions, severities: corruption names and severities; ``corruption_source`` ``None`` (generated on
             the device) or a folder of CIFAR-10-C ``.npy`` files.
         proxies: zero-cost proxies at initialisation on ``proxy_images`` training images.
+        proxy_engine: how the proxies are computed (:func:`robustbench_nas.proxies.compute_proxies`'s ``engine``):
+            ``"fast"`` (default; croze and hessian_eig within their stated tolerances of the reference),
+            ``"shared"`` (bit for bit the one-at-a-time reference) or ``"separate"``. Part of the fingerprint and of
+            the proxies stage's reuse fields: values of two engines are never mixed in one store.
         measures: Jacobian / Hessian measures of the trained network on ``measure_images`` training images;
             ``measure_params`` every field of :class:`~robustbench_nas.measures.MeasureConfig` (projections, Hessian
             iterations and tolerance, ...), explicit so that they are part of the fingerprint.
         eval_split: split used for clean / adversarial / corruption evaluation; ``eval_images``,
             ``attack_images``, ``corruption_images``: images used (``None``: the whole split; a seeded
             class-balanced subset otherwise, the same for every cell).
+        subset_seed: seed of every image subset (:func:`robustbench_nas.data.subsets.subset_indices`: a subset is
+            defined by the dataset, split, size and this seed, never by the protocol's name, so two protocols with
+            the same settings evaluate the same images).
+        image_indices: explicit images per purpose (``proxies``, ``clean``, ``attacks``, ``corruptions``,
+            ``measures``): positions in that purpose's split, used as given instead of the seeded rule; the
+            purpose's size field, if set, must equal their count (e.g. ``nb201-proxies`` pins its 64 images).
         batch_size: evaluation batch size.
         stages: stages allocated in the store (a run may execute a subset).
         retries: extra attempts of a failing stage before the cell is marked failed.
@@ -116,6 +134,7 @@ class ProtocolConfig:
     corruption_source: str | None = None
     proxies: tuple[str, ...] = ()
     proxy_images: int = 64
+    proxy_engine: str = "fast"
     measures: tuple[str, ...] = ()
     measure_images: int = 64
     measure_params: dict[str, Any] = field(default_factory=lambda: _default_measure_params())
@@ -123,6 +142,8 @@ class ProtocolConfig:
     eval_images: int | None = None
     attack_images: int | None = None
     corruption_images: int | None = None
+    subset_seed: int = 0
+    image_indices: dict[str, tuple[int, ...]] = field(default_factory=dict)
     batch_size: int = 256
     stages: tuple[str, ...] = STAGES
     retries: int = 2
@@ -139,6 +160,7 @@ class ProtocolConfig:
         set_(self, "proxies", tuple(str(p) for p in self.proxies))
         set_(self, "measures", tuple(str(m) for m in self.measures))
         set_(self, "stages", tuple(str(s) for s in self.stages))
+        set_(self, "image_indices", {str(k): tuple(int(i) for i in v) for k, v in dict(self.image_indices).items()})
         if isinstance(self.archs, (list, tuple)):
             set_(self, "archs", tuple(int(a) if isinstance(a, int) else str(a) for a in self.archs))
         from robustbench_nas.search_spaces import canonical_name
@@ -179,8 +201,34 @@ class ProtocolConfig:
             raise ValueError(f"protocol {self.name!r}: archs={self.archs}: need at least one cell")
         if self.unit_timeout_s is not None and not self.unit_timeout_s > 0:
             raise ValueError(f"protocol {self.name!r}: unit_timeout_s must be a positive number of seconds or None")
+        from robustbench_nas.proxies.api import ENGINES
+
+        if self.proxy_engine not in ENGINES:
+            raise ValueError(f"protocol {self.name!r}: proxy_engine {self.proxy_engine!r} unknown; "
+                             f"known: {', '.join(ENGINES)}")
         if self.retries < 0 or self.batch_size < 1:
             raise ValueError(f"protocol {self.name!r}: retries >= 0 and batch_size >= 1 required")
+        self.validate_images()
+
+    def validate_images(self) -> None:
+        """``subset_seed`` an int; explicit ``image_indices`` for known purposes, non-empty, distinct, >= 0, and as
+        many as the purpose's size field asks (when it is set). Whether they fit the split is checked on the data."""
+        from robustbench_nas.data.subsets import PURPOSES
+
+        if isinstance(self.subset_seed, bool) or not isinstance(self.subset_seed, int):
+            raise ValueError(f"protocol {self.name!r}: subset_seed must be an int, got {self.subset_seed!r}")
+        for purpose, idx in self.image_indices.items():
+            if purpose not in PURPOSES:
+                raise ValueError(f"protocol {self.name!r}: image_indices for unknown purpose {purpose!r}; "
+                                 f"known: {list(PURPOSES)}")
+            if not idx or min(idx) < 0 or len(set(idx)) != len(idx):
+                raise ValueError(f"protocol {self.name!r}: image_indices[{purpose!r}] must be distinct "
+                                 "non-negative positions, at least one")
+            size_field = _SIZE_FIELDS[purpose]
+            n = getattr(self, size_field)
+            if n is not None and n != len(idx):
+                raise ValueError(f"protocol {self.name!r}: image_indices[{purpose!r}] has {len(idx)} images but "
+                                 f"{size_field} is {n}")
 
     def validate_names(self) -> None:
         """Every name a stage will look up exists: attacks (and their parameters), corruptions, proxies, measures,
@@ -250,17 +298,24 @@ class ProtocolConfig:
         d["attacks"] = {k: list(v) for k, v in self.attacks.items()}
         for k in ("corruptions", "severities", "proxies", "measures", "stages"):
             d[k] = list(d[k])
+        d["image_indices"] = {k: list(v) for k, v in self.image_indices.items()}
         if isinstance(self.archs, tuple):
             d["archs"] = list(self.archs)
         return json.loads(json.dumps(d))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ProtocolConfig":
-        """Rebuild a protocol saved with :meth:`to_dict` (unknown keys are an error)."""
+        """Rebuild a protocol saved with :meth:`to_dict` (unknown keys are an error).
+
+        A protocol saved before ``proxy_engine`` existed computed its proxies with the shared engine (then the
+        only one, bit for bit the reference): it reads back as ``"shared"``, not as today's default.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"saved protocol has unknown fields {sorted(unknown)} (written by a newer version?)")
+        if "proxy_engine" not in d:
+            d = {**d, "proxy_engine": "shared"}
         return cls(**d)
 
     def fingerprint(self) -> str:
@@ -274,6 +329,23 @@ class ProtocolConfig:
         return {k: (a[k], b[k]) for k in a if k not in RUNTIME_FIELDS and a[k] != b[k]}
 
     # ---- resolution ----------------------------------------------------------------------------------------------
+    def image_purposes(self) -> list[str]:
+        """The purposes (of :data:`~robustbench_nas.data.subsets.PURPOSES`) whose images this protocol's stages use."""
+        used = {"proxies": bool(self.proxies), "clean": True, "attacks": bool(self.attacks),
+                "corruptions": bool(self.corruptions), "measures": bool(self.measures)}
+        return [p for p, stage in PURPOSE_STAGES.items() if stage in self.stages and used[p]]
+
+    def image_request(self, purpose: str) -> tuple[str, int | None, int, tuple[int, ...] | None]:
+        """``(split, n, subset_seed, explicit indices or None)`` of a purpose: the settings that define its images.
+
+        Proxies and measures use the training split (as Jung et al.), the other purposes ``eval_split``.
+        """
+        if purpose not in PURPOSE_STAGES:
+            raise KeyError(f"unknown image purpose {purpose!r}; known: {list(PURPOSE_STAGES)}")
+        split = "train" if purpose in ("proxies", "measures") else self.eval_split
+        n = getattr(self, _SIZE_FIELDS[purpose])
+        return split, n, self.subset_seed, self.image_indices.get(purpose)
+
     def measure_config(self) -> Any:
         """The :class:`~robustbench_nas.measures.MeasureConfig` of ``measure_params``."""
         from robustbench_nas.measures import MeasureConfig
@@ -341,6 +413,7 @@ class ProtocolConfig:
             epochs=profile.epochs,
             stages=list(self.stages),
             search_space=self.search_space,
+            weights_hashes=True,  # every result computed from a checkpoint records the weights it used
         )
 
 
@@ -371,30 +444,6 @@ def parse_archs(text: str) -> Any:
         return [int(s) for s in text.split(",") if s]
     except ValueError:
         raise ValueError(f"--archs {text!r}: expected 'all', N, a comma list of indices or strings, or @FILE") from None
-
-
-def task_cells(cells: Sequence[int], task: tuple[int, int] | None) -> list[int]:
-    """Cells of array task ``(i, n)`` (``rbnas run --task i/n``, one SLURM array task): positions ``p`` of the
-    uid-sorted list with ``p % n == i`` (deterministic, balanced). ``None``: every cell."""
-    cells = sorted(cells)
-    if task is None:
-        return cells
-    i, n = task
-    if n < 1 or not 0 <= i < n:
-        raise ValueError(f"task {i}/{n}: need n >= 1 and 0 <= i < n")
-    return [c for p, c in enumerate(cells) if p % n == i]
-
-
-def parse_task(text: str | None) -> tuple[int, int] | None:
-    """``"i/n"`` -> ``(i, n)`` (0-based i), the array task of ``rbnas run --task``."""
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--task {text!r}: expected i/n, e.g. 0/4") from None
-    task_cells([], (i, n))
-    return i, n
 
 
 # ---- the registered protocols ------------------------------------------------------------------------------------
@@ -486,13 +535,30 @@ def _all_proxies() -> tuple[str, ...]:
     return tuple(list_proxies())
 
 
+#: The shipped table's proxy images (package data of ``robustbench_nas.analysis``).
+PROXY_IMAGES_FILE = "nb201_cifar10_proxy_images.txt"
+
+
+def shipped_proxy_images() -> tuple[int, ...]:
+    """The 64 proxy images of the shipped NB201 proxy table: positions in the ``npz`` train split of
+    ``cifar10_test.npz`` (``analysis/data/nb201_cifar10_proxy_images.txt``; the draw of the rule used before subset
+    seeds existed, kept so that the table keeps its images)."""
+    from importlib import resources
+
+    from robustbench_nas.data.subsets import read_indices
+
+    text = resources.files("robustbench_nas.analysis").joinpath("data", PROXY_IMAGES_FILE).read_text()
+    return tuple(read_indices("\n".join(line.split("#", 1)[0] for line in text.splitlines())))
+
+
 @register_protocol("nb201-proxies")
 def _nb201_proxies() -> ProtocolConfig:
     """The shipped proxy table: all proxies, full-size NB201 (C=16, N=5) at initialisation, seed 0, batch 64.
 
     Cells: the 500-cell clean-accuracy-stratified sample of the Jung et al. release
     (:mod:`robustbench_nas.proxies.sample`), run in the listed (interleaved) order; images: 64 of the
-    ``npz`` dataset's train split (pass ``--data-root ../shared/data/cifar10_test.npz``: CIFAR-10 test images).
+    ``npz`` dataset's train split (pass ``--data-root ../shared/data/cifar10_test.npz``: CIFAR-10 test images),
+    pinned explicitly (:func:`shipped_proxy_images`).
     """
     from robustbench_nas.proxies.sample import shipped_sample
 
@@ -504,6 +570,9 @@ def _nb201_proxies() -> ProtocolConfig:
         seeds=(0,),
         proxies=_all_proxies(),
         proxy_images=64,
+        proxy_engine="shared",  # the shipped table's values: bit for bit the reference path (issue 27's fast
+        # engine differs within stated tolerances; the complete table will switch to it)
+        image_indices={"proxies": shipped_proxy_images()},
         stages=("info", "proxies"),
         description="zero-cost proxies of 500 stratified NB201 cells (C=16, N=5, batch 64, seed 0), no training",
     )
@@ -512,7 +581,7 @@ def _nb201_proxies() -> ProtocolConfig:
 @register_protocol("nb201-proxies-seeds")
 def _nb201_proxies_seeds() -> ProtocolConfig:
     """Seed noise of the proxies: the first 30 cells of the sample (3 per clean-accuracy stratum) at initialisation
-    seeds 1 and 2 (same images)."""
+    seeds 1 and 2, on the main table's 64 images (the same pinned ``image_indices``)."""
     from robustbench_nas.proxies.sample import shipped_sample
 
     return _nb201_proxies().replace(
@@ -541,6 +610,6 @@ def _darts_jung2023() -> ProtocolConfig:
 
 
 __all__ = [
-    "CIFAR10C_CORRUPTIONS", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs", "parse_task",
-    "register_protocol", "task_cells",
+    "CIFAR10C_CORRUPTIONS", "PURPOSE_STAGES", "ProtocolConfig", "get_protocol", "list_protocols", "parse_archs",
+    "parse_task", "register_protocol", "shipped_proxy_images", "task_cells",
 ]

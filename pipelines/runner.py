@@ -28,11 +28,16 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from robustbench_nas.storage import DONE, FAILED, RobustnessStore, StoreError
+from robustbench_nas.storage import (DONE, FAILED, PENDING, PER_ARCH_STAGES, WEIGHT_STAGES, RobustnessStore,
+                                     StoreError, weights_hash_array)
+from robustbench_nas.utils.atomic import rename_into_place
 
 from .dashboard import DEFAULT_DASHBOARD, check_dashboard_address
-from .protocol import ProtocolConfig, task_cells
-from .stages import StageContext, get_stage, list_stages, with_dependencies
+from .image_record import check_resume, difference_line, image_difference, image_record, recorded_images
+from .leases import DEFAULT_TTL_S, LeaseBook, skipped_line
+from .protocol import PURPOSE_STAGES, ProtocolConfig
+from .tasks import task_cells
+from .stages import StageContext, dependent_stages, get_stage, list_stages, with_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -45,58 +50,124 @@ def saved_protocol(store: RobustnessStore) -> ProtocolConfig:
     return ProtocolConfig.from_dict(store.attrs["protocol"])
 
 
-def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None) -> tuple[RobustnessStore, ProtocolConfig]:
+def prepare_store(path: str | os.PathLike, protocol: ProtocolConfig | None,
+                  shard_cells: int | None = None) -> tuple[RobustnessStore, ProtocolConfig]:
     """Open the store at ``path`` for ``protocol``, creating it if needed.
 
     An existing store made with another protocol is refused with the differing fields named; it is never
     overwritten. With ``protocol=None`` the store's saved protocol is used (e.g. to add a stage later).
     Creation is atomic (built in a temporary folder, then renamed), so array tasks started together create it once.
+    ``shard_cells``: cells per storage block of a new store (default 256); an existing store of another block size
+    is refused (its layout is fixed).
     """
     path = Path(path)
     if path.exists():
         store = RobustnessStore.open(path, mode="r+")
+        if shard_cells is not None and shard_cells != store.spec.shard_cells:
+            raise StoreError(f"{path} has {store.spec.shard_cells} cells per storage block, asked --shard-cells "
+                             f"{shard_cells}; a store's layout is fixed (omit --shard-cells to keep it)")
         saved = saved_protocol(store)
+        check_weights_hashes(store)
         if protocol is None:
+            check_resume(store, saved, saved)  # the data (--data-root) may have changed since
             store.commit()  # results of a killed run still in the journal
             return store, saved
-        if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
-            diff = saved.diff(protocol)
-            details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
-                                ((k, *v) for k, v in list(diff.items())[:6]))
-            raise StoreError(
-                f"{path} was made with another protocol ({saved.name}, fingerprint "
-                f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
-                "Use a new --store path, or omit --protocol to continue the store's own protocol."
-            )
+        check_same_protocol(store, protocol)
+        protocol = protocol.replace(data_root=protocol.data_root or saved.data_root)
+        check_resume(store, saved, protocol)  # same settings, but maybe another data file
         store.commit()  # results of a killed run still in the journal (checked protocol first: never touch another's)
-        return store, protocol.replace(data_root=protocol.data_root or saved.data_root)
+        return store, protocol
     if protocol is None:
         raise StoreError(f"no store at {path}; pass a protocol (e.g. --protocol tiny) to create it")
     spec = protocol.store_spec()
+    if shard_cells is not None:
+        import dataclasses
+
+        spec = dataclasses.replace(spec, shard_cells=int(shard_cells))  # checked like any spec (>= 1)
     tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     RobustnessStore.create(tmp, spec, attrs={"protocol": protocol.to_dict(),
                                              "protocol_fingerprint": protocol.fingerprint(),
                                              "random_streams": RANDOM_STREAMS,
+                                             "images": image_record(protocol),
                                              "eval_precision": EVAL_PRECISION_NOTE})
     try:
-        os.rename(tmp, path)  # atomic; fails if another process created the store meanwhile
+        # atomic (fails if another process created the store meanwhile) and durable: files, then the folder
+        rename_into_place(tmp, path)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not path.exists():
             raise
-        return prepare_store(path, protocol)
+        return prepare_store(path, protocol, shard_cells)
     return RobustnessStore.open(path, mode="r+"), protocol
+
+
+def stages_to_run(protocol: ProtocolConfig, stages: Sequence[str] | None,
+                  force_stages: Sequence[str] = ()) -> list[str]:
+    """The stages a run executes: ``stages`` (default: all of the protocol's) and ``force_stages``, with the stages
+    they need, in pipeline order; ``ValueError`` naming any stage the protocol does not have."""
+    available = [s for s in protocol.stages if s in list_stages()]
+    wanted = list(stages) if stages else list(available)
+    unknown = [s for s in [*wanted, *force_stages] if s not in available]
+    if unknown:
+        raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
+    return with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
+
+
+def check_same_protocol(store: RobustnessStore, protocol: ProtocolConfig) -> None:
+    """StoreError naming the differing fields when ``store`` was made with another protocol than ``protocol``."""
+    if protocol.fingerprint() != store.attrs.get("protocol_fingerprint"):
+        saved = saved_protocol(store)
+        if "subset_seed" not in store.attrs["protocol"]:
+            raise StoreError(
+                f"{store.path} was made before evaluation images were recorded (its subsets were drawn by the "
+                f"protocol's name, {saved.name!r}); this version draws them by subset_seed or explicit indices, "
+                "so its results and new ones would be about other images. Use a new --store (--reuse it to copy "
+                "what agrees, e.g. trained networks), or omit --protocol to continue it on its own images "
+                "where they are still the same.")
+        diff = saved.diff(protocol)
+        details = "; ".join(f"{k}: store has {a!r}, asked {b!r}" for k, a, b in
+                            ((k, *v) for k, v in list(diff.items())[:6]))
+        raise StoreError(
+            f"{store.path} was made with another protocol ({saved.name}, fingerprint "
+            f"{store.attrs.get('protocol_fingerprint')}); refusing to mix results. Differences: {details or '?'}. "
+            "Use a new --store path, or omit --protocol to continue the store's own protocol."
+        )
+
+
+def check_weights_hashes(store: RobustnessStore) -> None:
+    """Refuse to run on a store that trains but cannot record weights hashes (made before checkpoints were
+    content-addressed): its results could not be tied to the weights they came from."""
+    if "train" in store.spec.stages and not store.spec.weights_hashes:
+        raise StoreError(
+            f"{store.path} was made before results recorded the weights hash of their checkpoint (no "
+            "'weights_sha256' arrays); refusing to add results to it. Run into a new --store with --reuse "
+            f"{store.path} (trained networks are hashed and copied, evaluations recomputed).")
+
+
+def train_reset_entries(store: RobustnessStore, uid: int, seed: int) -> list[tuple[Any, ...]]:
+    """Journal bookkeeping entries that set every stage depending on ``train`` back to pending for (uid, seed).
+
+    Added to the record of a new train result, so that the new weights and the reset of the results computed
+    from the old ones are one record, committed together (a later result of those stages, recorded after it,
+    marks them done again).
+    """
+    i, j = store.arch_pos(uid), store.seed_pos(seed)
+    return [(i, j, store.stage_pos(d), PENDING, None, None, None)
+            for d in dependent_stages(["train"], list(store.spec.stages))]
 
 
 # ---- reuse of another store's results -------------------------------------------------------------------------------
 _TRAINED = ("search_space", "dataset", "train_profile", "profile_overrides", "eval_split")
 
 #: protocol fields each stage's values depend on, besides the cell and the seed. ``batch_size`` is not one: attacks
-#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting.
+#: and generated corruptions draw per image (robustbench_nas.utils.streams), so it is a performance setting. The
+#: images are not compared by fields (``subset_seed``, ``image_indices``) but by content: the stores' ``images``
+#: records (:mod:`.image_record`), so a store whose images were pinned to the same ones is reused whatever the rule.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "info": ("search_space", "dataset", "train_profile", "profile_overrides"),
-    "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images"),
+    "proxies": ("search_space", "dataset", "train_profile", "profile_overrides", "proxies", "proxy_images",
+                "proxy_engine"),
     "train": _TRAINED,
     "clean": (*_TRAINED, "eval_images"),
     "adversarial": (*_TRAINED, "attacks", "attack_params", "attack_mode", "attack_images"),
@@ -120,28 +191,70 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     This is how a new attack (or corruption, proxy, measure) is added to an existing dataset without retraining:
     run the new protocol into a new store with ``reuse=OLD``; stages whose fields (:data:`STAGE_FIELDS`) match
     are copied cell by cell (training keeps pointing at the old checkpoints), the rest is computed.
+    Images: a stage that evaluates images is copied only when the source evaluated the same images (equal content
+    hashes of the recorded subsets). When both protocols ask for the same images (split, size, subset seed,
+    explicit indices) but the source's are others (another data file, or a store drawn by its protocol's name
+    before image records), the reuse is refused (``StoreError``, one line naming the difference); when this run
+    asks for other images on purpose, the stage is computed afresh.
+
+    Weights: a copied ``train`` result keeps pointing at the source's checkpoint (content-addressed, so no later
+    run of the source replaces the file) with its ``weights_sha256``. A source made before weights hashes has its
+    checkpoint hashed and linked (or copied) under its content name into this store's checkpoint folder. A result
+    computed from a checkpoint is copied only when it carries a weights hash equal to the one of the weights this
+    store's cell points to (a source without hashes, or a stale source result, is recomputed instead).
     Returns ``{stage: slots copied}``.
     """
     src = RobustnessStore.open(source, mode="r")
     src_proto = saved_protocol(src)
+    # a store from before image records: its images by the old rule, on its data file if still there, else this run's
+    src_root = src_proto.data_root if src_proto.data_root and Path(src_proto.data_root).exists() else protocol.data_root
+    src_images = recorded_images(src, src_proto.replace(data_root=src_root))
+    my_images = store.attrs.get("images") or image_record(protocol)
+    stage_purpose = {stage: purpose for purpose, stage in PURPOSE_STAGES.items()}
     mine, theirs = protocol.to_dict(), src_proto.to_dict()
     copied: dict[str, int] = {}
     # committed results only (a source still being written may have journal records; those are not copied yet)
     status = src.read_array("status")
     src_seconds = src.read_array("stage_seconds")
+    src_ran = {k.removeprefix("unit_"): v for k, v in src.unit_settings().items()}  # copied with each result
     cache: dict[str, np.ndarray] = {}
-    mine_status = store.status()
+    # the weights hash each of this store's (cell, seed) points to: committed ones, then the train results copied
+    weights = store.read_array("weights_sha256") if "weights_sha256" in store.arrays else None
     touched: set[int] = set()
-    for stage in store.spec.stages:
+
+    def reusable(stage: str) -> bool:
+        """Whether ``stage``'s results may be copied; raises on images that differ where the protocols agree."""
         if stage not in src.spec.stages or any(mine[f] != theirs[f] for f in STAGE_FIELDS[stage]):
-            continue
+            return False
         if stage in _RANDOM_STAGES and src.attrs.get("random_streams") != RANDOM_STREAMS:
             log.info("not reusing %s results from %s: other random streams (%s)", stage, src.path,
                      src.attrs.get("random_streams", "batch-dependent, before per-image streams"))
-            continue
+            return False
         names = [a.name for a in store.arrays.values() if a.stage == stage]
+        if stage == "train" and not src.spec.weights_hashes:
+            names = [n for n in names if n != "weights_sha256"]  # hashed from the source's file when copied
         if any(n not in src.arrays for n in names):
-            continue
+            if stage in WEIGHT_STAGES and weights_hash_array(stage) not in src.arrays:
+                log.info("not reusing %s results from %s: they record no weights hash", stage, src.path)
+            return False
+        purpose = stage_purpose.get(stage)
+        if purpose is not None and purpose in image_difference(src_images, my_images):
+            if not (status[:, :, src.stage_pos(stage)] == DONE).any():
+                return False  # nothing of it to copy
+            line = difference_line(purpose, src_images, my_images, str(src.path))
+            if src_proto.image_request(purpose) == protocol.image_request(purpose):
+                raise StoreError(f"--reuse {src.path}: {line}; refusing to mix subsets (use the source's data "
+                                 "file, or a protocol asking for other images)")
+            log.info("not reusing %s results: %s", stage, line)
+            return False
+        return True
+
+    # decided for every stage before anything is copied: a refusal leaves the new store untouched
+    for stage in [s for s in store.spec.stages if reusable(s)]:
+        names = [a.name for a in store.arrays.values() if a.stage == stage]
+        if stage == "train" and not src.spec.weights_hashes:
+            names = [n for n in names if n != "weights_sha256"]  # hashed from the file below
+        mine_status = store.status()  # per stage: a copied train result resets the stages computed from weights
         n = 0
         for uid in (cells if cells is not None else store.spec.archs):
             if uid not in src.spec.archs:
@@ -158,12 +271,27 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
                     if name not in cache:
                         cache[name] = src.read_array(name)
                     values[name] = cache[name][(i, j) if "seed" in src.arrays[name].dims else i]
-                if "checkpoint" in values:  # keep pointing at the same file, from the new store's folder
-                    old = src.path.parent / str(values["checkpoint"])
-                    values["checkpoint"] = os.path.relpath(old, store.path.parent)
+                pos = (store.arch_pos(uid), store.seed_pos(seed))
+                if stage in WEIGHT_STAGES and weights is not None \
+                        and str(values[weights_hash_array(stage)]) != str(weights[pos]):
+                    continue  # computed from other weights than this cell's (or stale in the source): recompute
+                if "checkpoint" in values:
+                    pointer = _reused_checkpoint(src, store, uid, seed, values)
+                    if pointer is None:
+                        continue  # the source's network is gone or damaged: train it here
+                    values.update(pointer)
+                    if weights is not None:
+                        weights[pos] = values["weights_sha256"]
                 secs = float(src_seconds[src.arch_pos(uid), src.seed_pos(seed), src.stage_pos(stage)])
-                store.write_cell(uid, seed, values, stage=stage, seconds=secs, commit=False)
-                touched.add(store.block_of(uid))
+                ran = {k: v[i, j, src.stage_pos(stage)] for k, v in src_ran.items()}
+                ran = {k: v.item() if isinstance(v, np.generic) else v for k, v in ran.items()}
+                ran = {k: v for k, v in ran.items() if v not in (-1, "")}  # not recorded there: not here either
+                block, rec = store.cell_record(uid, seed, values, stage=stage, status=DONE, seconds=secs, error="",
+                                               **ran)
+                if stage == "train":
+                    rec.book += train_reset_entries(store, uid, seed)
+                store.append([(block, rec)])
+                touched.add(block)
                 n += 1
         if n:
             copied[stage] = n
@@ -172,21 +300,62 @@ def reuse_results(store: RobustnessStore, protocol: ProtocolConfig, source: str 
     return copied
 
 
+def _reused_checkpoint(src: RobustnessStore, store: RobustnessStore, uid: int, seed: int,
+                       values: dict[str, Any]) -> dict[str, str] | None:
+    """``checkpoint`` (relative to ``store``'s folder) and ``weights_sha256`` of a train result copied from ``src``
+    (``None`` with a warning when a source without hashes has no readable checkpoint for it).
+
+    A source with weights hashes: the same content-addressed file, pointed to from here. A source without: the file
+    is hashed and hard-linked (copied where links are not possible) as ``<uid>_s<seed>_<sha256>.safetensors`` into
+    this store's checkpoint folder, so a later rewrite of the source's file (renamed over it) cannot change it.
+    """
+    from robustbench_nas.training.checkpoint import CheckpointError, checkpoint_sha256, content_name
+    from robustbench_nas.utils.atomic import atomic_output
+
+    old = src.path.parent / str(values["checkpoint"])
+    if src.spec.weights_hashes:
+        return {"checkpoint": os.path.relpath(old, store.path.parent), "weights_sha256": str(values["weights_sha256"])}
+    try:
+        sha = checkpoint_sha256(old)
+    except CheckpointError as e:
+        log.warning("not reusing train of cell %d seed %d from %s: %s", uid, seed, src.path, e)
+        return None
+    target = store.path.parent / f"{store.path.name}.checkpoints" / content_name(f"{uid}_s{seed}", sha)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target) as tmp:
+            try:
+                os.link(old, tmp)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(old, tmp)
+    return {"checkpoint": os.path.relpath(target, store.path.parent), "weights_sha256": sha}
+
+
 # ---- the task run on a worker -------------------------------------------------------------------------------------
 def _worker_device(device: str, resolve: Any) -> Any:
-    """``auto`` on a multi-GPU machine: local worker k uses GPU k mod n (LocalCluster names workers 0, 1, ...)."""
+    """The device of this worker for the requested ``device`` (:func:`.gpu_slots.local_worker_device`).
+
+    A local cluster's worker ``k`` on a machine with ``n`` GPUs uses ``cuda:(k mod n)`` for ``auto`` and a bare
+    ``cuda``, never all of them GPU 0, and makes it the current CUDA device (kernels and caches of code that uses
+    the default device go there too). Anything else: ``resolve(device)``.
+    """
     import torch
 
-    if device == "auto" and torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        try:
-            from distributed import get_worker
+    from .gpu_slots import local_worker_device
 
-            name = get_worker().name
-            if isinstance(name, int) or str(name).isdigit():
-                return torch.device(f"cuda:{int(name) % torch.cuda.device_count()}")
-        except (ImportError, ValueError):
-            pass
-    return resolve(device)
+    name = None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not in a Dask worker
+        pass
+    if name is None or device not in ("auto", "cuda") or not torch.cuda.is_available():
+        return resolve(device)
+    dev = torch.device(local_worker_device(device, name))
+    if dev.index is not None:
+        torch.cuda.set_device(dev)
+    return dev
 
 
 def execute_unit(
@@ -200,6 +369,8 @@ def execute_unit(
     upstream: Sequence[dict[str, Any]] = (),
     arch_str: str = "",
     checkpoint_rel: str = "",
+    weights_sha256: str = "",
+    expected_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one stage for one (cell, seed) and return its values. Runs on a worker; never raises for a stage error.
 
@@ -217,6 +388,12 @@ def execute_unit(
         arch_str: the cell's architecture string.
         checkpoint_rel: the trained checkpoint (relative to the store's parent) when ``train`` finished in an
             earlier run (this run's ``train`` result in ``upstream`` takes precedence).
+        weights_sha256: the weights hash recorded with ``checkpoint_rel``: a checkpoint whose weights hash
+            otherwise fails the unit. Stages of :data:`~robustbench_nas.storage.WEIGHT_STAGES` return the hash of
+            the weights they used in their ``<stage>_weights_sha256`` value.
+        expected_s: the unit's expected wall seconds (:class:`.lifetime.StageTimes`), ``None`` if unknown. A Dask
+            worker that has less time left before it retires or its SLURM job ends hands the unit back
+            (``distributed.Reschedule``) and retires (:func:`.lifetime.refuse_if_too_late`).
 
     GPU failures (:mod:`robustbench_nas.utils.device_failures`): a worker advertising a GPU it cannot use fails the
     unit at once (never runs it on the CPU); out-of-memory retries with half the batch (``batch_size`` in the
@@ -226,15 +403,18 @@ def execute_unit(
     :class:`~robustbench_nas.utils.device_failures.UnitTimeout`).
 
     Every stage but ``train`` runs under IEEE fp32 convolutions and matmuls (:func:`robustbench_nas.utils.precision.
-    ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``.
+    ieee_fp32`, restored afterwards, also on failure); the setting in force is returned as ``precision``, with the
+    torch thread count (``threads``) and the device (``device``, :func:`robustbench_nas.utils.device_label`) of the
+    last attempt: the store records all three with the unit's result (``unit_precision``, ``unit_threads``,
+    ``unit_device``), since on other hardware or thread counts the same command may round differently.
 
     Returns:
         ``{"uid", "seed", "stage", "status": "done"|"failed", "seconds", "attempts", "error", "values",
-        "precision"}``.
+        "precision", "threads", "device"}`` (the last three absent when the unit never started).
     """
     import torch
 
-    from robustbench_nas.utils import resolve_device
+    from robustbench_nas.utils import device_label, resolve_device
     from robustbench_nas.utils.device_failures import (UnitTimeout, WorkerGPUError, call_with_timeout,
                                                        check_advertised_gpu, exit_worker, free_device_memory,
                                                        is_fatal_cuda_error, is_oom)
@@ -248,12 +428,14 @@ def execute_unit(
     if bad:
         msg = f"needs {', '.join(sorted({u['stage'] for u in bad}))}, which failed for this cell"
         return {**out, "status": "failed", "error": msg}
+    _lifetime_rule(expected_s, stage, uid, seed)
     definition = get_stage(stage)
     ctx = StageContext(protocol=proto, uid=uid, arch_str=arch_str, seed=seed, store_path=Path(store_path),
                        device=_worker_device(device, resolve_device))
     if "train" in definition.needs:
         trained = [u for u in upstream if u.get("stage") == "train" and u.get("values")]
         ctx.checkpoint_rel = str(trained[0]["values"]["checkpoint"]) if trained else checkpoint_rel
+        ctx.weights_sha256 = str(trained[0]["values"].get("weights_sha256", "")) if trained else weights_sha256
     try:
         check_advertised_gpu(ctx.device)
     except WorkerGPUError as e:
@@ -263,6 +445,7 @@ def execute_unit(
     attempt = 0
     while attempt <= proto.retries:
         out["attempts"] += 1
+        out["threads"], out["device"] = torch.get_num_threads(), device_label(ctx.device)
         t0 = time.perf_counter()
         try:
             what = f"stage {stage}, cell {uid} seed {seed}"
@@ -274,7 +457,7 @@ def execute_unit(
                     out["precision"] = setting
                     values = call_with_timeout(lambda: definition.fn(ctx), proto.unit_timeout_s, what)
             out["seconds"] = time.perf_counter() - t0
-            out["values"] = values
+            out["values"] = _with_weights_hash(stage, ctx, values)
             return out
         except UnitTimeout:
             raise  # outside a worker: the caller decides (a worker has ended itself instead)
@@ -301,6 +484,21 @@ def execute_unit(
                         proto.retries + 1, e)
             attempt += 1
     return {**out, "status": "failed", "error": error}
+
+
+def _with_weights_hash(stage: str, ctx: StageContext, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus, for a stage computed from the checkpoint, the hash of the weights it loaded (none when it
+    loaded none: the client then records the unit failed, see :meth:`ResultWriter.record`)."""
+    if stage not in WEIGHT_STAGES or not ctx.weights_sha256:
+        return values
+    return {**values, weights_hash_array(stage): ctx.weights_sha256}
+
+
+def _lifetime_rule(expected_s: float | None, stage: str, uid: int, seed: int) -> None:
+    """Raise ``distributed.Reschedule`` (and retire this worker) when the unit cannot finish in its time left."""
+    from .lifetime import current_worker, refuse_if_too_late
+
+    refuse_if_too_late(current_worker(), expected_s, f"stage {stage}, cell {uid} seed {seed}")
 
 
 # ---- clusters -----------------------------------------------------------------------------------------------------
@@ -349,11 +547,14 @@ def make_client(
     dashboard_address: str | None = DEFAULT_DASHBOARD,
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
+    workers_per_gpu: int = 1,
 ) -> Iterator[Any]:
     """A ``distributed.Client``: on a scheduler address, a SLURM cluster, or a local cluster of processes.
 
     The local cluster uses spawned processes with one thread each (``OMP_NUM_THREADS=1``; torch threads are set
-    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker.
+    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker. With
+    ``n`` visible GPUs it has ``n * workers_per_gpu`` workers by default, worker ``k`` on GPU ``k mod n`` (also
+    with ``--device cuda``; see :func:`_worker_device`).
 
     What is exposed: a local cluster's scheduler, workers, nannies and dashboard listen on 127.0.0.1 only, and
     scheduler and workers talk TLS with credentials made for this run (held in memory, handed to the spawned
@@ -367,8 +568,13 @@ def make_client(
         insecure: no TLS.
         credentials_dir: shared folder under which the SLURM run's credentials folder is made (default: the
             SLURM config's ``credentials-directory``, else ``~/.rbnas/credentials``).
+        workers_per_gpu: local workers sharing each GPU (1 .. 8); SLURM jobs take it from their config.
     """
     from distributed import Client, LocalCluster
+
+    from .gpu_slots import check_workers_per_gpu
+
+    check_workers_per_gpu(workers_per_gpu)
 
     dash = check_dashboard_address(dashboard_address, warn=True)
     if scheduler:
@@ -392,8 +598,8 @@ def make_client(
     import dask
     import torch
 
+    n = _local_workers(n_workers, workers_per_gpu)
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    n = n_workers or (n_gpu or max(1, (os.cpu_count() or 2) // 2))
     security = None if insecure else make_security()
     # spawn (not fork): a forked worker would inherit the client's torch / CUDA state
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), LocalCluster(
@@ -415,6 +621,19 @@ def make_client(
         yield client
 
 
+def _local_workers(n_workers: int | None, workers_per_gpu: int) -> int:
+    """Workers of a local cluster: ``n_workers`` if given, else ``workers_per_gpu`` per visible GPU, else half the
+    CPUs (each worker is one process; its torch threads come from ``--threads``)."""
+    from .gpu_slots import torch_device_count
+
+    if n_workers is not None:
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
+        return n_workers
+    n_gpu = torch_device_count()
+    return n_gpu * workers_per_gpu if n_gpu else max(1, (os.cpu_count() or 2) // 2)
+
+
 def _cluster_has_gpu(client: Any) -> bool:
     """Whether GPU stages should request the ``GPU`` resource (a task asking for it never runs without one)."""
     cfg = getattr(getattr(client, "cluster", None), "rbnas_config", None)
@@ -434,6 +653,8 @@ class RunReport:
     Attributes:
         store: the store path; protocol / fingerprint: the protocol's name and hash.
         submitted: tasks submitted; counts: ``{stage: {"done", "failed", "total"}}`` of this run.
+        extra: ``reused`` (slots copied per stage), ``skipped_leased`` (units skipped per ``holder@host``),
+            ``blocks`` (the storage blocks this run wrote results into).
         progress: the store's ``{stage: {"done", "failed", "pending"}}`` after the run (all array tasks).
         failures: ``[{"arch", "seed", "stage", "error", ...}]`` recorded in the store.
         seconds: wall time; dashboard: the Dask dashboard address (or None).
@@ -458,18 +679,29 @@ class RunReport:
 
 
 def plan_units(store: RobustnessStore, protocol: ProtocolConfig, stages: Sequence[str],
-               task: tuple[int, int] | None) -> list[tuple[int, int, str]]:
-    """The (uid, seed, stage) units to run: selected stages (+ their unfinished needs) not done yet, in order."""
-    status = store.status()
+               task: tuple[int, int] | None, cells: Sequence[int] | None = None) -> list[tuple[int, int, str]]:
+    """The (uid, seed, stage) units to run: selected stages (+ their unfinished needs) not done yet, in order.
+
+    ``cells``: only these (default: array task ``task``'s cells, :func:`~robustbench_nas.pipelines.tasks.task_cells`).
+    """
+    chosen = task_cells(store.spec.archs, task, store.spec.shard_cells) if cells is None else sorted(cells)
+    return plan_from_status(store.spec.archs, store.spec.seeds, store.spec.stages, store.status(), stages, chosen)
+
+
+def plan_from_status(archs: Sequence[int], seeds: Sequence[int], store_stages: Sequence[str], status: np.ndarray,
+                     stages: Sequence[str], cells: Sequence[int]) -> list[tuple[int, int, str]]:
+    """:func:`plan_units` on a status array ``(arch, seed, stage)`` laid out as ``archs`` x ``seeds`` x
+    ``store_stages`` (also for a store not created yet: every status pending)."""
+    arch_pos = {a: i for i, a in enumerate(archs)}
+    stage_pos = {s: k for k, s in enumerate(store_stages)}
     units = []
-    for uid in task_cells(store.spec.archs, task):
-        i = store.arch_pos(uid)
-        for j, seed in enumerate(store.spec.seeds):
+    for uid in cells:
+        i = arch_pos[uid]
+        for j, seed in enumerate(seeds):
             for stage in stages:
-                d = get_stage(stage)
-                if not d.per_seed and j > 0:
+                if not get_stage(stage).per_seed and j > 0:
                     continue
-                if status[i, j, store.stage_pos(stage)] != DONE:
+                if status[i, j, stage_pos[stage]] != DONE:
                     units.append((uid, seed, stage))
     return units
 
@@ -494,22 +726,37 @@ def run_pipeline(
     dashboard_address: str | None = DEFAULT_DASHBOARD,
     insecure: bool = False,
     credentials_dir: str | os.PathLike | None = None,
+    shard_cells: int | None = None,
+    wait: bool = False,
+    lease_ttl_s: float = DEFAULT_TTL_S,
+    workers_per_gpu: int = 1,
 ) -> RunReport:
     """Create or resume the store and run every unfinished stage of every cell (of this array task).
+
+    Each cell is computed by one run at a time (:mod:`~robustbench_nas.pipelines.leases`): the run leases the cells
+    it computes and gives each back once its units are journalled; cells leased by another live run are skipped
+    with one warning line (``skipping N units leased by HOLDER@HOST until T``), or waited for with ``wait=True``
+    (then re-planned: usually the other run has finished them).
 
     Arguments:
         store_path: the store folder (created for ``protocol`` if missing).
         protocol: the :class:`ProtocolConfig`; ``None`` continues the store's saved protocol.
         stages: stages to run (default: all of the protocol's); their unfinished needs are added.
-        force_stages: stages recomputed on purpose (reset to pending first, for this task's cells).
+        force_stages: stages recomputed on purpose (reset to pending first, for this task's cells, together with
+            the stages computed from their results: ``train`` resets every evaluation, see
+            :func:`~pipelines.stages.dependent_stages`).
         task: ``(i, n)``: run only the cells of array task i of n (see :func:`~pipelines.protocol.task_cells`).
         client: an existing ``distributed.Client`` (otherwise one is made from ``cluster`` / ``scheduler``).
-        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir: how to
-            make the client (:func:`make_client`).
+        cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address, insecure, credentials_dir,
+            workers_per_gpu: how to make the client (:func:`make_client`).
         device: torch device on the workers; threads: torch threads per task.
         progress: show a progress bar.
         reuse: another store whose finished results are copied where the protocols agree (see
             :func:`reuse_results`), e.g. the trained networks when only the attack grid changed.
+        shard_cells: cells per storage block of a new store (default 256; array tasks get whole blocks).
+        wait: wait for cells leased by other runs instead of skipping them.
+        lease_ttl_s: seconds a lease outlives its last heartbeat (a killed run's cells are free after that on
+            other hosts; at once on its own host).
 
     Example:
         >>> report = run_pipeline("runs/tiny.zarr", get_protocol("tiny"))   # doctest: +SKIP
@@ -518,45 +765,101 @@ def run_pipeline(
     """
     t0 = time.perf_counter()
     check_dashboard_address(dashboard_address)  # a bad address fails before the store is made
-    store, protocol = prepare_store(store_path, protocol)
-    available = [s for s in protocol.stages if s in list_stages()]
-    wanted = list(stages) if stages else list(available)
-    unknown = [s for s in [*wanted, *force_stages] if s not in available]
-    if unknown:
-        raise ValueError(f"stage(s) {unknown} are not in this store's protocol; it has {available}")
-    todo = with_dependencies(list(dict.fromkeys([*wanted, *force_stages])), available)
-    cells = task_cells(store.spec.archs, task)
+    store, protocol = prepare_store(store_path, protocol, shard_cells)
+    todo = stages_to_run(protocol, stages, force_stages)
+    cells = task_cells(store.spec.archs, task, store.spec.shard_cells)
     reused = reuse_results(store, protocol, reuse, cells) if reuse is not None else {}
-    for stage in force_stages:
+    # a forced stage's new results make those computed from its old ones stale (train: every evaluation)
+    available = [s for s in protocol.stages if s in list_stages()]
+    for stage in [*force_stages, *dependent_stages(list(force_stages), available)]:
         n = store.reset_stage(stage, cells)
         log.info("--force-stage %s: %d slots reset to pending", stage, n)
-    units = plan_units(store, protocol, todo, task)
-    counts = {s: {"done": 0, "failed": 0, "total": sum(u[2] == s for u in units)} for s in todo
-              if any(u[2] == s for u in units)}
+    counts: dict[str, dict[str, int]] = {}
+    skipped: dict[str, int] = {}
+    blocks: list[int] = []  # the storage blocks this run wrote results into (array tasks: never another task's)
     report_kwargs = dict(store=str(store_path), protocol=protocol.name, fingerprint=protocol.fingerprint(),
-                         submitted=len(units), counts=counts, cells=len(cells), extra={"reused": reused})
-    if not units:
-        log.info("nothing to do: every selected stage is done for the %d cells", len(cells))
-        return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
-                         **report_kwargs)
-    ctx = contextlib.nullcontext(client) if client is not None else make_client(
-        cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
-        dashboard_address=dashboard_address, insecure=insecure,
-        credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
-    with ctx as cl:
-        if hasattr(cl, "rbnas_dashboard"):  # made here: the address the dashboard is really bound to
-            dashboard = cl.rbnas_dashboard
-        else:
-            dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
-        if dashboard and progress:
-            log.warning("Dask dashboard: %s", dashboard)
-        log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units), len(cells), protocol.name,
-                 protocol.fingerprint())
-        futures = _submit(cl, store, protocol, units, device, threads)
-        _wait_for_slurm_workers(cl)
-        _collect(cl, store, futures, counts, progress)
+                         counts=counts, cells=len(cells),
+                         extra={"reused": reused, "skipped_leased": skipped, "blocks": blocks})
+    dashboard = None
+    with LeaseBook(store.path, ttl_s=lease_ttl_s) as leases:
+        units, held = _lease_round(store, protocol, todo, cells, leases, skipped)
+        if not units and not (wait and held):
+            if not held:
+                log.info("nothing to do: every selected stage is done for the %d cells", len(cells))
+            return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
+                             submitted=0, **report_kwargs)
+        ctx = contextlib.nullcontext(client) if client is not None else make_client(
+            cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
+            dashboard_address=dashboard_address, insecure=insecure, workers_per_gpu=workers_per_gpu,
+            credentials_dir=credentials_dir if credentials_dir is not None else store.path.resolve().parent)
+        submitted = 0
+        with ctx as cl:
+            if hasattr(cl, "rbnas_dashboard"):  # made here: the address the dashboard is really bound to
+                dashboard = cl.rbnas_dashboard
+            else:
+                dashboard = getattr(cl, "dashboard_link", None) if (_has_bokeh() or scheduler) else None
+            if dashboard and progress:
+                log.warning("Dask dashboard: %s", dashboard)
+            while True:
+                if units:
+                    for _uid, _seed, stage in units:
+                        counts.setdefault(stage, {"done": 0, "failed": 0, "total": 0})["total"] += 1
+                    counts_order = {s: counts[s] for s in todo if s in counts}  # pipeline order in the report
+                    counts.clear()
+                    counts.update(counts_order)
+                    log.info("run %s: %d tasks on %d cells (protocol %s %s)", store.path, len(units),
+                             len({u[0] for u in units}), protocol.name, protocol.fingerprint())
+                    submitted += len(units)
+                    blocks[:] = sorted(set(blocks) | {store.block_of(u[0]) for u in units})
+                    futures = _submit(cl, store, protocol, units, device, threads)
+                    _wait_for_slurm_workers(cl)
+                    _collect(cl, store, futures, counts, progress, on_cell_done=leases.release)
+                if not (wait and held):
+                    break
+                units, held = _wait_for_leases(store, protocol, todo, held, leases, skipped)
     return RunReport(progress=store.progress(), failures=store.failures(), seconds=time.perf_counter() - t0,
-                     dashboard=dashboard, **report_kwargs)
+                     dashboard=dashboard, submitted=submitted, **report_kwargs)
+
+
+def _lease_round(store: RobustnessStore, protocol: ProtocolConfig, todo: Sequence[str], cells: Sequence[int],
+                 leases: LeaseBook, skipped: dict[str, int]) -> tuple[list[tuple[int, int, str]], dict[int, Any]]:
+    """Lease the cells of ``cells`` with work left; return (their units, ``{cell: holder}`` of those held by others).
+
+    The units are planned again after leasing: a cell whose last holder finished it meanwhile (journalled, then
+    gave it back) has nothing left, and its lease is given back at once. The skipped units are said in one line
+    and counted per holder in ``skipped``.
+    """
+    planned = plan_units(store, protocol, todo, None, cells)
+    mine, held = leases.acquire(sorted({u[0] for u in planned}))
+    units = plan_units(store, protocol, todo, None, mine) if mine else []
+    leases.release(set(mine) - {u[0] for u in units})
+    n_held = [u for u in planned if u[0] in held]
+    if n_held:
+        log.warning("%s", skipped_line(len(n_held), held))
+        for u in n_held:
+            label = held[u[0]].label()
+            skipped[label] = skipped.get(label, 0) + 1
+    return units, held
+
+
+def _wait_for_leases(store: RobustnessStore, protocol: ProtocolConfig, todo: Sequence[str], held: dict[int, Any],
+                     leases: LeaseBook, skipped: dict[str, int]) -> tuple[list[tuple[int, int, str]], dict[int, Any]]:
+    """``--wait``: poll until some of the ``held`` cells are free (given back or expired), then lease what is left.
+
+    Returns the next round's units and the cells still held by others (the skip line is not repeated).
+    """
+    poll = min(5.0, leases.ttl_s / 5)
+    log.warning("waiting for %d cells leased by other runs", len(held))
+    while True:
+        still = leases.held_by_others(held)
+        if len(still) < len(held):
+            break
+        time.sleep(poll)
+    planned = plan_units(store, protocol, todo, None, sorted(held))
+    mine, held = leases.acquire(sorted({u[0] for u in planned}))
+    units = plan_units(store, protocol, todo, None, mine) if mine else []
+    leases.release(set(mine) - {u[0] for u in units})
+    return units, held
 
 
 def _run_order(protocol: ProtocolConfig, archs: list[int]) -> dict[int, int]:
@@ -593,25 +896,48 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     pdict = protocol.to_dict()
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
-    checkpoints = None
+    checkpoints = hashes = None
+    times = _stage_times(store)
     # submitted in run order too: the first tasks reach an idle worker before the later ones are even queued
     for uid, seed, stage in sorted(units, key=lambda u: order[u[0]]):  # stable: a cell's stages keep their order
         d = get_stage(stage)
         ups = [futures[(uid, seed, n)] for n in d.needs if (uid, seed, n) in futures]
-        ckpt = ""
+        ckpt = sha = ""
         if "train" in d.needs and (uid, seed, "train") not in futures:  # trained in an earlier run
             if checkpoints is None:
                 checkpoints = store.read_array("checkpoint")
+                hashes = store.read_array("weights_sha256") if "weights_sha256" in store.arrays else None
             ckpt = str(checkpoints[store.arch_pos(uid), store.seed_pos(seed)])
+            sha = str(hashes[store.arch_pos(uid), store.seed_pos(seed)]) if hashes is not None else ""
         # finish started cells before starting new ones: evaluations outrank training of later cells
         priority = (0 if stage in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
             execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
-            store.spec.arch_str[store.arch_pos(uid)], ckpt,
+            store.spec.arch_str[store.arch_pos(uid)], ckpt, sha, times.expected(uid, stage) if times else None,
             key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
             resources={"GPU": 1} if (gpu and d.gpu) else None,
         )
     return {f: u for u, f in futures.items()}
+
+
+def _require_weights_hash(store: RobustnessStore, stage: str, values: dict[str, Any]) -> None:
+    """ValueError when a result computed from a checkpoint comes without the weights hash it used (a stage that did
+    not load the trained network cannot vouch for its weights; stored, it would read as stale)."""
+    name = weights_hash_array(stage) if stage in WEIGHT_STAGES else ""
+    if name in store.arrays and not str(values.get(name) or ""):
+        raise ValueError(f"stage {stage} returned no {name}: it did not load the trained network through "
+                         "StageContext.trained_model()")
+
+
+def _stage_times(store: RobustnessStore) -> Any:
+    """The store's recorded stage times for the lifetime rule (:mod:`.lifetime`); ``None`` if unreadable."""
+    from .lifetime import StageTimes
+
+    try:
+        return StageTimes.from_store(store)
+    except (KeyError, ValueError, OSError) as e:  # an estimate is an optimisation: never stop a run for it
+        log.warning("no stage-time estimates for the lifetime rule: %s", e)
+        return None
 
 
 class ResultWriter:
@@ -645,17 +971,29 @@ class ResultWriter:
         n = int(self.attempts[i, j, s]) + int(res.get("attempts") or 0)
         for jj in st._seed_slots(stage, j):
             self.attempts[i, jj, s] = n
+        # what the unit ran with, in the same record as its result (None: never started, left unchanged)
+        ran = {"threads": res.get("threads"), "device": res.get("device"), "precision": res.get("precision") or None}
         if res["status"] == "done":
             try:
-                return st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
-                                      seconds=res.get("seconds"), error="", attempts=n)
+                _require_weights_hash(st, stage, res.get("values") or {})
+                block, rec = st.cell_record(uid, seed, res.get("values") or {}, stage=stage, status=DONE,
+                                            seconds=res.get("seconds"), error="", attempts=n, **ran)
+                if stage == "train":  # new weights: what was computed from the old ones is pending, same record
+                    rec.book += train_reset_entries(st, uid, seed)
+                return block, rec
             except (KeyError, ValueError) as e:  # the stage returned something the schema does not hold
                 res["status"], res["error"] = "failed", f"{type(e).__name__}: {e}"
         return st.cell_record(uid, seed, stage=stage, status=FAILED, seconds=res.get("seconds"),
-                              error=res.get("error") or "failed", attempts=n)
+                              error=res.get("error") or "failed", attempts=n, **ran)
 
     def add(self, results: Sequence[tuple[int, int, str, dict[str, Any]]]) -> None:
-        """Journal a batch of results (one append, one fsync), then commit the blocks they completed."""
+        """Journal a batch of results (one append, one fsync), then commit the blocks they completed.
+
+        Records are made in pipeline stage order: a cell's train result (which resets its evaluations) goes before
+        evaluations of the new weights that finished in the same batch.
+        """
+        order = {s: k for k, s in enumerate(self.store.spec.stages)}
+        results = sorted(results, key=lambda r: order[r[2]])  # stable: otherwise in completion order
         recs = [self.record(uid, seed, stage, res) for uid, seed, stage, res in results]
         self.store.append(recs)
         complete = []
@@ -681,7 +1019,10 @@ class ResultWriter:
 
 
 def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, int, str]],
-             counts: dict[str, dict[str, int]], progress: bool, commit_seconds: float = 120.0) -> None:
+             counts: dict[str, dict[str, int]], progress: bool, commit_seconds: float = 120.0,
+             on_cell_done: Any = None) -> None:
+    """Journal and commit results as they come; ``on_cell_done(cells)``: called with the cells whose last unit of
+    this run has just been journalled (the runner gives their leases back)."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -694,10 +1035,13 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
     try:
         for batch in as_completed(list(futures)).batches():
             results = []
+            finished = []
             for fut in batch:
                 uid, seed, stage = futures[fut]
                 open_units[uid] -= 1
                 cells["done"] += open_units[uid] == 0
+                if open_units[uid] == 0:
+                    finished.append(uid)
                 try:
                     res = fut.result()
                 except Exception as e:  # noqa: BLE001  (e.g. KilledWorker: the task took down its worker repeatedly)
@@ -705,6 +1049,8 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
                     res = {"status": "failed", "error": f"{type(e).__name__}: {e}", "seconds": None, "attempts": 1}
                 results.append((uid, seed, stage, res))
             writer.add(results)  # journal first: a result counts once it is durable
+            if on_cell_done is not None and finished:
+                on_cell_done(finished)  # after the journal: a run that leases the cell next sees it done
             for uid, seed, stage, res in results:
                 status = res["status"]
                 if status == "failed":
@@ -744,6 +1090,44 @@ def summary_rows(store: RobustnessStore) -> list[dict[str, Any]]:
     return rows
 
 
+def unit_mix(store: RobustnessStore) -> list[dict[str, Any]]:
+    """What the store's done units ran with: ``[{"device", "threads", "precision", "units"}]``, most units first.
+
+    ``precision`` is ``"ieee"`` / ``"tf32"`` when every fp32 flag has that value, else the recorded flags; units
+    whose settings were not recorded (imported results, stores made before they were recorded) count under
+    ``device`` ``"?"``.
+    """
+    settings = store.unit_settings()
+    st = store.status()
+    done = st == DONE
+    for s, stage in enumerate(store.spec.stages):
+        if stage in PER_ARCH_STAGES:  # one unit per cell, recorded at every seed
+            done[:, 1:, s] = False
+    counts: dict[tuple[str, int, str], int] = {}
+    if not settings:
+        return [{"device": "?", "threads": -1, "precision": "?", "units": int(done.sum())}] if done.any() else []
+    dev, thr, prec = settings["unit_device"][done], settings["unit_threads"][done], settings["unit_precision"][done]
+    for d, t, p in zip(dev.tolist(), thr.tolist(), prec.tolist()):
+        flags = {v.split("=", 1)[-1] for v in str(p).split(",")} if p else {"?"}
+        key = (str(d) or "?", int(t), flags.pop() if len(flags) == 1 else str(p))
+        counts[key] = counts.get(key, 0) + 1
+    rows = [{"device": d, "threads": t, "precision": p, "units": n} for (d, t, p), n in counts.items()]
+    return sorted(rows, key=lambda r: (-r["units"], r["device"], r["threads"], r["precision"]))
+
+
+def unit_mix_line(store: RobustnessStore) -> str:
+    """:func:`unit_mix` in one line, e.g. ``ran on: 48 units cpu x1 thread (ieee), 8 units cpu x1 thread (tf32)``."""
+    rows = unit_mix(store)
+    if not rows:
+        return "ran on: no unit done yet"
+    parts = []
+    for r in rows:
+        where = "not recorded" if r["device"] == "?" else (
+            f"{r['device']} x{r['threads']} thread{'s' if r['threads'] != 1 else ''} ({r['precision']})")
+        parts.append(f"{r['units']} unit{'s' if r['units'] != 1 else ''} {where}")
+    return "ran on: " + ", ".join(parts)
+
+
 def headline(store: RobustnessStore) -> dict[str, float]:
     """A few mean results over done cells (clean accuracy, mean adversarial and corruption accuracy).
 
@@ -773,7 +1157,8 @@ def headline(store: RobustnessStore) -> dict[str, float]:
 
 __all__ = [
     "DEFAULT_DASHBOARD", "STAGE_FIELDS", "ResultWriter", "RunReport", "check_dashboard_address", "dashboard_link",
-    "execute_unit", "headline", "make_client", "make_security", "plan_units", "prepare_store", "reuse_results",
+    "check_same_protocol", "execute_unit", "stages_to_run", "headline", "make_client", "make_security", "plan_from_status",
+    "plan_units", "prepare_store", "reuse_results",
     "run_pipeline",
-    "saved_protocol", "summary_rows",
+    "saved_protocol", "summary_rows", "unit_mix", "unit_mix_line",
 ]

@@ -1,11 +1,12 @@
-"""SLURM back end of the pipeline: a ``dask_jobqueue.SLURMCluster`` with one Dask worker per GPU.
+"""SLURM back end of the pipeline: a ``dask_jobqueue.SLURMCluster`` with ``workers_per_gpu`` Dask workers per GPU.
 
 This module is the back end's one public name and the module every SLURM job runs
 (``python -m robustbench_nas.pipelines.slurm``, :data:`WORKER_COMMAND`); each job of the back end lives in its own
 module, re-exported here:
 
 * :mod:`.slurm_config`: :class:`SlurmConfig` / :func:`load_slurm_config`, the typed configuration (partition,
-  account, QOS, walltime, memory, GPUs per job, worker lifetime, adaptivity) read from a YAML file
+  account, QOS, walltime, memory, GPUs per job, workers per GPU, cores per worker, worker lifetime, adaptivity)
+  read from a YAML file
   (``slurm/jobqueue.yaml`` is the documented template) and overridden by keyword arguments; walltime and duration
   parsing.
 * :mod:`.slurm_jobs`: the ``SLURMCluster`` arguments of a config and the ``sbatch`` script they make.
@@ -16,8 +17,9 @@ module, re-exported here:
 * :mod:`.tls_files`: the per-run TLS credentials the worker jobs read from the shared file system.
 * :mod:`.sbatch_errors`: ``sbatch --test-only`` before anything is queued, and hints for SLURM's messages.
 * :mod:`.squeue`: :func:`wait_for_first_worker`, which watches the jobs with ``squeue`` / ``scontrol``.
-* :mod:`.slurm_launcher`: the worker launcher run inside every job: one ``dask worker`` per GPU, each pinned with
-  ``CUDA_VISIBLE_DEVICES``, named as dask-jobqueue expects.
+* :mod:`.slurm_launcher`: the worker launcher run inside every job: ``workers_per_gpu`` ``dask worker`` processes
+  per GPU, each pinned with ``CUDA_VISIBLE_DEVICES`` to a GPU the job itself sees (:mod:`.gpu_slots`, cgroup-safe),
+  named as dask-jobqueue expects.
 
 Dependencies point one way: the runner imports this back end (lazily, for ``--cluster slurm``), never the reverse
 (the dashboard defaults both use live in :mod:`.dashboard`).

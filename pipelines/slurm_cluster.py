@@ -28,8 +28,9 @@ def make_slurm_cluster(config: str | os.PathLike | None, jobs: int, *, dashboard
     """Start a ``dask_jobqueue.SLURMCluster`` of GPU worker jobs for ``rbnas run --cluster slurm``.
 
     The scheduler runs in the calling process; ``jobs`` jobs are submitted with ``sbatch`` (or, with
-    ``adapt: true``, between ``minimum_jobs`` and ``jobs`` as the load requires). Each job starts one Dask worker
-    per GPU, pinned with ``CUDA_VISIBLE_DEVICES`` and offering ``resources={"GPU": 1}``. Workers retire before the
+    ``adapt: true``, between ``minimum_jobs`` and ``jobs`` as the load requires). Each job starts
+    ``workers_per_gpu`` Dask workers per GPU, pinned with ``CUDA_VISIBLE_DEVICES`` to a GPU the job sees
+    (:mod:`.gpu_slots`) and offering ``resources={"GPU": 1}``. Workers retire before the
     walltime and lost jobs are replaced (see :class:`JobRespawner`).
 
     Security: the scheduler must listen where compute nodes reach it, so by default it speaks TLS only, with a

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .gpu_slots import check_workers_per_gpu
+
 #: Keys of dask-jobqueue's own ``jobqueue: slurm:`` section that mean the same here (dask name -> our field).
 _JOBQUEUE_ALIASES = {
     "queue": "partition",
@@ -26,11 +28,18 @@ class SlurmConfig:
         account: account to charge (``#SBATCH -A``).
         qos: quality of service (``#SBATCH --qos``).
         walltime: job time limit in SLURM syntax (``MM``, ``HH:MM:SS``, ``D-HH:MM``...; ``#SBATCH -t``).
-        gpus: GPUs per job (``#SBATCH --gres=gpu[:type]:N``); one Dask worker process per GPU. ``0`` asks for
-            no GPU (CPU partitions and tests); then ``workers_per_job`` workers run per job.
+        gpus: GPUs per job (``#SBATCH --gres=gpu[:type]:N``); ``workers_per_gpu`` Dask worker processes per GPU.
+            ``0`` asks for no GPU (CPU partitions and tests); then ``workers_per_job`` workers run per job.
         gres_type: GPU type for the gres request, e.g. ``"a100"`` gives ``--gres=gpu:a100:N``.
-        workers_per_job: worker processes per job; must equal ``gpus`` when ``gpus > 0`` (``None``: that).
-        cores: CPU cores per job (``--cpus-per-task``), split evenly into threads of the workers.
+        workers_per_gpu: Dask workers sharing each GPU (1 .. 8; 2-4 lets small cells, which leave an H100 mostly
+            idle, run side by side). Each worker runs one GPU unit at a time and holds its own CUDA context
+            (about 0.5 GiB of GPU memory).
+        workers_per_job: worker processes per job; must equal ``gpus * workers_per_gpu`` when ``gpus > 0``
+            (``None``: that).
+        cores: CPU cores per job (``--cpus-per-task``), split evenly into threads of the workers; ``None``:
+            ``cores_per_worker`` for each worker of the job.
+        cores_per_worker: cores each worker needs (its Python process feeding the GPU, CPU-side random draws,
+            corruption sources, data loading), used when ``cores`` is not given.
         memory: memory per job (``--mem``), split evenly into the workers' memory limits, e.g. ``"32GB"``.
         lifetime: how long a worker lives before it retires gracefully (Dask duration such as ``"3h50m"`` or
             ``"600s"``), so that it leaves before SLURM kills it at the walltime. ``"auto"``: 90 % of
@@ -68,8 +77,10 @@ class SlurmConfig:
 
     Example:
         >>> cfg = load_slurm_config(None, partition="gpu", gpus=2, walltime="02:00:00")
-        >>> cfg.workers, cfg.lifetime_seconds
-        (2, 6480.0)
+        >>> cfg.workers, cfg.job_cores, cfg.lifetime_seconds
+        (2, 8, 6480.0)
+        >>> load_slurm_config(None, gpus=4, workers_per_gpu=2, cores_per_worker=3).job_cores
+        24
     """
 
     partition: str | None = None
@@ -78,8 +89,10 @@ class SlurmConfig:
     walltime: str = "04:00:00"
     gpus: int = 1
     gres_type: str | None = None
+    workers_per_gpu: int = 1
     workers_per_job: int | None = None
-    cores: int = 4
+    cores: int | None = None
+    cores_per_worker: int = 4
     memory: str = "16GB"
     lifetime: str | None = "auto"
     lifetime_stagger: str | None = "auto"
@@ -114,7 +127,12 @@ class SlurmConfig:
         """Dask worker processes per job."""
         if self.workers_per_job is not None:
             return self.workers_per_job
-        return self.gpus if self.gpus > 0 else 1
+        return self.gpus * self.workers_per_gpu if self.gpus > 0 else 1
+
+    @property
+    def job_cores(self) -> int:
+        """CPU cores per job: ``cores``, else ``cores_per_worker`` times the workers of the job."""
+        return self.cores if self.cores is not None else self.cores_per_worker * self.workers
 
     @property
     def walltime_seconds(self) -> float:
@@ -142,17 +160,29 @@ class SlurmConfig:
         """Raise ``ValueError`` naming the first inconsistent field."""
         if not isinstance(self.gpus, int) or self.gpus < 0:
             raise ValueError(f"slurm config: gpus must be an integer >= 0, got {self.gpus!r}")
+        try:
+            check_workers_per_gpu(self.workers_per_gpu)
+        except ValueError as e:
+            raise ValueError(f"slurm config: {e}") from None
         if self.workers_per_job is not None:
             if not isinstance(self.workers_per_job, int) or self.workers_per_job < 1:
                 raise ValueError(f"slurm config: workers_per_job must be an integer >= 1, got {self.workers_per_job!r}")
-            if self.gpus > 0 and self.workers_per_job != self.gpus:
+            if self.gpus > 0 and self.workers_per_job != self.gpus * self.workers_per_gpu:
                 raise ValueError(
-                    f"slurm config: one worker per GPU, so workers_per_job ({self.workers_per_job}) must equal "
-                    f"gpus ({self.gpus}) or be left out"
+                    f"slurm config: workers_per_job ({self.workers_per_job}) must equal gpus x workers_per_gpu "
+                    f"({self.gpus} x {self.workers_per_gpu}) or be left out"
                 )
-        if not isinstance(self.cores, int) or self.cores < self.workers:
+        if self.gpus == 0 and self.workers_per_gpu != 1:
+            raise ValueError(f"slurm config: workers_per_gpu ({self.workers_per_gpu}) needs gpus > 0; for CPU-only "
+                             "jobs set workers_per_job")
+        if not isinstance(self.cores_per_worker, int) or isinstance(self.cores_per_worker, bool) \
+                or self.cores_per_worker < 1:
+            raise ValueError(f"slurm config: cores_per_worker must be an integer >= 1, got {self.cores_per_worker!r}")
+        if self.cores is not None and (not isinstance(self.cores, int) or isinstance(self.cores, bool)
+                                       or self.cores < self.workers):
             raise ValueError(
-                f"slurm config: cores ({self.cores!r}) must be an integer >= the {self.workers} worker(s) per job"
+                f"slurm config: cores ({self.cores!r}) must be an integer >= the {self.workers} worker(s) per job "
+                "(or null: cores_per_worker for each worker)"
             )
         from dask.utils import parse_bytes
 

@@ -28,6 +28,8 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
     if cfg.qos:
         directives.append(f"--qos={cfg.qos}")
     worker_args = ["--nworkers", str(cfg.workers), "--gpus", str(cfg.gpus)]
+    if cfg.gpus > 0 and cfg.workers_per_gpu > 1:
+        worker_args += ["--workers-per-gpu", str(cfg.workers_per_gpu)]
     if cfg.resources:
         worker_args += ["--resources", ",".join(f"{k}={v:g}" for k, v in sorted(cfg.resources.items()))]
     if cfg.lifetime_seconds is not None:
@@ -39,7 +41,7 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
         queue=cfg.partition,
         account=cfg.account,
         walltime=cfg.walltime,
-        cores=cfg.cores,
+        cores=cfg.job_cores,
         memory=cfg.memory,
         processes=cfg.workers,
         job_name=cfg.job_name,

@@ -1,11 +1,13 @@
 """The worker launcher, run inside every SLURM job as ``python -m robustbench_nas.pipelines.slurm <scheduler> --name
 NAME ...`` (dask-jobqueue's ``worker_command``, :data:`WORKER_COMMAND`).
 
-It starts one ``dask worker`` process per GPU of the job, each with ``CUDA_VISIBLE_DEVICES`` set to its own GPU and
-``--resources GPU=1``, and names them ``NAME-0``, ``NAME-1``, ... exactly as dask-jobqueue expects for a job with
-several worker processes. Why our own launcher: ``dask worker --nworkers N`` starts N processes that all see every
-GPU of the job; the pipeline's tasks would then all run on GPU 0. dask-cuda solves this with its own worker command;
-we do the same in ~60 lines instead of adding a CUDA-only dependency.
+It starts ``workers_per_gpu`` ``dask worker`` processes per GPU of the job (one by default), each with
+``CUDA_VISIBLE_DEVICES`` set to its own GPU and ``--resources GPU=1``, and names them ``NAME-0``, ``NAME-1``, ...
+exactly as dask-jobqueue expects for a job with several worker processes. The GPUs are the ones this process sees
+(:func:`.gpu_slots.job_gpus`: ``CUDA_VISIBLE_DEVICES`` or the driver's count, never the global ids of
+``SLURM_JOB_GPUS``, which do not exist inside a device cgroup). Why our own launcher: ``dask worker --nworkers N``
+starts N processes that all see every GPU of the job; the pipeline's tasks would then all run on GPU 0. dask-cuda
+solves this with its own worker command; we do the same in ~60 lines instead of adding a CUDA-only dependency.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+from .gpu_slots import gpu_of_worker, job_gpus, torch_device_count, visible_gpus
 
 logger = logging.getLogger("robustbench_nas.pipelines.slurm")  # one logger for the whole SLURM back end
 
@@ -35,47 +39,36 @@ class WorkerProcess:
     name: str
 
 
-def visible_gpus(env: Mapping[str, str]) -> list[str]:
-    """GPU ids SLURM gave this job: ``CUDA_VISIBLE_DEVICES`` (set for ``--gres=gpu``), else ``SLURM_JOB_GPUS``."""
-    for key in ("CUDA_VISIBLE_DEVICES", "SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
-        value = env.get(key, "").strip()
-        if value and value != "NoDevFiles":
-            return [v.strip() for v in value.split(",") if v.strip()]
-    return []
-
-
-def plan_worker_processes(argv: Sequence[str], env: Mapping[str, str]) -> list[WorkerProcess]:
+def plan_worker_processes(argv: Sequence[str], env: Mapping[str, str],
+                          device_count: Callable[[], int] = torch_device_count) -> list[WorkerProcess]:
     """The worker processes to start for the launcher arguments ``argv`` in the job environment ``env``.
 
     ``argv`` is what dask-jobqueue passes to its worker command (``<scheduler> --name NAME --nthreads T
-    --memory-limit M ...``) plus the launcher's own ``--nworkers N --gpus G``. With ``G > 0`` worker ``i`` gets the
-    ``i``-th GPU the job sees; with several workers they are named ``NAME-0 ... NAME-(N-1)`` (dask-jobqueue's
-    convention for a job's worker group).
+    --memory-limit M ...``) plus the launcher's own ``--nworkers N --gpus G [--workers-per-gpu K]``. With
+    ``G > 0`` the job's GPUs are those this process sees (:func:`.gpu_slots.job_gpus`; ``device_count`` counts
+    them when ``CUDA_VISIBLE_DEVICES`` is unset), ``N`` must be ``G * K``, and worker ``i`` gets GPU
+    ``i mod G`` (:func:`.gpu_slots.gpu_of_worker`); with several workers they are named ``NAME-0 ... NAME-(N-1)``
+    (dask-jobqueue's convention for a job's worker group).
 
     Raises:
-        ValueError: the job sees fewer GPUs than workers, or the arguments are malformed.
+        ValueError: the job sees fewer GPUs than it asked for, ``N != G * K``, or the arguments are malformed.
     """
     parser = argparse.ArgumentParser(prog="python -m robustbench_nas.pipelines.slurm", add_help=False)
     parser.add_argument("scheduler")
     parser.add_argument("--name", required=True)
     parser.add_argument("--nworkers", type=int, default=1)
     parser.add_argument("--gpus", type=int, default=0)
+    parser.add_argument("--workers-per-gpu", type=int, default=1)
     ns, rest = parser.parse_known_args(list(argv))
     if ns.nworkers < 1:
         raise ValueError(f"--nworkers must be >= 1, got {ns.nworkers}")
     gpus: list[str | None] = [None] * ns.nworkers
     if ns.gpus > 0:
-        seen = visible_gpus(env)
-        if not seen:
-            # No GPU list from SLURM (gres without File=, or device cgroups only): the job's GPUs are 0..G-1.
-            logger.warning("job asked for %d GPU(s) but SLURM set no CUDA_VISIBLE_DEVICES; assuming 0..%d",
-                           ns.gpus, ns.gpus - 1)
-            seen = [str(i) for i in range(ns.gpus)]
-        if len(seen) < ns.nworkers:
-            raise ValueError(
-                f"job sees {len(seen)} GPU(s) ({','.join(seen)}) but must start {ns.nworkers} workers, one per GPU"
-            )
-        gpus = list(seen[: ns.nworkers])
+        if ns.nworkers != ns.gpus * ns.workers_per_gpu:
+            raise ValueError(f"--nworkers ({ns.nworkers}) must be --gpus ({ns.gpus}) x --workers-per-gpu "
+                             f"({ns.workers_per_gpu})")
+        mine = job_gpus(env, ns.gpus, device_count)
+        gpus = [mine[gpu_of_worker(i, ns.gpus, ns.workers_per_gpu)] for i in range(ns.nworkers)]
     procs = []
     for i in range(ns.nworkers):
         name = f"{ns.name}-{i}" if ns.nworkers > 1 else ns.name

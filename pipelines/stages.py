@@ -14,6 +14,7 @@ lazily inside the stage, so a missing part only fails the stages that need it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,21 @@ def with_dependencies(stages: list[str], available: list[str]) -> list[str]:
     return [s for s in STAGES if s in want]
 
 
+def dependent_stages(stages: list[str], available: list[str]) -> list[str]:
+    """The stages among ``available`` that need any of ``stages`` (transitively), in pipeline order, ``stages``
+    themselves left out: what a new result of ``stages`` makes stale (``train`` -> clean, adversarial, ...)."""
+    changed = set(stages)
+    out: set[str] = set()
+    grew = True
+    while grew:  # a handful of stages: a fixed point is simpler than building the reverse graph
+        grew = False
+        for s in available:
+            if s not in out and s not in changed and any(d in changed or d in out for d in get_stage(s).needs):
+                out.add(s)
+                grew = True
+    return [s for s in STAGES if s in out]
+
+
 def derived_seed(*parts: Any) -> int:
     """A stable 31-bit seed from ``parts`` (same inputs, same seed, in every process): :func:`derive_seed`'s
     default ``"sha256"`` form."""
@@ -114,9 +130,23 @@ def _dataset(name: str, root: str | None) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _split(name: str, root: str | None, split: str, n: int | None, seed: int | None) -> Any:
+def _subset(name: str, root: str | None, split: str, n: int | None, subset_seed: int,
+            indices: tuple[int, ...] | None) -> tuple[Any, Any]:
+    """``(DataSplit of the chosen images, ImageSubset)``: :func:`robustbench_nas.data.subsets.choose_images`."""
+    from robustbench_nas.data.subsets import choose_images, take
+
     s = _dataset(name, root).split(split)
-    return s.subset(n, seed=seed) if n is not None else s
+    chosen = choose_images(s, n, subset_seed, indices)
+    return take(s, chosen.indices), chosen
+
+
+def protocol_images(protocol: ProtocolConfig, purpose: str) -> Any:
+    """The :class:`~robustbench_nas.data.subsets.ImageSubset` a protocol evaluates for ``purpose`` (``proxies``,
+    ``clean``, ``attacks``, ``corruptions``, ``measures``): the same for every cell, every process and every
+    protocol with the same dataset, split, size, ``subset_seed`` and explicit indices."""
+    split, n, subset_seed, indices = protocol.image_request(purpose)
+    chosen = _subset(protocol.dataset, protocol.data_root, split, n, subset_seed, indices)[1]
+    return dataclasses.replace(chosen, purpose=purpose)
 
 
 @dataclass
@@ -130,6 +160,8 @@ class StageContext:
         store_path: the store folder (checkpoints live next to it).
         device: torch device of this worker.
         checkpoint_rel: the cell's checkpoint path (relative to the store's parent) recorded by ``train``.
+        weights_sha256: the weights hash recorded with it (``""``: none recorded); :meth:`trained_model` refuses a
+            file whose weights hash otherwise, and sets it to the hash of the weights it loaded.
     """
 
     protocol: ProtocolConfig
@@ -139,6 +171,7 @@ class StageContext:
     store_path: Path
     device: torch.device
     checkpoint_rel: str = ""
+    weights_sha256: str = ""
     _model: Any = field(default=None, repr=False)
 
     @property
@@ -146,18 +179,18 @@ class StageContext:
         """The protocol's dataset (cached per worker process)."""
         return _dataset(self.protocol.dataset, self.protocol.data_root)
 
-    def split(self, name: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x float [0, 1], y)`` of split ``name`` on the device; ``n``: a seeded class-balanced subset.
-
-        The subset seed depends only on the protocol, so every cell is evaluated on the same images.
-        """
-        sub_seed = derived_seed(self.protocol.name, name, n) if n is not None else None
-        s = _split(self.protocol.dataset, self.protocol.data_root, name, n, sub_seed)
+    def images(self, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x float [0, 1], y)`` on the device: the protocol's images for ``purpose`` (see :func:`protocol_images`;
+        ``proxies`` and ``measures`` from the training split, the others from ``eval_split``)."""
+        split, n, subset_seed, indices = self.protocol.image_request(purpose)
+        s = _subset(self.protocol.dataset, self.protocol.data_root, split, n, subset_seed, indices)[0]
         return s.images(self.device), s.labels(self.device)
 
-    def checkpoint_path(self) -> Path:
-        """Where ``train`` writes this cell's checkpoint: ``<store>.checkpoints/<uid>_s<seed>.safetensors``."""
-        return self.store_path.parent / f"{self.store_path.name}.checkpoints" / f"{self.uid}_s{self.seed}.safetensors"
+    def checkpoint_folder(self) -> Path:
+        """Where ``train`` writes checkpoints: ``<store>.checkpoints/`` beside the store, each named
+        ``<uid>_s<seed>_<weights sha256>.safetensors`` (content-addressed: a retrained cell gets a new file and the
+        old one, which another store may point to, stays)."""
+        return self.store_path.parent / f"{self.store_path.name}.checkpoints"
 
     def trained_model(self) -> torch.nn.Module:
         """The trained network from the checkpoint recorded by ``train`` (eval mode, on the device)."""
@@ -167,7 +200,8 @@ class StageContext:
             if not self.checkpoint_rel:
                 raise RuntimeError(f"cell {self.uid} seed {self.seed}: no checkpoint recorded (is 'train' done?)")
             path = self.store_path.parent / self.checkpoint_rel
-            model, _meta = load_checkpoint(path, device=self.device)
+            model, meta = load_checkpoint(path, device=self.device, expect_sha256=self.weights_sha256 or None)
+            self.weights_sha256 = meta["weights_sha256"]
             self._model = model.eval()
         return self._model
 
@@ -201,23 +235,26 @@ def proxies_stage(ctx: StageContext) -> dict[str, Any]:
     """Zero-cost proxies at initialisation (seeded by the cell's seed) on ``proxy_images`` training images."""
     from robustbench_nas.proxies import compute_proxies
 
-    x, y = ctx.split("train", ctx.protocol.proxy_images)
+    x, y = ctx.images("proxies")
     values = compute_proxies(ctx.arch_str, x, y, list(ctx.protocol.proxies), seed=ctx.seed,
-                             space=ctx.protocol.search_space, **ctx.network_kwargs())
+                             space=ctx.protocol.search_space, engine=ctx.protocol.proxy_engine, **ctx.network_kwargs())
     return {"proxy_value": np.array([values[p] for p in ctx.protocol.proxies], dtype=np.float64)}
 
 
 @register_stage("train", gpu=True)
 def train_stage(ctx: StageContext) -> dict[str, Any]:
-    """Train the cell with the protocol's profile; keep the checkpoint (its path is recorded)."""
+    """Train the cell with the protocol's profile; keep the checkpoint under its weights hash (path and hash are
+    recorded)."""
     from robustbench_nas.storage.schema import DEFAULT_HISTORY
-    from robustbench_nas.training import save_checkpoint, train_model
+    from robustbench_nas.training import save_checkpoint_by_content, train_model
 
     profile = ctx.protocol.profile()
     result = train_model(ctx.arch_str, ctx.dataset, profile, seed=ctx.seed, device=ctx.device,
                          eval_split=ctx.protocol.eval_split, progress=False, space=ctx.protocol.search_space)
-    path = save_checkpoint(ctx.checkpoint_path(), result.model, result.meta)
-    out: dict[str, Any] = {"checkpoint": str(path.relative_to(ctx.store_path.parent))}
+    path, sha = save_checkpoint_by_content(ctx.checkpoint_folder(), f"{ctx.uid}_s{ctx.seed}", result.model,
+                                           result.meta)
+    ctx.checkpoint_rel, ctx.weights_sha256 = str(path.relative_to(ctx.store_path.parent)), sha
+    out: dict[str, Any] = {"checkpoint": ctx.checkpoint_rel, "weights_sha256": sha}
     for key in DEFAULT_HISTORY:
         out[f"history_{key}"] = np.array([float(row.get(key, np.nan)) for row in result.history], dtype=np.float64)
     ctx._model = result.model.eval()
@@ -238,7 +275,7 @@ def clean_stage(ctx: StageContext) -> dict[str, Any]:
     """Clean accuracy / confidence / confusion on ``eval_images`` of the evaluation split."""
     from robustbench_nas.evaluation import evaluate_clean
 
-    x, y = ctx.split(ctx.protocol.eval_split, ctx.protocol.eval_images)
+    x, y = ctx.images("clean")
     return _stats_values("clean", evaluate_clean(ctx.trained_model(), x, y, batch_size=ctx.protocol.batch_size))
 
 
@@ -271,7 +308,7 @@ def adversarial_stage(ctx: StageContext) -> dict[str, Any]:
 
     p = ctx.protocol
     spec = StoreSpec(archs=[ctx.uid], arch_str=[ctx.arch_str], attacks={k: list(v) for k, v in p.attacks.items()})
-    x, y = ctx.split(p.eval_split, p.attack_images)
+    x, y = ctx.images("attacks")
     model = ctx.trained_model()
     found: list[tuple[int, int, Any]] = []
     for attack, eps in p.attacks.items():
@@ -293,10 +330,13 @@ def corruptions_stage(ctx: StageContext) -> dict[str, Any]:
     from robustbench_nas import corruptions
 
     p = ctx.protocol
-    x, y = ctx.split(p.eval_split, p.corruption_images)
+    x, y = ctx.images("corruptions")
+    source: Any = p.corruption_source
+    if source is not None:  # the CIFAR-10-C files hold the test set in order: read the same chosen images from them
+        source = corruptions.CifarCFiles(source, device=ctx.device, indices=protocol_images(p, "corruptions").indices)
     res = corruptions.evaluate(ctx.trained_model(), x, y, list(p.corruptions), tuple(p.severities),
                                batch_size=p.batch_size, seed=derived_seed(ctx.seed, "corruptions"),
-                               source=p.corruption_source)
+                               source=source)
     found = [(p.corruptions.index(r.corruption), p.severities.index(int(r.severity)), r.stats) for r in res]
     if len(found) != len(p.corruptions) * len(p.severities):
         raise RuntimeError(f"robustbench_nas.corruptions.evaluate returned {len(found)} results for "
@@ -312,12 +352,13 @@ def measures_stage(ctx: StageContext) -> dict[str, Any]:
     from robustbench_nas.measures import compute_measures
 
     p = ctx.protocol
-    x, y = ctx.split("train", p.measure_images)
+    x, y = ctx.images("measures")
     values = compute_measures(ctx.trained_model(), x, y, list(p.measures), seed=derived_seed(ctx.seed, "measures"),
                               config=p.measure_config())
     return {"measure_value": np.array([values[k] for k in p.measure_outputs()], dtype=np.float64)}
 
 
 __all__ = [
-    "StageContext", "StageDef", "derived_seed", "get_stage", "list_stages", "register_stage", "with_dependencies",
+    "StageContext", "StageDef", "dependent_stages", "derived_seed", "get_stage", "list_stages", "protocol_images",
+    "register_stage", "with_dependencies",
 ]

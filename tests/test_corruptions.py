@@ -142,14 +142,19 @@ def test_other_sizes_and_grey(name: str, shape: tuple[int, int, int]) -> None:
 
 def test_matmul_precision_setting_does_not_change_results(cifar: torch.Tensor) -> None:
     """The dense-matrix filters run in full precision whatever float32 matmul precision the caller set."""
+    from robustbench_nas.utils import precision
+
     ref = corruptions.get("gaussian_blur")(cifar[:8], 5)
-    prev = torch.get_float32_matmul_precision()
+    # every backend flag as it was (set_float32_matmul_precision(prev) would turn "none" into "ieee": later tests
+    # that record the precision in force would see this test's leftovers)
+    before = precision.precision_state()
     torch.set_float32_matmul_precision("medium")
     try:
         assert torch.equal(corruptions.get("gaussian_blur")(cifar[:8], 5), ref)
         assert torch.get_float32_matmul_precision() == "medium"  # restored afterwards
     finally:
-        torch.set_float32_matmul_precision(prev)
+        precision._set(before)
+    assert precision.precision_state() == before
 
 
 def test_float64_input_keeps_dtype() -> None:

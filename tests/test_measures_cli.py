@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from robustbench_nas.cli.main import cli
 from robustbench_nas.data import get_dataset
+from robustbench_nas.data.subsets import choose_images, take
 from robustbench_nas.measures import MeasureConfig, compute_measures, measure_outputs
 from robustbench_nas.proxies import compute_proxies
 from robustbench_nas.training.checkpoint import load_checkpoint, save_checkpoint
@@ -36,7 +37,8 @@ def test_measures_cli_json_matches_the_api(ckpt: Path) -> None:
     assert out["arch_str"] == ARCH and out["n_images"] == 6
     assert list(out["measures"]) == measure_outputs(["jacobian_fro", "hessian_eig"])
     model, _ = load_checkpoint(ckpt)
-    sub = get_dataset("digits").split("train").subset(6, seed=0, stratified=False)
+    split = get_dataset("digits").split("train")
+    sub = take(split, choose_images(split, 6, subset_seed=0).indices)  # the pipeline's rule (data.subsets)
     cfg = MeasureConfig(power_iters=10, batch_size=4)
     want = compute_measures(model, sub.images(), sub.labels(), ["jacobian_fro", "hessian_eig"], seed=0, config=cfg)
     assert out["measures"] == pytest.approx(want, rel=1e-6)
@@ -59,7 +61,7 @@ def test_proxies_cli_csv_has_arch_first_and_matches_the_api() -> None:
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert list(rows[0]) == ["arch_str", *names] and rows[0]["arch_str"] == ARCH and len(rows) == 2
     ds = get_dataset("digits")
-    sub = ds.split("train").subset(8, seed=0, stratified=False)
+    sub = take(ds.split("train"), choose_images(ds.split("train"), 8, subset_seed=0).indices)
     want = compute_proxies(ARCH, sub.images(), sub.labels(), names, seed=0, C=4, N=1, mean=ds.info.mean, std=ds.info.std)
     assert {k: float(rows[0][k]) for k in names} == want
 

@@ -101,9 +101,10 @@ def test_archs_resolve_to_unique_uids() -> None:
 
 def test_array_tasks_partition_the_cells() -> None:
     cells = list(range(0, 100, 3))
-    parts = [task_cells(cells[::-1], (i, 4)) for i in range(4)]
+    parts = [task_cells(cells[::-1], (i, 4), shard_cells=5) for i in range(4)]
     assert sorted(c for p in parts for c in p) == cells  # disjoint, complete, independent of input order
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert max(map(len, parts)) - min(map(len, parts)) <= 5  # whole blocks of 5: within one block (more in
+    # tests/test_array_tasks.py)
     assert parse_task("1/4") == (1, 4)
     with pytest.raises(ValueError, match="task 4/4"):
         parse_task("4/4")
@@ -167,8 +168,8 @@ def test_each_evaluation_stores_the_clean_accuracy_of_its_own_images(finished) -
     p = micro()
     for uid in ds.arch.values:
         model, _ = load_checkpoint(path.parent / str(ds.checkpoint.sel(arch=uid, seed=0).values), "cpu")
-        for n, key in ((p.attack_images, "adv_clean_accuracy"), (p.corruption_images, "corruption_clean_accuracy")):
-            sub = stages_mod._split(p.dataset, p.data_root, p.eval_split, n, stages_mod.derived_seed(p.name, p.eval_split, n))
+        for purpose, key in (("attacks", "adv_clean_accuracy"), ("corruptions", "corruption_clean_accuracy")):
+            sub = stages_mod._subset(p.dataset, p.data_root, *p.image_request(purpose))[0]
             assert float(ds[key].sel(arch=uid, seed=0)) == evaluate_clean(model, sub.images(), sub.labels()).accuracy
     adv = ds.adv_accuracy.sel(seed=0)
     clean = ds.adv_clean_accuracy.sel(seed=0)
@@ -237,14 +238,17 @@ def test_failing_stage_is_recorded_retried_and_isolated(tmp_path: Path, client, 
 
 def test_array_tasks_fill_one_store(tmp_path: Path, client) -> None:
     p = micro(stages=("info",))
-    for i in range(2):
-        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, task=(i, 2), progress=False)
-        assert rep.cells in (1, 2)
+    for i in range(2):  # one cell per storage block: 3 blocks, task 0 gets two, task 1 one
+        rep = run_pipeline(tmp_path / "s.zarr", p, client=client, task=(i, 2), progress=False, shard_cells=1)
+        assert rep.cells == (2, 1)[i]
     store = open_store(tmp_path / "s.zarr")
+    assert store.spec.shard_cells == 1
     assert store.progress()["info"] == {"done": 3, "failed": 0, "pending": 0}
     assert plan_units(store, p, ["info"], None) == []
     ds = open_dataset(tmp_path / "s.zarr", done_only=True).load()
-    assert (ds.params.values > 0).all()  # both tasks' clients wrote into the same block file, nothing lost
+    assert (ds.params.values > 0).all()  # both tasks' clients wrote into their own block files, nothing lost
+    with pytest.raises(StoreError, match="cells per storage block"):  # a store's layout is fixed
+        run_pipeline(tmp_path / "s.zarr", p, client=client, task=(0, 2), progress=False, shard_cells=2)
     assert ds["nb201_index"].dims == ("arch",)
 
 
@@ -303,6 +307,56 @@ def test_status_and_failures_are_read_back(finished) -> None:
     assert info["headline"]["corruption_clean_accuracy"] == pytest.approx(float(ds.corruption_clean_accuracy.mean()))
 
 
+def test_every_unit_records_its_threads_device_and_precision(finished) -> None:
+    """Each unit's result carries what it ran with: torch threads (the run's --threads, 1 here), the device and the
+    fp32 precision flags (IEEE everywhere in evaluation stages, torch's own defaults in training)."""
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+    from robustbench_nas.storage import DONE
+    from robustbench_nas.utils.precision import describe, precision_state
+
+    path, _ = finished
+    store = open_store(path)
+    ran = store.unit_settings()
+    done = store.status() == DONE
+    assert done.sum() > 0 and set(ran) == {"unit_threads", "unit_device", "unit_precision"}
+    from robustbench_nas.utils import device_label, resolve_device
+
+    dev = device_label(resolve_device("auto"))  # the run's --device auto: "cpu" here, "cuda:0 <model>" on a GPU
+    assert (ran["unit_threads"][done] == 1).all() and (ran["unit_device"][done] == dev).all()
+    ieee = describe({k: "ieee" for k in precision_state()})  # every flag this torch has, set to "ieee"
+    for s, stage in enumerate(store.spec.stages):
+        prec = set(ran["unit_precision"][:, :, s][done[:, :, s]].tolist())
+        assert prec == ({describe()} if stage == "train" else {ieee}), (stage, prec)
+    assert (ran["unit_threads"][~done] == -1).all()  # nothing recorded where nothing ran
+    out = CliRunner().invoke(cli, ["status", str(path)]).output
+    n_units = sum(int(v["done"]) for v in store.progress().values())
+    line = next(ln for ln in out.splitlines() if ln.startswith("ran on:"))
+    train = store.progress()["train"]["done"]
+    flags = {v.split("=")[1] for v in describe().split(",")}  # torch's defaults, which training keeps
+    trained_prec = flags.pop() if len(flags) == 1 else describe()
+    if trained_prec == "ieee":
+        assert line == f"ran on: {n_units} units {dev} x1 thread (ieee)"
+    else:
+        assert line == (f"ran on: {n_units - train} units {dev} x1 thread (ieee), {train} units {dev} x1 thread "
+                        f"({trained_prec})")
+    info = json.loads(CliRunner().invoke(cli, ["status", str(path), "--json"]).output)
+    assert sum(r["units"] for r in info["ran_on"]) == n_units
+
+
+def test_device_label_names_the_gpu_model(monkeypatch) -> None:
+    import torch
+
+    from robustbench_nas.utils import device_label
+
+    assert device_label("cpu") == "cpu" and device_label(torch.device("cpu")) == "cpu"
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: {1: "NVIDIA H100 80GB HBM3", 3: "NVIDIA A100"}[i])
+    assert device_label("cuda") == "cuda:1 NVIDIA H100 80GB HBM3"  # no index: the current device
+    assert device_label("cuda:3") == "cuda:3 NVIDIA A100"
+
+
 def test_runs_on_a_scheduler_address(tmp_path: Path, client) -> None:
     rep = run_pipeline(tmp_path / "a.zarr", micro(stages=("info",)), scheduler=client.scheduler.address,
                        progress=False)
@@ -328,6 +382,8 @@ def test_new_attack_on_an_existing_dataset_without_retraining(finished, tmp_path
     np.testing.assert_array_equal(new.adv_accuracy.sel(attack="fgsm@Linf").values,
                                   old.adv_accuracy.sel(attack="fgsm@Linf").values)  # same networks, same numbers
     assert np.isfinite(new.adv_accuracy.sel(attack="pgd@Linf", eps=8 / 255).values).all()
+    for name in ("unit_device", "unit_threads", "unit_precision"):  # copied results keep what they ran with
+        np.testing.assert_array_equal(new[name].sel(stage="clean").values, old[name].sel(stage="clean").values)
     for rel in new.checkpoint.values.ravel():
         assert (tmp_path / str(rel)).resolve() == next((src.parent).glob(f"*.checkpoints/{Path(str(rel)).name}")).resolve()
 

@@ -29,7 +29,8 @@ MICRO = dict(
     # every stage is covered in test_pipeline.py; here the point is the kill, so the cheapest that trains
     stages=["info", "train", "clean", "adversarial"],
 )
-BOOKKEEPING = {"stage_seconds", "attempts", "error"}
+BOOKKEEPING = {"stage_seconds", "attempts", "error",
+               "unit_threads", "unit_device", "unit_precision"}  # how a unit ran, not what it computed
 
 
 def cli_args(store: Path) -> list[str]:

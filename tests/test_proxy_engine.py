@@ -58,7 +58,7 @@ def test_engine_leaves_model_alone_and_checks_input() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="engine"):
-        compute_model_proxies(model, x, y, ["params"], engine="fast")
+        compute_model_proxies(model, x, y, ["params"], engine="fastest")
     with pytest.raises(KeyError, match="unknown proxy"):
         compute_model_proxies(model, x, y, ["params", "nope"])
 

@@ -61,6 +61,11 @@ def test_study_ranks_joined_proxies(synth, tmp_path):
     S = pd.read_csv(tmp_path / "n" / "proxy_study" / "seed_noise.csv")
     assert list(S["proxy"]) == ["good", "noise"] and list(S["noise_ratio"]) == [0.2, 1.1]  # quietest first
     assert "Seed noise" in body and summary["seed_noise_cells"] == 10
+    assert "same batch" in body
+    note = "seeds 1 and 2 ran on other images"  # the shipped table's caveat replaces "same batch"
+    body, _ = run_proxy_study(ds, P, tmp_path / "m", ProxyStudyConfig(n_boot=50, trees=10), seed_noise=noise,
+                              seed_noise_note=note)
+    assert "same batch" not in body and f"Caveat</b>: {note}" in body
 
 
 def test_complementarity_sees_a_sum_of_two_proxies():

@@ -222,6 +222,72 @@ def test_workers_retire_at_lifetime_and_are_replaced(slurm: SlurmTestCluster, jo
     assert "worker-lifetime-reached" in first_log, first_log[-2000:]  # it left by itself, before any walltime
 
 
+def _refusing_probe_factory():
+    # Shipped by value (as _probe_factory): the lifetime rule of the pipeline, then a short piece of work.
+    def unit(i: int, expected_s: float) -> dict:
+        import os
+        import time
+
+        from distributed import get_worker
+
+        from robustbench_nas.pipelines.lifetime import refuse_if_too_late
+
+        refuse_if_too_late(get_worker(), expected_s, f"unit {i}")
+        return dict(i=i, worker=get_worker().name, job=os.environ.get("SLURM_JOB_ID"), t=time.time())
+
+    return unit
+
+
+@pytest.mark.slow
+def test_worker_near_its_lifetime_hands_back_a_unit_it_cannot_finish(
+    slurm: SlurmTestCluster, job_name: str, tmp_path: Path
+) -> None:
+    """The lifetime rule on real jobs: a worker with 60 s of lifetime takes a 20 s unit at once, refuses a 40 s unit
+    once less than 40 s are left (it retires early, before its lifetime), and a replacement job runs that unit."""
+    from distributed import Client
+
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster
+
+    logs = tmp_path / "logs"
+    kw = _cluster_kwargs(job_name, logs, gpus=1, cores=1, walltime="00:05:00", lifetime="60s",
+                         lifetime_stagger="off")
+    with make_slurm_cluster(None, jobs=1, **kw) as cluster, Client(cluster) as client:
+        client.wait_for_workers(1, timeout=120)
+        first = str(next(iter(cluster.workers.values())).job_id)
+        started = time.monotonic()
+        unit = _refusing_probe_factory()
+        early = client.submit(unit, 0, 20.0, resources={"GPU": 1}, pure=False).result(timeout=60)
+        time.sleep(max(0.0, 30.0 - (time.monotonic() - started)))  # < 30 s of lifetime left now
+        late = client.submit(unit, 1, 40.0, resources={"GPU": 1}, pure=False).result(timeout=180)
+        refused_after = time.monotonic() - started
+        replaced = list(cluster.rbnas_respawner.replaced)
+
+    assert early["job"] == first
+    assert late["job"] != first and ("SLURMCluster-0", first) in replaced, (late, first, replaced)
+    first_log = (logs / f"{job_name}-{first}.err").read_text()
+    assert "rbnas-lifetime: unit 1 needs ~40 s" in first_log, first_log[-2000:]
+    assert "worker-lifetime-reached" not in first_log, "the worker should have retired before its lifetime"
+    assert refused_after < 170
+
+
+def test_two_workers_per_gpu_share_their_own_gpu(slurm: SlurmTestCluster, job_name: str, tmp_path: Path) -> None:
+    """workers_per_gpu: 2 on a gpu:2 job: 4 workers, two on each of the job's two GPUs, each seeing one GPU."""
+    from distributed import Client
+
+    from robustbench_nas.pipelines.slurm import make_slurm_cluster
+
+    kw = _cluster_kwargs(job_name, tmp_path / "logs", gpus=2, workers_per_gpu=2, cores_per_worker=1)
+    with make_slurm_cluster(None, jobs=1, **kw) as cluster, Client(cluster) as client:
+        client.wait_for_workers(4, timeout=120)
+        seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        assert all(w["resources"] == {"GPU": 1} for w in client.scheduler_info()["workers"].values())
+    gpu_of = {names[a]: g for a, g in seen.items()}
+    job = next(iter(gpu_of)).rsplit("-", 1)[0]
+    assert sorted(gpu_of) == [f"{job}-{i}" for i in range(4)]
+    assert gpu_of[f"{job}-0"] == gpu_of[f"{job}-2"] != gpu_of[f"{job}-1"] == gpu_of[f"{job}-3"], gpu_of
+
+
 def test_adaptive_cluster_submits_jobs_for_work_and_releases_them(
     slurm: SlurmTestCluster, job_name: str, tmp_path: Path
 ) -> None:
@@ -259,7 +325,8 @@ MICRO = dict(
     corruption_images=48,
     batch_size=64,
 )
-BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint"}
+BOOKKEEPING = {"stage_seconds", "attempts", "error", "checkpoint",
+               "unit_threads", "unit_device", "unit_precision"}  # how a unit ran, not what it computed
 
 
 def _run_args(store: Path) -> list[str]:
@@ -400,6 +467,58 @@ def test_job_array_tasks_fill_one_store(
         assert f"task {i}/2" in task_log
         assert f"on {len(task_cells(uids, (i, 2)))} cells" in task_log, task_log[-1500:]
     _assert_same_store(local_reference, store)
+
+
+ARCHS3 = [6, 1462, 12000]
+
+
+@pytest.fixture(scope="module")
+def local_reference3(slurm: SlurmTestCluster, tmp_path_factory) -> Path:
+    """:func:`local_reference` on three cells (one storage block each in the array test)."""
+    from distributed import Client, LocalCluster
+
+    from robustbench_nas.pipelines import get_protocol, run_pipeline
+
+    path = tmp_path_factory.mktemp("local3") / "local.zarr"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as c:
+        report = run_pipeline(path, get_protocol("tiny", archs=ARCHS3, **MICRO), client=c, progress=False)
+    assert report.ok, report.failures
+    return path
+
+
+@pytest.mark.slow
+def test_job_array_of_three_tasks_own_disjoint_blocks_and_equal_a_local_run(
+    slurm: SlurmTestCluster, job_name: str, local_reference3: Path, tmp_path: Path
+) -> None:
+    """`sbatch --array=0-2 slurm/rbnas-array.sbatch ... --shard-cells 1`: three tasks, each owning one storage
+    block (shard file) of three, fill one store; it is complete and equal to a local run."""
+    import json
+
+    store = tmp_path / "array3.zarr"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    args = [a if a != ",".join(map(str, ARCHS)) else ",".join(map(str, ARCHS3)) for a in _run_args(store)]
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--wait", "--array=0-2", "-J", job_name, "-c", "1", "--mem=2G", "-t", "30",
+         "-o", f"{logs}/task-%A_%a.out", "-e", f"{logs}/task-%A_%a.err", str(ROOT / "slurm" / "rbnas-array.sbatch"),
+         *args, "--shard-cells", "1", "--json"],
+        capture_output=True, text=True, timeout=1200, env=_job_env(), cwd=tmp_path,
+    )
+    texts = {p.name: p.read_text() for p in sorted(logs.glob("task-*"))}
+    assert out.returncode == 0, f"array failed ({out.returncode}): {out.stderr}\n" + "\n".join(
+        f"--- {k}\n{v[-1500:]}" for k, v in texts.items())
+    reports = {}
+    for i in range(3):
+        text = next(v for k, v in texts.items() if k.endswith(f"_{i}.out"))
+        assert f"task {i}/3" in text
+        reports[i] = json.loads(text[text.index("\n{") + 1:])  # the run report after the script's first line
+    # each task ran its one cell (7 units) into its own block: no shard file written by two tasks
+    assert [reports[i]["cells"] for i in range(3)] == [1, 1, 1]
+    assert sum(r["submitted"] for r in reports.values()) == len(ARCHS3) * 7
+    assert sorted(b for r in reports.values() for b in r["extra"]["blocks"]) == [0, 1, 2]
+    assert all(not r["extra"]["skipped_leased"] for r in reports.values())
+    _assert_same_store(local_reference3, store)
 
 
 # ---- shared-cluster safety on the real SLURM: TLS with per-run credentials, refused jobs fail fast -------------

@@ -102,7 +102,13 @@ def test_shipped_template_is_valid() -> None:
         ("- a\n- b\n", {}, "expected a mapping"),
         ("gpus: [1\n", {}, "not valid YAML"),
         ("", {"gpus": -1}, "gpus must be an integer >= 0"),
-        ("", {"gpus": 2, "workers_per_job": 1}, "must equal gpus"),
+        ("", {"gpus": 2, "workers_per_job": 1}, "must equal gpus x workers_per_gpu"),
+        ("", {"gpus": 2, "workers_per_gpu": 2, "workers_per_job": 2}, r"\(2 x 2\)"),
+        ("", {"gpus": 1, "workers_per_gpu": 0}, "workers_per_gpu must be an integer from 1 to 8, got 0"),
+        ("", {"gpus": 1, "workers_per_gpu": 9}, "workers_per_gpu must be an integer from 1 to 8, got 9"),
+        ("", {"gpus": 0, "workers_per_gpu": 2}, "workers_per_gpu .2. needs gpus > 0"),
+        ("", {"cores_per_worker": 0}, "cores_per_worker must be an integer >= 1"),
+        ("", {"gpus": 2, "workers_per_gpu": 2, "cores": 3}, r"cores \(3\) must be an integer >= the 4 worker"),
         ("", {"gpus": 4, "cores": 2}, "cores"),
         ("", {"memory": "lots"}, "memory 'lots'"),
         ("", {"walltime": "1h"}, "walltime '1h'"),
@@ -164,14 +170,15 @@ def test_launcher_plan_pins_one_gpu_per_worker() -> None:
 
 def test_launcher_plan_edge_cases() -> None:
     base = ["tcp://h:1", "--name", "j", "--nthreads", "1"]
-    with pytest.raises(ValueError, match="sees 1 GPU"):
+    with pytest.raises(ValueError, match="asked for 2 GPU.s. but this process sees 1"):
         plan_worker_processes(base + ["--nworkers", "2", "--gpus", "2"], {"CUDA_VISIBLE_DEVICES": "0"})
-    # No GPU list from SLURM: assume the job's GPUs are 0..G-1 (as dask-cuda does).
-    assert [p.gpu for p in plan_worker_processes(base + ["--nworkers", "2", "--gpus", "2"], {})] == ["0", "1"]
-    assert [p.gpu for p in plan_worker_processes(base + ["--gpus", "1"], {"SLURM_JOB_GPUS": "6"})] == ["6"]
+    # No GPU list from SLURM (device cgroup only): the GPUs the process sees, 0..count-1, never SLURM_JOB_GPUS.
+    two = lambda: 2  # noqa: E731  (the driver's count inside the job's cgroup)
+    assert [p.gpu for p in plan_worker_processes(base + ["--nworkers", "2", "--gpus", "2"], {}, two)] == ["0", "1"]
+    assert [p.gpu for p in plan_worker_processes(base + ["--gpus", "1"], {"SLURM_JOB_GPUS": "6"}, lambda: 1)] == ["0"]
     cpu = plan_worker_processes(base, {"CUDA_VISIBLE_DEVICES": "0"})
     assert [(p.name, p.gpu) for p in cpu] == [("j", None)]  # gpus=0: not pinned, name unchanged
-    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}) == []
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, lambda: 0) == []
 
 
 def test_launcher_starts_pinned_workers_and_forwards_sigterm(tmp_path: Path) -> None:

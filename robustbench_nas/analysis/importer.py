@@ -38,6 +38,7 @@ import xarray as xr
 
 from ..storage import DONE, RobustnessStore, StoreError, StoreSpec, create_store
 from ..storage.schema import array_specs
+from ..utils.atomic import rename_into_place
 from .jung2023 import RELEASE_MEASURES, ReleaseReport, read_release
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def import_jung2023(
         _drop_arrays(tmp, absent)
         if store_path.exists():  # made by someone else meanwhile: never replaced
             raise StoreError(f"{store_path} appeared while importing; refusing to overwrite it")
-        os.rename(tmp, store_path)
+        rename_into_place(tmp, store_path)  # files fsync'd, renamed, folder fsync'd
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -241,10 +241,13 @@ def seed_noise_table(noise: dict[str, dict[str, Any]] | None) -> pd.DataFrame:
 
 def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
                     cfg: ProxyStudyConfig | None = None,
-                    seed_noise: dict[str, dict[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+                    seed_noise: dict[str, dict[str, Any]] | None = None,
+                    seed_noise_note: str | None = None) -> tuple[str, dict[str, Any]]:
     """Join ``proxies`` (indexed by uid, ``proxy:*`` columns) onto ``ds``'s cells and write the study.
 
-    ``seed_noise``: the table's per-proxy seed noise (``table_meta(...)["seed_noise"]``), shown beside the ranking.
+    ``seed_noise``: the table's per-proxy seed noise (``table_meta(...)["seed_noise"]``), shown beside the ranking;
+    ``seed_noise_note``: the table's caveat on it (``table_meta(...)["seed_noise_note"]``: e.g. seeds evaluated on
+    other images), shown instead of "same batch".
 
     Returns:
         ``(html fragment, summary)``; files in ``out_dir/proxy_study/``.
@@ -300,7 +303,7 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
         figures=[figure(p, f"Spearman of every proxy with every target ({p.stem.rsplit('_', 1)[-1]} cells)",
                         data_href=f"proxy_study/{p.stem}.csv") for p in figs],
         top=table_data(top), scores=table_data(scores), published=table_data(comp),
-        noise=table_data(noise.round(3)) if len(noise) else None))  # fmt: skip
+        noise=table_data(noise.round(3)) if len(noise) else None, noise_note=seed_noise_note))  # fmt: skip
     return body, summary
 
 
@@ -315,7 +318,8 @@ def proxy_study_section(ctx: SectionContext) -> None:
     pcfg = ProxyStudyConfig(seed=ctx.config.seed, **({} if ctx.min_clean is None else
                                                      {"clean_threshold": ctx.min_clean}))  # fmt: skip
     body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out, pcfg,
-                                    seed_noise=table_meta(ctx.config.proxies).get("seed_noise"))
+                                    seed_noise=table_meta(ctx.config.proxies).get("seed_noise"),
+                                    seed_noise_note=table_meta(ctx.config.proxies).get("seed_noise_note"))
     ctx.summary["proxy_study"] = summary
     if summary.get("warning"):
         ctx.report.warn("proxy_study", f"{summary['warning']}: intervals are wide, read the values as provisional")

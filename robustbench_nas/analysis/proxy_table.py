@@ -3,8 +3,9 @@
 ``robustbench_nas/analysis/data/nb201_cifar10_proxies.csv``: one row per computed cell, ``arch_str``, ``uid`` (the
 NB201 isomorphism-class uid = the ``arch`` coordinate of a Jung et al. import) and one column per proxy (seed 0);
 ``nb201_cifar10_proxies.json`` beside it: protocol, batch size, seed, data, software versions, cost per cell, counts,
-and (from a second store at other seeds) each proxy's seed noise; ``nb201_cifar10_proxies_seeds.csv`` holds the
-per-seed values behind the noise figures.
+the images (their indices, the data file's sha256), the torch thread count and CPU capability, a ``reproduce_cell``
+command template (``{arch}``: one row's values from ``rbnas proxies``), and (from a second store at other seeds)
+each proxy's seed noise; ``nb201_cifar10_proxies_seeds.csv`` holds the per-seed values behind the noise figures.
 
 Export (resumable computation first, see ``docs/proxies.md``)::
 
@@ -46,8 +47,43 @@ def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
                          **{p: float(vals[a, s, k]) for k, p in enumerate(proxies)},
                          "_seconds": float(secs[a, s]) if secs is not None else float("nan")})  # fmt: skip
     protocol = json.loads(ds.attrs["protocol"]) if isinstance(ds.attrs.get("protocol"), str) else ds.attrs.get("protocol")
-    facts = {"protocol": protocol, "cells_in_run": int(ds.sizes["arch"]), "proxies": proxies}
+    images = json.loads(ds.attrs["images"]) if isinstance(ds.attrs.get("images"), str) else ds.attrs.get("images")
+    facts = {"protocol": protocol, "cells_in_run": int(ds.sizes["arch"]), "proxies": proxies, "images": images}
     return pd.DataFrame(rows), facts
+
+
+#: The shipped table's data file, as the commands in its JSON name it (relative to the project root).
+DATA_FILE = "../shared/data/cifar10_test.npz"
+#: The shipped table's proxy images (package data), as the reproduce command names it.
+IMAGES_FILE = "robustbench_nas/analysis/data/nb201_cifar10_proxy_images.txt"
+
+
+def reproduce_cell(indices: Sequence[int], seed: int, batch_size: int, data_file: str = DATA_FILE,
+                   threads: int = 1, engine: str = "fast") -> str:
+    """The ``rbnas proxies`` command giving one row of the table, with ``{arch}`` for its architecture string: the
+    same images (``--indices``: the shipped file when they are its images, else the list), seed, thread count and
+    proxy engine (the protocol's ``proxy_engine``)."""
+    from ..pipelines.protocol import shipped_proxy_images
+
+    idx = [int(i) for i in indices]
+    where = f"@{IMAGES_FILE}" if tuple(idx) == shipped_proxy_images() else ",".join(map(str, idx))
+    return (f"rbnas proxies '{{arch}}' --dataset npz --data-root {data_file} --indices {where} "
+            f"--batch-size {batch_size} --seed {seed} --threads {threads} --engine {engine}")
+
+
+def image_facts(images: dict[str, Any] | None, threads: int) -> dict[str, Any]:
+    """The JSON's image and machine fields from a store's ``images`` record: the proxy images (indices, content
+    sha256), the data file's sha256, the torch thread count of the run and this machine's CPU capability."""
+    import torch
+
+    rec = (images or {}).get("subsets", {}).get("proxies")
+    if rec is None:
+        raise ValueError("the store records no proxy images (made before image records?): export from a store made "
+                         "by this version, or pin its images (protocol image_indices) and recompute")
+    return {"images": {"split": rec["split"], "n": rec["n"], "subset_seed": rec["subset_seed"],
+                       "indices": rec["indices"], "sha256": rec["sha256"]},
+            "data_sha256": images.get("data_sha256"), "torch_threads": int(threads),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def seed_noise(long: pd.DataFrame, proxies: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -84,8 +120,14 @@ def _versions() -> dict[str, str]:
 
 
 def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | Path | None = None,
-                 data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split") -> dict[str, Any]:
+                 data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split",
+                 threads: int = 1) -> dict[str, Any]:
     """Write the seed-0 table (CSV) and its metadata (JSON beside it) from a finished or partial run.
+
+    Arguments:
+        threads: torch threads per task of the run that computed the store (``rbnas run --threads``), recorded with
+            the CPU capability of the machine exporting (export where the run ran: on a CPU both can change the
+            float32 rounding of the data-dependent proxies).
 
     Returns:
         The metadata written.
@@ -114,8 +156,24 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
         "reproduce": "rbnas run --protocol nb201-proxies --store STORE --data-root ../shared/data/cifar10_test.npz "
                      "--workers 1 --threads 1 (resumes), then python -m robustbench_nas.analysis.proxy_table STORE",
     }  # fmt: skip
+    meta.update(image_facts(facts.get("images"), threads))
+    idx = meta["images"]["indices"]
+    if idx == "all":
+        raise ValueError("the proxies used a whole split: the reproduce command needs the indices of a subset")
+    root = p.get("data_root") or DATA_FILE
+    data_file = DATA_FILE if Path(root).name == Path(DATA_FILE).name else root  # the shipped table: as docs name it
+    # a protocol saved before proxy_engine existed computed with the shared engine (ProtocolConfig.from_dict)
+    engine = p.get("proxy_engine", "shared")
+    meta["proxy_engine"] = engine
+    meta["reproduce_cell"] = reproduce_cell(idx, seed0, len(idx), data_file=data_file, threads=threads,
+                                            engine=engine)
     if seeds_store is not None and Path(seeds_store).exists():
-        s_long, _ = _store_values(seeds_store)
+        s_long, s_facts = _store_values(seeds_store)
+        theirs = image_facts(s_facts.get("images"), threads)["images"]
+        if theirs["sha256"] != meta["images"]["sha256"]:
+            raise ValueError(f"{seeds_store} evaluated other proxy images ({theirs['n']} images, sha "
+                             f"{theirs['sha256'][:12]}) than {store} ({meta['images']['n']} images, sha "
+                             f"{meta['images']['sha256'][:12]}): seed noise must be measured on the same batch")
         both = pd.concat([s_long, main[main["uid"].isin(s_long["uid"])]], ignore_index=True)
         both = both.sort_values(["uid", "seed"])
         both[["arch_str", "uid", "seed", *proxies]].to_csv(out_csv.with_name(out_csv.stem + "_seeds.csv"),
@@ -154,8 +212,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("store")
     ap.add_argument("--seeds-store", default=None, help="A nb201-proxies-seeds store (seed noise).")
     ap.add_argument("--out", default=str(Path(__file__).parent / "data" / TABLE_FILE))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per task of the run (rbnas run --threads).")
     a = ap.parse_args(argv)
-    meta = export_table(a.store, a.out, seeds_store=a.seeds_store)
+    import torch
+
+    torch.set_num_threads(1)
+    meta = export_table(a.store, a.out, seeds_store=a.seeds_store, threads=a.threads)
     print(json.dumps({k: meta[k] for k in ("cells", "cells_planned", "cost_per_cell_s")}, indent=1))
 
 

@@ -15,6 +15,9 @@ from .registry import PROXIES, get_proxy, proxy_generator, registered  # noqa: F
 log = logging.getLogger(__name__)
 
 
+#: the proxy engines (:func:`compute_model_proxies`): fast (default), shared (bitwise the reference), separate
+ENGINES: tuple[str, ...] = ("fast", "shared", "separate")
+
 def list_proxies(robust: bool | None = None, pattern: str | None = None) -> list[str]:
     """Registered proxy names (registration order); ``robust=True/False`` filters robust proxies in/out,
     ``pattern`` is a shell-style filter on the names (``"grad*"``)."""
@@ -60,7 +63,7 @@ def compute_model_proxies(
     *,
     seed: int = 0,
     num_classes: int | None = None,
-    engine: str = "shared",
+    engine: str = "fast",
 ) -> dict[str, float]:
     """Proxies of an already-built ``model`` (left unchanged: the proxies work on deep copies).
 
@@ -70,25 +73,28 @@ def compute_model_proxies(
         names: proxies (default: all of :func:`list_proxies`).
         seed: seeds each proxy's own generator (:func:`proxy_generator`).
         num_classes: classes of the head (default: the model's ``config['num_classes']``).
-        engine: ``"shared"`` (default: proxies that need the same passes get them once, see
-            :mod:`robustbench_nas.proxies.engine`) or ``"separate"`` (the reference: each proxy on its own copy);
-            both give the same values bit for bit.
+        engine: ``"fast"`` (default: shared passes, CRoZe in float32, the input-Hessian eigenvalue exactly from
+            the input Jacobian; values within the per-proxy tolerance ``engine.FAST_TOLERANCE`` of the reference),
+            ``"shared"`` (proxies that need the same passes get them once, the reference's values bit for bit) or
+            ``"separate"`` (the reference: each proxy on its own copy); see :mod:`robustbench_nas.proxies.engine`.
 
     Shape:
         x ``(N, C, H, W)``, y ``(N,)``.
     """
-    from .engine import EngineContext, compute_separate, compute_shared
+    from .engine import EngineContext, compute_fast, compute_separate, compute_shared
+
+    engines = dict(zip(ENGINES, (compute_fast, compute_shared, compute_separate)))
 
     names = list(names) if names is not None else list_proxies()
     for n in names:
         get_proxy(n)  # unknown names fail before any work
-    if engine not in ("shared", "separate"):
-        raise ValueError(f"engine must be 'shared' or 'separate', got {engine!r}")
+    if engine not in engines:
+        raise ValueError(f"engine must be one of {sorted(engines)}, got {engine!r}")
     k = int(num_classes if num_classes is not None else getattr(model, "config", {}).get("num_classes", 10))
     _check_batch(x, y, k)
     ectx = EngineContext(seed=int(seed), num_classes=k)
     # the caller's model stays where it is, as it is: the engine works on deep copies
-    out = (compute_shared if engine == "shared" else compute_separate)(model, x, y, names, ectx)
+    out = engines[engine](model, x, y, names, ectx)
     for name, value in out.items():
         if not math.isfinite(value):
             log.warning("proxy %s is not finite (%s) for %s", name, value, getattr(model, "arch_str", "model"))
@@ -108,7 +114,7 @@ def compute_proxies(
     mean: Sequence[float] = CIFAR_MEAN,
     std: Sequence[float] = CIFAR_STD,
     space: str = "nb201",
-    engine: str = "shared",
+    engine: str = "fast",
     **network_options: Any,
 ) -> dict[str, float]:
     """Zero-cost proxies of cell ``arch`` at initialisation, on one batch.
@@ -125,7 +131,7 @@ def compute_proxies(
         num_classes, mean, std: network settings; ``C``, ``N``: NB201's width and depth (default 16 and 5; only
             for spaces whose networks take them).
         space: search-space name (``nb201``, ``nats-sss``).
-        engine: ``"shared"`` or ``"separate"`` (see :func:`compute_model_proxies`).
+        engine: ``"fast"`` (default), ``"shared"`` or ``"separate"`` (see :func:`compute_model_proxies`).
         network_options: further options of the space's networks (DARTS: ``layers``); ``None`` values are left out.
 
     Shape:

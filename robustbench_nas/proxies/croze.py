@@ -19,6 +19,7 @@ the clip to [0, 1] acts on pixels; the reference clips already-normalised images
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._utils import remove_batchnorm, weight_layers
+from .rescale import ActivationRescaler, rescalable
 from .registry import ProxyContext, register_proxy
 
 CROZE_WEIGHT_GAMMA = 2.0
@@ -94,17 +96,20 @@ def _weight_step(layers: list[nn.Module], grads: list[torch.Tensor | None], gamm
     with torch.no_grad():
         for layer, g in zip(layers, grads):
             if g is not None:
-                layer.weight.add_(gamma * layer.weight.norm() / (g.norm() + _TINY) * g)
+                # norms in float64 (a no-op for the float64 reference): float32 gradients of the rescaled surrogate
+                # reach ~2^70, whose squares overflow float32
+                layer.weight.add_(gamma * layer.weight.double().norm() / (g.double().norm() + _TINY) * g)
 
 
-def _surrogate(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
-    """Step 1 in place on ``net`` (no BN, float64, absolute values); returns the float64 batch and a copy for step 2."""
+def _surrogate(net: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, nn.Module]:
+    """Step 1 in place on ``net`` (no BN, ``dtype``, absolute values); returns the batch in ``dtype`` and a copy
+    for step 2. The reference (and :func:`croze_score`) use float64; the fast engine float32."""
     remove_batchnorm(net)
-    net.double().train()
+    net.to(dtype).train()
     with torch.no_grad():
         for t in list(net.parameters()) + list(net.buffers()):
             t.abs_()
-    return x.double(), copy.deepcopy(net)
+    return x.to(dtype), copy.deepcopy(net)
 
 
 def _perturb_input(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -146,10 +151,11 @@ def _croze_sum(net: nn.Module, layers: list[nn.Module], layers_adv: list[nn.Modu
         for layer, layer_adv, g, g_adv in zip(layers, layers_adv, grads, grads_adv):
             if g is None or g_adv is None:
                 continue
-            w_sim = (1 + F.cosine_similarity(layer_adv.weight, layer.weight, dim=0)).sum()
-            g_sim = F.cosine_similarity(g_adv, g, dim=0).abs().sum()
+            # cosines in float64 (no-op for the reference): float32 features / gradients square past float32's range
+            w_sim = (1 + F.cosine_similarity(layer_adv.weight.double(), layer.weight.double(), dim=0)).sum()
+            g_sim = F.cosine_similarity(g_adv.double(), g.double(), dim=0).abs().sum()
             k = index[layer]
-            f_sim = (1 + F.cosine_similarity(feats_adv[k], feats[k], dim=0)).sum()
+            f_sim = (1 + F.cosine_similarity(feats_adv[k].double(), feats[k].double(), dim=0)).sum()
             total += float((w_sim * g_sim * f_sim).abs())
     return total
 
@@ -162,23 +168,41 @@ def croze_score_shared(
     cells_per_stage: int,
     gamma: float = CROZE_WEIGHT_GAMMA,
     eps: float = CROZE_INPUT_EPS,
+    dtype: torch.dtype = torch.float64,
 ) -> float:
-    """:func:`croze_score` with three forward/backward passes instead of four (same value, bit for bit).
+    """:func:`croze_score` with three forward/backward passes instead of four (same value, bit for bit, in float64).
 
     The reference's weight-perturbation pass runs the still-unperturbed copy on the clean batch: that is exactly the
     clean network's forward/backward of its final pass, so one clean pass gives the perturbation direction, the clean
     gradients and the clean features. Then the input perturbation (input gradient on the perturbed network) and one
     pass of the perturbed network on the perturbed batch. ``net`` is modified in place (pass a copy).
+
+    ``dtype=torch.float32`` is the fast engine's CRoZe: the same steps, perturbations and score (the weight step
+    ``gamma * ||w|| * g / ||g||``, the input step ``-eps * sign(dCE/dx)`` clipped to [0, 1]) in single precision,
+    where CPU convolutions take oneDNN's fast kernels instead of float64's ``_slow_conv2d``, with the cell outputs
+    rescaled by powers of two so the surrogate's activations (~1e47) fit float32 (:mod:`.rescale`: exact for what
+    the score reads); networks where that rescaling is not exact run in float64. Not the reference's bits: the
+    value moves by float32 rounding, and a sign of a near-zero input gradient may flip (one pixel moved by
+    2 * eps); the stated tolerance is in ``robustbench_nas/proxies/README.md``.
     """
-    x, adv = _surrogate(net, x)
-    layers, layers_adv = list(weight_layers(net)), list(weight_layers(adv))
-    out, feats = _forward_with_feats(net, x)
-    grads = list(torch.autograd.grad(F.cross_entropy(out, y), [m.weight for m in layers], allow_unused=True))
-    _weight_step(layers_adv, grads, gamma)  # the reference's _perturb_weights, with the (identical) clean gradient
-    x_adv = _perturb_input(adv, x, y, eps)
-    out_adv, feats_adv = _forward_with_feats(adv, x_adv)
-    grads_adv = list(torch.autograd.grad(F.cross_entropy(out_adv, y), [m.weight for m in layers_adv],
-                                         allow_unused=True))
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"croze runs in float32 or float64, got {dtype}")
+    if dtype == torch.float32 and not rescalable(remove_batchnorm(net)):
+        dtype = torch.float64  # float32 needs the exact power-of-two rescaling (see .rescale); else the reference
+    x, adv = _surrogate(net, x, dtype)
+    with contextlib.ExitStack() as stack:
+        if dtype == torch.float32:
+            # the surrogate's activations reach ~1e47 (past float32's 3.4e38): rescale cell outputs by powers of two
+            stack.enter_context(ActivationRescaler(net))
+            stack.enter_context(ActivationRescaler(adv))
+        layers, layers_adv = list(weight_layers(net)), list(weight_layers(adv))
+        out, feats = _forward_with_feats(net, x)
+        grads = list(torch.autograd.grad(F.cross_entropy(out, y), [m.weight for m in layers], allow_unused=True))
+        _weight_step(layers_adv, grads, gamma)  # the reference's _perturb_weights, with the (identical) clean gradient
+        x_adv = _perturb_input(adv, x, y, eps)
+        out_adv, feats_adv = _forward_with_feats(adv, x_adv)
+        grads_adv = list(torch.autograd.grad(F.cross_entropy(out_adv, y), [m.weight for m in layers_adv],
+                                             allow_unused=True))
     return _croze_sum(net, layers, layers_adv, grads, grads_adv, feats, feats_adv, cells_per_stage)
 
 

@@ -22,6 +22,12 @@ pass group                proxies                                               
 Any other proxy (synflow, zen, a newly registered one) runs alone on its own copy, as in the reference path. Each
 group is a registered function (:func:`register_pass_group`), so a new proxy that shares passes joins a group or
 adds one; a proxy in no group still works.
+
+:func:`compute_fast` (``engine="fast"``, the default of ``compute_proxies``) runs the same groups, with the fast
+variants of ``croze`` (float32 with power-of-two activation rescaling, :mod:`.rescale`) and ``input_derivatives``
+(hessian_eig exactly from the input Jacobian that jacobian_fro needs anyway) registered by
+:func:`register_fast_variant`; :data:`FAST_TOLERANCE` states each changed proxy's relative tolerance against the
+reference path (every other proxy is the reference's value bit for bit).
 """
 
 from __future__ import annotations
@@ -103,15 +109,49 @@ def compute_separate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: 
     return out
 
 
+#: Fast variants of pass groups (``engine="fast"``): group name -> function with the group's signature. A group
+#: without one runs its shared (bitwise) function in the fast engine too.
+FAST_GROUPS: dict[str, GroupFn] = {}
+
+
+def register_fast_variant(group: str) -> Callable[[GroupFn], GroupFn]:
+    """Decorator registering the fast engine's variant of pass group ``group`` (which must exist, once)."""
+
+    def deco(fn: GroupFn) -> GroupFn:
+        PASS_GROUPS.get(group)  # an unknown group fails here, with the known names
+        if group in FAST_GROUPS:
+            raise ValueError(f"pass group {group!r} already has a fast variant")
+        FAST_GROUPS[group] = fn
+        return fn
+
+    return deco
+
+
 def compute_shared(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str],
                    ctx: EngineContext) -> dict[str, float]:
     """The same values as :func:`compute_separate`, each pass group's passes run once."""
+    return _run_groups(model, x, y, names, ctx, fast=False)
+
+
+def compute_fast(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str],
+                 ctx: EngineContext) -> dict[str, float]:
+    """:func:`compute_shared` with the fast variants of the groups that have one (:data:`FAST_GROUPS`).
+
+    Values are those of the reference path within :data:`FAST_TOLERANCE` (relative); every proxy not listed there
+    is the reference's value bit for bit.
+    """
+    return _run_groups(model, x, y, names, ctx, fast=True)
+
+
+def _run_groups(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str], ctx: EngineContext,
+                fast: bool) -> dict[str, float]:
     wanted = list(dict.fromkeys(names))
     values: dict[str, float] = {}
-    for _, group in PASS_GROUPS.items():
+    for gname, group in PASS_GROUPS.items():
         mine = [n for n in wanted if n in group.proxies]
         if mine:
-            values.update(group.fn(model, x, y, mine, ctx))
+            fn = FAST_GROUPS.get(gname, group.fn) if fast else group.fn
+            values.update(fn(model, x, y, mine, ctx))
     rest = [n for n in wanted if n not in values]
     values.update(compute_separate(model, x, y, rest, ctx))
     return {n: float(values[n]) for n in wanted}
@@ -226,4 +266,61 @@ def _input_derivatives(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wante
     return out
 
 
-__all__ = ["EngineContext", "PassGroup", "compute_separate", "compute_shared", "pass_groups", "register_pass_group"]
+# ---- fast variants (engine="fast") --------------------------------------------------------------------------------
+#: Stated relative tolerance of each proxy of the fast engine against the reference path (``engine="separate"``):
+#: ``|fast - ref| <= tol * |ref|`` per cell (full-size NB201 cells, batch 64; checked on 20 cells in
+#: ``tests/test_proxy_engine_fast.py``). Proxies not listed are the reference's value bit for bit.
+FAST_TOLERANCE: dict[str, float] = {
+    # float32 instead of float64, same perturbations and score (see croze.croze_score_shared)
+    "croze": 1e-4,
+    # exact largest eigenvalue vs the reference's Lanczos (<= 20 HVPs, stopping at a relative change of 1e-3)
+    "hessian_eig": 1e-2,
+}
+
+
+@register_fast_variant("croze")
+def _croze_fast(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wanted: Sequence[str],
+                ctx: EngineContext) -> dict[str, float]:
+    """CRoZe's three passes in float32 (oneDNN kernels on CPU) instead of float64 (``_slow_conv2d``)."""
+    from .croze import cells_per_stage, croze_score_shared
+
+    n = cells_per_stage(model)
+    net = copy.deepcopy(model).to(x.device)
+    return {"croze": croze_score_shared(net, x, y, cells_per_stage=n, dtype=torch.float32)}
+
+
+#: images per forward pass of the Jacobian (that of ``measures.jacobian_norms``, so jacobian_fro keeps its bits)
+_JACOBIAN_CHUNK = 64
+
+
+@register_fast_variant("input_derivatives")
+def _input_derivatives_fast(model: nn.Module, x: torch.Tensor, y: torch.Tensor, wanted: Sequence[str],
+                            ctx: EngineContext) -> dict[str, float]:
+    """One input Jacobian (one backward per class) gives jacobian_fro (bit for bit) and hessian_eig (exactly).
+
+    For a piecewise-linear network the input Hessian of CE is ``J^T (diag p - p p^T) J``, so its largest eigenvalue
+    is that of a K x K matrix built from the Jacobian (:func:`.input_derivatives.hessian_eig_from_jacobian`):
+    no Hessian-vector products at all. A network with other leaf modules falls back to the shared group's Lanczos.
+    """
+    from .input_derivatives import hessian_eig_from_jacobian, input_jacobian, is_piecewise_linear
+
+    net = calibrate_batchnorm(copy.deepcopy(model).to(x.device), x)  # eval mode from here on
+    if "hessian_eig" in wanted and not is_piecewise_linear(net):
+        return _input_derivatives(model, x, y, wanted, ctx)
+    sq, eig = [], []
+    for i in range(0, x.shape[0], _JACOBIAN_CHUNK):
+        logits, jac, s = input_jacobian(net, x[i : i + _JACOBIAN_CHUNK])
+        sq.append(s)
+        if "hessian_eig" in wanted:
+            eig.append(hessian_eig_from_jacobian(logits, jac))
+        del jac
+    out: dict[str, float] = {}
+    if "jacobian_fro" in wanted:
+        out["jacobian_fro"] = float(torch.cat(sq).sqrt().mean())
+    if "hessian_eig" in wanted:
+        out["hessian_eig"] = float(torch.cat(eig).mean())
+    return out
+
+
+__all__ = ["EngineContext", "FAST_GROUPS", "FAST_TOLERANCE", "PassGroup", "compute_fast", "compute_separate",
+           "compute_shared", "pass_groups", "register_fast_variant", "register_pass_group"]

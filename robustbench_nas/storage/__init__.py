@@ -17,11 +17,13 @@ from .schema import (
     PER_ARCH_STAGES,
     SCHEMA_VERSION,
     STAGES,
+    WEIGHT_STAGES,
     ArraySpec,
     StoreSpec,
     array_specs,
     eps_label,
     stage_arrays,
+    weights_hash_array,
 )
 from .store import RobustnessStore, create_store, open_store
 from .xarray_backend import mask_not_done, open_dataset
@@ -30,4 +32,5 @@ __all__ = [
     "ArraySpec", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "RobustnessStore", "SCHEMA_VERSION", "STAGES",
     "StoreError", "StoreSpec", "array_specs", "check_schema", "create_store", "ensure_ours", "eps_label", "mask_not_done", "open_dataset",
     "open_store", "software_versions", "stage_arrays", "to_dataframe",
+    "WEIGHT_STAGES", "weights_hash_array",
 ]

@@ -14,11 +14,12 @@ from typing import Callable, Collection, Iterable
 
 import numpy as np
 
-from .journal import Journal, Record
+from ..utils.atomic import unlink_durably
+from .journal import BOOK_FIELDS, Journal, Record
 from .shards import ArrayLayout, read_shard, write_shard
 
 #: bookkeeping arrays, in the order a commit writes them (``status`` last: "done" only once every value is in)
-BOOKKEEPING = ("stage_seconds", "attempts", "error", "status")
+BOOKKEEPING = (*(n for n in BOOK_FIELDS if n != "status"), "status")
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class BlockWriter:
         """Fold the journal (every writer's records) of ``blocks`` (default: all pending) into whole shards.
 
         Under the store's exclusive lock, per block: read the journal files and the block's current shards, apply
-        the records in time order, rewrite every touched shard whole (atomic replace; data first, ``status``
-        last), then delete the journal files. Returns the number of records applied.
+        the records in sequence order (:meth:`.journal.Record.order_key`), rewrite every touched shard whole
+        (atomic replace, fsync'd with the journal's ``fsync``; data first, ``status`` last), record the highest
+        sequence applied in the store's clock file, then delete the journal files (folder fsync'd). Returns the
+        number of records applied.
         """
         if not journal.dir.is_dir():
             return 0
@@ -55,15 +58,16 @@ class BlockWriter:
                     continue
                 records = journal.read(files, with_values=True)
                 self.apply(b, records, fsync=journal.fsync)
+                if records:  # later records of any writer must sort after these, although their files go now
+                    journal.write_clock(max(r.seq for r in records))
                 # the journal goes only after every shard of the block is replaced: a commit killed before this
                 # line is redone from the same records by the next one (records set absolute values)
-                for p in files:
-                    p.unlink(missing_ok=True)
+                unlink_durably(files, fsync=journal.fsync)
                 n += len(records)
         return n
 
     def apply(self, b: int, records: list[Record], *, fsync: bool) -> None:
-        """Apply ``records`` (time order) to block ``b``'s current shards and write every touched shard whole."""
+        """Apply ``records`` (apply order) to block ``b``'s current shards and write every touched shard whole."""
         a0 = b * self.shard_cells
         blocks: dict[str, np.ndarray] = {}
 
@@ -78,16 +82,21 @@ class BlockWriter:
                     continue  # a record for an array this store does not have: ignore rather than fail the commit
                 target = block(name)
                 target[(i - a0, j) if j is not None else i - a0] = v[()] if v.ndim == 0 else v
-            for i, j, s, status, seconds, error, attempts in r.book:
-                for name, value in (("status", status), ("stage_seconds", seconds), ("error", error),
-                                    ("attempts", attempts)):
-                    if value is not None:
-                        block(name)[i - a0, j, s] = np.nan if value is None else value
+            for i, j, s, fields in r.book_entries():
+                for name, value in zip(BOOK_FIELDS, fields):
+                    # a store made before an array existed (unit_threads, ...) simply does not record it
+                    if value is not None and name in self.arrays:
+                        block(name)[i - a0, j, s] = value
         for name in [n for n in blocks if n not in BOOKKEEPING] + [n for n in BOOKKEEPING if n in blocks]:
             write_shard(self.root, self.layout_of(name), b, blocks[name], fsync=fsync)
 
-    def write_rows(self, name: str, pos: np.ndarray, rows: np.ndarray) -> None:
-        """Rows ``rows`` at arch positions ``pos`` (caller holds the exclusive lock), shard by shard."""
+    def write_rows(self, name: str, pos: np.ndarray, rows: np.ndarray, *, fsync: bool = False) -> None:
+        """Rows ``rows`` at arch positions ``pos`` (caller holds the exclusive lock), shard by shard.
+
+        ``fsync``: make each shard durable (bulk writes into an existing store); ``False`` for fresh stores built
+        under a temporary name, which are fsync'd once as a whole when renamed into place
+        (:func:`robustbench_nas.utils.atomic.rename_into_place`).
+        """
         lay = self.layout_of(name)
         per = self.shard_cells
         for b in np.unique(pos // per):
@@ -98,7 +107,7 @@ class BlockWriter:
             else:
                 block = read_shard(self.root, lay, int(b)).copy()
             block[pos[sel] - a0] = rows[sel]
-            write_shard(self.root, lay, int(b), block)  # bulk writes go to fresh stores (import, migrate): no fsync
+            write_shard(self.root, lay, int(b), block, fsync=fsync)
 
 
 __all__ = ["BOOKKEEPING", "BlockWriter"]

@@ -20,23 +20,28 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.atomic import rename_into_place
 from .root_meta import StoreError, ensure_ours, read_root_meta
 from .schema import StoreSpec, array_specs
 from .store import RobustnessStore
 
 
 def _replace_into(tmp: Path, dst: Path, overwrite: bool) -> None:
-    """Move the finished copy ``tmp`` to ``dst`` (an existing ``dst`` only if ``overwrite`` and it is ours)."""
+    """Move the finished copy ``tmp`` to ``dst`` (an existing ``dst`` only if ``overwrite`` and it is ours).
+
+    The copy's files were written without fsync; :func:`rename_into_place` fsyncs them all before the rename and the
+    folder after it, so once this returns the copy survives a machine crash.
+    """
     if dst.exists() or dst.is_symlink():
         if not overwrite:
             raise StoreError(f"{dst} already exists; refusing to overwrite it")
         ensure_ours(dst, "overwrite")
         old = dst.with_name(f".{dst.name}.replaced-{uuid.uuid4().hex[:8]}")
-        os.rename(dst, old)  # two renames: dst is never absent for long, and never half-deleted
-        os.rename(tmp, dst)
+        rename_into_place(dst, old, fsync=False)  # two renames: dst is never absent for long, never half-deleted
+        rename_into_place(tmp, dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.rename(tmp, dst)  # the finished copy appears at once
+        rename_into_place(tmp, dst)  # the finished copy appears at once
 
 
 def _temp_beside(dst: Path, what: str) -> Path:
@@ -89,7 +94,7 @@ def compact_store(
         out = RobustnessStore.create(tmp, spec, extra)
         with out.journal.lock(exclusive=True):
             for name in source.arrays:
-                out._write_rows(name, np.arange(len(spec.archs)), source.read_array(name))
+                out._write_rows(name, np.arange(len(spec.archs)), source.read_array(name), fsync=False)
         _replace_into(tmp, dst, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -146,7 +151,7 @@ def migrate_store(src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: 
                         values = np.asarray([os.path.relpath(src.parent / v, dst.parent) if v else v
                                              for v in values.ravel()], dtype=object).reshape(values.shape)
                 out._write_rows(name, np.arange(len(spec.archs)), values.astype(np.dtype(a.dtype))
-                                if a.dtype != "str" else values)
+                                if a.dtype != "str" else values, fsync=False)
         _replace_into(tmp, dst, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from .journal import Journal
+from .journal import BOOK_FIELDS, Journal
 
-#: position of each bookkeeping array's value in a journal book entry ``(i, j, s, status, seconds, error, attempts)``
-BOOK_FIELD = {"status": 3, "stage_seconds": 4, "error": 5, "attempts": 6}
+#: position of each bookkeeping array's value in a journal book entry ``(i, j, s, *BOOK_FIELDS)``
+BOOK_FIELD = {name: 3 + k for k, name in enumerate(BOOK_FIELDS)}
 
 
 def overlay_book(journal: Journal, name: str, arr: np.ndarray) -> np.ndarray:
@@ -21,11 +21,11 @@ def overlay_book(journal: Journal, name: str, arr: np.ndarray) -> np.ndarray:
 
     ``arr`` is the committed ``(arch, seed, stage)`` array; it is changed in place and returned.
     """
-    field_of = BOOK_FIELD[name]
-    for r in journal.pending(with_values=False):
-        for entry in r.book:
-            if entry[field_of] is not None:
-                arr[entry[0], entry[1], entry[2]] = entry[field_of]
+    k = BOOK_FIELDS.index(name)
+    for r in journal.pending(with_values=False):  # apply order
+        for i, j, s, fields in r.book_entries():
+            if fields[k] is not None:
+                arr[i, j, s] = fields[k]
     return arr
 
 

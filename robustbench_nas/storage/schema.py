@@ -29,13 +29,27 @@ STAGES: tuple[str, ...] = ("info", "proxies", "train", "clean", "adversarial", "
 #: Stages whose results do not depend on the seed (one result per cell; the status is written at every seed).
 PER_ARCH_STAGES: frozenset[str] = frozenset({"info"})
 
+#: Stages computed from the trained checkpoint: each records the weights hash it used
+#: (:func:`weights_hash_array`), compared with the cell's current ``weights_sha256`` by ``rbnas status --check``.
+WEIGHT_STAGES: tuple[str, ...] = ("clean", "adversarial", "corruptions", "measures")
+
 #: ``status`` codes.
 PENDING, DONE, FAILED = 0, 1, 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
+#: Bookkeeping arrays that stores made before they existed lack (such a store opens and runs; it does not record them).
+UNIT_SETTINGS: tuple[str, ...] = ("unit_threads", "unit_device", "unit_precision")
+
 #: Per-epoch training curves stored by default (keys of ``TrainResult.history``).
 #: (``seconds`` is left out on purpose: wall time would make two runs with the same seed differ.)
 DEFAULT_HISTORY: tuple[str, ...] = ("train_loss", "train_acc", "test_acc", "lr")
+
+
+def weights_hash_array(stage: str) -> str:
+    """Name of the array holding the weights hash a :data:`WEIGHT_STAGES` result was computed from."""
+    if stage not in WEIGHT_STAGES:
+        raise KeyError(f"stage {stage!r} is not computed from a checkpoint; those are {list(WEIGHT_STAGES)}")
+    return f"{stage}_weights_sha256"
 
 
 def eps_label(eps: float) -> str:
@@ -79,6 +93,9 @@ class StoreSpec:
             zarr-python cheaper (it decodes a whole inner chunk). Stores written with other inner chunks (e.g. one cell, before this
             field existed) read the same: readers take the chunk shape from each array's metadata.
         compress: zstd-compress large per-cell values (confusion matrices); smaller files, slower reads.
+        weights_hashes: hold ``weights_sha256`` (train) and one :func:`weights_hash_array` per stage of
+            :data:`WEIGHT_STAGES`. ``False`` (the default, so stores written before these arrays existed open as
+            they were) for imports and hand-made stores; the pipeline's stores set it.
 
     Example:
         >>> spec = StoreSpec(archs=[0, 6], arch_str=["a", "b"], seeds=[0], attacks={"fgsm@Linf": [1 / 255]})
@@ -104,6 +121,7 @@ class StoreSpec:
     shard_cells: int = 256
     chunk_cells: int | None = None
     compress: bool = False
+    weights_hashes: bool = False
 
     def __post_init__(self) -> None:
         self.archs = [int(a) for a in self.archs]
@@ -270,6 +288,14 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
                   "wall time of the last attempt of the stage", "s"),
         ArraySpec("attempts", ("arch", "seed", "stage"), "int16", 0, None, "attempts made (all runs together)"),
         ArraySpec("error", ("arch", "seed", "stage"), "str", "", None, "error text of the last failed attempt"),
+        # what the unit ran with (the same command on other hardware may round differently): written with its result
+        ArraySpec("unit_threads", ("arch", "seed", "stage"), "int16", -1, None,
+                  "torch intra-op threads of the unit's last attempt (-1: not recorded)", "threads"),
+        ArraySpec("unit_device", ("arch", "seed", "stage"), "str", "", None,
+                  "device of the unit's last attempt, e.g. 'cpu' or 'cuda:0 NVIDIA H100 80GB HBM3' ('': not recorded)"),
+        ArraySpec("unit_precision", ("arch", "seed", "stage"), "str", "", None,
+                  "fp32 precision flags in force during the unit, e.g. 'cuda.matmul=ieee,cudnn.conv=ieee,...' "
+                  "(robustbench_nas.utils.precision.describe; '': not recorded)"),
     ]
     stages = set(spec.stages)
     if "info" in stages:
@@ -289,6 +315,15 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
                 for h in spec.history]
         out.append(ArraySpec("checkpoint", ("arch", "seed"), "str", "", "train",
                              "trained checkpoint, relative to the store's parent folder"))
+        if spec.weights_hashes:
+            out.append(ArraySpec("weights_sha256", ("arch", "seed"), "str", "", "train",
+                                 "weights hash of the trained checkpoint (robustbench_nas.training.weights_sha256)",
+                                 "sha256, 64 hex digits"))
+    if spec.weights_hashes:
+        # one per evaluation stage, written with its results: what they were computed from
+        out += [ArraySpec(weights_hash_array(s), ("arch", "seed"), "str", "", s,
+                          f"weights hash of the checkpoint the {s} results were computed from", "sha256, 64 hex digits")
+                for s in WEIGHT_STAGES if s in stages]
     if "clean" in stages:
         out += _stats_arrays("clean", "clean", (), "clean test")
     if "adversarial" in stages:
@@ -385,6 +420,6 @@ def resolve_names(values: Sequence[str], known: Sequence[str], what: str) -> lis
 
 __all__ = [
     "ArraySpec", "DEFAULT_HISTORY", "DONE", "FAILED", "PENDING", "PER_ARCH_STAGES", "SCHEMA_VERSION", "STAGES",
-    "STATUS_NAMES", "StoreSpec", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
-    "stage_arrays",
+    "STATUS_NAMES", "StoreSpec", "UNIT_SETTINGS", "array_specs", "as_cell_value", "CHUNK_BYTES", "chunk_cells_of", "chunk_shape", "eps_label", "shard_shape",
+    "stage_arrays", "WEIGHT_STAGES", "weights_hash_array",
 ]

@@ -16,7 +16,8 @@ caller falls back to zarr): inner codecs ``bytes`` (little endian) or ``vlen-utf
 arrays (the coordinates).
 
 Writes are atomic (:func:`robustbench_nas.utils.atomic.write_bytes_atomic`: a temporary file in the same folder,
-then ``os.replace``): a reader sees the old shard or the new one, never a mix. Writing a shard is only safe from one writer at a time (the caller holds the store's lock, see
+then ``os.replace``; with ``fsync`` the file and then its folder are fsync'd): a reader sees the old shard or the new
+one, never a mix. Writing a shard is only safe from one writer at a time (the caller holds the store's lock, see
 :mod:`.journal`): zarr-python's own partial-shard writes lose updates under concurrency (zarr-python issue 3682),
 which is why nothing here ever writes part of a shard.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils.atomic import write_bytes_atomic
+from ..utils.atomic import remove_stale_temporaries, unlink_durably, write_bytes_atomic
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -403,22 +404,6 @@ def read_array(root: Path, layout: ArrayLayout, rows: slice | None = None) -> np
     return out
 
 
-def write_file_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`robustbench_nas.utils.atomic.write_bytes_atomic`).
-
-    ``fsync=False`` (bulk writes into a fresh store, which a crash makes you redo anyway) keeps the atomicity
-    without paying for durability; commits pass ``fsync=True`` (file, then folder).
-    """
-    write_bytes_atomic(path, data, fsync=fsync)
-
-
-def with_suppress_unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
 def _all_fill(layout: ArrayLayout, block: np.ndarray) -> bool:
     if layout.is_str:
         fill = layout.fill if layout.fill is not None else ""
@@ -432,16 +417,22 @@ def write_shard(root: Path, layout: ArrayLayout, b: int, block: np.ndarray, *, f
     """Replace shard ``b`` of ``layout`` by one holding ``block`` (its in-bounds rows), atomically.
 
     A block that is all fill values is stored as no file at all (what Zarr reads as fill): arrays of stages that
-    have not run cost nothing on disk. Removing the file is atomic too."""
+    have not run cost nothing on disk. Removing the file is atomic too. With ``fsync`` (commits) the new file's
+    data and then its folder are fsync'd (:func:`robustbench_nas.utils.atomic.write_bytes_atomic`; a removal: the
+    folder), so a committed shard survives a machine crash; ``fsync=False`` only for bulk writes into a fresh store,
+    which a crash makes you redo anyway."""
     a0, a1 = layout.rows(b)
     if block.shape != (a1 - a0, *layout.shape[1:]):
         raise ValueError(f"{layout.name}: shard {b} block has shape {block.shape}, expected {(a1 - a0, *layout.shape[1:])}")
     path = layout.shard_path(root, b)
+    # the caller is the only writer of this shard now (the store's exclusive lock): a temporary beside it is what a
+    # commit killed mid-write left, never renamed; without this the store would keep it forever
+    remove_stale_temporaries(path)
     if _all_fill(layout, block):
-        with_suppress_unlink(path)
+        unlink_durably([path], fsync=fsync)
         return
-    write_file_atomic(path, encode_shard(layout, block), fsync=fsync)
+    write_bytes_atomic(path, encode_shard(layout, block), fsync=fsync)
 
 
 __all__ = ["ArrayLayout", "decode_shard", "encode_shard", "layout_from_meta", "read_array", "read_row",
-           "read_shard", "write_file_atomic", "write_shard"]
+           "read_shard", "write_shard"]

@@ -31,6 +31,7 @@ from .schema import (
     PENDING,
     PER_ARCH_STAGES,
     STATUS_NAMES,
+    UNIT_SETTINGS,
     StoreSpec,
     array_specs,
     as_cell_value,
@@ -68,6 +69,9 @@ class RobustnessStore:
         except (TypeError, ValueError, KeyError) as e:
             raise StoreError(f"{self.path}: the store's 'spec' attribute is not valid ({e})") from None
         self.arrays = array_specs(self.spec)
+        for name in UNIT_SETTINGS:  # stores made before these arrays existed: they do not record them
+            if name not in self._node_meta and not (self.path / name / "zarr.json").is_file():
+                del self.arrays[name]
         self.sizes = self.spec.dim_sizes()
         self._arch_pos = {a: i for i, a in enumerate(self.spec.archs)}
         self._seed_pos = {s: i for i, s in enumerate(self.spec.seeds)}
@@ -182,16 +186,25 @@ class RobustnessStore:
 
     def cell_record(self, arch: int, seed: int, values: dict[str, Any] | None = None, *, stage: str | None = None,
                     status: int | None = None, seconds: float | None = None, error: str | None = None,
-                    attempts: int | None = None) -> tuple[int, Record]:
+                    attempts: int | None = None, threads: int | None = None, device: str | None = None,
+                    precision: str | None = None) -> tuple[int, Record]:
         """A journal record for one (cell, seed): values checked (ValueError / KeyError naming the problem), and
-        for ``stage`` the bookkeeping (``status`` etc.; per-arch stages at every seed). Returns ``(block, record)``."""
+        for ``stage`` the bookkeeping (``status`` etc.; per-arch stages at every seed). Returns ``(block, record)``.
+
+        ``threads`` / ``device`` / ``precision``: what the unit ran with (arrays ``unit_threads``, ``unit_device``,
+        ``unit_precision``; ``None``: unchanged), written in the same record as its values and status.
+        """
         i, j = self.arch_pos(arch), self.seed_pos(seed)
         rec = Record(t=now_ns(), values=self._prepare_values(values or {}, i, j))
         if stage is not None:
             s = self.stage_pos(stage)
+            if threads is not None and not (isinstance(threads, (int, np.integer)) and 1 <= threads <= 32767):
+                raise ValueError(f"threads must be an int in [1, 32767], got {threads!r}")
             for jj in self._seed_slots(stage, j):
                 rec.book.append((i, jj, s, status, None if seconds is None else float(seconds),
-                                 None if error is None else str(error)[-4000:], attempts))
+                                 None if error is None else str(error)[-4000:], attempts,
+                                 None if threads is None else int(threads), None if device is None else str(device),
+                                 None if precision is None else str(precision)))
         return i // self.spec.shard_cells, rec
 
     def append(self, records: Iterable[tuple[int, Record]]) -> None:
@@ -211,6 +224,9 @@ class RobustnessStore:
         stage: str | None = None,
         seconds: float | None = None,
         commit: bool = True,
+        threads: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         """Write one cell's values; with ``stage``, mark that stage done for the cell (after the values).
 
@@ -223,13 +239,14 @@ class RobustnessStore:
             seconds: wall time of the stage, stored in ``stage_seconds``.
             commit: rewrite the cell's shard now (default); ``False``: only the durable journal record, folded
                 into the shards by a later :meth:`commit` (the pipeline's way: one shard rewrite per block).
+            threads, device, precision: what the stage ran with (see :meth:`cell_record`; ``None``: unchanged).
 
         Every value is checked before anything is written: a bad name, shape or dtype raises ``ValueError`` /
         ``KeyError`` and leaves the store untouched.
         """
         self._check_writable()
         rec = self.cell_record(arch, seed, values, stage=stage, status=DONE if stage else None, seconds=seconds,
-                               error="" if stage else None)
+                               error="" if stage else None, threads=threads, device=device, precision=precision)
         self.append([rec])
         if commit:
             self.commit([rec[0]])
@@ -266,8 +283,7 @@ class RobustnessStore:
         recs = []
         for i in pos:
             for jj in np.flatnonzero(current[i, :, s] != PENDING):
-                recs.append((i // self.spec.shard_cells, Record(t=now_ns(), book=[(i, int(jj), s, PENDING, None,
-                                                                                   None, None)])))
+                recs.append((i // self.spec.shard_cells, Record(t=now_ns(), book=[(i, int(jj), s, PENDING)])))
         self.append(recs)
         self.commit(sorted({b for b, _ in recs}))
         return len(recs)
@@ -281,8 +297,9 @@ class RobustnessStore:
         """Fold the journal (every writer's records) of ``blocks`` (default: all pending) into whole shards.
 
         Under the store's exclusive lock, per block: read the journal files and the block's current shards, apply
-        the records in time order, rewrite every touched shard whole (atomic replace; data first, ``status``
-        last), then delete the journal files. Returns the number of records applied.
+        the records in their writers' sequence order (never wall clock; see :mod:`.journal`), rewrite every touched
+        shard whole (atomic and durable: file and folder fsync'd; data first, ``status`` last), then delete the
+        journal files (folder fsync'd). Returns the number of records applied.
         """
         self._check_writable()
         return self._blocks.commit(self.journal, blocks)
@@ -322,9 +339,13 @@ class RobustnessStore:
         with self._bulk():
             self._write_rows(name, pos, rows)
 
-    def _write_rows(self, name: str, pos: np.ndarray, rows: np.ndarray) -> None:
-        """Rows ``rows`` at arch positions ``pos`` (caller holds the exclusive lock, see :meth:`_bulk`)."""
-        self._blocks.write_rows(name, pos, rows)
+    def _write_rows(self, name: str, pos: np.ndarray, rows: np.ndarray, *, fsync: bool | None = None) -> None:
+        """Rows ``rows`` at arch positions ``pos`` (caller holds the exclusive lock, see :meth:`_bulk`).
+
+        ``fsync``: default the journal's setting (a bulk write into a store in use is a commit like any other);
+        ``False`` for copies built under a temporary name and made durable as a whole when renamed into place.
+        """
+        self._blocks.write_rows(name, pos, rows, fsync=self.journal.fsync if fsync is None else fsync)
 
     def set_status(self, stage: str, status: int = DONE, *, archs: Sequence[int] | None = None,
                    seeds: Sequence[int] | None = None) -> None:
@@ -362,6 +383,12 @@ class RobustnessStore:
     def attempts(self) -> np.ndarray:
         """``(arch, seed, stage)`` attempts made (all runs together), journal included."""
         return overlay_book(self.journal, "attempts", self._committed("attempts"))
+
+    def unit_settings(self) -> dict[str, np.ndarray]:
+        """``{"unit_threads", "unit_device", "unit_precision": (arch, seed, stage) array}`` -- what each unit's last
+        attempt ran with (journal included); empty for a store made before these were recorded."""
+        return {name: overlay_book(self.journal, name, self._committed(name)) for name in UNIT_SETTINGS
+                if name in self.arrays}
 
     def errors(self) -> np.ndarray:
         """``(arch, seed, stage)`` error text of the last failed attempt, journal included."""

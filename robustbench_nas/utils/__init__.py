@@ -25,6 +25,21 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def device_label(device: str | torch.device) -> str:
+    """What a unit ran on, as the store records it: ``"cpu"``, or ``"cuda:0 NVIDIA H100 80GB HBM3"`` (index and
+    model: random streams and kernels can differ between GPU models, so the model is part of the answer)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return str(dev)
+    try:
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+    except (RuntimeError, AssertionError, AttributeError):  # no usable CUDA here: the unit will say why itself
+        return str(dev)
+
+
 #: Upper bound of the default thread count: beyond it, intra-op threads of these small networks stop paying off
 #: and a shared node's other users lose cores.
 THREAD_CAP = 8
@@ -97,5 +112,6 @@ def set_torch_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-__all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "idle_cores", "resolve_device",
+__all__ = ["THREAD_CAP", "atomic_output", "available_cores", "default_threads", "device_label", "idle_cores",
+           "resolve_device",
            "set_torch_threads"]

@@ -10,9 +10,10 @@ import click
 
 from ...utils import atomic_output
 from ..common import (
-    check_n_images, check_output_file, dataset_options, device_option, echo_json, fail, force_option,
+    check_output_file, dataset_options, device_option, echo_json, fail, force_option,
     parse_overrides,
 )
+from ..images import choose_cli_images, image_options, show_images
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +39,27 @@ def format_eps(attack: str, eps: float) -> str:
               help="Comma-separated epsilons: '1/255,8/255' or '0.03' ([0, 1] pixel units). Default: the protocol's.")
 @click.option("--protocol", default=None, help="Named protocol (jung2023, tiny, robbench2024): its attacks and grids.")
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
-@click.option("--split", default="test", show_default=True, help="Data split to attack.")
-@click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset; the default takes the whole split when it is smaller, a "
-                   "typed --n larger than the split is an error); 0 = the whole split.")
+@click.option("--split", default="test", show_default=True,
+              help="Data split to attack (the pipeline attacks its protocol's eval_split, test by default).")
+@click.option("--n", "--images", "n_images", default=1000, show_default=True, type=int,
+              help="Images (the pipeline's attack_images: a class-balanced subset seeded by --subset-seed; the "
+                   "default takes the whole split when it is smaller, a typed --n larger than the split is an error); "
+                   "0 = the whole split.")
+@image_options("attacks")
 @click.option("--mode", type=click.Choice(["independent", "early_exit"]), default="independent", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Attack parameter override (repeatable).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Attack seed (random starts, Square's queries); the images: --subset-seed / --indices.")
 @device_option()
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
 @force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--list", "list_only", is_flag=True, help="List the attacks and protocols and exit.")
-def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, mode, overrides,
-            batch_size, seed, device, correct_bits, out_file, force, as_json, list_only) -> None:
+def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, split, n_images, subset_seed,
+            indices_text, show_images_only, mode, overrides, batch_size, seed, device, correct_bits, out_file, force, as_json,
+            list_only) -> None:
     """Attack the model in CHECKPOINT at each epsilon; print accuracy and confidences per (attack, eps)."""
     from robustbench_nas import attacks
     from robustbench_nas.attacks._common import check_eps
@@ -122,9 +128,14 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         data = get_dataset(ds_name, data_root).split(split)
     except (DataError, KeyError, ValueError) as e:
         fail(str(e))
-    check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")  # no silent cap
-    if n_images and n_images < len(data):
-        data = data.subset(n_images, seed=seed)
+    chosen = choose_cli_images(data, n_images, subset_seed, indices_text, purpose="attacks",
+                               where=f"split {split!r} of {ds_name}")  # no silent cap
+    if show_images_only:
+        show_images(chosen, dataset=ds_name)
+        return
+    from ...data.subsets import take
+
+    data = take(data, chosen.indices)
     x = data.images("cpu")
     y = data.labels("cpu")
     clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
@@ -153,6 +164,7 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
         "dataset": ds_name,
         "split": split,
         "n": int(x.shape[0]),
+        "images": chosen.record(),
         "clean_accuracy": clean.accuracy,
         "mode": mode,
         "seed": seed,

@@ -10,9 +10,10 @@ import click
 
 from ...utils import atomic_output
 from ..common import (
-    check_n_images, check_output_file, check_output_files, dataset_options, device_option, echo_json, fail,
+    check_output_file, check_output_files, dataset_options, device_option, echo_json, fail,
     force_option,
 )
+from ..images import choose_cli_images, choose_cli_indices, image_options, show_images
 
 log = logging.getLogger(__name__)
 
@@ -132,21 +133,26 @@ def show_cmd(corruption_names, severities, dataset, data_root, split, index, see
               help="Corruption name, comma list, 'benchmark', 'extra', 'all' or a family. Default: benchmark (15).")
 @click.option("--severity", "severities", multiple=True, type=int, help="Severity 1-5 (repeatable). Default: 1-5.")
 @dataset_options(default=None)  # type: ignore[arg-type]  (None: the checkpoint's dataset)
-@click.option("--split", default="test", show_default=True)
-@click.option("--n", "n_images", default=1000, show_default=True, type=int,
-              help="Images (class-stratified seeded subset; with --source the first N of the files; the default "
-                   "takes all when fewer, a typed --n larger than the data is an error); 0 = all.")
+@click.option("--split", default="test", show_default=True,
+              help="Split evaluated (the pipeline's protocol eval_split, test by default; the --source files hold the "
+                   "test split in order).")
+@click.option("--n", "--images", "n_images", default=1000, show_default=True, type=int,
+              help="Images (the pipeline's corruption_images: a class-balanced subset seeded by --subset-seed, also "
+                   "of the --source files; the default takes all when fewer, a typed --n larger than the data is an "
+                   "error); 0 = all.")
+@image_options("corruptions")
 @click.option("--source", type=click.Path(), default=None,
               help="Folder with the official CIFAR-10-C / CIFAR-100-C .npy files (default: generate on the device).")
 @click.option("--batch-size", default=256, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the generated corruptions' random draws; the images: --subset-seed / --indices.")
 @device_option()
 @click.option("--correct-bits", is_flag=True, help="Include the packed per-image 'still correct' bitmap (hex).")
 @click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help="Also write the JSON here.")
 @force_option("the --out file")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split, n_images, source, batch_size, seed,
-             device, correct_bits, out_file, force, as_json) -> None:
+def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split, n_images, subset_seed, indices_text,
+             show_images_only, source, batch_size, seed, device, correct_bits, out_file, force, as_json) -> None:
     """Evaluate the model in CHECKPOINT on every corruption and severity; print accuracy per cell and summaries."""
     import dataclasses
 
@@ -168,9 +174,15 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
     try:
         if source is not None:
             files = corruptions.CifarCFiles(source, device=dev)
-            check_n_images(n_images, files.num_images(), f"the corruption files in {source} (per severity)")
-            if n_images and n_images < files.num_images():
-                files = corruptions.CifarCFiles(source, device=dev, limit=n_images)  # the first n of each severity
+            idx = choose_cli_indices(files.labels().cpu().numpy(), split, n_images, subset_seed, indices_text,
+                                     where=f"the corruption files in {source} (per severity)")
+            images = {"split": split, "n": int(idx.size), "subset_seed": None if indices_text else subset_seed,
+                      "indices": [int(i) for i in idx], "source": str(source)}
+            if show_images_only:
+                echo_json({"dataset": dataset or meta.get("dataset"), "purpose": "corruptions", **images})
+                return
+            if idx.size < files.num_images():
+                files = corruptions.CifarCFiles(source, device=dev, indices=idx)  # the same images in every severity
             results = corruptions.evaluate(model, None, None, names, sevs, batch_size=batch_size, source=files,
                                            progress=True)  # on stderr; --json output is stdout
             ds_name = dataset or meta.get("dataset")
@@ -179,9 +191,15 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
             if not ds_name:
                 fail("the checkpoint does not record its dataset: pass --dataset")
             data = _load_split(ds_name, data_root, split)
-            check_n_images(n_images, len(data), f"split {split!r} of {ds_name}")
-            if n_images and n_images < len(data):
-                data = data.subset(n_images, seed=seed)
+            chosen = choose_cli_images(data, n_images, subset_seed, indices_text, purpose="corruptions",
+                                       where=f"split {split!r} of {ds_name}")
+            if show_images_only:
+                show_images(chosen, dataset=ds_name)
+                return
+            images = chosen.record()
+            from ...data.subsets import take
+
+            data = take(data, chosen.indices)
             x, y = data.images("cpu"), data.labels("cpu")
             clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
             results = corruptions.evaluate(model, x, y, names, sevs, batch_size=batch_size, seed=seed,
@@ -194,6 +212,7 @@ def eval_cmd(checkpoint, corruption_names, severities, dataset, data_root, split
         "dataset": ds_name,
         "source": str(source) if source else "generated",
         "seed": None if source else seed,
+        "images": images,
         "clean_accuracy": None if clean is None else clean.accuracy,
         "results": corruptions.results_to_records(results, correct_bits=correct_bits),
         "summary": dataclasses.asdict(summary),

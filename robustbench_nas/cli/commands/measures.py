@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import click
 
-from ..common import check_n_images, dataset_options, device_option, echo_json, fail, threads_option
+from ..common import dataset_options, device_option, echo_json, fail, threads_option
+from ..images import choose_cli_images, image_options, show_images
 
 
 @click.command(name="measures")
 @click.argument("ckpt", type=click.Path(exists=True))
 @dataset_options()
-@click.option("--split", default="train", show_default=True, help="Split the images are drawn from (Jung'23: train).")
-@click.option("--n", "n_images", default=256, show_default=True, type=int, help="Images (seeded random sample).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Image sample and random projections/probes.")
+@click.option("--split", default="train", show_default=True,
+              help="Split the images are drawn from (Jung'23 and the pipeline's measures: train).")
+@click.option("--n", "--images", "n_images", default=256, show_default=True, type=int,
+              help="Images (the pipeline's measure_images: a class-balanced subset seeded by --subset-seed).")
+@image_options("measures")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Random projections / probes (the images: --subset-seed / --indices).")
 @click.option("--measures", "names", default=None, help="Comma-separated measures (default: all).")
 @click.option("--n-proj", default=8, show_default=True, type=int, help="Random projections per image (Jacobian).")
 @click.option("--power-iters", default=50, show_default=True, type=int, help="Cap on HVPs per image (Hessian).")
@@ -23,8 +28,8 @@ from ..common import check_n_images, dataset_options, device_option, echo_json, 
 @device_option()
 @threads_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (default: one 'key value' line per output).")
-def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, power_iters, hessian_method, tol,
-            hutchinson, batch_size, device, threads, as_json) -> None:
+def command(ckpt, dataset, data_root, split, n_images, subset_seed, indices_text, show_images_only, seed, names,
+            n_proj, power_iters, hessian_method, tol, hutchinson, batch_size, device, threads, as_json) -> None:
     """Jacobian / Hessian measures of the trained network in CKPT on N images of the dataset."""
     from ...data import DataError, get_dataset
     from ...measures import MeasureConfig, compute_measures, list_measures
@@ -42,16 +47,23 @@ def command(ckpt, dataset, data_root, split, n_images, seed, names, n_proj, powe
         ds = get_dataset(dataset, data_root)
         if model.config["num_classes"] != ds.info.num_classes:
             raise ValueError(f"checkpoint has {model.config['num_classes']} classes, dataset {dataset!r} has {ds.info.num_classes}")
-        check_n_images(n_images, len(ds.split(split)), f"split {split!r} of {dataset}")  # no silent cap
-        sub = ds.split(split).subset(n_images, seed=seed, stratified=False)
+        part = ds.split(split)
         cfg = MeasureConfig(n_proj=n_proj, power_iters=power_iters, power_tol=tol, hessian_method=hessian_method,
                             hutchinson_samples=hutchinson, batch_size=batch_size)
     except (CheckpointError, KeyError, ValueError, DataError, RuntimeError) as e:
         fail(str(e))
+    chosen = choose_cli_images(part, n_images, subset_seed, indices_text, purpose="measures",
+                               where=f"split {split!r} of {dataset}")  # no silent cap
+    if show_images_only:
+        show_images(chosen, dataset=dataset)
+        return
+    from ...data.subsets import take
+
+    sub = take(part, chosen.indices)
     values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
                               progress=True)  # on stderr; --json output is stdout
     result = {"arch_str": model.arch_str, "checkpoint": str(ckpt), "dataset": dataset, "split": split,
-              "n_images": len(sub), "seed": seed, "config": cfg.__dict__, "measures": values}
+              "n_images": len(sub), "images": chosen.record(), "seed": seed, "config": cfg.__dict__, "measures": values}
     if as_json:
         echo_json(result)
     else:

@@ -59,15 +59,29 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
               help="Override a protocol field or a training-profile field, JSON values (e.g. --set epochs=2, "
                    "--set attacks='{\"pgd@Linf\": [0.0039]}'); checked before anything runs.")
 @click.option("--stages", default=None, help="Comma list of stages to run (default: all of the protocol's).")
-@click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable).")
+@click.option("--force-stage", "force_stages", multiple=True, help="Recompute this stage for every cell (repeatable); the stages computed from its results (train: every "
+                   "evaluation) are reset too.")
 @click.option("--reuse", default=None, type=click.Path(),
               help="Copy finished results from this store where its protocol agrees (e.g. keep the trained "
                    "networks and add an attack).")
 @click.option("--task", "--shard", "task", default=None,
-              help="i/n: run only array task i (0-based) of n, a fixed partition of the cells (--shard: old name).")
+              help="i/n: run only array task i (0-based) of n: a fixed share of whole storage blocks (shard files), "
+                   "so array tasks never write the same file (--shard: old name).")
+@click.option("--shard-cells", default=None, type=click.IntRange(min=1),
+              help="Cells per storage block (shard file) of a NEW store (default 256); smaller blocks give more "
+                   "array tasks work. An existing store keeps its own (asking another is an error).")
+@click.option("--wait", is_flag=True,
+              help="Wait for cells another live run holds (leases) instead of skipping them.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the units the command would run (cell, seed, stage) and their storage blocks; computes "
+                   "and creates nothing (with --json: every unit).")
 @click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:port).")
-@click.option("--workers", "n_workers", default=None, type=int, help="Local cluster worker processes.")
+@click.option("--workers", "n_workers", default=None, type=int,
+              help="Local cluster worker processes (default: --workers-per-gpu per GPU, else half the CPUs).")
+@click.option("--workers-per-gpu", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="Local workers sharing each GPU (2-4 let small cells share a device; SLURM: workers-per-gpu "
+                   "in --slurm-config).")
 @click.option("--slurm-config", default=None, help="SLURM cluster config (see pipelines/slurm.py).")
 @click.option("--jobs", default=1, show_default=True, type=int, help="SLURM jobs to start.")
 @click.option("--dashboard-address", default="127.0.0.1:0", show_default=True,
@@ -81,9 +95,8 @@ def _quiet_distributed(record: logging.LogRecord) -> bool:
 @click.option("--json", "as_json", is_flag=True,
               help="Print the run report as JSON (stdout; progress stays on stderr).")
 def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, seeds, dataset, data_root, overrides,
-            stages, force_stages, reuse, task, cluster, scheduler, n_workers, slurm_config, jobs, dashboard_address,
-            no_dashboard, insecure,
-            device, threads, no_progress, as_json) -> None:
+            stages, force_stages, reuse, task, shard_cells, wait, dry_run, cluster, scheduler, n_workers, workers_per_gpu, slurm_config,
+            jobs, dashboard_address, no_dashboard, insecure, device, threads, no_progress, as_json) -> None:
     """Run the pipeline into STORE: every stage of every cell that is not done yet.
 
     Re-running the same command resumes; a store made with another protocol is refused. Examples:
@@ -114,13 +127,14 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
     from pathlib import Path
 
     log_path = Path(f"{store_path.rstrip('/')}.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    file_log = logging.FileHandler(log_path, delay=True)  # created at the first record: not for a refused input
-    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    file_log.setLevel(logging.INFO)
-    file_log.addFilter(_quiet_distributed)
-    logging.getLogger("pipelines").addHandler(file_log)
-    logging.getLogger("pipelines").setLevel(logging.INFO)
+    if not dry_run:  # a dry run creates nothing, not even the log
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        file_log = logging.FileHandler(log_path, delay=True)  # created at the first record: not for a refused input
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file_log.setLevel(logging.INFO)
+        file_log.addFilter(_quiet_distributed)
+        logging.getLogger("robustbench_nas.pipelines").addHandler(file_log)
+        logging.getLogger("robustbench_nas.pipelines").setLevel(logging.INFO)
     try:
         changes = parse_overrides(overrides)
         if space_name is not None:
@@ -143,6 +157,13 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
                  "protocol is continued unchanged")
         stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
         task_t = parse_task(task)
+        if dry_run:
+            from robustbench_nas.pipelines.dryrun import dry_run as plan_run
+
+            plan = plan_run(store_path, protocol, stages=stage_list, force_stages=list(force_stages), task=task_t,
+                            shard_cells=shard_cells)
+            _print_plan(plan, as_json)
+            return
         if cluster == "slurm":
             # a bad SLURM config, or a job SLURM refuses, must fail before a store is created
             from robustbench_nas.pipelines.slurm import check_submission, load_slurm_config
@@ -164,6 +185,8 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
             cluster=cluster, scheduler=scheduler, n_workers=n_workers, slurm_config=slurm_config, jobs=jobs,
             device=device, threads=threads, progress=not no_progress, reuse=reuse,
             dashboard_address=None if no_dashboard else dashboard_address, insecure=insecure,
+            shard_cells=shard_cells, wait=wait,
+            workers_per_gpu=workers_per_gpu,
         )
     except KeyboardInterrupt:
         _interrupted(store_path)
@@ -195,6 +218,27 @@ def command(store_arg, protocol_name, store_path, space_name, archs, arch_seed, 
         # a green exit after failed stages costs hours on a cluster: say it, and exit non-zero
         click.echo(f"{len(report.failures)} unit(s) ended failed; see above and `rbnas status {store_path}`", err=True)
         sys.exit(1)
+
+
+def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    """A dry run's plan: the JSON of :func:`~robustbench_nas.pipelines.dryrun.dry_run`, or a short summary."""
+    if as_json:
+        echo_json(plan)
+        return
+    per_stage: dict[str, int] = {}
+    for u in plan["units"]:
+        per_stage[u["stage"]] = per_stage.get(u["stage"], 0) + 1
+    where = f"task {plan['task']}: " if plan["task"] else ""
+    click.echo(f"dry run, nothing computed or created: {where}{plan['n_units']} units on {plan['cells']} cells in "
+               f"storage blocks {plan['blocks']} ({plan['shard_cells']} cells per block, {plan['n_blocks']} blocks; "
+               f"store {'exists' if plan['exists'] else 'would be created'})")
+    if per_stage:
+        click.echo("  " + ", ".join(f"{s} {n}" for s, n in per_stage.items()))
+    if plan["leased_units"]:
+        click.echo(f"  {plan['leased_units']} of them leased by other runs now (they would be skipped)")
+    for name, t in (plan.get("task_blocks") or {}).items():
+        click.echo(f"  task {name}: blocks {t['blocks']} ({t['cells']} cells)")
+    click.echo("  (--json lists every unit with its block)")
 
 
 def _interrupted(store_path: str) -> None:
