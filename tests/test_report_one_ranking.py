@@ -54,7 +54,7 @@ def _store(path: Path, part_missing: int) -> tuple[Path, pd.DataFrame]:
 
 
 def _cfg() -> AnalysisConfig:
-    return AnalysisConfig(ranking=RankingConfig(n_boot=50, n_boot_kendall=0), encodings=["opcount"],
+    return AnalysisConfig(ranking=RankingConfig(n_boot=50, n_boot_kendall=0), rank_encodings=["opcount"],
                           min_clean=MIN_CLEAN, sections=("ranking",),
                           prediction=PredictProtocol(model="ridge", train_sizes=(20,), repeats=1))  # fmt: skip
 
@@ -103,6 +103,23 @@ def test_complete_features_one_cell_set_is_the_store(tmp_path):
     assert best["feature"] == "proxy:part" and "free_feature_all_cells" not in best
     assert not (tmp_path / "rep" / "ranking_free_all_cells.csv").exists()
     assert "(every cell of the store)" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_ranking_ranks_the_spaces_default_encodings_not_every_column(tmp_path):
+    """By default the one ranking ranks NB201's default encodings (op counts and GRAF's features), not the 466
+    columns of ``all`` the prediction section predicts from."""
+    path, truth = _store(tmp_path / "s.zarr", 0)
+    cfg = _cfg()
+    cfg.rank_encodings = AnalysisConfig().rank_encodings
+    assert cfg.rank_encodings == ["default"] and AnalysisConfig().encodings == ["all"]
+    summary = run_analysis(load_store(str(path)), tmp_path / "rep", cfg)
+    strs = [get_search_space("nb201").arch_str(u) for u in truth.index]
+    default_cols = set(encode(strs, "opcount").columns) | set(encode(strs, "graf").columns)
+    assert summary["ranking_scope"]["feature_kinds"]["encoding"] == len(default_cols)
+    R = pd.read_csv(tmp_path / "rep" / "ranking.csv")
+    ranked_encodings = {f for f in R["feature"] if f not in ("params", "flops") and not f.startswith("proxy:")}
+    assert ranked_encodings and ranked_encodings <= default_cols
+    assert not set(encode(strs, "onehot").columns) & set(R["feature"])
 
 
 def test_scope_drops_a_feature_without_values_and_names_it():

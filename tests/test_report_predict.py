@@ -40,6 +40,33 @@ def test_analyze_and_predict_share_the_protocols_defaults():
     assert p["progress"] is True and a["progress"] is True  # progress on stderr in both
     assert AnalysisConfig().prediction.model == want.model and AnalysisConfig().prediction.repeats == want.repeats
     assert AnalysisConfig().encodings == [DEFAULT_ENCODINGS]
+    assert a["rank_encodings"] == "default" and AnalysisConfig().rank_encodings == ["default"]  # the ranking's own
+
+
+def test_auto_skips_the_inner_cv_below_five_cells_per_fold(monkeypatch):
+    """With fewer than ``folds * MIN_CV_FOLD_CELLS`` (25) training cells ``auto`` takes the widest rank average
+    without inner CV (the same scores as that candidate alone); from 25 cells on it chooses by inner CV."""
+    import numpy as np
+    import pandas as pd
+
+    from robustbench_nas.analysis import prediction as P
+
+    calls: list[int] = []
+    real = P.select_model
+    monkeypatch.setattr(P, "select_model", lambda X, y, *a, **k: (calls.append(len(y)), real(X, y, *a, **k))[1])
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["params", "flops", "x"])
+    y = pd.Series(2 * X["x"] + 0.1 * rng.normal(size=60), name="pgd")
+    assert P.MIN_CV_FOLD_CELLS == 5
+    widest = P.auto_without_cv(P.AUTO_CANDIDATES)
+    assert widest == "et+et:signal+gp:signal"  # the one candidate of three models
+    small = P.predict_heldout(X, y, train_size=24, repeats=2, model="auto")
+    assert calls == [] and small["models"] == [widest, widest]
+    alone = P.predict_heldout(X, y, train_size=24, repeats=2, model="auto",
+                              candidates={widest: P.AUTO_CANDIDATES[widest]})  # fmt: skip
+    assert small["spearman_mean"] == alone["spearman_mean"] and small["per_repeat"] == alone["per_repeat"]
+    P.predict_heldout(X, y, train_size=25, repeats=1, model="auto")
+    assert calls == [25]  # one inner CV on the 25 training cells
 
 
 @pytest.mark.parametrize("model", ["ridge", "auto"])

@@ -28,9 +28,13 @@ class AnalysisConfig:
             cell choice and selection rule, with ``rbnas predict``'s defaults (:class:`.predict_protocol.PredictProtocol`),
             so each number equals ``rbnas predict``'s for the command the report names beside it.
         predict_targets: targets to predict (``None``: clean, PGD or the first attack at 1/255, adv_mean).
-        encodings: architecture encodings used as features, ranked and predicted from (``None``: none; ``all``: every
+        encodings: architecture encodings the prediction section predicts from (``None``: none; ``all``: every
             encoding of the store's space, the default of ``rbnas predict`` too; ``default``: the space's default
             set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
+        rank_encodings: architecture encodings the one ranking ranks beside costs, proxies and measures (same
+            names; default ``default``). Not ``all``: every column is a ranked feature with bootstrap intervals over
+            each target, and ``all`` is 466 columns on NB201 (one-hot and path indicators that a forest uses together
+            but that say little one by one), which made the report 10x slower (docs/analysis.md, "Run time").
         importance_train_size: training cells of the permutation-importance model.
         importance_trees: trees of its random forest.
         search_budget, search_repeats: NAS on the dataset (0 budget: skipped).
@@ -50,6 +54,7 @@ class AnalysisConfig:
     prediction: PredictProtocol = field(default_factory=lambda: PredictProtocol(train_sizes=(100, 1000)))
     predict_targets: list[str] | None = None
     encodings: list[str] | None = field(default_factory=lambda: ["all"])
+    rank_encodings: list[str] | None = field(default_factory=lambda: ["default"])
     importance_train_size: int = 1000
     importance_trees: int = 100
     search_budget: int = 300

@@ -38,10 +38,13 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--trees", default=100, show_default=True,
               help="Trees of the random forest behind the permutation importance.")
 @click.option("--encodings", default="all", show_default=True,
-              help="Architecture encodings as features (ranked and predicted from), as rbnas predict --encodings: "
+              help="Architecture encodings the prediction section predicts from, as rbnas predict --encodings: "
                    "the space's names (nb201: onehot, opcount, path, graf, pathstats, propagation, graf_exact; "
                    "nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; nats-sss: channels,width), "
                    "'all', or 'none'.")
+@click.option("--rank-encodings", default="default", show_default=True,
+              help="Architecture encodings ranked in the summary's one ranking beside costs, proxies and measures "
+                   "(names as --encodings; 'all' ranks every one-hot / path column: much slower on big stores).")
 @space_option(default=None)
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
@@ -54,7 +57,8 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (default: a few lines of text).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
             n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, model: str,
-            train_sizes: str, repeats: int, train_select: str, selection: str, trees: int, encodings: str, space_name: str | None, search_budget: int,
+            train_sizes: str, repeats: int, train_select: str, selection: str, trees: int, encodings: str,
+            rank_encodings: str, space_name: str | None, search_budget: int,
             search_repeats: int, seed: int, proxy_table: str | None, progress: bool, force: bool,
             as_json: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
@@ -90,9 +94,8 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         fail(f"--trees must be a positive integer, got {trees}")
     if repeats < 1:
         fail(f"--repeats must be a positive integer, got {repeats}")
-    enc = None if encodings.strip().lower() == "none" else _csv(encodings)
-    if enc and "all" in enc:
-        enc = ["all"]  # type: ignore[list-item]
+    enc, rank_enc = (None if e.strip().lower() == "none" else _csv(e) for e in (encodings, rank_encodings))
+    enc, rank_enc = (["all"] if e and "all" in e else e for e in (enc, rank_enc))
     cfg = AnalysisConfig(
         ranking=RankingConfig(n_boot=n_boot, n_boot_kendall=n_boot_kendall, topk=topk, seed=seed),
         rank_targets=_csv(targets),
@@ -102,6 +105,7 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         min_clean=min_clean_v,
         predict_targets=_csv(predict_targets),
         encodings=enc,
+        rank_encodings=rank_enc,
         search_budget=search_budget,
         search_repeats=search_repeats,
         seed=seed,
