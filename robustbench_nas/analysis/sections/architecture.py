@@ -15,6 +15,7 @@ from .. import figures as figs
 from ..report_config import MIN_GROUP_CELLS, MIN_TOPK_CELLS
 from ..report_html import figure, fmt, safe_name, table_data
 from ..target_names import pretty_target
+from ..targets import clean_on_same_images, target_kind
 from .registry import SectionContext, register_section
 
 log = logging.getLogger("robustbench_nas.analysis.report")  # the report's logger
@@ -119,13 +120,21 @@ def architecture_section(ctx: SectionContext) -> None:
     best = arch.best_cells(Tk, eff_targets, cfg.top_k, summary["search_space"])
     if len(best):
         best["clean"] = T.loc[best["arch"], "clean"].to_numpy() if "clean" in T else np.nan
+        # a robust value beside the clean accuracy of its own images (attacks / corruptions use subsets)
+        same = clean_on_same_images(ds)
+        kinds = best["target"].map(target_kind)
+        if any(k in same for k in kinds.dropna()):
+            best["clean_same_images"] = [same.at[a, k] if k in same else np.nan for a, k in zip(best["arch"], kinds)]
         best["params_M"] = F.loc[best["arch"], "params"].to_numpy() if "params" in F else np.nan
     best.to_csv(rep.out / "best_cells.csv", index=False)
     summary["best"] = {t: float(Tk[t].max()) for t in eff_targets if Tk[t].notna().any()}
     filt_txt = f" among the {len(Tk)} cells with clean accuracy >= {min_clean:g}" if min_clean is not None else ""
     rep.file("best_cells.csv", "best cells per target")
     blocks.append(_block(f"Best cells{filt_txt}", table=table_data(best[best["rank"] <= 3] if len(best) else best),
-                         text=f"Top {cfg.top_k} per target:", links=["best_cells.csv"]))
+                         text=f"Top {cfg.top_k} per target (clean: the whole evaluation split"
+                              + ("; clean_same_images: the images the target was measured on, attacks and "
+                                 "corruptions using subsets" if "clean_same_images" in best else "") + "):",
+                         links=["best_cells.csv"]))
     ov_k = max(1, int(np.ceil(0.01 * len(T))))
     if ov_k < MIN_TOPK_CELLS:
         rep.warn("architecture", f"the top 1 % of {len(T)} cells is {ov_k} cell(s): the top-1 % overlap between "
