@@ -40,6 +40,7 @@ def test_analyze_and_predict_share_the_protocols_defaults():
     assert p["progress"] is True and a["progress"] is True  # progress on stderr in both
     assert AnalysisConfig().prediction.model == want.model and AnalysisConfig().prediction.repeats == want.repeats
     assert AnalysisConfig().encodings == [DEFAULT_ENCODINGS]
+    assert a["train_sizes"] == p["train_sizes"] == "100" and AnalysisConfig().prediction == want  # sizes too
     assert a["rank_encodings"] == "default" and AnalysisConfig().rank_encodings == ["default"]  # the ranking's own
 
 

@@ -29,7 +29,9 @@ def _csv(text: str | None) -> list[str] | None:
 @click.option("--model", "--models", "model", default="auto", show_default=True,
               help="Regressor of the prediction section, as rbnas predict --model: auto (chosen by 5-fold CV inside "
                    "the training cells) or a registered model (rf, et, gbm, ridge, gp, ...).")
-@click.option("--train-sizes", default="100,1000", show_default=True, help="Training cells (comma-separated).")
+@click.option("--train-sizes", default="100", show_default=True,
+              help="Training cells (comma-separated), as rbnas predict --train-size; e.g. 100,1000 for a learning "
+                   "curve (1000 under --model auto is slow: an inner CV of 800-cell models per split).")
 @click.option("--repeats", default=5, show_default=True, help="Random splits per training size (as rbnas predict).")
 @click.option("--train-select", type=click.Choice(["random", "kmeans", "variance"]), default="random",
               show_default=True, help="How training cells are chosen (as rbnas predict --train-select).")
