@@ -34,7 +34,7 @@ class AnalysisConfig:
         rank_encodings: architecture encodings the one ranking ranks beside costs, proxies and measures (same
             names; default ``default``). Not ``all``: every column is a ranked feature with bootstrap intervals over
             each target, and ``all`` is 466 columns on NB201 (one-hot and path indicators that a forest uses together
-            but that say little one by one), which made the report 10x slower (docs/analysis.md, "Run time").
+            but that say little one by one): with them the release report did not finish in 22 minutes.
         importance_train_size: training cells of the permutation-importance model.
         importance_trees: trees of its random forest.
         search_budget, search_repeats: NAS on the dataset (0 budget: skipped).
