@@ -102,6 +102,11 @@ def test_complete_features_one_cell_set_is_the_store(tmp_path):
     best = summary["ranking_best"]["pgd@Linf@1/255"]
     assert best["feature"] == "proxy:part" and "free_feature_all_cells" not in best
     assert not (tmp_path / "rep" / "ranking_free_all_cells.csv").exists()
+    # Kendall intervals: bootstrap for proxies and costs, Fisher's z for the encodings' columns (cheap)
+    R = pd.read_csv(tmp_path / "rep" / "ranking.csv")
+    enc = ~R["feature"].str.startswith("proxy:") & ~R["feature"].isin(["params", "flops"])
+    assert enc.any() and (R.loc[enc, "kendall_ci"] == "fisher-z").all()
+    assert (R.loc[~enc, "kendall_ci"] == "bootstrap").all()
     assert "(every cell of the store)" in (tmp_path / "rep" / "report.html").read_text()
 
 

@@ -79,6 +79,7 @@ def rank_features(
     *,
     target_names: Sequence[str] | None = None,
     progress: bool = False,
+    kendall_boot_features: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The ranking table of ``features`` against ``targets``.
 
@@ -88,6 +89,9 @@ def rank_features(
         config: statistics settings.
         target_names: restrict to these targets (default: all columns).
         progress: show a progress bar (stderr).
+        kendall_boot_features: only these features may get a Kendall bootstrap interval (one scipy call per
+            resample and pair: the ranking's cost on small stores), the others Fisher's z (``kendall_ci`` says
+            which); ``None``: every feature.
 
     Returns:
         One row per (feature, target, subset) with ``n``, ``spearman``, ``spearman_lo``, ``spearman_hi``,
@@ -110,7 +114,8 @@ def rank_features(
     fin_f, fin_t = np.isfinite(Fv), np.isfinite(Tv)
     feats = list(F.columns)
     rows = []
-    boot_ok = len(feats) * len(names) <= cfg.kendall_boot_max_pairs
+    boot_feats = set(feats if kendall_boot_features is None else kendall_boot_features)
+    boot_ok = len(boot_feats & set(feats)) * len(names) <= cfg.kendall_boot_max_pairs
     bar = tqdm(total=len(feats) * len(names) * 2, desc="ranking", unit="pair", disable=not progress)
     for sname, mask in ranking_subsets(T, cfg.clean_threshold):
         # pairs grouped by the cells they use: one vectorised computation per group
@@ -133,7 +138,7 @@ def rank_features(
                 i, j = fpos[f], tpos[t]
                 x, y = X[:, i], Y[:, j]
                 tau = kendall(x, y)
-                if boot_ok and n <= cfg.kendall_boot_max_n:
+                if boot_ok and n <= cfg.kendall_boot_max_n and feats[f] in boot_feats:
                     kd = correlation_ci(x, y, "kendall", n_resamples=cfg.n_boot_kendall, confidence=cfg.confidence,
                                         seed=cfg.seed)  # fmt: skip
                     klo, khi, kmethod = kd.low, kd.high, "bootstrap"

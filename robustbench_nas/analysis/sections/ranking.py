@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..figures import plot_heatmap, plot_rank_vs_eps
 from ..ranking import RankingConfig, best_per_target, rank_features, write_ranking
-from ..ranking_scope import RankingScope, describe_scope, ranking_scope
+from ..ranking_scope import RankingScope, describe_scope, feature_kind, ranking_scope
 from ..report_config import MIN_CELLS_FOR_INTERVALS, MIN_TOPK_CELLS
 from ..report_html import ci, figure, fmt, table_data
 from ..target_names import parse_target, pretty_target, sort_targets
@@ -62,12 +62,16 @@ def ranking_section(ctx: SectionContext) -> None:
     # a column constant on the cell set orders nothing (e.g. most one-hot columns on a few cells): not ranked
     Fc = F.loc[scope.cells, scope.features]
     Fc = Fc.loc[:, Fc.nunique(dropna=True) > 1]
-    R = rank_features(Fc, T.loc[scope.cells], rcfg, target_names=names)
+    # Kendall bootstraps (a scipy call per resample and pair) for costs, proxies and measures only: the encodings'
+    # columns (dozens of op counts and GRAF features) get Fisher's z, (all of them bootstrapped made the 8-cell tiny report's ranking several times slower)
+    boot = [c for c in Fc.columns if feature_kind(c) != "encoding"]
+    R = rank_features(Fc, T.loc[scope.cells], rcfg, target_names=names, kendall_boot_features=boot)
     write_ranking(R, rep.out)
     R_free = None
     if not scope.complete and scope.free:
         Ff = F[scope.free]
-        R_free = rank_features(Ff.loc[:, Ff.nunique(dropna=True) > 1], T, rcfg, target_names=names)
+        R_free = rank_features(Ff.loc[:, Ff.nunique(dropna=True) > 1], T, rcfg, target_names=names,
+                               kendall_boot_features=boot)
         R_free.to_csv(rep.out / "ranking_free_all_cells.csv", index=False)
     filt = _filtered(R)
     if min_clean is not None and filt == "all":
