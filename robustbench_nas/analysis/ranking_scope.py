@@ -122,7 +122,8 @@ def ranking_scope(features: pd.DataFrame, targets: pd.DataFrame, min_clean: floa
 
 def describe_scope(scope: RankingScope) -> str:
     """One paragraph (plain text) stating the cell set, the filter and the features of the one ranking."""
-    kinds = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in scope.kinds().items())
+    plural = {"proxy": "proxies"}
+    kinds = ", ".join(f"{n} {plural.get(k, k + 's') if n != 1 else k}" for k, n in scope.kinds().items())
     filt = (f"filtered to clean accuracy >= {scope.min_clean:g} ({scope.n_filtered} cells)"
             if scope.min_clean is not None else "no clean-accuracy filter")  # fmt: skip
     if scope.complete:
