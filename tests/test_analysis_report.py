@@ -89,10 +89,10 @@ class _Doc(HTMLParser):
 
 
 def _cfg(**kw) -> AnalysisConfig:
-    from robustbench_nas.analysis.prediction import PredictionConfig
+    from robustbench_nas.analysis.predict_protocol import PredictProtocol
 
     base = dict(ranking=RankingConfig(n_boot=100, n_boot_kendall=20),
-                prediction=PredictionConfig(models=("ridge",), train_sizes=(100, 1000), repeats=1),
+                prediction=PredictProtocol(model="ridge", train_sizes=(100, 1000), repeats=1),
                 encodings=["opcount"], search_budget=20, search_repeats=2)  # fmt: skip
     base.update(kw)
     return AnalysisConfig(**base)

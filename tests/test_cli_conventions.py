@@ -4,7 +4,9 @@
 - a command that writes an ``--out`` has ``--force`` (and refuses to replace without it: tests/test_bad_input.py);
 - a command that prints results has ``--json`` (machine output on stdout; text by default);
 - a command that reads a store takes it as its first argument (``run`` keeps ``--store`` as an alias);
-- help texts render as written (no ``%%`` left from printf-style escaping).
+- help texts render as written (no ``%%`` left from printf-style escaping);
+- an option the issue found with different defaults (``--device``, ``--encodings``, progress, seeds, threads) has
+  one default in every command that has it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def test_conventions(name: str) -> None:
         assert first is not None and "store" in first.name, f"{name}: the store is not the first argument"
     text = CliRunner().invoke(cli, [*name.split(), "--help"]).output
     assert "%%" not in text, f"{name} --help shows a doubled percent sign"
+
+
+#: options whose default must be one across commands (batch sizes, image counts, splits differ with the work, on
+#: purpose; these do not)
+SAME_DEFAULT = ("--device", "--encodings", "--progress", "--seed", "--threads", "--json", "--force")
+
+
+@pytest.mark.parametrize("option", SAME_DEFAULT)
+def test_same_option_same_default(option: str) -> None:
+    defaults = {name: _opts(cmd)[option].default for name, cmd in COMMANDS.items() if option in _opts(cmd)}
+    if option in ("--device", "--progress", "--json", "--seed"):
+        assert len(defaults) >= 2, (option, defaults)  # the check compares something
+    assert len({repr(v) for v in defaults.values()}) <= 1, f"{option} defaults differ: {defaults}"
 
 
 def test_run_takes_the_store_as_argument_or_option(tmp_path) -> None:

@@ -124,7 +124,7 @@ def test_predict_cli_compare_graf(tmp_path):
     r = CliRunner().invoke(cli, ["predict", str(path), "--target", "clean", "--train-size", "40", "--repeats", "2",
                                  "--encodings", "opcount", "--compare", "graf", "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.stdout)
     assert out["graf"]["features"] == out["ours"]["features"] and out["graf"]["models"] == ["graf", "graf"]
     assert np.isfinite(out["diff"]["spearman_mean"]) and np.isfinite(out["diff"]["spearman_twin_free_mean"])
 

@@ -302,8 +302,8 @@ def test_analysis_of_an_sss_store(tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["search_space"] == "nats-sss" and summary["same_params_rule"].startswith("within 2 %")
-    pred = {(p["target"], p["group"]): p["spearman_mean"] for p in summary["prediction"]}
-    assert pred[("clean", "encodings")] > 0.8  # the channel encodings predict a width-driven target
+    pred = {(p["target"], p["train_size"]): p["spearman_mean"] for p in summary["prediction"]}
+    assert pred[("clean", 100)] > 0.8  # the channel encodings (free features, as rbnas predict) predict a width-driven target
     assert (out / "figures" / "width_effects.png").is_file() and (out / "width_effects.csv").is_file()
     assert "width_slopes_per_channel" in summary and not (out / "op_edge_effects.csv").exists()
     best = (out / "best_cells.csv").read_text()

@@ -81,7 +81,8 @@ def test_wheel_holds_only_robustbench_nas(tmp_path: Path) -> None:
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == {"robustbench_nas"}, sorted(tops)
     for sub in ("attacks/square.py", "corruptions/registry.py", "pipelines/runner.py", "corruptions/assets/",
-                "analysis/templates/report.html.j2", "analysis/sections/ranking.py", "models/darts.py",
+                "analysis/templates/report.html.j2", "analysis/templates/sections/ranking.html.j2",
+                "analysis/sections/ranking.py", "models/darts.py",
                 "analysis/data/nb201_cifar10_proxy_images.txt"):  # nb201-proxies reads its images from it
         assert any(n.startswith(f"robustbench_nas/{sub}") for n in names), sub
     (di,) = dist_info

@@ -123,7 +123,7 @@ def test_predict_cli(synth):
     r = CliRunner().invoke(cli, ["predict", str(path), "--target", "pgd@Linf@1/255", "--train-size", "60",
                                  "--repeats", "2", "--encodings", "none", "--json"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     # the store's proxy 'good' drives pgd in the synthetic store: predictable from it
     assert {"spearman_mean", "spearman_std", "kendall_mean", "n_test", "models"} <= set(out)
     assert out["spearman_mean"] > 0.8 and out["n_test"] == 60
@@ -131,7 +131,7 @@ def test_predict_cli(synth):
                                  "--repeats", "1", "--encodings", "none", "--json", "--train-select", "kmeans",
                                  "--selection", "best"])
     assert r.exit_code == 0, r.output
-    km = json.loads(r.output)
+    km = json.loads(r.stdout)
     assert km["train_select"] == "kmeans" and km["selection"] == "best" and km["n_test"] == 90
     r = CliRunner().invoke(cli, ["predict", str(path), "--target", "nope", "--json"])
     assert r.exit_code == 2 and "unknown target" in r.output
@@ -147,16 +147,16 @@ def test_predict_cli_on_the_proxy_table_cells_only(synth, tmp_path):
             "--encodings", "none", "--no-store-proxies", "--json", "--model", "rf3"]
     r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv"), "--proxy-cells-only"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     assert out["n_test"] == 40 - 25  # held-out cells are the table's other cells, none with imputed proxies
     assert out["spearman_mean"] > 0.6  # the table's 'good' drives pgd
     r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv")])
-    assert r.exit_code == 0 and json.loads(r.output)["n_test"] == 120 - 25
+    assert r.exit_code == 0 and json.loads(r.stdout)["n_test"] == 120 - 25
     # the same cells without the table's proxies as features: one feature fewer per dropped proxy, and 'good' gone
     r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv"), "--proxy-cells-only",
                                         "--proxy-names", "noise"])
     assert r.exit_code == 0, r.output
-    nogood = json.loads(r.output)
+    nogood = json.loads(r.stdout)
     assert nogood["n_test"] == 15 and nogood["features"] == out["features"] - 1
     assert nogood["spearman_mean"] < out["spearman_mean"] - 0.2
     r = CliRunner().invoke(cli, args + ["--proxies", str(tmp_path / "part.csv"), "--proxy-names", "nope"])

@@ -202,7 +202,7 @@ def test_predict_cli_reports_twin_free_scores(tmp_path):
     r = CliRunner().invoke(cli, ["predict", str(path), "--target", "clean", "--train-size", "40", "--repeats", "2",
                                  "--model", "rf", "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.stdout)
     assert out["n_test_twin_free"] < out["n_test"] and np.isfinite(out["spearman_twin_free_mean"])
 
 

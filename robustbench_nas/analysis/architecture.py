@@ -22,13 +22,17 @@ def eps_curves(ds: xr.Dataset, quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> 
 
     Returns:
         ``attack, eps (in [0, 1]), eps_255, n, mean, std, min, max, q<p>`` (one row per evaluated pair; eps = 0 is
-        the clean accuracy when the store has it).
+        the clean accuracy of the images the attacks used (``adv_clean_accuracy``) when the store has it, else the
+        whole split's clean accuracy).
     """
     adv = find_var(ds, "adv")
     if adv is None:
         raise ValueError("the store has no adversarial accuracies")
     adv = _reduce_extra(adv, ("arch", "attack", "eps")).transpose("arch", "attack", "eps")
-    clean = find_var(ds, "clean")
+    # eps = 0 on the attacks' own images where the store has it (a subset's clean accuracy may differ from the
+    # whole split's, and the curve would otherwise start at another baseline)
+    same = ds["adv_clean_accuracy"] if "adv_clean_accuracy" in ds.variables else None
+    clean = same if same is not None and bool(np.isfinite(same.values).any()) else find_var(ds, "clean")
     clean_v = None if clean is None else _reduce_extra(clean, ("arch",)).values.astype(np.float64)
     rows = []
     for a, attack in enumerate(adv["attack"].values):

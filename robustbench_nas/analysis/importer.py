@@ -14,6 +14,12 @@ Mapping (see ``docs/storage.md``):
   ``cm`` -> ``*_confusion`` (int32, -1 where absent); ``*_confidence_true`` is not in the release (stays NaN);
 - a stage (``clean``, ``adversarial``, ``corruptions``) is marked done for a cell when the release has at least one
   accuracy of that stage for it. Missing files and uids are listed in the store attribute ``import_report``.
+
+The store holds what the release has: a result array of a stage (``*_confidence``, ``*_confusion``,
+``*_confidence_true``, ``adv_clean_accuracy``, ...) that no release file fills is not kept (the published CIFAR-10
+release has accuracies and the clean confusion matrices only; its adversarial and corruption confusion arrays
+would be 310 MB of -1 in memory on ``xr.open_zarr(STORE).load()``). Their names are in the store attribute
+``absent_arrays``; a missing file of a measure the release does have (a partial download) still reads as NaN / -1.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 import shutil
+import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from ..storage import DONE, RobustnessStore, StoreError, StoreSpec, create_store
+from ..storage.schema import array_specs
 from ..utils.atomic import rename_into_place
 from .jung2023 import RELEASE_MEASURES, ReleaseReport, read_release
 
@@ -104,6 +112,7 @@ def import_jung2023(
         shard_cells=shard_cells,
         chunk_cells=chunk_cells,
     )
+    absent = absent_arrays(spec, ds)
     attrs = {
         "source": ds.attrs["source"],
         "dataset": dataset,
@@ -112,11 +121,13 @@ def import_jung2023(
         "seed_meaning": "0 = the single published evaluation (NAS-Bench-201 pretrained networks)",
         "import_report": report.summary(),
         "isomorph_check": "meta.json isomorph equals the NB201 unique-string uid for every index",
+        "absent_arrays": absent,
     }
     tmp = store_path.with_name(f".{store_path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")  # never shared
     try:
         store = create_store(tmp, spec, attrs=attrs)
         _write(store, ds, uids)
+        _drop_arrays(tmp, absent)
         if store_path.exists():  # made by someone else meanwhile: never replaced
             raise StoreError(f"{store_path} appeared while importing; refusing to overwrite it")
         rename_into_place(tmp, store_path)  # files fsync'd, renamed, folder fsync'd
@@ -125,6 +136,33 @@ def import_jung2023(
         raise
     log.info("imported %d cells of %s into %s", len(uids), dataset, store_path)
     return report
+
+
+def absent_arrays(spec: StoreSpec, ds: xr.Dataset) -> list[str]:
+    """The result arrays of ``spec``'s stages that no variable of the tidy release ``ds`` fills (sorted)."""
+    supplied = set()
+    for name in ds.data_vars:
+        prefix, _, metric = name.partition("_")
+        if prefix in _STAGE_OF and metric in _STORE_METRIC:
+            supplied.add(f"{prefix}_{_STORE_METRIC[metric]}")
+    stages = set(_STAGE_OF.values())
+    return sorted(a.name for a in array_specs(spec).values() if a.stage in stages and a.name not in supplied)
+
+
+def _drop_arrays(path: Path, names: list[str]) -> None:
+    """Remove the arrays ``names`` from the (not yet published) store at ``path`` and rebuild its consolidated
+    metadata, so readers (``xr.open_zarr``, :func:`..storage.open_dataset`) see only what the release holds."""
+    import zarr
+
+    from ..storage.root_meta import quiet_zarr
+
+    if not names:
+        return
+    for name in names:
+        shutil.rmtree(path / name)
+    with quiet_zarr(), warnings.catch_warnings():  # zarr's notes on consolidated metadata in v3 and on the
+        warnings.filterwarnings("ignore", message=".*not recognized as a component.*")  # store's .journal folder
+        zarr.consolidate_metadata(str(path))
 
 
 def _write(store: RobustnessStore, ds: xr.Dataset, uids: list[int]) -> None:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..search_spaces import get_search_space, list_search_spaces
 from ..utils.registry import Registry
+from .predict_protocol import PredictProtocol  # noqa: F401  (re-exported: the protocol of predict_heldout)
 from .stats import kendall, spearman
 
 #: regressor factories ``factory(seed) -> regressor`` by name
@@ -579,6 +580,25 @@ def choose_candidate(cv: dict[str, Sequence[float]], n_members: dict[str, int], 
     return max(near, key=lambda n: (n_members[n], means[n]))
 
 
+#: Fewest held-out cells an inner-CV fold of ``model="auto"`` needs to score a candidate: a Spearman over fewer
+#: than 5 cells takes a handful of values (4 cells: 24 orderings; its standard error is about 0.5), so the folds
+#: cannot order the candidates and the choice would be noise. Below ``folds * MIN_CV_FOLD_CELLS`` training cells
+#: (25 with the default 5 folds) :func:`predict_heldout` skips the inner CV (see :func:`auto_without_cv`).
+MIN_CV_FOLD_CELLS: int = 5
+
+
+def auto_without_cv(candidates: dict[str, tuple[tuple[str, str], ...]]) -> str:
+    """The candidate ``model="auto"`` takes without inner CV (too few training cells, see
+    :data:`MIN_CV_FOLD_CELLS`): the one averaging the most models (ties: the first), which is what the ``1se`` rule
+    picks when the folds cannot tell the candidates apart (every mean within one standard error of the best).
+
+    Example:
+        >>> auto_without_cv({"a": (("et", "all"),), "b": (("et", "all"), ("gp", "all")), "c": (("rf", "all"),)})
+        'b'
+    """
+    return max(candidates, key=lambda n: len(candidates[n]))  # max keeps the first of equal ones
+
+
 def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: int, repeats: int = 5,
                     seed: int = 0, model: str = "auto", folds: int = 5, train_select: str = "random",
                     selection: str = "1se", twin_keys: pd.Series | None = None, progress: bool = False,
@@ -588,7 +608,9 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
     Each cell is one isomorphism class (the store's ``arch`` = uid), so held-out cells are held-out uids. With
     ``model="auto"`` the model (:data:`AUTO_CANDIDATES`) is chosen per repeat by ``folds``-fold cross-validation
     inside the training cells (each candidate on its feature view, see :data:`AUTO_CANDIDATES`; ``selection``: the
-    rule of :func:`select_model`); the held-out cells are never used for a choice. A named ``model`` uses every
+    rule of :func:`select_model`); the held-out cells are never used for a choice. With fewer than
+    ``folds * MIN_CV_FOLD_CELLS`` training cells (25) the folds are too small to choose by and ``auto`` takes
+    :func:`auto_without_cv`'s candidate (the widest rank average) without inner CV. A named ``model`` uses every
     feature. ``train_select`` (:data:`TRAIN_SELECTIONS`): ``random`` training cells, ``kmeans``: the cells that
     represent all of them in the ``signal`` view (:func:`representative_splits`), or ``variance``: the cells that
     most reduce a GP's predictive variance over all of them (:func:`variance_splits`); both designs are chosen from
@@ -628,6 +650,9 @@ def predict_heldout(features: pd.DataFrame, target: pd.Series, *, train_size: in
             cands = candidates or AUTO_CANDIDATES
             if model == "auto" and len(cands) == 1:  # nothing to choose: no inner CV
                 name, members = next(iter(cands.items()))
+            elif model == "auto" and len(tr) < folds * MIN_CV_FOLD_CELLS:  # folds too small to choose by
+                name = auto_without_cv(cands)
+                members = cands[name]
             elif model == "auto":
                 name, _cv = select_model(Xtr, y[tr], cands, views, folds=folds, seed=seed + r, rule=selection,
                                          groups=None if keys is None else keys[tr])

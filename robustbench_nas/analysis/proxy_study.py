@@ -14,12 +14,12 @@ Parts (each a pure function of a proxies table and a targets table, both indexed
 * :func:`plot_proxy_heatmap`: the proxies x targets Spearman heat map (each cell's interval in its CSV).
 
 :func:`run_proxy_study` writes everything under ``OUT/proxy_study/`` and returns an HTML fragment for the report;
-``rbnas analyze IMPORTED --proxies shipped --out OUT`` runs it on the shipped table.
+``rbnas analyze IMPORTED --proxies shipped --out OUT`` runs it on the shipped table. The fragment is
+``templates/sections/proxy_study.html.j2``.
 """
 
 from __future__ import annotations
 
-import html
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,31 +290,20 @@ def run_proxy_study(ds: xr.Dataset, proxies: pd.DataFrame, out_dir: str | Path,
         noise.to_csv(out / "seed_noise.csv", index=False)
     summary = {"cells": int(len(common)), "best_proxy": best, "seconds": time.time() - t0,
                "seed_noise_cells": int(noise["cells"].max()) if len(noise) else 0}
-    from .report_html import img, table
-
-    def tbl(df: pd.DataFrame) -> str:
-        return table(df)
+    from .report_html import figure, table_data
+    from .report_templates import render_partial
 
     top = R[R["target"].isin(["clean", "pgd@Linf@1/255", "aa_apgd-ce@Linf@1/255", "fgsm@Linf@1/255"])]
     top = top.groupby(["target", "subset"], sort=False).head(3)[["target", "subset", "feature", "n", "spearman",
                                                                  "spearman_lo", "spearman_hi"]]
-    warn = (f'<p class="warning"><b>Only {len(common)} cells</b>: the intervals are wide and the forests barely '
-            "trained; read the point values as provisional.</p>") if len(common) < 100 else ""
-    summary["warning"] = warn and f"only {len(common)} cells with proxies"
-    body = (warn + f"<p>{len(common)} cells of the proxy table joined onto the store by uid. Spearman with 95 % "
-            f"bootstrap intervals over cells; files in <code>proxy_study/</code>.</p>"
-            + "".join(img(p, f"Spearman of every proxy with every target ({p.stem.rsplit('_', 1)[-1]} cells)",
-                          data_href=f"proxy_study/{p.stem}.csv") for p in figs)
-            + "<h3>Top proxies per target</h3>" + tbl(top)
-            + "<h3>Complementarity (random forests, 3-fold CV)</h3>" + tbl(scores)
-            + "<h3>Published findings</h3>" + tbl(comp)
-            + (("<h3>Seed noise (initialisation seeds, same batch)</h3>" if not seed_noise_note else
-                "<h3>Seed noise (initialisation seeds)</h3>"
-                f'<p class="warning"><b>Caveat</b>: {html.escape(seed_noise_note)}.</p>')
-               + "<p>How much of each proxy's ranking is its own "
-               "initialisation: Spearman between the cells' values at two seeds (mean over seed pairs) and the "
-               "within-cell spread over the between-cell spread (about 1: the ranking is noise).</p>"
-               + tbl(noise.round(3)) if len(noise) else ""))  # fmt: skip
+    few = len(common) < 100
+    summary["warning"] = f"only {len(common)} cells with proxies" if few else ""
+    body = str(render_partial(
+        "proxy_study", warnings=[], cells=len(common), few=few,
+        figures=[figure(p, f"Spearman of every proxy with every target ({p.stem.rsplit('_', 1)[-1]} cells)",
+                        data_href=f"proxy_study/{p.stem}.csv") for p in figs],
+        top=table_data(top), scores=table_data(scores), published=table_data(comp),
+        noise=table_data(noise.round(3)) if len(noise) else None, noise_note=seed_noise_note))  # fmt: skip
     return body, summary
 
 
@@ -325,19 +314,17 @@ def proxy_study_section(ctx: SectionContext) -> None:
         return
     from .proxy_table import load_table, table_meta
 
-    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out,
-                                    ProxyStudyConfig(seed=ctx.config.seed),
+    # the report's one filter (``--min-clean``) for the high-clean subset, not a cut of its own
+    pcfg = ProxyStudyConfig(seed=ctx.config.seed, **({} if ctx.min_clean is None else
+                                                     {"clean_threshold": ctx.min_clean}))  # fmt: skip
+    body, summary = run_proxy_study(ctx.ds, load_table(ctx.config.proxies), ctx.out, pcfg,
                                     seed_noise=table_meta(ctx.config.proxies).get("seed_noise"),
                                     seed_noise_note=table_meta(ctx.config.proxies).get("seed_noise_note"))
     ctx.summary["proxy_study"] = summary
     if summary.get("warning"):
         ctx.report.warn("proxy_study", f"{summary['warning']}: intervals are wide, read the values as provisional")
-    for t in ("pgd@Linf@1/255", "aa_apgd-ce@Linf@1/255"):
-        b = summary["best_proxy"].get(t)
-        if b:
-            ctx.report.finding(f"Best zero-cost proxy for {html.escape(t)}: {html.escape(b['feature'])}, Spearman "
-                               f"{b['spearman']:.2f} [{b['spearman_lo']:.2f}, {b['spearman_hi']:.2f}] on "
-                               f"{summary['cells']} cells.")  # fmt: skip
+    # no findings of its own: the table's proxies are in the summary's one ranking (sections/ranking.py), on the
+    # same cells and filter as every other feature; this section is the detail
     for name, what in (("proxy_ranking.csv", "every proxy vs every target, Spearman/Kendall with intervals"),
                        ("complementarity.csv", "forests on one proxy / all proxies / encodings / both"),
                        ("permutation_importance.csv", "permutation importance of the proxies"),

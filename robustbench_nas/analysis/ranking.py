@@ -36,6 +36,8 @@ class RankingConfig:
         n_boot_kendall: resamples for a Kendall bootstrap (one scipy call each, so only on small sets).
         kendall_boot_max_n: largest number of cells with a Kendall bootstrap; above it the interval is Fisher's z
             with the Fieller-Hartley-Pearson variance 0.437 / (n - 4).
+        kendall_boot_max_pairs: most (feature, target) pairs with a Kendall bootstrap (one scipy call per resample
+            and pair); a larger table (e.g. hundreds of encoding columns) gets Fisher's z for every pair.
         confidence: interval level.
         topk: fraction of cells for top-k precision.
         clean_threshold: clean-accuracy threshold of the second subset (``None``: only ``all``).
@@ -45,6 +47,7 @@ class RankingConfig:
     n_boot: int = 1000
     n_boot_kendall: int = 200
     kendall_boot_max_n: int = 200
+    kendall_boot_max_pairs: int = 2000
     confidence: float = 0.95
     topk: float = 0.1
     clean_threshold: float | None = 0.8
@@ -76,6 +79,7 @@ def rank_features(
     *,
     target_names: Sequence[str] | None = None,
     progress: bool = False,
+    kendall_boot_features: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The ranking table of ``features`` against ``targets``.
 
@@ -85,6 +89,9 @@ def rank_features(
         config: statistics settings.
         target_names: restrict to these targets (default: all columns).
         progress: show a progress bar (stderr).
+        kendall_boot_features: only these features may get a Kendall bootstrap interval (one scipy call per
+            resample and pair: the ranking's cost on small stores), the others Fisher's z (``kendall_ci`` says
+            which); ``None``: every feature.
 
     Returns:
         One row per (feature, target, subset) with ``n``, ``spearman``, ``spearman_lo``, ``spearman_hi``,
@@ -107,6 +114,8 @@ def rank_features(
     fin_f, fin_t = np.isfinite(Fv), np.isfinite(Tv)
     feats = list(F.columns)
     rows = []
+    boot_feats = set(feats if kendall_boot_features is None else kendall_boot_features)
+    boot_ok = len(boot_feats & set(feats)) * len(names) <= cfg.kendall_boot_max_pairs
     bar = tqdm(total=len(feats) * len(names) * 2, desc="ranking", unit="pair", disable=not progress)
     for sname, mask in ranking_subsets(T, cfg.clean_threshold):
         # pairs grouped by the cells they use: one vectorised computation per group
@@ -129,7 +138,7 @@ def rank_features(
                 i, j = fpos[f], tpos[t]
                 x, y = X[:, i], Y[:, j]
                 tau = kendall(x, y)
-                if n <= cfg.kendall_boot_max_n:
+                if boot_ok and n <= cfg.kendall_boot_max_n and feats[f] in boot_feats:
                     kd = correlation_ci(x, y, "kendall", n_resamples=cfg.n_boot_kendall, confidence=cfg.confidence,
                                         seed=cfg.seed)  # fmt: skip
                     klo, khi, kmethod = kd.low, kd.high, "bootstrap"

@@ -109,8 +109,16 @@ def run_analysis(ds: xr.Dataset, out_dir: str | Path, config: AnalysisConfig | N
     T.to_csv(out / "targets.csv")
     rep.file("targets.csv", "every target of every cell")
     F_rank, dropped = dedupe_features(features_table(ds))
-    F_all = features_table(ds, encodings=cfg.encodings) if cfg.encodings else F_rank
+    # the one ranking's features: the ``rank_encodings`` columns beside costs, proxies and measures (the prediction
+    # section builds its own, with ``encodings``, exactly as rbnas predict does)
+    F_all = features_table(ds, encodings=cfg.rank_encodings) if cfg.rank_encodings else F_rank
     F_all = F_all.drop(columns=[c for c in dropped if c in F_all])
+    if cfg.proxies:  # the proxy table's proxies join the one ranking (NaN on the cells it does not cover)
+        from .proxy_table import load_table
+
+        P = load_table(cfg.proxies).reindex(F_all.index)
+        P = P[[c for c in P.columns if c not in F_all.columns]]
+        F_rank, F_all = pd.concat([F_rank, P], axis=1), pd.concat([F_all, P], axis=1)
     min_clean = resolve_min_clean(T, cfg.min_clean)
     keep = T["clean"] >= min_clean if min_clean is not None else pd.Series(True, index=T.index)
     headline = default_predict_targets(T) + (["corruption_mean"] if "corruption_mean" in T else [])

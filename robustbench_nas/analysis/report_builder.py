@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .report_html import img, table
+from .report_templates import render_partial
 
 log = logging.getLogger("robustbench_nas.analysis.report")  # the report's logger, whichever module warns
 
@@ -21,6 +22,7 @@ class ReportBuilder:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     sections: list[tuple[str, str, str]] = field(default_factory=list)  # (id, title, html)
+    scope: str | None = None  # the cell set and filter of the one ranking, stated above the findings
     files: list[tuple[str, str]] = field(default_factory=list)  # (relative path, what it holds)
 
     def warn(self, section: str, text: str) -> None:
@@ -46,6 +48,15 @@ class ReportBuilder:
     def section(self, sid: str, title: str, body: str) -> None:
         """A numbered section (``sid``: its anchor); the section's warnings are put first."""
         self.sections.append((sid, title, self.warnings_html(sid) + body))
+
+    def section_warnings(self, section: str) -> list[str]:
+        """The warnings of ``section`` (text), for the ``warnings`` macro of its partial."""
+        return [t for s, t in self.warnings if s == section]
+
+    def render_section(self, sid: str, title: str, **context: object) -> None:
+        """A numbered section rendered from ``templates/sections/<sid>.html.j2`` with ``context`` and
+        ``warnings`` (the section's warnings, which the partial puts first)."""
+        self.sections.append((sid, title, str(render_partial(sid, warnings=self.section_warnings(sid), **context))))
 
     img = staticmethod(img)
     table = staticmethod(table)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .prediction import PredictionConfig
+from .predict_protocol import PredictProtocol
 from .ranking import RankingConfig
 
 #: Fewer cells than this and a rank-correlation interval is too wide to order proxies by (it is shown, flagged).
@@ -24,13 +24,19 @@ class AnalysisConfig:
     Attributes:
         ranking: statistics of the ranking table (its ``clean_threshold`` is replaced by the resolved ``min_clean``).
         rank_targets: targets of the ranking table (``None``: every target).
-        prediction: models / train sizes / repeats of the prediction curves. The default is a fast budget (random
-            forests of 100 trees, as in Lukasik et al. 2023; 2 repeats): minutes matter more than the last 0.005
-            of held-out Spearman in a report.
+        prediction: the held-out protocol of the prediction section: model, training sizes, repeats, seed, training
+            cell choice and selection rule, with ``rbnas predict``'s defaults (:class:`.predict_protocol.PredictProtocol`),
+            so each number equals ``rbnas predict``'s for the command the report names beside it.
         predict_targets: targets to predict (``None``: clean, PGD or the first attack at 1/255, adv_mean).
-        encodings: architecture encodings used as features (``None``: none; ``default``: the store's search
-            space's default set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
+        encodings: architecture encodings the prediction section predicts from (``None``: none; ``all``: every
+            encoding of the store's space, the default of ``rbnas predict`` too; ``default``: the space's default
+            set, NB201 ``opcount, graf``, NATS-Bench SSS ``channels, width``).
+        rank_encodings: architecture encodings the one ranking ranks beside costs, proxies and measures (same
+            names; default ``default``). Not ``all``: every column is a ranked feature with bootstrap intervals over
+            each target, and ``all`` is 466 columns on NB201 (one-hot and path indicators that a forest uses together
+            but that say little one by one): with them the release report did not finish in 22 minutes.
         importance_train_size: training cells of the permutation-importance model.
+        importance_trees: trees of its random forest.
         search_budget, search_repeats: NAS on the dataset (0 budget: skipped).
         top_k: best cells listed per target.
         min_clean: cells with a lower clean accuracy are left out of the "best" lists (best cells, best proxies)
@@ -45,11 +51,14 @@ class AnalysisConfig:
 
     ranking: RankingConfig = field(default_factory=RankingConfig)
     rank_targets: list[str] | None = None
-    prediction: PredictionConfig = field(
-        default_factory=lambda: PredictionConfig(models=("rf",), repeats=2, n_estimators=100, max_test=2000))
+    # rbnas predict's defaults, train size 100 included: 1000 training cells under model auto (inner CV of three
+    # 300-tree ensembles and a GP per repeat) cost most of an hour of CPU on the release, so they are asked for
+    prediction: PredictProtocol = field(default_factory=PredictProtocol)
     predict_targets: list[str] | None = None
-    encodings: list[str] | None = field(default_factory=lambda: ["default"])
+    encodings: list[str] | None = field(default_factory=lambda: ["all"])
+    rank_encodings: list[str] | None = field(default_factory=lambda: ["default"])
     importance_train_size: int = 1000
+    importance_trees: int = 100
     search_budget: int = 300
     search_repeats: int = 10
     top_k: int = 10

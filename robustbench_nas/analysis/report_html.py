@@ -43,9 +43,33 @@ def img(png: Path, caption: str = "", data_href: str | None = None) -> str:
             f'(data: <a href="{href}">{href}</a>)</figcaption></figure>')
 
 
+def figure(png: Path, caption: str = "", data_href: str | None = None) -> dict[str, str]:
+    """A figure for the ``figure`` macro of the section partials: the PNG as a base64 data URI (``report.html``
+    alone shows it, offline), its caption and the data behind it (``data_href``: its CSV relative to the report;
+    default ``figures/<stem>.csv``)."""
+    png = Path(png)
+    return {"src": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(), "alt": png.stem,
+            "caption": caption, "href": data_href or f"figures/{png.stem}.csv"}
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and not np.isfinite(v)):
+        return "-"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def table_data(df: pd.DataFrame) -> dict[str, list]:
+    """``df`` for the ``table`` macro of the section partials: column names and rows of text (3 decimals, ``-``
+    for a missing value)."""
+    return {"columns": [str(c) for c in df.columns],
+            "rows": [[_cell(v) for v in row] for row in df.itertuples(index=False)]}
+
+
 def table(df: pd.DataFrame) -> str:
     """A compact HTML table of ``df`` (3 decimals, ``-`` for missing values)."""
     return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-", border=0, classes="t")
 
 
-__all__ = ["ci", "fmt", "img", "safe_name", "table"]
+__all__ = ["ci", "figure", "fmt", "img", "safe_name", "table", "table_data"]

@@ -13,6 +13,7 @@ import xarray as xr
 
 from .report_builder import ReportBuilder
 from .report_config import MIN_CELLS_FOR_INTERVALS
+from .report_templates import environment
 
 #: the page's only style sheet (inline: the report opens offline). Wide tables scroll inside themselves, long words
 #: and code wrap, so no text runs off the page.
@@ -29,12 +30,6 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:auto;paddi
        "#findings{background:#eef5ff;padding:.6em 1.2em;border-radius:6px}nav ol{columns:2}")
 
 
-def _environment() -> Any:
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.PackageLoader("robustbench_nas.analysis", "templates"),
-                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                              undefined=jinja2.StrictUndefined)
 
 
 def small_sample_banner(ncell: int) -> dict[str, str] | None:
@@ -52,7 +47,7 @@ def write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: ReportB
     """Write the self-contained report page: banner, header, findings and warnings, contents, sections, files."""
     attrs = {k: ds.attrs[k] for k in ("source", "dataset", "imported_from", "created") if k in ds.attrs}
     ncell = summary["cells"]
-    page = _environment().get_template("report.html.j2").render(
+    page = environment().get_template("report.html.j2").render(
         css=CSS,
         ncell=ncell,
         banner=small_sample_banner(ncell),
@@ -61,6 +56,7 @@ def write_html(path: Path, ds: xr.Dataset, summary: dict[str, Any], rep: ReportB
         features=", ".join(summary["features"]),
         min_clean=min_clean,
         n_low=ncell - summary.get("cells_min_clean", ncell),
+        scope=rep.scope,
         findings=list(rep.findings),
         warnings=list(rep.warnings),
         section_ids={sid for sid, _, _ in rep.sections},

@@ -73,6 +73,33 @@ def _reduce_extra(da: xr.DataArray, keep: tuple[str, ...]) -> xr.DataArray:
     return da.mean(extra, skipna=True) if extra else da
 
 
+#: The store's clean accuracy of exactly the images a robust target was measured on (attacks and corruptions use
+#: subsets of the evaluation split, so the whole split's ``clean`` is not their baseline): kind -> variable.
+SAME_IMAGES_CLEAN: dict[str, str] = {"adversarial": "adv_clean_accuracy", "corruption": "corruption_clean_accuracy"}
+
+
+def target_kind(target: str) -> str | None:
+    """``adversarial`` (an ``attack@norm@eps`` target or ``adv_mean``), ``corruption`` (``corruption:*``,
+    ``corruption_mean``) or ``None`` (``clean`` and anything else)."""
+    from .target_names import parse_target
+
+    if target == "adv_mean" or parse_target(target) is not None:
+        return "adversarial"
+    if target == "corruption_mean" or target.startswith("corruption:"):
+        return "corruption"
+    return None
+
+
+def clean_on_same_images(ds: xr.Dataset) -> pd.DataFrame:
+    """Per cell, the clean accuracy (fraction in [0, 1], mean over seeds) of the images the attacks
+    (column ``adversarial``) and the corruptions (``corruption``) used; a column only where the store has a value
+    for some cell (a pipeline store has both, an imported release neither). Indexed like :func:`targets_table`."""
+    idx = _arch_index(ds)
+    cols = {kind: _reduce_extra(ds[var], ("arch",)).transpose("arch").values.astype(np.float64)
+            for kind, var in SAME_IMAGES_CLEAN.items() if var in ds.variables}  # fmt: skip
+    return pd.DataFrame({k: v for k, v in cols.items() if np.isfinite(v).any()}, index=idx)
+
+
 def targets_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per cell (index = ``arch``), one column per target (see the module docstring).
 

@@ -160,7 +160,7 @@ def plot_twins(targets: pd.DataFrame, groups: Sequence[np.ndarray], names: Seque
 def target_reliability_section(ctx: SectionContext) -> None:
     """The report section: each target's test-retest noise from the store's functional twins (skipped when the
     store has fewer than :data:`MIN_GROUPS` twin groups, e.g. a pipeline run on a few cells)."""
-    from .report_html import img, table
+    from .report_html import figure, table_data
 
     groups = store_twin_groups(ctx.ds, ctx.targets.index)
     if len(groups) < MIN_GROUPS:
@@ -183,18 +183,10 @@ def target_reliability_section(ctx: SectionContext) -> None:
         ctx.report.finding(f"Run-to-run noise is {100 * pgd:.1f} % of the variance of PGD@1/255 accuracy "
                            f"({len(groups)} groups of functional twins): no predictor of it from the architecture "
                            f"can pass a correlation of about {np.sqrt(1 - pgd):.2f}.")  # fmt: skip
-    body = (f"<p>{len(groups)} groups ({sum(len(g) for g in groups)} cells) of <b>functional twins</b>: cells the "
-            "search space's isomorphism rule keeps apart although they compute the same function (NB201: a zero "
-            "summand, a swap of nodes 1 and 2 around a <code>none</code> edge, or a sum pooled before instead of "
-            "after), each trained and evaluated "
-            "separately, i.e. repeated measurements of one architecture. <code>noise_fraction</code>: pooled "
-            "within-group variance over the variance across all cells (95 % bootstrap over groups); "
-            "<code>ceiling</code> = sqrt(1 - noise_fraction), the largest correlation any function of the "
-            "architecture can reach with the target; <code>twin_spearman</code>: rank correlation between two "
-            "twins, over groups. Every target in <code>target_reliability.csv</code>.</p>"
-            + img(fig, "first vs second twin of each group: the spread around the diagonal is one run's noise")
-            + table(tab))  # fmt: skip
-    ctx.report.section("target_reliability", "How noisy are the targets? (functional twins)", body)
+    ctx.report.render_section("target_reliability", "How noisy are the targets? (functional twins)",
+                              groups=len(groups), cells=sum(len(g) for g in groups), table=table_data(tab),
+                              figure=figure(fig, "first vs second twin of each group: the spread around the "
+                                                 "diagonal is one run's noise"))  # fmt: skip
 
 
 __all__ = ["MIN_GROUPS", "REPORT_TARGETS", "functional_keys", "plot_twins", "store_reliability", "store_twin_groups",

@@ -1,6 +1,6 @@
 """The report section "architecture": what in the architecture drives robustness: accuracy against eps, op-on-edge (or
 per-layer width) effects, cells of the same size that differ, the best cells and the overlap of the top cells
-between targets."""
+between targets. Its body is ``templates/sections/architecture.html.j2``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pandas as pd
 from .. import architecture as arch
 from .. import figures as figs
 from ..report_config import MIN_GROUP_CELLS, MIN_TOPK_CELLS
-from ..report_html import fmt, img, safe_name, table
+from ..report_html import figure, fmt, safe_name, table_data
 from ..target_names import pretty_target
+from ..targets import clean_on_same_images, target_kind
 from .registry import SectionContext, register_section
 
 log = logging.getLogger("robustbench_nas.analysis.report")  # the report's logger
@@ -25,12 +26,12 @@ def architecture_section(ctx: SectionContext) -> None:
     """Add the architecture section to ``ctx.report`` (figures under ``ctx.fig_dir``, tables under ``ctx.out``)."""
     rep, cfg, ds, T, F = ctx.report, ctx.config, ctx.ds, ctx.targets, ctx.rank_features
     keep, min_clean, headline, summary, fig_dir = ctx.keep, ctx.min_clean, ctx.headline, ctx.summary, ctx.fig_dir
-    body = ""
+    blocks: list[dict] = []  # each: h3, figure, table, text, links (the partial renders them in order)
     try:
         curves = arch.eps_curves(ds)
-        body += ("<h3>Accuracy under attack</h3>"
-                 + img(figs.plot_eps_curves(curves, fig_dir), "Accuracy vs eps per attack: mean over cells, 10-90 % "
-                                                                "band and the best cell (eps = 0: clean accuracy)."))
+        blocks.append(_block("Accuracy under attack", figure(
+            figs.plot_eps_curves(curves, fig_dir),
+            "Accuracy vs eps per attack: mean over cells, 10-90 % band and the best cell (eps = 0: clean accuracy).")))
     except ValueError as e:
         log.info("no eps curves: %s", e)
     eff_targets = [t for t in headline if t in T]
@@ -47,9 +48,9 @@ def architecture_section(ctx: SectionContext) -> None:
         d = eff.assign(target=eff["target"].map(pretty_target), **{"mean over cells": eff["mean"]})
         png = figs.plot_lines(d, "width", "mean over cells", ["layer"], fig_dir, "width_effects", panel="target",
                               title="each target against the width (channels) of each layer")
-        body += ("<h3>Which layer's width matters</h3>"
-                 + img(png, "Mean of each target over the cells with that width at that layer.")
-                 + f"<p>Data: {rep.file('width_effects.csv', 'target vs width per layer')}.</p>")  # fmt: skip
+        rep.file("width_effects.csv", "target vs width per layer")
+        blocks.append(_block("Which layer's width matters", figure(
+            png, "Mean of each target over the cells with that width at that layer."), links=["width_effects.csv"]))
         key = "adv_mean" if "adv_mean" in eff_targets else eff_targets[-1]
         e = eff[eff["target"] == key]
         slopes = {lay: float(np.polyfit(g["width"], g["mean"], 1)[0]) for lay, g in e.groupby("layer") if len(g) > 1}
@@ -65,10 +66,10 @@ def architecture_section(ctx: SectionContext) -> None:
         panels = {pretty_target(t): eff[eff["target"] == t].pivot(index="op", columns="edge_label", values="effect")
                   for t in eff_targets}  # fmt: skip
         png = figs.plot_heatmap_panels(panels, fig_dir, "op_edge_effects")
-        body += ("<h3>Which operation on which edge</h3>"
-                 + img(png, "Effect of each operation on each edge (i<-j: node i from node j): the mean of the "
-                             "target over the cells with that op there, minus the mean over all cells.")
-                 + f"<p>Data: {rep.file('op_edge_effects.csv', 'op-on-edge effects')}.</p>")  # fmt: skip
+        rep.file("op_edge_effects.csv", "op-on-edge effects")
+        blocks.append(_block("Which operation on which edge", figure(
+            png, "Effect of each operation on each edge (i<-j: node i from node j): the mean of the target over the "
+                 "cells with that op there, minus the mean over all cells."), links=["op_edge_effects.csv"]))
         key = "adv_mean" if "adv_mean" in eff_targets else eff_targets[-1]
         e = eff[(eff["target"] == key) & (eff["n"] >= MIN_GROUP_CELLS)].sort_values("effect")
         if e.empty:
@@ -94,8 +95,9 @@ def architecture_section(ctx: SectionContext) -> None:
         by.to_csv(rep.out / f"by_params_{safe_name(key)}.csv", index=False)
         png = figs.plot_scatter(F["params"], T[key], fig_dir, f"params_vs_{safe_name(key)}",
                                 color=T["clean"] if "clean" in T else None, xlabel="params (M)", ylabel=key)
-        body += "<h3>Same size, different robustness</h3>" + img(png, f"{pretty_target(key)} vs parameter count "
-                                                                       "(colour: clean accuracy).")  # fmt: skip
+        same = _block("Same size, different robustness",
+                      figure(png, f"{pretty_target(key)} vs parameter count (colour: clean accuracy)."))
+        blocks.append(same)
         by_ok = by[by["n"] >= MIN_GROUP_CELLS]
         if len(by) and by_ok.empty:
             rep.warn("architecture", f"no parameter count is shared by {MIN_GROUP_CELLS}+ cells: no same-size "
@@ -107,8 +109,9 @@ def architecture_section(ctx: SectionContext) -> None:
                 f"Cells of the same size differ widely: at {widest['params_M']:.3f} M parameters "
                 f"({int(widest['n'])} cells{', clean >= ' + format(min_clean, 'g') if min_clean is not None else ''}),"
                 f" {html.escape(pretty_target(key))} ranges from {widest['min']:.3f} to {widest['max']:.3f}.")
-            body += (table(by.sort_values("n", ascending=False).head(10))
-                     + f"<p>All sizes: {rep.file(f'by_params_{safe_name(key)}.csv', 'spread per parameter count')}.</p>")
+            rep.file(f"by_params_{safe_name(key)}.csv", "spread per parameter count")
+            same.update(table=table_data(by.sort_values("n", ascending=False).head(10)),
+                        links=[f"by_params_{safe_name(key)}.csv"])
     # best cells: collapsed / badly trained cells filtered (a chance-level "best cell" at 8/255 is no finding)
     Tk = T[keep]
     if len(Tk) < cfg.top_k:
@@ -117,12 +120,21 @@ def architecture_section(ctx: SectionContext) -> None:
     best = arch.best_cells(Tk, eff_targets, cfg.top_k, summary["search_space"])
     if len(best):
         best["clean"] = T.loc[best["arch"], "clean"].to_numpy() if "clean" in T else np.nan
+        # a robust value beside the clean accuracy of its own images (attacks / corruptions use subsets)
+        same = clean_on_same_images(ds)
+        kinds = best["target"].map(target_kind)
+        if any(k in same for k in kinds.dropna()):
+            best["clean_same_images"] = [same.at[a, k] if k in same else np.nan for a, k in zip(best["arch"], kinds)]
         best["params_M"] = F.loc[best["arch"], "params"].to_numpy() if "params" in F else np.nan
     best.to_csv(rep.out / "best_cells.csv", index=False)
     summary["best"] = {t: float(Tk[t].max()) for t in eff_targets if Tk[t].notna().any()}
     filt_txt = f" among the {len(Tk)} cells with clean accuracy >= {min_clean:g}" if min_clean is not None else ""
-    body += (f"<h3>Best cells{filt_txt}</h3>" + table(best[best["rank"] <= 3] if len(best) else best)
-             + f"<p>Top {cfg.top_k} per target: {rep.file('best_cells.csv', 'best cells per target')}.</p>")
+    rep.file("best_cells.csv", "best cells per target")
+    blocks.append(_block(f"Best cells{filt_txt}", table=table_data(best[best["rank"] <= 3] if len(best) else best),
+                         text=f"Top {cfg.top_k} per target (clean: the whole evaluation split"
+                              + ("; clean_same_images: the images the target was measured on, attacks and "
+                                 "corruptions using subsets" if "clean_same_images" in best else "") + "):",
+                         links=["best_cells.csv"]))
     ov_k = max(1, int(np.ceil(0.01 * len(T))))
     if ov_k < MIN_TOPK_CELLS:
         rep.warn("architecture", f"the top 1 % of {len(T)} cells is {ov_k} cell(s): the top-1 % overlap between "
@@ -130,11 +142,17 @@ def architecture_section(ctx: SectionContext) -> None:
     else:
         ov = arch.top_overlap(T, eff_targets, 0.01)
         ov.to_csv(rep.out / "top1pct_overlap.csv")
-        body += (f"<p>Overlap of the top 1 % ({ov_k} cells) between targets: "
-                 f"{rep.file('top1pct_overlap.csv', 'top-1 % overlap between targets')}.</p>"
-                 + table(ov.reset_index()))
-    rep.sections.append(("architecture", "What in the architecture drives robustness",
-                         rep.warnings_html("architecture") + body))
+        rep.file("top1pct_overlap.csv", "top-1 % overlap between targets")
+        blocks.append(_block(None, table=table_data(ov.reset_index()),
+                             text=f"Overlap of the top 1 % ({ov_k} cells) between targets:",
+                             links=["top1pct_overlap.csv"]))
+    rep.render_section("architecture", "What in the architecture drives robustness", blocks=blocks)
+
+
+def _block(h3: str | None, fig: dict | None = None, *, table: dict | None = None, text: str | None = None,
+           links: list[str] | None = None) -> dict:
+    """One part of the section for its partial: a heading, a figure, a table, a sentence and links to files."""
+    return {"h3": h3, "figure": fig, "table": table, "text": text, "links": links or []}
 
 
 __all__ = ["architecture_section"]

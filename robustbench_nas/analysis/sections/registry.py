@@ -29,7 +29,8 @@ class SectionContext:
     Attributes:
         ds: the store as a Dataset.
         targets: cells x targets, in reading order.
-        features: cells x every feature (proxies, measures, params / FLOPs and the configured cell encodings).
+        features: cells x every feature of the one ranking (proxies, measures, params / FLOPs and the cell
+            encodings of ``config.rank_encodings``).
         config: the analysis configuration.
         min_clean: the clean-accuracy filter in use (``None``: none).
         out, fig_dir: the output folder and its ``figures/`` folder.

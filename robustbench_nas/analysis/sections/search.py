@@ -1,12 +1,12 @@
 """The report section "search": searching the dataset: regret of random search, local search and regularised evolution
-on the tabulated targets."""
+on the tabulated targets. Its body is ``templates/sections/search.html.j2``."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from .. import figures as figs
-from ..report_html import img, table
+from ..report_html import figure, table_data
 from ..search import Objective, run_searches, summarize_regret
 from ..target_names import default_predict_targets, pretty_target
 from .registry import SectionContext, register_section
@@ -24,8 +24,7 @@ def search_section(ctx: SectionContext) -> None:
     from ...search_spaces import get_search_space
 
     if not get_search_space(summary["search_space"]).enumerable:  # mutations leave a sampled store's cells
-        rep.sections.append(("search", "Searching the dataset", f"<p>Not run: {summary['search_space']} is sampled, "
-                             "not enumerated, so a search's mutations mostly reach cells the store does not hold.</p>"))
+        rep.render_section("search", "Searching the dataset", sampled=summary["search_space"])
         return
     objs = default_predict_targets(T)
     budget = min(cfg.search_budget, len(T))
@@ -40,11 +39,9 @@ def search_section(ctx: SectionContext) -> None:
                           logy=True, panel="objective", title="regret (mean +- std over runs)")  # fmt: skip
     final = Sg[Sg["queries"] == budget]
     summary["search_final_regret"] = final[["objective", "algorithm", "mean", "std"]].to_dict(orient="records")
-    body = (f"<p>Random search, local search and regularised evolution with {budget} queries of the tabulated "
-            f"targets, {cfg.search_repeats} runs each; regret = best value in the space minus the best found.</p>"
-            + rep.warnings_html("search") + img(png, "Regret vs queries.")
-            + table(final) + f"<p>Curves: {rep.file('search_regret.csv', 'regret curves per run')}.</p>")  # fmt: skip
-    rep.sections.append(("search", "Searching the dataset", body))
+    rep.file("search_regret.csv", "regret curves per run")
+    rep.render_section("search", "Searching the dataset", sampled=None, budget=budget, runs=cfg.search_repeats,
+                       figure=figure(png, "Regret vs queries."), table=table_data(final))
 
 
 __all__ = ["search_section"]

@@ -26,15 +26,27 @@ def _csv(text: str | None) -> list[str] | None:
                    "(collapsed / badly trained cells); 'auto': 80 % of the best cell's clean accuracy; 0: no filter.")
 @click.option("--clean-threshold", default=None, type=float, hidden=True, help="Old name of --min-clean.")
 @click.option("--topk", default=0.1, show_default=True, help="Fraction for top-k precision.")
-@click.option("--models", default="rf", show_default=True, help="Regressors: rf, gbm, et, ridge (comma-separated).")
-@click.option("--train-sizes", default="100,1000", show_default=True, help="Training cells (comma-separated).")
-@click.option("--repeats", default=2, show_default=True, help="Random splits per training size.")
+@click.option("--model", "--models", "model", default="auto", show_default=True,
+              help="Regressor of the prediction section, as rbnas predict --model: auto (chosen by 5-fold CV inside "
+                   "the training cells) or a registered model (rf, et, gbm, ridge, gp, ...).")
+@click.option("--train-sizes", default="100", show_default=True,
+              help="Training cells (comma-separated), as rbnas predict --train-size; e.g. 100,1000 for a learning "
+                   "curve (1000 under --model auto is slow: an inner CV of 800-cell models per split).")
+@click.option("--repeats", default=5, show_default=True, help="Random splits per training size (as rbnas predict).")
+@click.option("--train-select", type=click.Choice(["random", "kmeans", "variance"]), default="random",
+              show_default=True, help="How training cells are chosen (as rbnas predict --train-select).")
+@click.option("--selection", type=click.Choice(["1se", "best"]), default="1se", show_default=True,
+              help="How --model auto picks a candidate (as rbnas predict --selection).")
 @click.option("--trees", default=100, show_default=True,
-              help="Trees (boosting rounds) of the ensemble regressors; 0: each model's own default (300).")
-@click.option("--encodings", default="default", show_default=True,
-              help="Architecture encodings as features: the space's names (nb201: onehot, opcount, path, graf, "
-                   "pathstats, propagation; nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; "
-                   "nats-sss: channels,width), 'all', or 'none'.")
+              help="Trees of the random forest behind the permutation importance.")
+@click.option("--encodings", default="all", show_default=True,
+              help="Architecture encodings the prediction section predicts from, as rbnas predict --encodings: "
+                   "the space's names (nb201: onehot, opcount, path, graf, pathstats, propagation, graf_exact; "
+                   "nats-sss: channels, onehot, width), 'default' (nb201: opcount,graf; nats-sss: channels,width), "
+                   "'all', or 'none'.")
+@click.option("--rank-encodings", default="default", show_default=True,
+              help="Architecture encodings ranked in the summary's one ranking beside costs, proxies and measures "
+                   "(names as --encodings; 'all' ranks every one-hot / path column: much slower on big stores).")
 @space_option(default=None)
 @click.option("--search-budget", default=300, show_default=True, help="Queries per search run (0: skip search).")
 @click.option("--search-repeats", default=10, show_default=True)
@@ -46,12 +58,14 @@ def _csv(text: str | None) -> list[str] | None:
 @force_option(help="Empty and replace an --out folder that holds anything (otherwise an error).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (default: a few lines of text).")
 def command(store_path: str, out_dir: str, sections: str, targets: str | None, predict_targets: str | None,
-            n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, models: str,
-            train_sizes: str, repeats: int, trees: int, encodings: str, space_name: str | None, search_budget: int,
+            n_boot: int, n_boot_kendall: int, min_clean: str, clean_threshold: float | None, topk: float, model: str,
+            train_sizes: str, repeats: int, train_select: str, selection: str, trees: int, encodings: str,
+            rank_encodings: str, space_name: str | None, search_budget: int,
             search_repeats: int, seed: int, proxy_table: str | None, progress: bool, force: bool,
             as_json: bool) -> None:  # fmt: skip
     """Analyse STORE (a pipeline run or an imported dataset) and write tables, figures and OUT/report.html."""
-    from robustbench_nas.analysis.prediction import PredictionConfig, list_models
+    from robustbench_nas.analysis.predict_protocol import PredictProtocol
+    from robustbench_nas.analysis.prediction import list_models
     from robustbench_nas.analysis.ranking import RankingConfig
     from robustbench_nas.analysis.report import AnalysisConfig, run_analysis
     from robustbench_nas.analysis.targets import load_store
@@ -63,9 +77,9 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
     bad = [s for s in secs or () if s not in list_sections()]
     if bad:
         fail(f"unknown section(s) {bad}; choose from {', '.join(list_sections())} (or all)")
-    mods = tuple(_csv(models) or ["rf"])
-    if [m for m in mods if m not in list_models()]:
-        fail(f"unknown model(s) in {mods}; known: {list_models()}")
+    model = model.strip()
+    if model != "auto" and model not in list_models():
+        fail(f"--model {model!r}: not a model; known: auto, {', '.join(list_models())}")
     try:
         sizes = tuple(int(s) for s in _csv(train_sizes) or [])
     except ValueError:
@@ -78,19 +92,22 @@ def command(store_path: str, out_dir: str, sections: str, targets: str | None, p
         fail(f"--min-clean must be a number in [0, 1] or 'auto', got {min_clean!r}")
     if min_clean_v is not None and not 0 <= min_clean_v <= 1:
         fail(f"--min-clean must be in [0, 1] (accuracies are fractions), got {min_clean_v}")
-    if trees < 0:
-        fail(f"--trees must be >= 0, got {trees}")
-    enc = None if encodings.strip().lower() == "none" else _csv(encodings)
-    if enc and "all" in enc:
-        enc = ["all"]  # type: ignore[list-item]
+    if trees < 1:
+        fail(f"--trees must be a positive integer, got {trees}")
+    if repeats < 1:
+        fail(f"--repeats must be a positive integer, got {repeats}")
+    enc, rank_enc = (None if e.strip().lower() == "none" else _csv(e) for e in (encodings, rank_encodings))
+    enc, rank_enc = (["all"] if e and "all" in e else e for e in (enc, rank_enc))
     cfg = AnalysisConfig(
         ranking=RankingConfig(n_boot=n_boot, n_boot_kendall=n_boot_kendall, topk=topk, seed=seed),
         rank_targets=_csv(targets),
-        prediction=PredictionConfig(models=mods, train_sizes=sizes, repeats=repeats, seed=seed,
-                                    n_estimators=trees or None, max_test=2000),
+        prediction=PredictProtocol(model=model, train_sizes=sizes, repeats=repeats, seed=seed,
+                                   train_select=train_select, selection=selection),
+        importance_trees=trees,
         min_clean=min_clean_v,
         predict_targets=_csv(predict_targets),
         encodings=enc,
+        rank_encodings=rank_enc,
         search_budget=search_budget,
         search_repeats=search_repeats,
         seed=seed,

@@ -14,13 +14,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+# The defaults of --model, --repeats, --seed, --train-select, --selection and --encodings are those of
+# robustbench_nas.analysis.predict_protocol (PredictProtocol, DEFAULT_ENCODINGS), which rbnas analyze shares;
+# written out here so that the command line starts without importing the analysis (tests/test_report_predict.py
+# checks that both commands' defaults equal the protocol's).
 @click.command(name="predict")
 @click.argument("store_path", type=click.Path())
 @click.option("--target", default="pgd@Linf@1/255", show_default=True,
               help="Target column (as in rbnas analyze: clean, pgd@Linf@1/255, corruption_mean, adv_mean, ...).")
 @click.option("--train-size", "train_sizes", default="100", show_default=True,
               help="Training cells (random, per repeat); a comma list gives a learning curve (one result per size).")
-@click.option("--repeats", default=5, show_default=True, type=int, help="Random splits (seeds seed, seed+1, ...).")
+@click.option("--repeats", default=5, show_default=True, type=int,
+              help="Random splits (seeds seed, seed+1, ...).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--train-select", type=click.Choice(["random", "kmeans", "variance"]), default="random",
               show_default=True,
@@ -54,7 +59,7 @@ if TYPE_CHECKING:
                    "splits and print ours, GRAF and the paired difference +- SE (robustbench_nas.analysis.graf). "
                    "Ours may then also choose our features together with GRAF's (by the inner CV).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--progress/--no-progress", default=False, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: int, train_select: str, model: str,
             selection: str, encodings: str, proxy_table: str | None, proxy_cells_only: bool, proxy_names: str | None,
             no_store_proxies: bool, compare: str | None, as_json: bool, progress: bool) -> None:  # fmt: skip
@@ -65,10 +70,9 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     with a finite target that is not a training cell is a test cell; scores are the mean over the repeats.
     Example: `rbnas predict runs/jung.zarr --target 'pgd@Linf@1/255' --train-size 100 --repeats 5 --json`.
     """
-    import pandas as pd
-
-    from robustbench_nas.analysis.prediction import predict_heldout
-    from robustbench_nas.analysis.targets import features_table, load_store, targets_table
+    from robustbench_nas.analysis.heldout import heldout_inputs, heldout_scores, parse_encodings
+    from robustbench_nas.analysis.predict_protocol import PredictProtocol
+    from robustbench_nas.analysis.targets import load_store, targets_table
     from robustbench_nas.storage import StoreError
 
     try:
@@ -85,47 +89,18 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     T = targets_table(ds)
     if target not in T.columns:
         fail(f"unknown target {target!r}; available: {', '.join(T.columns)}")
-    enc = None if encodings.strip().lower() == "none" else [e.strip() for e in encodings.split(",") if e.strip()]
+    enc = parse_encodings(encodings)
     if compare == "graf" and not (enc and {"all", "graf_exact"} & set(enc)):
         enc = (enc or []) + ["graf_exact"]  # GRAF's own features, needed by its side
-    try:
-        F = features_table(ds, encodings=enc, measures=False)  # measures need a trained network: not zero-cost
-    except ValueError as e:
+    try:  # the report's prediction section reads the store with the same function (heldout.py)
+        inputs = heldout_inputs(ds, encodings=enc, proxy_table=proxy_table, proxy_names=proxy_names,
+                                proxy_cells_only=proxy_cells_only, no_store_proxies=no_store_proxies)
+    except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    if no_store_proxies:
-        F = F[[c for c in F.columns if not c.startswith(("proxy:", "measure:"))]]
-    if proxy_table:
-        from robustbench_nas.analysis.proxy_table import load_table
-
-        try:
-            P = load_table(proxy_table)
-        except (FileNotFoundError, ValueError) as e:
-            fail(str(e))
-        from robustbench_nas.analysis.proxy_study import signed_log
-
-        covered_by_table = P.dropna(how="all").index
-        if proxy_names is not None:
-            keep = [] if proxy_names.strip().lower() == "none" else [
-                f"proxy:{n.strip().removeprefix('proxy:')}" for n in proxy_names.split(",") if n.strip()]
-            unknown = [c for c in keep if c not in P.columns]
-            if unknown:
-                fail(f"--proxy-names: {', '.join(unknown)} not in the table (it has {', '.join(P.columns)})")
-            P = P[keep]
-        F = pd.concat([F, signed_log(P.reindex(F.index))], axis=1)  # monotone; synflow (~1e49) fits float32
-        if proxy_cells_only:
-            covered = F.index.intersection(covered_by_table)
-            if covered.empty:
-                fail(f"--proxy-cells-only: none of the store's cells is in the proxy table {proxy_table!r}")
-            F, T = F.loc[covered], T.loc[covered]
-    elif proxy_cells_only or proxy_names is not None:
-        fail("--proxy-cells-only / --proxy-names need --proxies (the table)")
+    F, T, twins = inputs.features, inputs.targets, inputs.twins
     n = int(T[target].notna().sum())
     if max(sizes) >= n:
         fail(f"--train-size {max(sizes)}: the store has only {n} cells with {target}")
-    from robustbench_nas.analysis.twins import functional_keys, twin_groups
-
-    keys = functional_keys(ds)
-    twins = keys if twin_groups(list(keys.reindex(T.index))) else None  # no twins: nothing to add
     if compare == "graf":
         _compare_graf(F, T[target], sizes, repeats=repeats, seed=seed, train_select=train_select,
                       selection=selection, twins=twins, as_json=as_json, progress=progress)  # fmt: skip
@@ -134,9 +109,9 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     for size in sizes:
         t1 = time.perf_counter()
         try:
-            res = predict_heldout(F, T[target], train_size=size, repeats=repeats, seed=seed, model=model,
-                                  train_select=train_select, selection=selection, twin_keys=twins,
-                                  progress=progress)  # fmt: skip
+            res = heldout_scores(inputs, target, size, PredictProtocol(
+                model=model, train_sizes=(size,), repeats=repeats, seed=seed, train_select=train_select,
+                selection=selection), progress=progress)
         except (KeyError, ValueError) as e:
             fail(str(e))
         res["seconds"] = time.perf_counter() - t1
