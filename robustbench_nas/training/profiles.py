@@ -200,9 +200,13 @@ def _tiny_at() -> TrainProfile:
 # DartsSearchSpace.network_options). DARTS's SGD has no nesterov momentum.
 @register_profile("darts-nb301")
 def _darts_nb301() -> TrainProfile:
-    """NAS-Bench-301's training of DARTS genotypes (Siems et al. 2020): C=32, 8 cells (N=2), 100 epochs, batch 96,
-    SGD lr 0.025 (momentum 0.9, no nesterov), cosine to 0, weight decay 3e-4, auxiliary head weight 0.4, drop path
-    0.2, cutout 16, gradient clipping 5. Deviation: the cosine is stepped per batch (DARTS steps it per epoch)."""
+    """NAS-Bench-301's training of DARTS genotypes (Siems et al. 2020), as its data-generation config sets it
+    (automl/nasbench301 ``nasbench301/data_generation/configs/config_0.json``): C=32 (``init_channels``), 8 cells
+    (N=2), 100 epochs (cosine ``T_max``), batch 96, SGD lr 0.025 (momentum 0.9, no nesterov), weight decay 3e-4,
+    auxiliary head on, drop path 0.2, cutout 16 (one hole). Not in that config, DARTS's values (``cnn/train.py``):
+    auxiliary weight 0.4, gradient clipping 5. Deviations (docs/search_spaces.md): no mixup (NB301 trains with mixup,
+    alpha 0.2), cosine to 0 (NB301: eta_min 1e-8) stepped per batch (per epoch there), the whole training split
+    (NB301's ``run_proxy.py`` holds out ``validation_split`` 0.2)."""
     return TrainProfile(name="darts-nb301", epochs=100, batch_size=96, lr=0.025, nesterov=False, weight_decay=3e-4,
                         C=32, N=2, auxiliary_weight=0.4, drop_path_prob=0.2, cutout=16, grad_clip=5.0)
 
