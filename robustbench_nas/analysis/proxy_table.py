@@ -176,7 +176,7 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
         "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},
         "protocol": p.get("name"), "protocol_fields": p,
         "cost_per_cell_s": {"median": float(np.nanmedian(main["_seconds"])), "mean": float(np.nanmean(main["_seconds"])),
-                            "clock": "wall seconds of the proxies stage on a shared 2-core CPU, 1 torch thread, nice 19"},
+                            "clock": "wall seconds of the proxies stage on a shared 2-core CPU (other work beside it), 1 torch thread"},
         "software": _versions(),
         "reproduce": f"rbnas run --protocol {p.get('name', 'nb201-proxies')} --store STORE --data-root "
                      "../shared/data/cifar10_test.npz --workers 1 --threads 1 (resumes), then python -m "
