@@ -604,17 +604,10 @@ def _nb201_proxies_all() -> ProtocolConfig:
     """
     from robustbench_nas.proxies.sample import shipped_order
 
-    return ProtocolConfig(
+    return _nb201_proxies().replace(
         name="nb201-proxies-all",
-        dataset="npz",
-        train_profile="nb201-200e",  # only its network size (C=16, N=5) is used: nothing is trained
         archs=tuple(shipped_order()),
-        seeds=(0,),
-        proxies=_all_proxies(),
-        proxy_images=64,
         proxy_engine="fast",
-        image_indices={"proxies": shipped_proxy_images()},
-        stages=("info", "proxies"),
         description="zero-cost proxies of all 6466 unique NB201 cells (C=16, N=5, batch 64, seed 0), no training",
     )
 

@@ -48,3 +48,14 @@ def jung2023_root(shared_data: Path) -> Path:
     if not (p / "meta.json").is_file():
         pytest.skip(f"{p}/meta.json not found")
     return p
+
+
+@pytest.fixture(scope="module")
+def client():
+    """An in-process Dask client (one worker, one thread) per test module: tests can patch stage functions and the
+    trainer, which real worker processes would not see (those are covered by the slow tests)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            Client(lc) as c:
+        yield c

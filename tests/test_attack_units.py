@@ -28,15 +28,6 @@ ADV = ("adv_accuracy", "adv_confidence", "adv_confidence_true", "adv_confusion",
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
-            Client(lc) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def split_run(tmp_path_factory, client):
     path = tmp_path_factory.mktemp("split") / "s.zarr"
     report = run_pipeline(path, get_protocol("tiny", **PROTO), client=client, progress=False)

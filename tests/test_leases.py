@@ -120,15 +120,6 @@ def info_only():
     return get_protocol("tiny", archs=ARCHS, stages=("info",))
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
-            Client(lc) as c:
-        yield c
-
-
 def test_run_skips_cells_a_live_run_holds_saying_so_in_one_line(tmp_path: Path, client, caplog) -> None:
     store, p = prepare_store(tmp_path / "s.zarr", info_only())
     uids = sorted(store.spec.archs)

@@ -47,16 +47,6 @@ def micro(**kw) -> ProtocolConfig:
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    # in-process workers: the tests can patch stage functions; real processes are covered by the slow tests
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
-            Client(lc) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def finished(tmp_path_factory, client):
     path = tmp_path_factory.mktemp("run") / "micro.zarr"
     report = run_pipeline(path, micro(), client=client, progress=False)

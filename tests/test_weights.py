@@ -121,16 +121,6 @@ def test_loading_other_weights_than_recorded_is_refused(tmp_path: Path) -> None:
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    # in-process workers, so that the tests can patch the trainer
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
-            Client(lc) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def finished(tmp_path_factory, client) -> Path:
     path = tmp_path_factory.mktemp("w") / "micro.zarr"
     rep = run_pipeline(path, micro(), client=client, progress=False)
