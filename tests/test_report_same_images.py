@@ -16,7 +16,8 @@ import torch
 from robustbench_nas.analysis.architecture import eps_curves
 from robustbench_nas.analysis.predict_protocol import PredictProtocol
 from robustbench_nas.analysis.report import AnalysisConfig, run_analysis
-from robustbench_nas.analysis.targets import clean_on_same_images, load_store, target_kind
+from robustbench_nas.analysis.target_names import target_kind
+from robustbench_nas.analysis.targets import clean_on_same_images, load_store
 from robustbench_nas.storage import open_store
 
 from test_analysis_report import _store  # noqa: E402  (tests/ is on sys.path under pytest)

@@ -18,6 +18,16 @@ def parse_target(name: str) -> tuple[str, float] | None:
     return (m["attack"], float(m["eps"])) if m else None
 
 
+def target_kind(target: str) -> str | None:
+    """``adversarial`` (an ``attack@norm@eps`` target or ``adv_mean``), ``corruption`` (``corruption:*``,
+    ``corruption_mean``) or ``None`` (``clean`` and anything else)."""
+    if target == "adv_mean" or parse_target(target) is not None:
+        return "adversarial"
+    if target == "corruption_mean" or target.startswith("corruption:"):
+        return "corruption"
+    return None
+
+
 def sort_targets(names: list[str]) -> list[str]:
     """Targets in reading order: clean, each attack by increasing eps (numeric, not as text), adv_mean,
     corruption_mean, each corruption; attacks keep their first-seen order."""
@@ -70,4 +80,4 @@ def default_predict_targets(T: pd.DataFrame) -> list[str]:
     return out
 
 
-__all__ = ["default_predict_targets", "parse_target", "pretty_target", "sort_targets"]
+__all__ = ["default_predict_targets", "parse_target", "pretty_target", "sort_targets", "target_kind"]

@@ -78,18 +78,6 @@ def _reduce_extra(da: xr.DataArray, keep: tuple[str, ...]) -> xr.DataArray:
 SAME_IMAGES_CLEAN: dict[str, str] = {"adversarial": "adv_clean_accuracy", "corruption": "corruption_clean_accuracy"}
 
 
-def target_kind(target: str) -> str | None:
-    """``adversarial`` (an ``attack@norm@eps`` target or ``adv_mean``), ``corruption`` (``corruption:*``,
-    ``corruption_mean``) or ``None`` (``clean`` and anything else)."""
-    from .target_names import parse_target
-
-    if target == "adv_mean" or parse_target(target) is not None:
-        return "adversarial"
-    if target == "corruption_mean" or target.startswith("corruption:"):
-        return "corruption"
-    return None
-
-
 def clean_on_same_images(ds: xr.Dataset) -> pd.DataFrame:
     """Per cell, the clean accuracy (fraction in [0, 1], mean over seeds) of the images the attacks
     (column ``adversarial``) and the corruptions (``corruption``) used; a column only where the store has a value

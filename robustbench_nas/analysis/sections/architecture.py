@@ -14,8 +14,8 @@ from .. import architecture as arch
 from .. import figures as figs
 from ..report_config import MIN_GROUP_CELLS, MIN_TOPK_CELLS
 from ..report_html import figure, fmt, safe_name, table_data
-from ..target_names import pretty_target
-from ..targets import clean_on_same_images, target_kind
+from ..target_names import pretty_target, target_kind
+from ..targets import clean_on_same_images
 from .registry import SectionContext, register_section
 
 log = logging.getLogger("robustbench_nas.analysis.report")  # the report's logger
