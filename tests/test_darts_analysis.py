@@ -89,7 +89,7 @@ def test_analyze_on_a_darts_store(darts_store, tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["search_space"] == "darts"
-    pred = {(p["target"], p["group"]): p["spearman_mean"] for p in summary["prediction"]}
-    assert pred[("clean", "encodings")] > 0.8  # the op-count encoding carries the target
+    pred = {(p["target"], p["train_size"]): p["spearman_mean"] for p in summary["prediction"]}
+    assert pred[("clean", 100)] > 0.8  # free features (the op-count encoding among them, as rbnas predict)
     bad = CliRunner().invoke(cli, ["analyze", str(path), "--out", str(out), "--space", "nb201"])
     assert bad.exit_code == 2 and "holds the darts search space" in bad.output
