@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from robustbench_nas.cli.main import cli
 from robustbench_nas.search_spaces import get_search_space
 from robustbench_nas.search_spaces.darts_genotype import CELL_TYPES
-from robustbench_nas.storage import DONE, StoreSpec, create_store
+from synthetic_stores import write_clean_pgd_store
 
 SPACE = get_search_space("darts")
 
@@ -35,17 +35,8 @@ def _synthetic_darts_store(path: Path, n: int = 160, seed: int = 0) -> tuple[Pat
     rng = np.random.default_rng(seed)
     clean = 0.6 + 0.03 * sep + 0.005 * rng.normal(size=n)
     pgd = 0.4 - 0.03 * sep + 0.005 * rng.normal(size=n)
-    spec = StoreSpec(archs=idx, arch_str=[SPACE.arch_str(i) for i in idx], search_space="darts",
-                     attacks={"pgd@Linf": [1 / 255]}, stages=["info", "clean", "adversarial"])
-    store = create_store(path, spec)
-    store.write_array("clean_accuracy", clean[:, None])
-    store.write_array("adv_accuracy", pgd[:, None, None, None])
     costs = [SPACE.cost(i, 10, (3, 16, 16), C=4, layers=5) for i in idx]
-    store.write_array("params", np.array([c.params for c in costs]))
-    store.write_array("flops", np.array([c.flops.published / 1e6 for c in costs]))
-    store.write_array("flops_plain", np.array([c.flops.plain / 1e6 for c in costs]))
-    for stage in ("info", "clean", "adversarial"):
-        store.set_status(stage, DONE)
+    write_clean_pgd_store(path, SPACE, idx, clean, pgd, costs)
     return path, idx, sep
 
 

@@ -17,7 +17,8 @@ from torch import nn
 from robustbench_nas.cli.main import cli
 from robustbench_nas.models import count_flops, count_params
 from robustbench_nas.search_spaces import ArchitectureError, get_search_space, list_search_spaces
-from robustbench_nas.storage import DONE, StoreSpec, create_store
+from robustbench_nas.storage import DONE, create_store
+from synthetic_stores import write_clean_pgd_store
 
 WIDTHS = (8, 16, 24, 32, 40, 48, 56, 64)
 
@@ -266,17 +267,7 @@ def _synthetic_sss_store(path: Path, n: int = 300, seed: int = 0):
     rng = np.random.default_rng(seed)
     clean = 0.5 + 0.005 * ch[:, 4] + 0.005 * rng.normal(size=n)
     pgd = 0.1 + 0.004 * ch.mean(axis=1) + 0.005 * rng.normal(size=n)
-    spec = StoreSpec(archs=uids, arch_str=[sp.arch_str(u) for u in uids], search_space="nats-sss",
-                     attacks={"pgd@Linf": [1 / 255]}, stages=["info", "clean", "adversarial"])
-    store = create_store(path, spec)
-    store.write_array("clean_accuracy", clean[:, None])
-    store.write_array("adv_accuracy", pgd[:, None, None, None])
-    costs = [sp.cost(u) for u in uids]
-    store.write_array("params", np.array([c.params for c in costs]))
-    store.write_array("flops", np.array([c.flops.published / 1e6 for c in costs]))
-    store.write_array("flops_plain", np.array([c.flops.plain / 1e6 for c in costs]))
-    for stage in ("info", "clean", "adversarial"):
-        store.set_status(stage, DONE)
+    write_clean_pgd_store(path, sp, uids, clean, pgd, [sp.cost(u) for u in uids])
     return path, ch, clean
 
 
