@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from robustbench_nas.analysis.prediction import predict_heldout, select_model
 from robustbench_nas.analysis.proxy_study import (ProxyStudyConfig, complementarity, published_comparison,
-                                                  rank_proxies, run_proxy_study, study_targets)
+                                                  rank_proxies, run_proxy_study, study_targets,
+                                                  topk_column)
 from robustbench_nas.analysis.proxy_table import export_table, load_table, seed_noise, table_meta
 from robustbench_nas.analysis.targets import load_store
 from robustbench_nas.cli.main import cli
@@ -407,3 +408,22 @@ def test_variance_design_is_the_greedy_gp_design():
     assert res["train_select"] == "variance" and res["n_test"] == 215
     with pytest.raises(ValueError, match="train size"):
         variance_reduction_design(feats, 240)
+
+
+def test_rank_proxies_topk_precision_at_1_and_5_percent():
+    # 200 cells: the target's top 1 % is cells {0, 1}, its top 5 % cells {0..9}. Proxy "half" puts cell 0 and
+    # cells 0, 2, 4, 6, 8 of the top 5 % first; "rev" orders everything backwards (precision 0 at both fractions)
+    n = 200
+    idx = pd.Index(range(n), name="arch")
+    y = np.arange(n, 0, -1, dtype=np.float64)  # cell 0 best
+    half = np.zeros(n)
+    half[[0, 2, 4, 6, 8]] = [10, 9, 8, 7, 6]
+    half[[100, 101, 102, 103, 104]] = [5.5, 5.4, 5.3, 5.2, 5.1]  # the other half of its top 10 lies outside
+    half[[1]] = -1.0  # cell 1 (target's second) is nowhere near its top
+    P = pd.DataFrame({"proxy:half": half, "proxy:rev": -y}, index=idx)
+    T = pd.DataFrame({"clean": y / n}, index=idx)
+    R = rank_proxies(P, T, ProxyStudyConfig(n_boot=20, clean_threshold=None)).set_index("feature")
+    assert topk_column(0.01) == "top1%_precision" and topk_column(0.05) == "top5%_precision"
+    assert R.loc["half", "top1%_precision"] == 0.5  # top 2: {0, 2} vs {0, 1}
+    assert R.loc["half", "top5%_precision"] == 0.5  # top 10: {0,2,4,6,8,100..104} vs {0..9}
+    assert R.loc["rev", "top1%_precision"] == 0.0 and R.loc["rev", "top5%_precision"] == 0.0
