@@ -71,6 +71,14 @@ def test_predict_on_a_darts_store(darts_store):
         assert res["spearman_mean"] > 0.8, res
 
 
+def test_compare_graf_is_refused_on_a_darts_store(darts_store):
+    # GRAF's exact features are NB201's: the refusal names the space and its encodings instead of a stack trace
+    path, _, _ = darts_store
+    r = CliRunner().invoke(cli, ["predict", str(path), "--target", "clean", "--train-size", "20", "--compare", "graf"])
+    assert r.exit_code == 2, r.output
+    assert "NB201 cells only" in r.output and "'darts'" in r.output and "without --compare" in r.output
+
+
 def test_analyze_on_a_darts_store(darts_store, tmp_path):
     path, _, _ = darts_store
     out = tmp_path / "out"

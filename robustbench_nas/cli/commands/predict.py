@@ -90,6 +90,15 @@ def command(store_path: str, target: str, train_sizes: str, repeats: int, seed: 
     if target not in T.columns:
         fail(f"unknown target {target!r}; available: {', '.join(T.columns)}")
     enc = parse_encodings(encodings)
+    if compare == "graf":
+        from robustbench_nas.analysis.targets import store_space
+        from robustbench_nas.search_spaces import get_search_space
+
+        space = get_search_space(store_space(ds))
+        if "graf_exact" not in space.list_encodings():  # GRAF's published features exist for NB201's cell only
+            fail(f"--compare graf: GRAF's own features (encoding 'graf_exact', gabikadlecova/GRAF) are defined for "
+                 f"NB201 cells only; this store's space {space.name!r} has encodings "
+                 f"{', '.join(space.list_encodings())}: run rbnas predict without --compare")  # fmt: skip
     if compare == "graf" and not (enc and {"all", "graf_exact"} & set(enc)):
         enc = (enc or []) + ["graf_exact"]  # GRAF's own features, needed by its side
     try:  # the report's prediction section reads the store with the same function (heldout.py)
