@@ -42,6 +42,11 @@ class TrainProfile:
             (``p * epoch / epochs``, epoch counted from 0); 0: off. Only for networks with drop path (DARTS).
         cutout: side of the cutout square in pixels (0: off), filled with the dataset mean.
         grad_clip: clip the gradient norm to this value before each step (``None``: no clipping).
+        lr_min: the cosine schedule's floor (torch's ``eta_min``; NB301: 1e-8).
+        lr_step: ``"batch"``: the cosine moves every step (NB201); ``"epoch"``: once per epoch, the rate of epoch
+            ``e`` (from 0) being ``lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2``, torch's
+            ``CosineAnnealingLR(T_max=epochs)`` stepped after each epoch (DARTS, NB301).
+        mixup_alpha: mixup with ``lam ~ Beta(alpha, alpha)`` per batch (:func:`.mixup.mixup`; 0: off; NB301: 0.2).
     """
 
     name: str
@@ -70,6 +75,9 @@ class TrainProfile:
     drop_path_prob: float = 0.0
     cutout: int = 0
     grad_clip: float | None = None
+    lr_min: float = 0.0
+    lr_step: str = "batch"
+    mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -83,6 +91,11 @@ class TrainProfile:
         if self.auxiliary_weight < 0 or not 0 <= self.drop_path_prob < 1 or self.cutout < 0:
             raise ValueError(f"profile {self.name!r}: auxiliary_weight >= 0, 0 <= drop_path_prob < 1 and cutout >= 0 "
                              f"needed, got {self.auxiliary_weight}, {self.drop_path_prob}, {self.cutout}")
+        if self.lr_step not in ("batch", "epoch"):
+            raise ValueError(f"profile {self.name!r}: lr_step must be 'batch' or 'epoch', got {self.lr_step!r}")
+        if not 0 <= self.lr_min <= self.lr or self.mixup_alpha < 0:
+            raise ValueError(f"profile {self.name!r}: 0 <= lr_min <= lr and mixup_alpha >= 0 needed, got lr_min "
+                             f"{self.lr_min}, lr {self.lr}, mixup_alpha {self.mixup_alpha}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"profile {self.name!r}: grad_clip must be positive or None, got {self.grad_clip}")
         if self.adv_eps is not None and not 0 <= self.adv_eps <= 1:
@@ -204,19 +217,20 @@ def _darts_nb301() -> TrainProfile:
     (automl/nasbench301 ``nasbench301/data_generation/configs/config_0.json``): C=32 (``init_channels``), 8 cells
     (N=2), 100 epochs (cosine ``T_max``), batch 96, SGD lr 0.025 (momentum 0.9, no nesterov), weight decay 3e-4,
     auxiliary head on, drop path 0.2, cutout 16 (one hole). Not in that config, DARTS's values (``cnn/train.py``):
-    auxiliary weight 0.4, gradient clipping 5. Deviations (docs/search_spaces.md): no mixup (NB301 trains with mixup,
-    alpha 0.2), cosine to 0 (NB301: eta_min 1e-8) stepped per batch (per epoch there), the whole training split
-    (NB301's ``run_proxy.py`` holds out ``validation_split`` 0.2)."""
+    auxiliary weight 0.4, gradient clipping 5. Also as NB301: mixup with alpha 0.2 (its
+    ``batch_loss_computation_technique``), cosine to ``eta_min`` 1e-8 stepped per epoch (``T_max`` 100). Deviation
+    (docs/search_spaces.md): the whole training split (NB301's ``run_proxy.py`` holds out ``validation_split`` 0.2)."""
     return TrainProfile(name="darts-nb301", epochs=100, batch_size=96, lr=0.025, nesterov=False, weight_decay=3e-4,
-                        C=32, N=2, auxiliary_weight=0.4, drop_path_prob=0.2, cutout=16, grad_clip=5.0)
+                        C=32, N=2, auxiliary_weight=0.4, drop_path_prob=0.2, cutout=16, grad_clip=5.0,
+                        lr_min=1e-8, lr_step="epoch", mixup_alpha=0.2)
 
 
 @register_profile("darts-eval")
 def _darts_eval() -> TrainProfile:
     """The DARTS paper's CIFAR-10 evaluation (``cnn/train.py``): C=36, 20 cells (N=6), 600 epochs, batch 96, SGD lr
-    0.025 (momentum 0.9, no nesterov), cosine to 0, weight decay 3e-4, auxiliary weight 0.4, drop path 0.2, cutout
-    16, gradient clipping 5. Deviation: the cosine is stepped per batch (DARTS steps it per epoch)."""
-    return _darts_nb301().replace(name="darts-eval", epochs=600, C=36, N=6)
+    0.025 (momentum 0.9, no nesterov), cosine to 0 stepped per epoch (``CosineAnnealingLR(T_max=epochs)``), weight
+    decay 3e-4, auxiliary weight 0.4, drop path 0.2, cutout 16, gradient clipping 5; no mixup."""
+    return _darts_nb301().replace(name="darts-eval", epochs=600, C=36, N=6, lr_min=0.0, mixup_alpha=0.0)
 
 
 @register_profile("darts-tiny")
