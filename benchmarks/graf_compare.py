@@ -7,7 +7,7 @@ Usage (from the repository root; the published figures use the seeds declared in
         --out docs/results/graf_compare.jsonl
     python benchmarks/graf_compare.py --table docs/results/graf_compare.jsonl   # the markdown table
 
-Learning curve: ``--sizes 20,50,100,200,500,1000``. Ablation (what each feature family adds to ours, on the same
+Learning curve: ``--sizes 20,50,100,200,500,1000``, drawn with ``--curve-figure TARGET PNG --curve-from FILES``. Ablation (what each feature family adds to ours, on the same
 splits; GRAF unchanged): ``--drop-family path`` (or ``all``: every family in turn, one JSON line each, tagged
 ``"ablation": "-<family>"``, after the full comparison on the same splits), then ``--ablation-table FILE``.
 Families: each encoding of the store's space (NB201: onehot, opcount, path, graf, pathstats, propagation,
@@ -117,6 +117,60 @@ def table(path: str) -> str:
     return "\n".join(out)
 
 
+def curve_rows(paths: list[str], target: str) -> list[dict]:
+    """Per training size, the last full (not ablated) comparison of ``target`` in the ``--out`` files ``paths`` (later
+    files win): ``size``, ``repeats``, ours / GRAF mean Spearman, the paired difference and its SE."""
+    rows: dict[int, dict] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            if r["target"] != target or r.get("ablation") or r.get("ours_excluded"):
+                continue
+            rows[r["train_size"]] = {"size": r["train_size"], "repeats": r["repeats"], "seed": r["seed"],
+                                     "ours": r["ours"]["spearman_mean"], "graf": r["graf"]["spearman_mean"],
+                                     "diff": r["diff"]["spearman_mean"], "diff_se": r["diff"]["spearman_se"]}  # fmt: skip
+    return [rows[k] for k in sorted(rows)]
+
+
+def curve_figure(paths: list[str], target: str, out_png: str) -> str:
+    """The learning curve of ``target``: ours and GRAF's held-out Spearman against the training cells (log axis),
+    and below it the paired difference +- its SE; the data beside the PNG as CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    rows = curve_rows(paths, target)
+    if not rows:
+        sys.exit(f"no full comparison of {target!r} in {paths}")
+    df = pd.DataFrame(rows)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    ax.plot(df["size"], df["ours"], "o-", color="#1f77b4", label="ours (rbnas predict, model auto)")
+    ax.plot(df["size"], df["graf"], "s--", color="#d62728", label="GRAF (random forest on its 191 features + costs)")
+    for _, r in df.iterrows():
+        ax.annotate(f"{int(r['repeats'])}x", (r["size"], r["ours"]), textcoords="offset points", xytext=(4, -12),
+                    fontsize=7, color="0.4")
+    ax.set_ylabel("held-out Spearman (mean over repeats)")
+    ax.set_title(f"{target}: learning curve, ours vs GRAF on the same splits\n"
+                 f"CIFAR-10 release, every other cell held out; split seeds from {int(df['seed'].min())}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    bx.errorbar(df["size"], df["diff"], yerr=df["diff_se"], fmt="o-", color="k", capsize=3, label="ours - GRAF +- SE")
+    bx.axhline(0, color="0.5", lw=0.8)
+    bx.set_xscale("log")
+    bx.set_xticks(df["size"], [str(v) for v in df["size"]])
+    bx.set_xlabel("random training cells (log scale; 'Nx': repeats)")
+    bx.set_ylabel("ours - GRAF")
+    bx.legend(fontsize=8, loc="upper right")
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    df.to_csv(Path(out_png).with_suffix(".csv"), index=False)
+    return out_png
+
+
 def ablation_table(path: str) -> str:
     """Markdown: per (target, cells) the full ours and ours without each family, from the same ``--out`` file (same
     seed and repeats, so the same splits); ``change`` = ablated - full (negative: the family helps)."""
@@ -152,7 +206,14 @@ def main() -> None:
     p.add_argument("--out", default=None, help="append one JSON line per (target, size)")
     p.add_argument("--table", default=None, metavar="JSONL", help="print the markdown table of a --out file")
     p.add_argument("--ablation-table", default=None, metavar="JSONL", help="print the ablation table of a --out file")
+    p.add_argument("--curve-figure", nargs=2, default=None, metavar=("TARGET", "PNG"),
+                   help="draw TARGET's learning curve from the --curve-from files (no run)")
+    p.add_argument("--curve-from", default="docs/results/graf_compare.jsonl",
+                   help="comma list of --out files for --curve-figure (later files win per size)")
     args = p.parse_args()
+    if args.curve_figure:
+        print(curve_figure(args.curve_from.split(","), *args.curve_figure))
+        return
     if args.ablation_table:
         print(ablation_table(args.ablation_table))
         return
