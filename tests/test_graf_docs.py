@@ -51,8 +51,10 @@ def test_a_recorded_row_reproduces_on_the_imported_release(jung2023_root, tmp_pa
     res = compare_with_graf(F, targets_table(ds)["clean"], train_size=rec["train_size"], repeats=rec["repeats"],
                             seed=rec["seed"], twin_keys=functional_keys(ds))  # fmt: skip
     assert res["ours"]["models"] == rec["ours"]["models"]
-    for side in ("ours", "graf"):
+    # GRAF (a seeded forest) reproduces to the last digit. Ours averages in a GP whose L-BFGS fit runs on the
+    # machine's BLAS: another machine's BLAS build gave per-repeat scores 2e-7 apart (measured), hence 1e-5.
+    for side, tol in (("ours", 1e-5), ("graf", 1e-9)):
         got = [r["spearman"] for r in res[side]["per_repeat"]]
         want = [r["spearman"] for r in rec[side]["per_repeat"]]
-        assert got == pytest.approx(want, abs=1e-9), side
-    assert res["diff"]["spearman_mean"] == pytest.approx(rec["diff"]["spearman_mean"], abs=1e-9)
+        assert got == pytest.approx(want, abs=tol), side
+    assert res["diff"]["spearman_mean"] == pytest.approx(rec["diff"]["spearman_mean"], abs=1e-5)
