@@ -173,22 +173,31 @@ def curve_figure(paths: list[str], target: str, out_png: str) -> str:
 
 def ablation_table(path: str) -> str:
     """Markdown: per (target, cells) the full ours and ours without each family, from the same ``--out`` file (same
-    seed and repeats, so the same splits); ``change`` = ablated - full (negative: the family helps)."""
-    full: dict[tuple[str, int, int, int], float] = {}
-    abl: dict[tuple[str, int, int, int], dict[str, float]] = {}
+    seed and repeats, so the same splits); ``change`` = ablated - full (negative: the family helps), its SE paired
+    over the repeats where both scores are defined (std with ddof 1 / sqrt(n))."""
+    full: dict[tuple[str, int, int, int], list[float]] = {}
+    abl: dict[tuple[str, int, int, int], dict[str, list[float]]] = {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
         key = (r["target"], r["train_size"], r["seed"], r["repeats"])
+        scores = [float("nan") if x["spearman"] is None else float(x["spearman"]) for x in r["ours"]["per_repeat"]]
         if r.get("ablation"):
-            abl.setdefault(key, {})[r["ablation"]] = r["ours"]["spearman_mean"]
+            abl.setdefault(key, {})[r["ablation"]] = scores
         else:
-            full[key] = r["ours"]["spearman_mean"]
-    out = ["| target | cells | repeats | ours (all features) | without | ours without it | change |",
+            full[key] = scores
+    out = ["| target | cells | repeats | ours (all features) | without | ours without it | change (+- SE) |",
            "|---|---|---|---|---|---|---|"]
     for key, fams in abl.items():
-        base = full.get(key, float("nan"))
-        for fam, v in sorted(fams.items()):
-            out.append(f"| {key[0]} | {key[1]} | {key[3]} | {base:.3f} | {fam[1:]} | {v:.3f} | {v - base:+.3f} |")
+        base = full.get(key, [float("nan")] * key[3])
+        for fam, scores in sorted(fams.items()):
+            pairs = [(a, b) for a, b in zip(scores, base) if a == a and b == b]  # both defined (not NaN)
+            d = [a - b for a, b in pairs]
+            mean_full = sum(b for _, b in pairs) / len(pairs) if pairs else float("nan")
+            mean_abl = sum(a for a, _ in pairs) / len(pairs) if pairs else float("nan")
+            change = sum(d) / len(d) if d else float("nan")
+            se = (sum((x - change) ** 2 for x in d) / (len(d) - 1)) ** 0.5 / len(d) ** 0.5 if len(d) > 1 else float("nan")
+            out.append(f"| {key[0]} | {key[1]} | {key[3]} | {mean_full:.3f} | {fam[1:]} | {mean_abl:.3f} | "
+                       f"{change:+.3f} +- {se:.3f} |")
     return "\n".join(out)
 
 

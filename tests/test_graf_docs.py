@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.graf_compare import table
+from benchmarks.graf_compare import ablation_table, table
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results" / "graf_compare.jsonl"
@@ -25,6 +25,22 @@ def test_docs_table_is_the_records_table():
     start = docs.index(want[0])  # the header line of the side-by-side table
     assert docs[start:start + len(want)] == want, "docs/proxies.md's GRAF table differs from graf_compare.py --table"
     assert len(want) > 2 + 20  # header, rule, and the 20- and 100-cell rows of the ten targets at least
+
+
+def test_ablation_table_pairs_the_repeats(tmp_path):
+    # full: 0.5, 0.7, 0.6; without "costs": 0.4, 0.6, NaN (undefined in repeat 3) -> pairs of repeats 1, 2:
+    # full mean 0.6, ablated mean 0.5, change -0.1 +- std(-0.1, -0.1) / sqrt(2) = 0
+    # without "path": 0.6, 0.6, 0.9 -> changes +0.1, -0.1, +0.3: mean +0.1, SE sqrt(0.04) / sqrt(3) = 0.115
+    def rec(scores, ablation=None):
+        r = {"target": "clean", "train_size": 100, "seed": 1000, "repeats": 3,
+             "ours": {"per_repeat": [{"spearman": s} for s in scores]}}
+        return json.dumps({**r, "ablation": ablation} if ablation else r)
+
+    f = tmp_path / "abl.jsonl"
+    f.write_text("\n".join([rec([0.5, 0.7, 0.6]), rec([0.4, 0.6, None], "-costs"), rec([0.6, 0.6, 0.9], "-path")]))
+    rows = ablation_table(str(f)).splitlines()[2:]
+    assert rows == ["| clean | 100 | 3 | 0.600 | costs | 0.500 | -0.100 +- 0.000 |",
+                    "| clean | 100 | 3 | 0.600 | path | 0.700 | +0.100 +- 0.115 |"]
 
 
 def _last_record(target: str, size: int) -> dict:
