@@ -27,6 +27,14 @@ def test_docs_table_is_the_records_table():
     assert len(want) > 2 + 20  # header, rule, and the 20- and 100-cell rows of the ten targets at least
 
 
+def test_docs_ablation_table_is_the_records_table():
+    want = ablation_table(str(ROOT / "docs" / "results" / "graf_ablation.jsonl")).splitlines()
+    docs = DOCS.read_text().splitlines()
+    start = docs.index(want[0])
+    assert docs[start:start + len(want)] == want, "docs/proxies.md's ablation table differs from --ablation-table"
+    assert len(want) == 2 + 8  # header, rule, the eight families of NB201 (seven encodings and the costs)
+
+
 def test_ablation_table_pairs_the_repeats(tmp_path):
     # full: 0.5, 0.7, 0.6; without "costs": 0.4, 0.6, NaN (undefined in repeat 3) -> pairs of repeats 1, 2:
     # full mean 0.6, ablated mean 0.5, change -0.1 +- std(-0.1, -0.1) / sqrt(2) = 0
