@@ -159,6 +159,7 @@ def curve_figure(paths: list[str], target: str, out_png: str) -> str:
     bx.errorbar(df["size"], df["diff"], yerr=df["diff_se"], fmt="o-", color="k", capsize=3, label="ours - GRAF +- SE")
     bx.axhline(0, color="0.5", lw=0.8)
     bx.set_xscale("log")
+    bx.set_xlim(df["size"].min() / 1.3, df["size"].max() * 1.3)  # room for the last point's repeats label
     bx.set_xticks(df["size"], [str(v) for v in df["size"]])
     bx.set_xlabel("random training cells (log scale; 'Nx': repeats)")
     bx.set_ylabel("ours - GRAF")
