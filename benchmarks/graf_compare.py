@@ -174,14 +174,19 @@ def curve_figure(paths: list[str], target: str, out_png: str) -> str:
 
 def ablation_table(path: str) -> str:
     """Markdown: per (target, cells) the full ours and ours without each family, from the same ``--out`` file (same
-    seed and repeats, so the same splits); ``change`` = ablated - full (negative: the family helps), its SE paired
-    over the repeats where both scores are defined (std with ddof 1 / sqrt(n))."""
-    full: dict[tuple[str, int, int, int], list[float]] = {}
-    abl: dict[tuple[str, int, int, int], dict[str, list[float]]] = {}
+    seed and repeats, so the same splits); ``change`` = ablated - full (negative: the family helps) ± its SE, paired
+    over the repeats where both scores are defined (:func:`~robustbench_nas.analysis.graf.paired_difference`); the
+    two means are over those repeats too."""
+    import numpy as np
+
+    from robustbench_nas.analysis.graf import paired_difference
+
+    full: dict[tuple[str, int, int, int], np.ndarray] = {}
+    abl: dict[tuple[str, int, int, int], dict[str, np.ndarray]] = {}
     for line in Path(path).read_text().splitlines():
         r = json.loads(line)
         key = (r["target"], r["train_size"], r["seed"], r["repeats"])
-        scores = [float("nan") if x["spearman"] is None else float(x["spearman"]) for x in r["ours"]["per_repeat"]]
+        scores = np.array([x["spearman"] for x in r["ours"]["per_repeat"]], dtype=float)  # None (undefined): NaN
         if r.get("ablation"):
             abl.setdefault(key, {})[r["ablation"]] = scores
         else:
@@ -189,14 +194,11 @@ def ablation_table(path: str) -> str:
     out = ["| target | cells | repeats | ours (all features) | without | ours without it | change (+- SE) |",
            "|---|---|---|---|---|---|---|"]
     for key, fams in abl.items():
-        base = full.get(key, [float("nan")] * key[3])
+        base = full.get(key, np.full(key[3], np.nan))
         for fam, scores in sorted(fams.items()):
-            pairs = [(a, b) for a, b in zip(scores, base) if a == a and b == b]  # both defined (not NaN)
-            d = [a - b for a, b in pairs]
-            mean_full = sum(b for _, b in pairs) / len(pairs) if pairs else float("nan")
-            mean_abl = sum(a for a, _ in pairs) / len(pairs) if pairs else float("nan")
-            change = sum(d) / len(d) if d else float("nan")
-            se = (sum((x - change) ** 2 for x in d) / (len(d) - 1)) ** 0.5 / len(d) ** 0.5 if len(d) > 1 else float("nan")
+            both = np.isfinite(scores) & np.isfinite(base)
+            change, se = paired_difference(scores, base)
+            mean_full, mean_abl = (float(v[both].mean()) if both.any() else float("nan") for v in (base, scores))
             out.append(f"| {key[0]} | {key[1]} | {key[3]} | {mean_full:.3f} | {fam[1:]} | {mean_abl:.3f} | "
                        f"{change:+.3f} +- {se:.3f} |")
     return "\n".join(out)

@@ -19,19 +19,22 @@ RECORDS = ROOT / "docs" / "results" / "graf_compare.jsonl"
 DOCS = ROOT / "docs" / "proxies.md"
 
 
+def _docs_block(first_line: str, n: int) -> list[str]:
+    """The ``n`` lines of docs/proxies.md from the one equal to ``first_line`` (a table's header) on."""
+    docs = DOCS.read_text().splitlines()
+    start = docs.index(first_line)
+    return docs[start:start + n]
+
+
 def test_docs_table_is_the_records_table():
     want = table(str(RECORDS)).splitlines()
-    docs = DOCS.read_text().splitlines()
-    start = docs.index(want[0])  # the header line of the side-by-side table
-    assert docs[start:start + len(want)] == want, "docs/proxies.md's GRAF table differs from graf_compare.py --table"
+    assert _docs_block(want[0], len(want)) == want, "docs/proxies.md's GRAF table differs from graf_compare.py --table"
     assert len(want) > 2 + 20  # header, rule, and the 20- and 100-cell rows of the ten targets at least
 
 
 def test_docs_ablation_table_is_the_records_table():
     want = ablation_table(str(ROOT / "docs" / "results" / "graf_ablation.jsonl")).splitlines()
-    docs = DOCS.read_text().splitlines()
-    start = docs.index(want[0])
-    assert docs[start:start + len(want)] == want, "docs/proxies.md's ablation table differs from --ablation-table"
+    assert _docs_block(want[0], len(want)) == want, "docs/proxies.md's ablation table differs from --ablation-table"
     assert len(want) == 2 + 8  # header, rule, the eight families of NB201 (seven encodings and the costs)
 
 

@@ -3,9 +3,8 @@
 The Jung et al. release has one folder per dataset (``cifar10/``, ``cifar100/``, ``ImageNet16-120``'s files in the
 same layout). Only CIFAR-10 is in the shared data, so an "ImageNet16-120" release is made from it: the same cells,
 the dataset key renamed and the accuracies transformed (so that nothing can silently read the CIFAR-10 values).
-``rbnas import jung2023 --dataset`` and ``rbnas predict --compare graf`` must run on it with no code change, and
-the numbers must be the ones of the transformed targets (the held-out Spearman is invariant under a monotone
-transform; the store must hold the transformed values, not the CIFAR-10 ones).
+``rbnas import jung2023 --dataset`` and ``rbnas predict --compare graf`` must run on it with no code change; the
+store must hold the transformed values (not the CIFAR-10 ones) and both predictors must rank the held-out cells.
 """
 
 from __future__ import annotations
