@@ -56,7 +56,8 @@ def assert_same_store(a: Path, b: Path, required: Iterable[str] = ("adv_accuracy
         if x.dtype.kind == "f":
             np.testing.assert_array_equal(x, y, err_msg=v)
         else:
-            assert (x == y).all(), v
+            diff = np.argwhere(~(x == y))
+            assert diff.size == 0, (v, [(tuple(i), x[tuple(i)], y[tuple(i)]) for i in diff[:4]])
     if "checkpoint" in da:
         for ca, cb in zip(da.checkpoint.values.ravel(), db.checkpoint.values.ravel()):
             ma, _ = load_checkpoint(Path(a).parent / str(ca))
