@@ -168,7 +168,9 @@ def _with_proxies_done(path: Path, proto: ProtocolConfig) -> None:
     store, _ = prepare_store(path, proto)
     uid, seed = store.spec.archs[0], store.spec.seeds[0]
     store.write_cell(uid, seed, {"params": 100, "flops": 1.0, "flops_plain": 1.0}, stage="info", seconds=1.0)
-    store.write_cell(uid, seed, {"proxy_value": np.array([1.5, 2.5])}, stage="proxies", seconds=1.0)
+    # recorded as run on another CPU class than this one (the export must carry what the unit recorded)
+    store.write_cell(uid, seed, {"proxy_value": np.array([1.5, 2.5])}, stage="proxies", seconds=1.0, threads=1,
+                     device="cpu AVX512_BF16_TEST")
 
 
 def test_reuse_copies_only_results_of_the_same_images(tmp_path, two_files) -> None:
@@ -352,7 +354,10 @@ def test_exported_table_carries_images_threads_and_a_reproduce_command(tmp_path,
     want = protocol_images(_proto(a), "proxies")
     assert meta["images"]["indices"] == want.indices.tolist() and meta["images"]["sha256"] == want.sha256
     assert meta["data_sha256"] == file_sha256(a) and meta["torch_threads"] == 1
-    assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    import pandas as pd
+
+    assert meta["devices"] == {"cpu AVX512_BF16_TEST": 1}  # what the unit recorded, not the exporting machine
+    assert pd.read_csv(tmp_path / "t.csv")["device"].tolist() == ["cpu AVX512_BF16_TEST"]
     cmd = meta["reproduce_cell"]
     assert cmd.startswith("rbnas proxies '{arch}' --dataset npz") and f"--data-root {a} " in cmd
     assert f"--indices {','.join(map(str, want.indices.tolist()))} --batch-size 16 --seed 0 --threads 1" in cmd

@@ -335,12 +335,15 @@ def test_every_unit_records_its_threads_device_and_precision(finished) -> None:
     assert sum(r["units"] for r in info["ran_on"]) == n_units
 
 
-def test_device_label_names_the_gpu_model(monkeypatch) -> None:
+def test_device_label_names_the_gpu_model_and_the_cpu_capability(monkeypatch) -> None:
     import torch
 
     from robustbench_nas.utils import device_label
 
-    assert device_label("cpu") == "cpu" and device_label(torch.device("cpu")) == "cpu"
+    cap = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512: kernels that round float32 sums otherwise
+    assert device_label("cpu") == f"cpu {cap}" == device_label(torch.device("cpu"))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert device_label("cpu") == "cpu AVX512"
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: {1: "NVIDIA H100 80GB HBM3", 3: "NVIDIA A100"}[i])
     assert device_label("cuda") == "cuda:1 NVIDIA H100 80GB HBM3"  # no index: the current device

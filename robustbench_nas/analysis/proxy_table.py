@@ -1,9 +1,11 @@
 """The shipped NB201 proxy table: export it from a pipeline store, load it, join it onto a store's cells.
 
 ``robustbench_nas/analysis/data/nb201_cifar10_proxies.csv``: one row per computed cell, ``arch_str``, ``uid`` (the
-NB201 isomorphism-class uid = the ``arch`` coordinate of a Jung et al. import) and one column per proxy (seed 0);
+NB201 isomorphism-class uid = the ``arch`` coordinate of a Jung et al. import), one column per proxy (seed 0) and
+``device``: what the row was computed on (:func:`robustbench_nas.utils.device_label`, e.g. ``cpu AVX2``: float32
+kernels of other CPU capabilities sum in another order, so a row reproduces bit for bit on its own device class);
 ``nb201_cifar10_proxies.json`` beside it: protocol, batch size, seed, data, software versions, cost per cell, counts,
-the images (their indices, the data file's sha256), the torch thread count and CPU capability, a ``reproduce_cell``
+the images (their indices, the data file's sha256), the torch thread count, the rows per device, a ``reproduce_cell``
 command template (``{arch}``: one row's values from ``rbnas proxies``), and (from a second store at other seeds)
 each proxy's seed noise; ``nb201_cifar10_proxies_seeds.csv`` holds the per-seed values behind the noise figures.
 
@@ -52,6 +54,7 @@ def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
     status = ds["status"].sel(stage="proxies").values if "status" in ds else None
     vals = ds["proxy_value"].values  # (arch, seed, proxy)
     secs = ds["stage_seconds"].sel(stage="proxies").values if "stage_seconds" in ds else None
+    devs = ds["unit_device"].sel(stage="proxies").values if "unit_device" in ds else None
     rows = []
     for a, uid in enumerate(ds["arch"].values):
         for s, seed in enumerate(ds["seed"].values):
@@ -59,7 +62,8 @@ def _store_values(store_path: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
                 continue
             rows.append({"uid": int(uid), "arch_str": str(ds["arch_str"].values[a]), "seed": int(seed),
                          **{p: float(vals[a, s, k]) for k, p in enumerate(proxies)},
-                         "_seconds": float(secs[a, s]) if secs is not None else float("nan")})  # fmt: skip
+                         "_seconds": float(secs[a, s]) if secs is not None else float("nan"),
+                         "device": str(devs[a, s]) if devs is not None else ""})  # fmt: skip
     protocol = json.loads(ds.attrs["protocol"]) if isinstance(ds.attrs.get("protocol"), str) else ds.attrs.get("protocol")
     images = json.loads(ds.attrs["images"]) if isinstance(ds.attrs.get("images"), str) else ds.attrs.get("images")
     facts = {"protocol": protocol, "cells_in_run": int(ds.sizes["arch"]), "proxies": proxies, "images": images}
@@ -86,18 +90,16 @@ def reproduce_cell(indices: Sequence[int], seed: int, batch_size: int, data_file
 
 
 def image_facts(images: dict[str, Any] | None, threads: int) -> dict[str, Any]:
-    """The JSON's image and machine fields from a store's ``images`` record: the proxy images (indices, content
-    sha256), the data file's sha256, the torch thread count of the run and this machine's CPU capability."""
-    import torch
-
+    """The JSON's image fields from a store's ``images`` record: the proxy images (indices, content sha256), the
+    data file's sha256 and the torch thread count of the run (the device of each row is the table's ``device``
+    column)."""
     rec = (images or {}).get("subsets", {}).get("proxies")
     if rec is None:
         raise ValueError("the store records no proxy images (made before image records?): export from a store made "
                          "by this version, or pin its images (protocol image_indices) and recompute")
     return {"images": {"split": rec["split"], "n": rec["n"], "subset_seed": rec["subset_seed"],
                        "indices": rec["indices"], "sha256": rec["sha256"]},
-            "data_sha256": images.get("data_sha256"), "torch_threads": int(threads),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+            "data_sha256": images.get("data_sha256"), "torch_threads": int(threads)}
 
 
 def seed_noise(long: pd.DataFrame, proxies: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -121,6 +123,15 @@ def seed_noise(long: pd.DataFrame, proxies: Sequence[str]) -> dict[str, dict[str
                   "noise_ratio": within / between if between > 0 else float("nan"),
                   "cells": int(wide.dropna().shape[0]), "seeds": [int(s) for s in wide.columns]}  # fmt: skip
     return out
+
+
+def _cost(seconds: pd.Series) -> dict[str, Any]:
+    """Median / mean wall seconds of the rows timed in this store (rows restored by :func:`resume_into` carry no
+    time: ``None`` when no row is timed)."""
+    timed = seconds.dropna()
+    return {"median": float(timed.median()) if len(timed) else None, "mean": float(timed.mean()) if len(timed) else None,
+            "cells_timed": int(len(timed)),
+            "clock": "wall seconds of the proxies stage on a shared 2-core CPU (other work beside it), 1 torch thread"}
 
 
 def _versions() -> dict[str, str]:
@@ -165,18 +176,18 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
     main = long[long["seed"] == seed0].sort_values("uid")
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    main[["arch_str", "uid", *proxies]].to_csv(out_csv, index=False, float_format="%.17g")
+    main[["arch_str", "uid", *proxies, "device"]].to_csv(out_csv, index=False, float_format="%.17g")
     p = facts["protocol"] or {}
     meta: dict[str, Any] = {
         "description": "zero-cost proxies at initialisation of NB201 cells (full size), one row per cell",
         "cells": int(len(main)), "cells_planned": facts["cells_in_run"],
         "sample": _sample_text(facts["cells_in_run"]),
         "nan_per_proxy": {q: int(main[q].isna().sum()) for q in proxies},
+        "devices": {str(d): int(n) for d, n in main["device"].value_counts().sort_index().items()},
         "proxies": proxies, "seed": seed0, "batch_size": p.get("proxy_images"), "data": data,
         "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},
         "protocol": p.get("name"), "protocol_fields": p,
-        "cost_per_cell_s": {"median": float(np.nanmedian(main["_seconds"])), "mean": float(np.nanmean(main["_seconds"])),
-                            "clock": "wall seconds of the proxies stage on a shared 2-core CPU (other work beside it), 1 torch thread"},
+        "cost_per_cell_s": _cost(main["_seconds"]),
         "software": _versions(),
         "reproduce": f"rbnas run --protocol {p.get('name', 'nb201-proxies')} --store STORE --data-root "
                      "../shared/data/cifar10_test.npz --workers 1 --threads 1 (resumes), then python -m "
@@ -216,7 +227,8 @@ def load_table(path: str | Path = SHIPPED) -> pd.DataFrame:
     if "uid" not in df.columns:
         raise ValueError(f"proxy table {path}: no 'uid' column (expected arch_str, uid, one column per proxy)")
     df = df.set_index("uid")
-    return df.drop(columns=[c for c in ("arch_str", "seed") if c in df.columns]).add_prefix("proxy:").astype(np.float64)
+    keep = [c for c in df.columns if c not in ("arch_str", "seed", "device")]
+    return df[keep].add_prefix("proxy:").astype(np.float64)
 
 
 def resume_into(store: str | Path, table: str | Path = SHIPPED, *, data_root: str | Path | None = None) -> int:
@@ -264,9 +276,12 @@ def resume_into(store: str | Path, table: str | Path = SHIPPED, *, data_root: st
         raise ValueError(f"the table's proxies {proxies} are not its protocol's {list(st.spec.proxies)}")
     seed = int(meta.get("seed", protocol.seeds[0]))
     threads = int(meta.get("torch_threads") or 1)
+    # each row keeps the device it was computed on (a table exported before the column: its one CPU capability)
+    legacy = f"cpu {meta['cpu_capability']}" if meta.get("cpu_capability") else "cpu"
+    devices = rows["device"].fillna(legacy) if "device" in rows.columns else pd.Series(legacy, index=rows.index)
     recs = [st.cell_record(int(r.uid), seed, {"proxy_value": np.asarray([getattr(r, p) for p in proxies], float)},
-                           stage="proxies", status=DONE, error="", threads=threads, device="cpu")
-            for r in rows.itertuples(index=False)]
+                           stage="proxies", status=DONE, error="", threads=threads, device=str(dev))
+            for r, dev in zip(rows.itertuples(index=False), devices)]
     st.append(recs)
     st.commit()
     return len(recs)

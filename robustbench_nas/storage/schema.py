@@ -297,7 +297,7 @@ def array_specs(spec: StoreSpec) -> dict[str, ArraySpec]:
         ArraySpec("unit_threads", ("arch", "seed", "stage"), "int16", -1, None,
                   "torch intra-op threads of the unit's last attempt (-1: not recorded)", "threads"),
         ArraySpec("unit_device", ("arch", "seed", "stage"), "str", "", None,
-                  "device of the unit's last attempt, e.g. 'cpu' or 'cuda:0 NVIDIA H100 80GB HBM3' ('': not recorded)"),
+                  "device of the unit's last attempt, e.g. 'cpu AVX2' or 'cuda:0 NVIDIA H100 80GB HBM3' ('': not recorded)"),
         ArraySpec("unit_precision", ("arch", "seed", "stage"), "str", "", None,
                   "fp32 precision flags in force during the unit, e.g. 'cuda.matmul=ieee,cudnn.conv=ieee,...' "
                   "(robustbench_nas.utils.precision.describe; '': not recorded)"),

@@ -26,11 +26,15 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def device_label(device: str | torch.device) -> str:
-    """What a unit ran on, as the store records it: ``"cpu"``, or ``"cuda:0 NVIDIA H100 80GB HBM3"`` (index and
-    model: random streams and kernels can differ between GPU models, so the model is part of the answer)."""
+    """What a unit ran on, as the store records it: ``"cpu AVX2"`` / ``"cpu AVX512"`` (the CPU capability torch
+    dispatches its kernels for: float32 sums round differently across them), or ``"cuda:0 NVIDIA H100 80GB HBM3"``
+    (index and model: random streams and kernels can differ between GPU models, so the model is part of the answer).
+    Stores made before the capability was recorded say ``"cpu"``."""
     import torch
 
     dev = torch.device(device)
+    if dev.type == "cpu":
+        return f"cpu {torch.backends.cpu.get_cpu_capability()}"
     if dev.type != "cuda":
         return str(dev)
     try:
