@@ -27,15 +27,14 @@ def full_precision_matmul() -> Iterator[None]:
     """Run float32 matrix products in full precision even if the caller allowed TF32 / bf16 (``'high'``/``'medium'``
     matmul precision): the filters here are dense matrix products and a 1e-3 relative error would move many
     pixels across an 8-bit rounding boundary."""
-    prev = torch.get_float32_matmul_precision()
-    if prev == "highest":
+    from robustbench_nas.utils.precision import saved_precision
+
+    if torch.get_float32_matmul_precision() == "highest":
         yield
         return
-    torch.set_float32_matmul_precision("highest")
-    try:
+    with saved_precision():  # every flag back as it was (set_float32_matmul_precision(prev) would rewrite the
+        torch.set_float32_matmul_precision("highest")  # per-backend matmul flags too)
         yield
-    finally:
-        torch.set_float32_matmul_precision(prev)
 
 
 def quantize_floor(x: torch.Tensor) -> torch.Tensor:

@@ -16,11 +16,16 @@ SHARED_DATA = Path(os.environ.get("RBNAS_SHARED_DATA", ROOT.parent / "shared" / 
 
 
 @pytest.fixture(autouse=True)
-def _torch_threads():
-    """Every test starts with the same torch thread count: CLI commands under test set their own (all cores by
-    default), and results computed in the test process are compared bit for bit with 1-thread worker processes."""
+def _torch_threads_and_precision():
+    """Every test starts with the same torch thread count and float32 precision flags: CLI commands under test set
+    their own thread count (all cores by default), and results computed in the test process are compared bit for bit
+    with fresh 1-thread worker processes (a float32 matmul precision left at ``medium`` by one test made the test
+    process train other weights on CPUs with bfloat16 units)."""
+    from robustbench_nas.utils.precision import saved_precision
+
     torch.set_num_threads(TEST_THREADS)
-    yield
+    with saved_precision():
+        yield
     torch.set_num_threads(TEST_THREADS)
 
 

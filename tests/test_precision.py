@@ -18,15 +18,12 @@ runner = importlib.import_module("robustbench_nas.pipelines.runner")
 @pytest.fixture
 def tf32_flags():
     """torch's defaults on a fresh process with cuDNN conv in TF32 (set explicitly: other tests may have run)."""
-    saved = precision_state()
-    torch.backends.cudnn.conv.fp32_precision = "tf32"
-    torch.backends.cuda.matmul.fp32_precision = "tf32"
-    yield precision_state()
-    for k, v in saved.items():
-        obj = torch.backends
-        for part in k.split("."):
-            obj = getattr(obj, part)
-        obj.fp32_precision = v
+    from robustbench_nas.utils.precision import saved_precision
+
+    with saved_precision():
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        yield precision_state()
 
 
 def test_ieee_fp32_applies_and_restores(tf32_flags) -> None:
@@ -64,6 +61,27 @@ def test_every_evaluation_unit_runs_in_ieee_fp32_and_restores(monkeypatch, tmp_p
     assert out["precision"] == describe(seen[-1])
     assert out["status"] == ("failed" if fail else "done")
     assert precision_state() == tf32_flags  # restored, also after a failure
+
+
+def test_the_process_wide_matmul_precision_is_part_of_the_state_and_restored() -> None:
+    """``torch.set_float32_matmul_precision("medium")`` is kept by torch apart from the per-backend flags (the CPU
+    matmul reads it: bfloat16 on CPUs with BF16 units); setting the per-backend flags back leaves it at ``medium``,
+    restoring the whole state does not."""
+    from robustbench_nas.utils.precision import LEGACY_MATMUL, _set, saved_precision
+
+    before = precision_state()
+    assert before[LEGACY_MATMUL] == {"highest": "ieee", "high": "tf32", "medium": "bf16"}[
+        torch.get_float32_matmul_precision()]
+    with saved_precision():
+        torch.set_float32_matmul_precision("medium")
+        assert precision_state()[LEGACY_MATMUL] == "bf16" and "float32_matmul=bf16" in describe()
+        with ieee_fp32() as setting:
+            assert torch.get_float32_matmul_precision() == "highest" and "float32_matmul=ieee" in setting
+        assert torch.get_float32_matmul_precision() == "medium"  # ieee_fp32 gives back what it found
+        _set({k: v for k, v in before.items() if k != LEGACY_MATMUL})  # the per-backend flags alone ...
+        assert torch.get_float32_matmul_precision() == "medium"  # ... leave torch's own setting behind
+    assert precision_state() == before and torch.get_float32_matmul_precision() == \
+        {"ieee": "highest", "tf32": "high", "bf16": "medium"}[before[LEGACY_MATMUL]]
 
 
 def test_batch_size_is_a_performance_setting_not_a_fingerprint() -> None:
