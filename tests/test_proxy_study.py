@@ -203,7 +203,10 @@ def test_export_from_a_pipeline_store(tmp_path):
         run_pipeline(tmp_path / "s.zarr", seeds, client=c, progress=False)
     meta = export_table(tmp_path / "p.zarr", tmp_path / "t.csv", seeds_store=tmp_path / "s.zarr")
     df = pd.read_csv(tmp_path / "t.csv")
-    assert list(df.columns) == ["arch_str", "uid", "params", "synflow", "nwot"] and len(df) == meta["cells"] == 2
+    assert list(df.columns) == ["arch_str", "uid", "params", "synflow", "nwot", "device"] and len(df) == meta["cells"] == 2
+    from robustbench_nas.utils import device_label
+
+    assert (df["device"] == device_label("cpu")).all() and meta["devices"] == {device_label("cpu"): 2}
     ds = load_store(str(tmp_path / "p.zarr"))
     np.testing.assert_array_equal(df["nwot"].to_numpy(), ds["proxy_value"].sel(proxy="nwot").values[:, 0])
     assert meta["batch_size"] == 8 and meta["seed"] == 0 and "torch" in meta["software"]
@@ -211,6 +214,7 @@ def test_export_from_a_pipeline_store(tmp_path):
     assert table_meta(tmp_path / "t.csv")["cells"] == 2
     s = pd.read_csv(tmp_path / "t_seeds.csv")
     assert sorted(s["seed"]) == [0, 1, 2] and set(meta["seed_noise"]) == {"params", "synflow", "nwot"}
+    assert (s["device"] == device_label("cpu")).all()
 
 
 @pytest.mark.slow
