@@ -89,3 +89,46 @@ def test_batch_size_is_a_performance_setting_not_a_fingerprint() -> None:
     assert a.fingerprint() == b.fingerprint() and a.diff(b) == {}
     assert all("batch_size" not in f for f in runner.STAGE_FIELDS.values())
     assert get_protocol("tiny", attack_images=a.attack_images + 1).fingerprint() != a.fingerprint()
+
+
+@pytest.mark.parametrize("command", ["proxies", "measures", "attack"])
+def test_standalone_evaluation_commands_compute_in_ieee_fp32(monkeypatch, tmp_path, tf32_flags, command: str) -> None:
+    """``rbnas proxies / measures / attack`` give a store's values on a GPU too: they compute under the evaluation
+    stages' IEEE fp32 setting whatever the calling process set (TF32 flags here, bf16 matmuls), and give it back."""
+    from click.testing import CliRunner
+
+    import robustbench_nas.attacks as attacks_pkg
+    import robustbench_nas.measures as measures_pkg
+    import robustbench_nas.proxies as proxies_pkg
+    from robustbench_nas.cli.main import cli
+    from robustbench_nas.proxies import init_model
+    from robustbench_nas.training.checkpoint import save_checkpoint
+
+    torch.set_float32_matmul_precision("medium")
+    before = precision_state()
+    seen: list[dict[str, str]] = []
+    arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    if command == "proxies":
+        real = proxies_pkg.compute_proxies
+        monkeypatch.setattr(proxies_pkg, "compute_proxies", lambda *a, **k: (seen.append(precision_state()),
+                                                                             real(*a, **k))[1])
+        args = ["proxies", arch, "--dataset", "digits", "--batch-size", "8", "--C", "4", "--N", "1", "--proxies",
+                "params", "--threads", "1"]
+    else:
+        ck = save_checkpoint(tmp_path / "m", init_model(arch, 0, C=4, N=1), {"dataset": "digits"})
+        if command == "measures":
+            real = measures_pkg.compute_measures
+            monkeypatch.setattr(measures_pkg, "compute_measures", lambda *a, **k: (seen.append(precision_state()),
+                                                                                   real(*a, **k))[1])
+            args = ["measures", str(ck), "--dataset", "digits", "--n", "4", "--measures", "jacobian_fro", "--json",
+                    "--threads", "1"]
+        else:
+            real = attacks_pkg.evaluate
+            monkeypatch.setattr(attacks_pkg, "evaluate", lambda *a, **k: (seen.append(precision_state()),
+                                                                          real(*a, **k))[1])
+            args = ["attack", str(ck), "--attack", "fgsm@Linf", "--eps", "1/255", "--n", "4", "--json", "--threads",
+                    "1"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert seen and all(set(s.values()) == {"ieee"} and s["float32_matmul"] == "ieee" for s in seen), seen
+    assert precision_state() == before and torch.get_float32_matmul_precision() == "medium"

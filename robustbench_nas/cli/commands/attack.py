@@ -138,7 +138,10 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
     data = take(data, chosen.indices)
     x = data.images("cpu")
     y = data.labels("cpu")
-    clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
+    from ...utils.precision import ieee_fp32
+
+    with ieee_fp32():  # as the pipeline's evaluation stages (no TF32 on a GPU)
+        clean = evaluate_clean(model, x.to(dev), y.to(dev), batch_size)
 
     # --set KEY=VALUE applies to every planned attack that has the field KEY
     fields = {a: {f.name for f in dataclasses.fields(attacks.get_attack(a).defaults)} for a, _, _ in plan}
@@ -149,8 +152,9 @@ def command(checkpoint, attack_names, eps_text, protocol, dataset, data_root, sp
     for a_key, eps, extra in plan:
         params = {**extra, **{k: v for k, v in user.items() if k in fields[a_key]}}
         try:
-            results = attacks.evaluate(model, x, y, a_key, eps, params=params or None, batch_size=batch_size,
-                                       seed=seed, mode=mode, progress=True)  # stderr
+            with ieee_fp32():
+                results = attacks.evaluate(model, x, y, a_key, eps, params=params or None, batch_size=batch_size,
+                                           seed=seed, mode=mode, progress=True)  # stderr
         except (KeyError, ValueError, TypeError) as e:
             fail(str(e.args[0]) if e.args else str(e))
         rows += [r.to_dict(correct_bits=correct_bits) for r in results]

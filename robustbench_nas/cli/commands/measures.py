@@ -60,8 +60,11 @@ def command(ckpt, dataset, data_root, split, n_images, subset_seed, indices_text
     from ...data.subsets import take
 
     sub = take(part, chosen.indices)
-    values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
-                              progress=True)  # on stderr; --json output is stdout
+    from ...utils.precision import ieee_fp32
+
+    with ieee_fp32():  # as the pipeline's measures stage (no TF32 on a GPU)
+        values = compute_measures(model, sub.images(dev), sub.labels(dev), selected, seed=seed, config=cfg,
+                                  progress=True)  # on stderr; --json output is stdout
     result = {"arch_str": model.arch_str, "checkpoint": str(ckpt), "dataset": dataset, "split": split,
               "n_images": len(sub), "images": chosen.record(), "seed": seed, "config": cfg.__dict__, "measures": values}
     if as_json:

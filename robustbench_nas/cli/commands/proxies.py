@@ -56,6 +56,7 @@ def command(archs, space_name, dataset, data_root, split, batch_size, subset_see
     table's, robustbench_nas/analysis/data/nb201_cifar10_proxy_images.txt)."""
     from ...data import DataError, get_dataset
     from ...proxies import compute_proxies, describe_proxies, list_proxies
+    from ...utils.precision import ieee_fp32
     from ...search_spaces import ArchitectureError
     from ...utils import resolve_device, set_torch_threads
 
@@ -99,9 +100,10 @@ def command(archs, space_name, dataset, data_root, split, batch_size, subset_see
     rows = []
     for index in tqdm(indices, desc="proxies", unit="cell", disable=fmt == "json" or len(indices) < 2, file=sys.stderr):
         try:
-            vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels,
-                                   N=cells, mean=info.mean, std=info.std, space=space.name, engine=engine,
-                                   layers=layers)
+            with ieee_fp32():  # as the pipeline's proxies stage: the same values on a GPU as in a store
+                vals = compute_proxies(index, x, y, selected, seed=seed, num_classes=info.num_classes, C=channels,
+                                       N=cells, mean=info.mean, std=info.std, space=space.name, engine=engine,
+                                       layers=layers)
         except (TypeError, ValueError) as e:  # e.g. --C for a space whose architectures fix their widths
             fail(str(e))
         rows.append({"arch_str": space.arch_str(index), **vals})
