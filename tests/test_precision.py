@@ -108,26 +108,19 @@ def test_standalone_evaluation_commands_compute_in_ieee_fp32(monkeypatch, tmp_pa
     before = precision_state()
     seen: list[dict[str, str]] = []
     arch = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
-    if command == "proxies":
-        real = proxies_pkg.compute_proxies
-        monkeypatch.setattr(proxies_pkg, "compute_proxies", lambda *a, **k: (seen.append(precision_state()),
-                                                                             real(*a, **k))[1])
-        args = ["proxies", arch, "--dataset", "digits", "--batch-size", "8", "--C", "4", "--N", "1", "--proxies",
-                "params", "--threads", "1"]
-    else:
-        ck = save_checkpoint(tmp_path / "m", init_model(arch, 0, C=4, N=1), {"dataset": "digits"})
-        if command == "measures":
-            real = measures_pkg.compute_measures
-            monkeypatch.setattr(measures_pkg, "compute_measures", lambda *a, **k: (seen.append(precision_state()),
-                                                                                   real(*a, **k))[1])
-            args = ["measures", str(ck), "--dataset", "digits", "--n", "4", "--measures", "jacobian_fro", "--json",
-                    "--threads", "1"]
-        else:
-            real = attacks_pkg.evaluate
-            monkeypatch.setattr(attacks_pkg, "evaluate", lambda *a, **k: (seen.append(precision_state()),
-                                                                          real(*a, **k))[1])
-            args = ["attack", str(ck), "--attack", "fgsm@Linf", "--eps", "1/255", "--n", "4", "--json", "--threads",
-                    "1"]
+    ck = str(save_checkpoint(tmp_path / "m", init_model(arch, 0, C=4, N=1), {"dataset": "digits"}))
+    # (package whose function the command calls, its name, the command line)
+    module, name, args = {
+        "proxies": (proxies_pkg, "compute_proxies", ["proxies", arch, "--dataset", "digits", "--batch-size", "8",
+                                                     "--C", "4", "--N", "1", "--proxies", "params"]),
+        "measures": (measures_pkg, "compute_measures", ["measures", ck, "--dataset", "digits", "--n", "4",
+                                                        "--measures", "jacobian_fro", "--json"]),
+        "attack": (attacks_pkg, "evaluate", ["attack", ck, "--attack", "fgsm@Linf", "--eps", "1/255", "--n", "4",
+                                             "--json"]),
+    }[command]
+    real = getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: (seen.append(precision_state()), real(*a, **k))[1])
+    args = [*args, "--threads", "1"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert seen and all(set(s.values()) == {"ieee"} and s["float32_matmul"] == "ieee" for s in seen), seen

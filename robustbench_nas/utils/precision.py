@@ -97,13 +97,10 @@ def ieee_fp32() -> Iterator[str]:
         >>> with ieee_fp32() as setting:
         ...     logits = model(x)   # no TF32 anywhere
     """
-    saved = precision_state()
-    try:
+    with saved_precision():
         # the process-wide matmul setting too, also where it could not be read
-        _set({**{k: EVAL_PRECISION for k in saved}, LEGACY_MATMUL: EVAL_PRECISION})
+        _set({**{k: EVAL_PRECISION for k in precision_state()}, LEGACY_MATMUL: EVAL_PRECISION})
         yield describe()
-    finally:
-        _set(saved)
 
 
 __all__ = ["EVAL_PRECISION", "LEGACY_MATMUL", "describe", "ieee_fp32", "precision_state", "saved_precision"]
