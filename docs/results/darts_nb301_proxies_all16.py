@@ -9,7 +9,10 @@ genotypes, the published ones named in ``--named`` are appended (``name`` column
 
 Usage (from the repository root, venv active)::
 
-    nice -n 5 python docs/results/darts_nb301_proxies_all16.py --engine fast [--commit]
+    nice -n 5 python docs/results/darts_nb301_proxies_all16.py --engine fast [--workers 2] [--commit]
+
+``--workers N`` runs N genotypes at once (each its own one-thread process; rows are still written and committed one at a
+time by this process, so the table never holds half a row).
 
 ``--commit`` commits the CSV after every row (``git commit -- <csv>``: only that file), retrying while another git
 command holds the index lock.
@@ -22,6 +25,7 @@ import io
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -96,6 +100,7 @@ def main() -> int:
     parser.add_argument("--named", default="DARTS_V2,PC_DARTS,PDARTS,DARTS_V1",
                         help="published genotypes appended after the sampled ones (comma-separated; '' for none)")
     parser.add_argument("--commit", action="store_true", help="commit the CSV after each row")
+    parser.add_argument("--workers", type=int, default=1, help="genotypes computed at once (one thread each)")
     args = parser.parse_args()
 
     from robustbench_nas.search_spaces import get_search_space
@@ -106,24 +111,32 @@ def main() -> int:
     rows = read_rows()
     proxy_columns = [c for c in rows[0] if c not in KEY_COLUMNS] if rows else []
     done = {row["index"] for row in rows}
-    for arch, name in todo:
-        index = str(space.index_of(arch if name else int(arch)))
-        if index in done:
-            continue
+    pending = [(arch, name, str(space.index_of(arch if name else int(arch)))) for arch, name in todo]
+    pending = [job for job in pending if job[2] not in done]
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+
+    def timed_row(arch: str) -> tuple[dict[str, str], float]:
         start = time.time()
-        result = compute_row(arch, args.engine)
-        if not proxy_columns:
-            proxy_columns = [c for c in result if c != "arch_str"]
-        if set(result) - {"arch_str"} != set(proxy_columns):
-            raise RuntimeError(f"{arch}: columns {sorted(result)} differ from the table's {proxy_columns}")
-        rows.append({"index": index, "name": name, "engine": args.engine, **result})
-        rows.sort(key=lambda r: (r["name"] != "", r["name"], int(r["index"])))  # sampled by index, then named
-        write_rows(rows, proxy_columns)
-        done.add(index)
-        print(f"{time.strftime('%H:%M:%S')} {name or index}: {time.time() - start:.0f} s", flush=True)
-        if args.commit:
-            commit(f"DARTS: all 16 proxies of {name or 'sampled genotype ' + index} (NB301 size, engine {args.engine}, "
-                   f"1 thread, CPU); {len(rows)} rows")
+        return compute_row(arch, args.engine), time.time() - start
+
+    # Threads only wait on the subprocesses; every write of the CSV happens here, one row at a time.
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        futures = {pool.submit(timed_row, arch): (arch, name, index) for arch, name, index in pending}
+        for future in as_completed(futures):
+            arch, name, index = futures[future]
+            result, seconds = future.result()
+            if not proxy_columns:
+                proxy_columns = [c for c in result if c != "arch_str"]
+            if set(result) - {"arch_str"} != set(proxy_columns):
+                raise RuntimeError(f"{arch}: columns {sorted(result)} differ from the table's {proxy_columns}")
+            rows.append({"index": index, "name": name, "engine": args.engine, **result})
+            rows.sort(key=lambda r: (r["name"] != "", r["name"], int(r["index"])))  # sampled by index, then named
+            write_rows(rows, proxy_columns)
+            print(f"{time.strftime('%H:%M:%S')} {name or index}: {seconds:.0f} s", flush=True)
+            if args.commit:
+                commit(f"DARTS: all 16 proxies of {name or 'sampled genotype ' + index} (NB301 size, engine "
+                       f"{args.engine}, 1 thread, CPU); {len(rows)} rows")
     return 0
 
 
