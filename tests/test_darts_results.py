@@ -1,15 +1,21 @@
-"""The committed DARTS proxy tables agree with the space: indices, strings, names and the closed-form costs."""
+"""The committed DARTS proxy tables agree with the space (indices, strings, names, closed-form costs), hold every
+genotype the issue asks for, and a row reproduces bit for bit through the command that made it."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
+import io
 from pathlib import Path
 
 import pytest
+import torch
 
 from robustbench_nas.search_spaces import get_search_space
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "results"
+NPZ = REPO.parent / "shared" / "data" / "cifar10_test.npz"
 SPACE = get_search_space("darts")
 
 
@@ -28,6 +34,7 @@ def test_all16_table_is_consistent_with_the_space():
         assert index not in seen  # the driver skips done genotypes: no duplicates
         seen.add(index)
         assert row["engine"] in ("shared", "fast"), row["engine"]
+        assert row["device"] in ("unrecorded", "cpu AVX2", "cpu AVX512"), row["device"]
         assert SPACE.index_of(row["arch_str"]) == index and SPACE.arch_str(index) == row["arch_str"]
         if row["name"]:
             assert SPACE.index_of(row["name"]) == index  # a published genotype, under its own name
@@ -52,3 +59,56 @@ def test_all16_agrees_with_the_40_network_table():
             assert float(row[col]) == pytest.approx(float(other[col]), abs=1e-6)
         # synflow's seeded data-free pass is the same computation in both tables (relative: values reach 1e40)
         assert float(row["synflow"]) == pytest.approx(float(other["synflow"]), rel=1e-4)
+
+
+def _driver():
+    """docs/results/darts_nb301_proxies_all16.py, the script that made the table, as a module."""
+    spec = importlib.util.spec_from_file_location("darts_all16_driver", RESULTS / "darts_nb301_proxies_all16.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_all16_table_holds_the_40_sampled_and_the_named_genotypes():
+    rows = _rows("darts_nb301_proxies_all16.csv")
+    driver = _driver()
+    assert list(rows[0])[: len(driver.KEY_COLUMNS)] == list(driver.KEY_COLUMNS)
+    assert sorted(int(r["index"]) for r in rows if not r["name"]) == sorted(driver.sampled_genotypes())
+    named = {r["name"]: int(r["index"]) for r in rows if r["name"]}
+    assert set(named) == {"DARTS_V1", "DARTS_V2", "PC_DARTS", "PDARTS"}
+    # every value of every proxy is a finite number: no genotype failed silently
+    for row in rows:
+        for col in list(row)[len(driver.KEY_COLUMNS):]:
+            assert float(row[col]) == float(row[col]) and abs(float(row[col])) != float("inf"), (row["index"], col)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NPZ.is_file(), reason="../shared/data/cifar10_test.npz not present")
+def test_a_row_of_this_cpu_class_reproduces_bit_for_bit_from_its_command():
+    """The cheapest fast-engine row computed on this machine's CPU class, recomputed by the driver's own
+    ``rbnas proxies`` command line (NB301 size, pinned images, seed 0, one thread): every value's printed digits
+    (Python's repr, i.e. every bit) equal the committed ones."""
+    from click.testing import CliRunner
+
+    from robustbench_nas.cli.main import cli
+    from robustbench_nas.utils import device_label
+
+    here = device_label("cpu")
+    mine = [r for r in _rows("darts_nb301_proxies_all16.csv") if r["device"] == here and r["engine"] == "fast"]
+    if not mine:
+        pytest.skip(f"no row of the DARTS table was computed on this CPU class ({here})")
+    row = min(mine, key=lambda r: float(r["flops"]))
+    driver = _driver()
+    args = driver.proxies_command(row["name"] or row["index"], "fast")[1:]
+    args = [str(NPZ) if a.endswith("cifar10_test.npz") else a for a in args]
+    prev = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        torch.set_num_threads(prev)
+    assert result.exit_code == 0, result.output
+    got = next(csv.DictReader(io.StringIO(result.stdout)))
+    assert got["arch_str"] == row["arch_str"]
+    for col in got:
+        assert got[col] == row[col], (row["index"], col, got[col], row[col])

@@ -32,8 +32,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CSV_PATH = HERE / "darts_nb301_proxies_all16.csv"
 IMAGES = HERE / "darts_nb301_proxy_images.txt"
-#: The columns of the table: the genotype, how it was computed, then ``rbnas proxies``'s columns after ``arch_str``.
-KEY_COLUMNS = ("index", "name", "engine", "arch_str")
+#: The columns of the table: the genotype, how and where it was computed, then ``rbnas proxies``'s columns after
+#: ``arch_str``. ``device`` is ``device_label("cpu")`` of the machine (``cpu AVX2`` / ``cpu AVX512``: float32 kernels
+#: of other CPU classes round sums otherwise); ``unrecorded`` for the rows made before the column existed.
+KEY_COLUMNS = ("index", "name", "engine", "device", "arch_str")
+UNRECORDED = "unrecorded"
 
 
 def sampled_genotypes(n: int = 40, seed: int = 0) -> list[int]:
@@ -53,7 +56,8 @@ def proxies_command(arch: str, engine: str) -> list[str]:
 
 def read_rows() -> list[dict[str, str]]:
     """The table's rows; a table written before the ``name`` / ``engine`` columns existed was computed by the
-    shared engine (commit a39d91c) and gets ``engine=shared`` and an empty name."""
+    shared engine (commit a39d91c) and gets ``engine=shared`` and an empty name; rows made before the ``device``
+    column get ``device=unrecorded``."""
     if not CSV_PATH.exists():
         return []
     with CSV_PATH.open(newline="") as fh:
@@ -61,6 +65,7 @@ def read_rows() -> list[dict[str, str]]:
     for row in rows:
         row.setdefault("name", "")
         row.setdefault("engine", "shared")
+        row.setdefault("device", UNRECORDED)
     return rows
 
 
@@ -104,8 +109,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from robustbench_nas.search_spaces import get_search_space
+    from robustbench_nas.utils import device_label
 
     space = get_search_space("darts")
+    device = device_label("cpu")  # the command computes on the CPU (--device cpu)
     todo: list[tuple[str, str]] = [(str(i), "") for i in sampled_genotypes()]
     todo += [(name, name) for name in filter(None, args.named.split(","))]
     rows = read_rows()
@@ -130,7 +137,7 @@ def main() -> int:
                 proxy_columns = [c for c in result if c != "arch_str"]
             if set(result) - {"arch_str"} != set(proxy_columns):
                 raise RuntimeError(f"{arch}: columns {sorted(result)} differ from the table's {proxy_columns}")
-            rows.append({"index": index, "name": name, "engine": args.engine, **result})
+            rows.append({"index": index, "name": name, "engine": args.engine, "device": device, **result})
             rows.sort(key=lambda r: (r["name"] != "", r["name"], int(r["index"])))  # sampled by index, then named
             write_rows(rows, proxy_columns)
             print(f"{time.strftime('%H:%M:%S')} {name or index}: {seconds:.0f} s", flush=True)
