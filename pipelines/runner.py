@@ -1091,7 +1091,8 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
              counts: dict[str, dict[str, int]], progress: bool, commit_seconds: float = 120.0,
              on_cell_done: Any = None) -> None:
     """Journal and commit results as they come; ``on_cell_done(cells)``: called with the cells whose last unit of
-    this run has just been journalled (the runner gives their leases back)."""
+    this run has just been journalled (the runner gives their leases back). Each future is removed from
+    ``futures`` once its result is read, so that the workers drop results already journalled."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -1106,7 +1107,9 @@ def _collect(client: Any, store: RobustnessStore, futures: dict[Any, tuple[int, 
             results = []
             finished = []
             for fut in batch:
-                uid, seed, stage = futures[fut]
+                # popped: a future the client holds keeps its result in a worker's memory until the run ends
+                # (results of a 6466-cell run would pile up there); dependents still get it from the scheduler
+                uid, seed, stage = futures.pop(fut)
                 open_units[uid] -= 1
                 cells["done"] += open_units[uid] == 0
                 if open_units[uid] == 0:

@@ -107,6 +107,36 @@ def test_the_runner_hands_every_task_one_protocol_string(tmp_path: Path, client)
     assert all(isinstance(s, str) for s in sent) and all(s is sent[0] for s in sent)
     assert ProtocolConfig.from_json(sent[0]) == proto
 
+
+def test_collected_results_are_not_kept_on_the_workers(tmp_path: Path, client) -> None:
+    """Once the client has journalled a result it lets the future go, so the workers do not hold every result of
+    the run until it ends (with the futures kept, they did: one result per task in worker memory)."""
+    import time
+
+    from pipelines.runner import _collect, _submit
+    from robustbench_nas.storage import RobustnessStore
+
+    proto = micro(stages=("info", "proxies"))
+    path = tmp_path / "s.zarr"
+    run_pipeline(path, proto, stages=["info"], client=client, progress=False)  # creates the store
+    store = RobustnessStore.open(path, mode="r+")
+    units = plan_units(store, proto, ["proxies"], None)
+    futures = _submit(client, store, proto, units, "cpu", 1)
+    keys = {f.key for f in futures}
+    counts = {"proxies": {"done": 0, "failed": 0, "total": len(units)}}
+    _collect(client, store, futures, counts, progress=False)
+    assert counts["proxies"]["done"] == len(units) == 3 and not futures
+
+    def in_memory(dask_scheduler, keys=tuple(keys)):
+        return [k for k in keys if k in dask_scheduler.tasks and dask_scheduler.tasks[k].state == "memory"]
+
+    deadline = time.monotonic() + 30  # releases reach the scheduler asynchronously
+    while client.run_on_scheduler(in_memory) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.run_on_scheduler(in_memory) == []
+
+
+def test_jung2023_protocol_is_the_published_grid() -> None:
     p = get_protocol("jung2023")
     assert p.archs == "all" and p.dataset == "cifar10" and len(p.corruptions) == 15
     eps255 = {k: [round(e * 255, 3) for e in v] for k, v in p.attacks.items()}
