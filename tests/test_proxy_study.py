@@ -215,6 +215,19 @@ def test_export_from_a_pipeline_store(tmp_path):
     s = pd.read_csv(tmp_path / "t_seeds.csv")
     assert sorted(s["seed"]) == [0, 1, 2] and set(meta["seed_noise"]) == {"params", "synflow", "nwot"}
     assert (s["device"] == device_label("cpu")).all()
+    # a later export without the seeds store (another sitting) keeps the seed rows and their seed noise
+    seeds_before = (tmp_path / "t_seeds.csv").read_bytes()
+    again = export_table(tmp_path / "p.zarr", tmp_path / "t.csv")
+    assert json.dumps(again["seed_noise"], sort_keys=True) == json.dumps(meta["seed_noise"], sort_keys=True)
+    assert table_meta(tmp_path / "t.csv")["seed_noise"]["nwot"]["seeds"] == [0, 1, 2]
+    assert (tmp_path / "t_seeds.csv").read_bytes() == seeds_before
+    # ... unless those rows no longer match the table: named, and the files already written stay as they were
+    s.loc[s["seed"] == 0, "nwot"] += 1.0
+    s.to_csv(tmp_path / "t_seeds.csv", index=False, float_format="%.17g")
+    before = {n: (tmp_path / n).read_bytes() for n in ("t.csv", "t.json")}
+    with pytest.raises(ValueError, match=r"cell 5, nwot"):
+        export_table(tmp_path / "p.zarr", tmp_path / "t.csv")
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
 
 
 @pytest.mark.slow

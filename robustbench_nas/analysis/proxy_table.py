@@ -155,10 +155,34 @@ def _sample_text(cells_in_run: int) -> str:
             "so the rows are a stratified prefix of the sample")
 
 
+def _kept_seed_noise(seeds_csv: Path, main: pd.DataFrame, proxies: Sequence[str], seed0: int) -> dict[str, Any]:
+    """The seed noise of an existing seeds CSV, after checking that its seed-``seed0`` rows equal the table's rows
+    bit for bit (ValueError naming the first differing cell and proxy otherwise: the seed rows would describe
+    other values than the table's)."""
+    both = pd.read_csv(seeds_csv)
+    missing = [q for q in ("uid", "seed", *proxies) if q not in both.columns]
+    if missing:
+        raise ValueError(f"{seeds_csv}: no column(s) {missing}; cannot keep its seed noise")
+    ours = main.set_index("uid")
+    for _, row in both[both["seed"] == seed0].iterrows():
+        uid = int(row["uid"])
+        if uid not in ours.index:
+            raise ValueError(f"{seeds_csv}: cell {uid} of its seed-{seed0} rows is not in the table")
+        for q in proxies:
+            a, b = float(row[q]), float(ours.at[uid, q])
+            if not (a == b or (np.isnan(a) and np.isnan(b))):
+                raise ValueError(f"{seeds_csv}: cell {uid}, {q}: {a!r} at seed {seed0} there, {b!r} in the table")
+    return seed_noise(both, proxies)
+
+
 def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | Path | None = None,
                  data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split",
                  threads: int = 1) -> dict[str, Any]:
     """Write the seed-0 table (CSV) and its metadata (JSON beside it) from a finished or partial run.
+
+    With ``seeds_store`` the seed rows (``<table>_seeds.csv``) and ``seed_noise`` are written from it; without it,
+    an existing ``<table>_seeds.csv`` beside ``out_csv`` is kept and its ``seed_noise`` carried into the new JSON
+    (its seed-0 rows must still equal the table's).
 
     Arguments:
         threads: torch threads per task of the run that computed the store (``rbnas run --threads``), recorded with
@@ -175,6 +199,12 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
     seed0 = int(facts["protocol"]["seeds"][0]) if facts.get("protocol") else 0
     main = long[long["seed"] == seed0].sort_values("uid")
     out_csv = Path(out_csv)
+    kept_noise = None
+    seeds_csv = out_csv.with_name(out_csv.stem + "_seeds.csv")
+    if (seeds_store is None or not Path(seeds_store).exists()) and seeds_csv.is_file():
+        # no seeds store here (another machine, a new sitting): the seed rows already written stay, and so does
+        # their seed noise, as long as their seed-0 rows are still the table's (checked before anything is written)
+        kept_noise = _kept_seed_noise(seeds_csv, main, proxies, seed0)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     main[["arch_str", "uid", *proxies, "device"]].to_csv(out_csv, index=False, float_format="%.17g")
     p = facts["protocol"] or {}
@@ -216,6 +246,8 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
         both[["arch_str", "uid", "seed", *proxies, "device"]].to_csv(
             out_csv.with_name(out_csv.stem + "_seeds.csv"), index=False, float_format="%.17g")
         meta["seed_noise"] = seed_noise(both, proxies)
+    elif kept_noise is not None:
+        meta["seed_noise"] = kept_noise
     out_csv.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return meta
 
