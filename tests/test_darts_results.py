@@ -34,7 +34,7 @@ def test_all16_table_is_consistent_with_the_space():
         assert index not in seen  # the driver skips done genotypes: no duplicates
         seen.add(index)
         assert row["engine"] in ("shared", "fast"), row["engine"]
-        assert row["device"] in ("unrecorded", "cpu AVX2", "cpu AVX512"), row["device"]
+        assert row["device"] == "unrecorded" or row["device"].startswith("cpu AVX"), row["device"]
         assert SPACE.index_of(row["arch_str"]) == index and SPACE.arch_str(index) == row["arch_str"]
         if row["name"]:
             assert SPACE.index_of(row["name"]) == index  # a published genotype, under its own name

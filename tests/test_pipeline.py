@@ -409,9 +409,19 @@ def test_device_label_names_the_gpu_model_and_the_cpu_capability(monkeypatch) ->
 
     from robustbench_nas.utils import device_label
 
+    import robustbench_nas.utils as utils
+
     cap = torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512: kernels that round float32 sums otherwise
-    assert device_label("cpu") == f"cpu {cap}" == device_label(torch.device("cpu"))
+    assert device_label("cpu").startswith(f"cpu {cap}") and device_label("cpu") == device_label(torch.device("cpu"))
+    with open("/proc/cpuinfo") as fh:  # the vendor, as the kernel names it
+        vendor = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("vendor_id"))
+    assert {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(vendor, vendor) in device_label("cpu")
+    amx = torch.cpu._is_amx_tile_supported()
+    assert ("AMX" in device_label("cpu").split()) == amx
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(utils, "cpu_kernel_features", lambda: "Intel AMX BF16 VNNI")
+    assert device_label("cpu") == "cpu AVX512 (Intel AMX BF16 VNNI)"
+    monkeypatch.setattr(utils, "cpu_kernel_features", lambda: "")
     assert device_label("cpu") == "cpu AVX512"
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: {1: "NVIDIA H100 80GB HBM3", 3: "NVIDIA A100"}[i])

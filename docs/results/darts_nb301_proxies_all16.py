@@ -33,7 +33,7 @@ REPO = HERE.parents[1]
 CSV_PATH = HERE / "darts_nb301_proxies_all16.csv"
 IMAGES = HERE / "darts_nb301_proxy_images.txt"
 #: The columns of the table: the genotype, how and where it was computed, then ``rbnas proxies``'s columns after
-#: ``arch_str``. ``device`` is ``device_label("cpu")`` of the machine (``cpu AVX2`` / ``cpu AVX512``: float32 kernels
+#: ``arch_str``. ``device`` is ``device_label("cpu")`` of the machine (e.g. ``cpu AVX512 (Intel AMX BF16 VNNI)``: float32 kernels
 #: of other CPU classes round sums otherwise); ``unrecorded`` for the rows made before the column existed.
 KEY_COLUMNS = ("index", "name", "engine", "device", "arch_str")
 UNRECORDED = "unrecorded"

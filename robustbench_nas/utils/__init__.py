@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import os
 from typing import TYPE_CHECKING
 
@@ -26,15 +28,18 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def device_label(device: str | torch.device) -> str:
-    """What a unit ran on, as the store records it: ``"cpu AVX2"`` / ``"cpu AVX512"`` (the CPU capability torch
-    dispatches its kernels for: float32 sums round differently across them), or ``"cuda:0 NVIDIA H100 80GB HBM3"``
-    (index and model: random streams and kernels can differ between GPU models, so the model is part of the answer).
-    Stores made before the capability was recorded say ``"cpu"``."""
+    """What a unit ran on, as the store records it: ``"cpu AVX512 (Intel AMX BF16 VNNI)"``, ``"cpu AVX2 (AMD)"``
+    (the CPU capability torch dispatches its kernels for, then the vendor and the instruction-set extensions oneDNN
+    chooses its float32 convolution kernels by: float32 sums round differently across them, measured between two
+    AVX-512 machines, one with AMX, one without), or ``"cuda:0 NVIDIA H100 80GB HBM3"`` (index and model: random
+    streams and kernels can differ between GPU models, so the model is part of the answer). Stores made before the
+    capability was recorded say ``"cpu"``; before the vendor and extensions were, ``"cpu AVX2"`` / ``"cpu AVX512"``."""
     import torch
 
     dev = torch.device(device)
     if dev.type == "cpu":
-        return f"cpu {torch.backends.cpu.get_cpu_capability()}"
+        extras = cpu_kernel_features()
+        return f"cpu {torch.backends.cpu.get_cpu_capability()}" + (f" ({extras})" if extras else "")
     if dev.type != "cuda":
         return str(dev)
     try:
@@ -42,6 +47,37 @@ def device_label(device: str | torch.device) -> str:
         return f"cuda:{index} {torch.cuda.get_device_name(index)}"
     except (RuntimeError, AssertionError, AttributeError):  # no usable CUDA here: the unit will say why itself
         return str(dev)
+
+
+_VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_kernel_features() -> str:
+    """The CPU vendor and the extensions torch reports (``AMX``, ``BF16``: AVX-512 BF16, ``VNNI``), e.g. ``"Intel
+    AMX BF16 VNNI"``; ``""`` where neither can be read (non-Linux, older torch)."""
+    import torch
+
+    vendor = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    raw = line.split(":", 1)[1].strip()
+                    vendor = _VENDORS.get(raw, raw)
+                    break
+    except OSError:
+        pass
+    probes = (("AMX", "_is_amx_tile_supported"), ("BF16", "_is_avx512_bf16_supported"), ("VNNI", "_is_vnni_supported"))
+    feats = []
+    for name, probe in probes:
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                feats.append(name)
+        except RuntimeError:
+            pass
+    return " ".join([vendor, *feats]).strip()
 
 
 #: Upper bound of the default thread count: beyond it, intra-op threads of these small networks stop paying off
