@@ -30,8 +30,8 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 def device_label(device: str | torch.device) -> str:
     """What a unit ran on, as the store records it: ``"cpu AVX512 (Intel AMX BF16 VNNI)"``, ``"cpu AVX2 (AMD)"``
     (the CPU capability torch dispatches its kernels for, then the vendor and the instruction-set extensions oneDNN
-    chooses its float32 convolution kernels by: float32 sums round differently across them, measured between two
-    AVX-512 machines, one with AMX, one without), or ``"cuda:0 NVIDIA H100 80GB HBM3"`` (index and model: random
+    chooses its float32 convolution kernels by: float32 sums round differently across them: measured between two
+    AVX-512 machines, this label's example and one whose extensions were not recorded), or ``"cuda:0 NVIDIA H100 80GB HBM3"`` (index and model: random
     streams and kernels can differ between GPU models, so the model is part of the answer). Stores made before the
     capability was recorded say ``"cpu"``; before the vendor and extensions were, ``"cpu AVX2"`` / ``"cpu AVX512"``."""
     import torch
