@@ -29,7 +29,7 @@ PROTOCOL = "nb201-proxies-all"
 
 def _fingerprint_of(protocol: object, uid: int) -> str:
     """The task: rebuild the protocol the worker was given and return its fingerprint (cheap; same for all)."""
-    from pipelines.protocol import ProtocolConfig
+    from robustbench_nas.pipelines.protocol import ProtocolConfig
 
     proto = ProtocolConfig.from_json(protocol) if isinstance(protocol, str) else ProtocolConfig.from_dict(protocol)
     return proto.fingerprint()

@@ -82,7 +82,7 @@ def test_the_runner_hands_every_task_one_protocol_string(tmp_path: Path, client)
     """Dask walks and copies a dict / list task argument element by element on every submit (300 KB and 7 ms per
     task for the 6466-cell protocol: benchmarks/bench_submit.py); the runner submits the protocol as one JSON
     string, the same object for every task, that the worker turns back into the same protocol."""
-    from pipelines.runner import _submit, execute_unit
+    from robustbench_nas.pipelines.runner import _submit, execute_unit
     from robustbench_nas.storage import RobustnessStore
 
     proto = micro()
@@ -113,7 +113,7 @@ def test_collected_results_are_not_kept_on_the_workers(tmp_path: Path, client) -
     the run until it ends (with the futures kept, they did: one result per task in worker memory)."""
     import time
 
-    from pipelines.runner import _collect, _submit
+    from robustbench_nas.pipelines.runner import _collect, _submit
     from robustbench_nas.storage import RobustnessStore
 
     proto = micro(stages=("info", "proxies"))

@@ -180,5 +180,7 @@ def test_table_reference_is_current() -> None:
     torch.set_num_threads(1)
     now = compute_proxies(rows[uid]["arch_str"], x, y, list(CHANGED), seed=int(meta["seed"]),
                           C=meta["network"]["C"], N=meta["network"]["N"], engine="separate")
-    assert now["croze"] == rows[uid]["croze"]
+    # croze runs in float64: equal to the last bits on the machine type that made the table, within 1e-12 relative
+    # on others (measured 2e-16 on an AVX-512 machine with AMX); a changed definition moves it far more
+    assert _rel(now["croze"], rows[uid]["croze"]) <= 1e-12, (now["croze"], rows[uid]["croze"])
     assert {p: v for p, v in now.items() if _rel(v, rows[uid][p]) > TABLE_DRIFT} == {}
