@@ -31,8 +31,7 @@ def _fingerprint_of(protocol: object, uid: int) -> str:
     """The task: rebuild the protocol the worker was given and return its fingerprint (cheap; same for all)."""
     from robustbench_nas.pipelines.protocol import ProtocolConfig
 
-    proto = ProtocolConfig.from_json(protocol) if isinstance(protocol, str) else ProtocolConfig.from_dict(protocol)
-    return proto.fingerprint()
+    return ProtocolConfig.from_saved(protocol).fingerprint()
 
 
 def measure(mode: str, n: int) -> dict[str, object]:

@@ -313,6 +313,11 @@ class ProtocolConfig:
         return json.dumps(self.to_dict())
 
     @classmethod
+    def from_saved(cls, saved: "dict[str, Any] | str") -> "ProtocolConfig":
+        """A protocol saved with :meth:`to_dict` (a dict) or :meth:`to_json` (a string)."""
+        return cls.from_json(saved) if isinstance(saved, str) else cls.from_dict(saved)
+
+    @classmethod
     def from_json(cls, text: str) -> "ProtocolConfig":
         """Rebuild a protocol saved with :meth:`to_json`."""
         try:

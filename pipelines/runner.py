@@ -434,7 +434,7 @@ def execute_unit(
     from robustbench_nas.utils.precision import describe, ieee_fp32
 
     torch.set_num_threads(max(1, int(threads)))
-    proto = ProtocolConfig.from_json(protocol) if isinstance(protocol, str) else ProtocolConfig.from_dict(protocol)
+    proto = ProtocolConfig.from_saved(protocol)
     out = {"uid": uid, "seed": seed, "stage": stage, "status": "done", "seconds": 0.0, "attempts": 0, "error": "",
            "values": None, "precision": ""}
     bad = [u for u in upstream if u.get("status") != "done"]

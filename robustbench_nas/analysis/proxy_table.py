@@ -243,8 +243,7 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
                              f"{meta['images']['sha256'][:12]}): seed noise must be measured on the same batch")
         both = pd.concat([s_long, main[main["uid"].isin(s_long["uid"])]], ignore_index=True)
         both = both.sort_values(["uid", "seed"])
-        both[["arch_str", "uid", "seed", *proxies, "device"]].to_csv(
-            out_csv.with_name(out_csv.stem + "_seeds.csv"), index=False, float_format="%.17g")
+        both[["arch_str", "uid", "seed", *proxies, "device"]].to_csv(seeds_csv, index=False, float_format="%.17g")
         meta["seed_noise"] = seed_noise(both, proxies)
     elif kept_noise is not None:
         meta["seed_noise"] = kept_noise
