@@ -31,6 +31,7 @@ from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..search_spaces.darts_genotype import CONCAT, NUM_NODES, DartsCell, DartsGenotype
 from ..search_spaces.networks import register_network
 from .nb201 import Normalize
+from .pooling import AvgPool2d
 
 __all__ = ["AuxiliaryHeadCIFAR", "DartsCellModule", "DartsNetwork", "DilConv", "FactorizedReduce", "ReLUConvBN",
            "SepConv", "drop_path", "make_darts_op", "reduction_layers"]
@@ -91,7 +92,7 @@ def make_darts_op(op: str, channels: int, stride: int) -> nn.Module:
     if op == "max_pool_3x3":
         return nn.MaxPool2d(3, stride=stride, padding=1)
     if op == "avg_pool_3x3":
-        return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        return AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
     if op == "skip_connect":
         return nn.Identity() if stride == 1 else FactorizedReduce(c, c)
     if op in ("sep_conv_3x3", "sep_conv_5x5"):

@@ -20,6 +20,7 @@ from ..constants import CIFAR_MEAN, CIFAR_STD
 from ..search_spaces import get_search_space
 from ..search_spaces.nb201 import EDGES, Cell
 from ..search_spaces.networks import register_network
+from .pooling import AvgPool2d
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "InferCell", "NB201Network", "Normalize", "ResNetBasicBlock", "StagedNetwork",
            "build_model", "build_nb201_network", "make_op"]
@@ -77,7 +78,7 @@ class ProjectedPool(nn.Sequential):
     """``avg_pool_3x3`` between different widths: ReLU-Conv1x1-BN, then the pool (xautodl's ``POOLING``)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(ReLUConvBN(c_in, c_out, 1, 1, 0), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
+        super().__init__(ReLUConvBN(c_in, c_out, 1, 1, 0), AvgPool2d(3, stride=1, padding=1, count_include_pad=False))
 
 
 def make_op(op: str, channels: int, c_out: int | None = None) -> nn.Module:
@@ -94,7 +95,7 @@ def make_op(op: str, channels: int, c_out: int | None = None) -> nn.Module:
     if op == "avg_pool_3x3":
         if c_in != c_out:
             return ProjectedPool(c_in, c_out)
-        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        return AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise ValueError(f"unknown NB201 op {op!r}")
 
 
