@@ -61,8 +61,9 @@ class _PoolBackward(torch.autograd.Function):
     def forward(ctx: Any, grad: torch.Tensor, x: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:  # type: ignore[override]
         ctx.args = args
         ctx.x_meta = (x.shape, x.dtype, x.device)
-        return torch.ops.aten.avg_pool2d_backward(grad.contiguous(memory_format=_CL), x.contiguous(memory_format=_CL),
-                                                  *args).contiguous()
+        # the kernel reads only the input's shape and memory format: an empty channels-last tensor, not a copy of x
+        like = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_CL)
+        return torch.ops.aten.avg_pool2d_backward(grad.contiguous(memory_format=_CL), like, *args).contiguous()
 
     @staticmethod
     def backward(ctx: Any, gg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # type: ignore[override]
