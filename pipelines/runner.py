@@ -40,6 +40,7 @@ from .image_record import check_resume, difference_line, image_difference, image
 from .leases import DEFAULT_TTL_S, LeaseBook, skipped_line
 from .protocol import PURPOSE_STAGES, ProtocolConfig
 from .tasks import task_cells
+from .worker_env import THREAD_ENV, pre_spawn_config
 from .stages import StageContext, adversarial_values, dependent_stages, get_stage, list_stages, with_dependencies
 
 log = logging.getLogger(__name__)
@@ -567,7 +568,8 @@ def make_client(
     """A ``distributed.Client``: on a scheduler address, a SLURM cluster, or a local cluster of processes.
 
     The local cluster uses spawned processes with one thread each (``OMP_NUM_THREADS=1``; torch threads are set
-    per task); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker. With
+    per task) and glibc malloc thresholds that keep tensors in the heap (:mod:`.worker_env`: Dask's default
+    ``MALLOC_TRIM_THRESHOLD_`` alone made every large tensor a fresh mmap, 2x a proxies task's time); workers advertise ``GPU: 1`` when CUDA is present so GPU stages run one at a time per worker. With
     ``n`` visible GPUs it has ``n * workers_per_gpu`` workers by default, worker ``k`` on GPU ``k mod n`` (also
     with ``--device cuda``; see :func:`_worker_device`).
 
@@ -617,7 +619,7 @@ def make_client(
     n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
     security = None if insecure else make_security()
     # spawn (not fork): a forked worker would inherit the client's torch / CUDA state
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), LocalCluster(
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn", **pre_spawn_config()}), LocalCluster(
         n_workers=n,
         threads_per_worker=1,
         processes=True,
@@ -629,7 +631,7 @@ def make_client(
         # without a dashboard the scheduler still serves /health: keep that on loopback too
         scheduler_kwargs=None if dash else {"dashboard": False, "dashboard_address": DEFAULT_DASHBOARD},
         resources={"GPU": 1} if n_gpu else None,
-        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        env=dict(THREAD_ENV),
         silence_logs=logging.ERROR,
     ) as lc, Client(lc, security=security) as client:
         client.rbnas_dashboard = dashboard_link(lc.scheduler) if dash else None

@@ -8,6 +8,7 @@ from typing import Any
 
 from .slurm_config import SlurmConfig, load_slurm_config
 from .slurm_launcher import WORKER_COMMAND
+from .worker_env import export_line
 
 def _seconds_arg(s: float) -> str:
     """Seconds as a ``dask worker`` duration argument (``"3600s"``)."""
@@ -48,9 +49,9 @@ def slurm_cluster_kwargs(cfg: SlurmConfig) -> dict[str, Any]:
         worker_command=WORKER_COMMAND,
         worker_extra_args=worker_args,
         job_extra_directives=directives,
-        # one thread per BLAS/OpenMP pool in every worker: tasks set their torch threads themselves
-        job_script_prologue=[*cfg.job_script_prologue,
-                             "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1"],
+        # one thread per BLAS/OpenMP pool in every worker (tasks set their torch threads themselves), and malloc
+        # thresholds that keep tensors in the heap (worker_env: Dask's default makes each one a fresh mmap)
+        job_script_prologue=[*cfg.job_script_prologue, export_line()],
         death_timeout=cfg.death_timeout,
         scheduler_options=dict(cfg.scheduler_options),
     )

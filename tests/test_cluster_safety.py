@@ -320,7 +320,7 @@ def test_slurm_hints() -> None:
 def test_worker_jobs_limit_blas_threads() -> None:
     from robustbench_nas.pipelines.slurm import slurm_job_script
 
-    assert "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1" in slurm_job_script(None)
+    assert "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " in slurm_job_script(None)
 
 
 if __name__ == "__main__":  # pragma: no cover
