@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import SHARED_DATA, Timer, bench_main, make_result, mark_quick, save_result, torch_threads
+from benchmarks.common import SHARED_DATA, Timer, bench_main, make_result, save_records, torch_threads
 
 SHAPES = ((64, 16, 32, 32), (64, 32, 16, 16), (64, 64, 8, 8))
 
@@ -104,10 +104,7 @@ def run(quick: bool = False) -> list[dict]:
         rec = _proxies_record(3 if quick else 10)
     if rec is not None:
         records.append(rec)
-    records = mark_quick(records, quick)
-    for r in records:
-        save_result(r)
-    return records
+    return save_records(records, quick)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Timer, bench_main, make_result, mark_quick, save_result
+from benchmarks.common import Timer, bench_main, make_result, save_records
 
 log = logging.getLogger(__name__)
 
@@ -680,10 +680,7 @@ def run(quick: bool = False, workdir: str | None = None) -> list[dict[str, Any]]
             note=f"{sim['files']} files, every value equal after kill + resume: {sim['agree']}"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    mark_quick(records, quick)
-    for r in records:
-        save_result(r)
-    return records
+    return save_records(records, quick)
 
 
 def _check_json_cells(root: Path, spec: Any, data: dict[str, np.ndarray], cells: list[int], lib: str) -> bool:

@@ -22,7 +22,7 @@ import json
 import subprocess
 import sys
 
-from benchmarks.common import bench_main, make_result, mark_quick, save_result
+from benchmarks.common import bench_main, make_result, save_records
 
 PROTOCOL = "nb201-proxies-all"
 
@@ -80,10 +80,7 @@ def run(quick: bool = False) -> list[dict]:
         note=f"client memory growth {float(ours['rss_growth_mb']):.0f} vs {float(base['rss_growth_mb']):.0f} MB "
              f"for {n} tasks",
     )
-    records = mark_quick([rec], quick)
-    for r in records:
-        save_result(r)
-    return records
+    return save_records([rec], quick)
 
 
 if __name__ == "__main__":

@@ -49,13 +49,12 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
-    mark_quick,
     SHARED_DATA,
     Timer,
     cuda_available,
     machine_description,
     make_result,
-    save_result,
+    save_records,
     torch_threads,
 )
 
@@ -594,10 +593,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         records.extend(gpu_records(cfg, cf))
     else:
         log.info("no CUDA device: GPU-path measurements skipped (%s)", machine_description())
-    mark_quick(records, quick)
-    for r in records:
-        save_result(r)
-    return records
+    return save_records(records, quick)
 
 
 def projection_record(measured: dict[str, tuple[float, float]]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from benchmarks.common import SHARED_DATA, bench_main, make_result, mark_quick, save_result, torch_threads
+from benchmarks.common import SHARED_DATA, bench_main, make_result, save_records, torch_threads
 
 MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
@@ -107,10 +107,7 @@ def _run(quick: bool) -> list[dict]:
         note=f"per cell: {total(True, 'minflt') / 1e6:.2f} M vs {total(False, 'minflt') / 1e6:.2f} M minor page "
              f"faults, {total(True, 'sys'):.2f} vs {total(False, 'sys'):.2f} s system time",
     )
-    records = mark_quick([rec], quick)
-    for r in records:
-        save_result(r)
-    return records
+    return save_records([rec], quick)
 
 
 if __name__ == "__main__":

@@ -317,6 +317,14 @@ def mark_quick(records: list[dict[str, Any]], quick: bool) -> list[dict[str, Any
     return records
 
 
+def save_records(records: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
+    """:func:`mark_quick` then :func:`save_result` each record: the end of every benchmark's ``run``. Returns
+    ``records``."""
+    for r in mark_quick(records, quick):
+        save_result(r)
+    return records
+
+
 def save_result(result: dict[str, Any], results_dir: Path | None = None) -> Path:
     """Validate ``result`` and write it to ``<results_dir>/<name>.json`` (default ``benchmarks/results/``).
 

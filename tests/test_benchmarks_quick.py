@@ -37,3 +37,12 @@ def test_save_result_never_writes_a_quick_record_under_a_full_name(tmp_path: Pat
     rec = common.make_result("fake_mod", 1.0, 2.0, True, quick=True)  # e.g. `python -m benchmarks.bench_x --quick`
     path = common.save_result(rec, tmp_path)
     assert path.name == "fake_mod_quick.json" and not (tmp_path / "fake_mod.json").exists()
+
+
+def test_save_records_marks_quick_runs_and_writes_each_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    recs = [common.make_result("fake_a", 1.0, 2.0, True), common.make_result("fake_b", 1.0, 3.0, True)]
+    assert common.save_records(recs, quick=True) is recs
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["fake_a_quick.json", "fake_b_quick.json"]
+    common.save_records([common.make_result("fake_a", 1.0, 2.0, True)], quick=False)
+    assert json.loads((tmp_path / "fake_a.json").read_text())["quick"] is False
