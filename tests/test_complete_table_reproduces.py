@@ -41,6 +41,7 @@ def test_complete_table_is_consistent_with_its_protocol():
     assert meta["proxy_engine"] == "fast" and meta["protocol_fields"]["proxy_engine"] == "fast"
     assert raw["uid"].is_unique and set(raw["uid"]) <= set(shipped_order())
     assert meta["nan_per_proxy"] == {p: int(raw[p].isna().sum()) for p in list_proxies()}
+    assert meta["infinite_per_proxy"] == {p: int(np.isinf(raw[p].to_numpy(dtype=float)).sum()) for p in list_proxies()}
     # computed in the run order by a few workers: the rows are (nearly) a prefix of it
     pos = sorted(shipped_order().index(u) for u in raw["uid"])
     assert pos[-1] < len(raw) + 16

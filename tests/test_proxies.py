@@ -134,6 +134,27 @@ def test_jacob_cov_uses_the_normalised_input_jacobian() -> None:
     assert jacob_cov_score(rows) == pytest.approx(want, rel=1e-9)
 
 
+#: a cell whose output never depends on its input (node 3 = conv of node 2 = pool of node 1 = none(x) = 0)
+DISCONNECTED = "|none~0|+|none~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_3x3~2|"
+
+
+def test_jacob_cov_is_nan_where_undefined_as_in_the_references() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(6, 20))
+    assert np.isfinite(jacob_cov_score(rows))
+    rows[2] = 0.0  # an image whose Jacobian is constant: no correlation with the others
+    assert np.isnan(jacob_cov_score(rows))
+    # the whole cell: every Jacobian is zero; the references' try/except gives NaN, not an error (the complete
+    # table's run failed on uid 879 before); the other proxies are what their references compute for it
+    x, y = _batch(8, 16)
+    for engine in ("fast", "separate"):
+        v = compute_proxies(DISCONNECTED, x, y, ["jacob_cov", "epe_nas", "nwot", "jacobian_fro", "hessian_eig",
+                                                 "grad_norm", "synflow"], seed=0, C=4, N=1, engine=engine)
+        assert np.isnan(v["jacob_cov"]) and np.isnan(v["epe_nas"]), engine
+        assert v["nwot"] == -np.inf, engine  # slogdet of a singular kernel, as NASWOT's reference
+        assert v["jacobian_fro"] == v["hessian_eig"] == v["grad_norm"] == v["synflow"] == 0.0, engine
+
+
 def test_epe_nas_score_by_hand() -> None:
     J = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.5], [3.0, 1.0, 0.0], [0.0, 1.0, 5.0], [2.0, 2.0, 1.0]])
     labels = np.array([0, 0, 1, 1, 2])

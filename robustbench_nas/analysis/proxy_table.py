@@ -213,6 +213,8 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
         "cells": int(len(main)), "cells_planned": facts["cells_in_run"],
         "sample": _sample_text(facts["cells_in_run"]),
         "nan_per_proxy": {q: int(main[q].isna().sum()) for q in proxies},
+        # -inf is a value the references compute too (nwot's slogdet, zen's log of a zero variance), not a gap
+        "infinite_per_proxy": {q: int(np.isinf(main[q].to_numpy(dtype=float)).sum()) for q in proxies},
         "devices": {str(d): int(n) for d, n in main["device"].value_counts().sort_index().items()},
         "proxies": proxies, "seed": seed0, "batch_size": p.get("proxy_images"), "data": data,
         "network": {"search_space": p.get("search_space"), "C": 16, "N": 5, "train_profile": p.get("train_profile")},
