@@ -444,3 +444,19 @@ def test_rank_proxies_topk_precision_at_1_and_5_percent():
     assert R.loc["half", "top1%_precision"] == 0.5  # top 2: {0, 2} vs {0, 1}
     assert R.loc["half", "top5%_precision"] == 0.5  # top 10: {0,2,4,6,8,100..104} vs {0..9}
     assert R.loc["rev", "top1%_precision"] == 0.0 and R.loc["rev", "top5%_precision"] == 0.0
+
+
+def test_signed_log_is_monotone_and_finite_for_the_references_infinite_values() -> None:
+    from robustbench_nas.analysis.proxy_study import signed_log
+
+    df = pd.DataFrame({"nwot": [-np.inf, 120.0, 80.5, np.nan, -np.inf], "synflow": [1e49, 0.0, -3.0, 2.0, 5.0],
+                       "zen": [np.inf, 1.0, 2.0, 3.0, 4.0]})
+    out = signed_log(df)
+    by_hand = np.sign(df["synflow"]) * np.log1p(df["synflow"].abs())
+    assert out["synflow"].tolist() == by_hand.tolist()  # finite columns: the plain transform
+    nwot = out["nwot"].to_numpy()
+    assert np.isnan(nwot[3]) and np.isfinite(np.delete(nwot, 3)).all()
+    assert nwot[0] == nwot[4] == np.log1p(80.5) - 1.0  # one unit below the finite minimum: still the lowest rank
+    assert out["zen"][0] == np.log1p(4.0) + 1.0
+    fin = ~df["nwot"].isna()
+    assert (st.rankdata(df["nwot"][fin]) == st.rankdata(out["nwot"][fin])).all()

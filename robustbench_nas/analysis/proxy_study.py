@@ -114,8 +114,20 @@ def rank_proxies(P: pd.DataFrame, T: pd.DataFrame, cfg: ProxyStudyConfig) -> pd.
 
 def signed_log(df: pd.DataFrame) -> pd.DataFrame:
     """``sign(x) log(1 + |x|)``: monotone (ranks and tree splits unchanged), and keeps synflow (~1e49) and CRoZe
-    inside float32, which scikit-learn's trees cast to."""
-    return np.sign(df) * np.log1p(df.abs())
+    inside float32, which scikit-learn's trees cast to. ``-inf`` / ``+inf`` (nwot and zen of a cell whose output
+    ignores its input, as their references compute them) become one unit below / above the column's finite values,
+    which keeps their rank and makes them usable by the trees; NaN stays NaN."""
+    out = np.sign(df) * np.log1p(df.abs())
+    for c in out.columns:
+        col = out[c].to_numpy(dtype=np.float64, copy=True)
+        inf = np.isinf(col)
+        if inf.any():
+            fin = col[np.isfinite(col)]
+            lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 0.0)
+            neg, pos = inf & (col < 0), inf & (col > 0)
+            col[neg], col[pos] = lo - 1.0, hi + 1.0
+            out[c] = col
+    return out
 
 
 def _cv(X: np.ndarray, y: np.ndarray, cfg: ProxyStudyConfig) -> dict[str, float]:
