@@ -460,3 +460,20 @@ def test_signed_log_is_monotone_and_finite_for_the_references_infinite_values() 
     assert out["zen"][0] == np.log1p(4.0) + 1.0
     fin = ~df["nwot"].isna()
     assert (st.rankdata(df["nwot"][fin]) == st.rankdata(out["nwot"][fin])).all()
+
+
+def test_export_keeps_a_finer_device_label_of_the_same_row(tmp_path: Path) -> None:
+    from robustbench_nas.analysis.proxy_table import _kept_device_labels
+
+    old = pd.DataFrame({"arch_str": ["a", "b", "c", "d"], "uid": [1, 2, 3, 4], "p": [0.5, np.nan, 2.0, 3.0],
+                        "device": ["cpu AVX512 (Intel AMX BF16 VNNI)", "cpu AVX512 (Intel AMX BF16 VNNI)",
+                                   "cpu AVX512 (Intel AMX BF16 VNNI)", "cpu AVX2"]})
+    out = tmp_path / "t.csv"
+    old.to_csv(out, index=False, float_format="%.17g")
+    store_rows = pd.DataFrame({"uid": [1, 2, 3, 4, 5], "p": [0.5, np.nan, 2.0000000000000004, 3.0, 1.0],
+                               "device": ["cpu AVX512", "cpu AVX512", "cpu AVX512", "cpu AVX512", "cpu AVX512"]})
+    got = _kept_device_labels(out, store_rows, ["p"])["device"].tolist()
+    # 1, 2: same values (NaN = NaN), finer label kept; 3: another value; 4: not a refinement; 5: not in the table
+    assert got == ["cpu AVX512 (Intel AMX BF16 VNNI)", "cpu AVX512 (Intel AMX BF16 VNNI)", "cpu AVX512", "cpu AVX512",
+                   "cpu AVX512"]
+    assert _kept_device_labels(tmp_path / "absent.csv", store_rows, ["p"]) is store_rows

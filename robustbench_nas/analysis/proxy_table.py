@@ -175,6 +175,31 @@ def _kept_seed_noise(seeds_csv: Path, main: pd.DataFrame, proxies: Sequence[str]
     return seed_noise(both, proxies)
 
 
+def _kept_device_labels(out_csv: Path, main: pd.DataFrame, proxies: Sequence[str]) -> pd.DataFrame:
+    """``main`` with the ``device`` of the existing table at ``out_csv`` kept where it refines the store's label of
+    the same row (``cpu AVX512 (Intel AMX BF16 VNNI)`` over ``cpu AVX512``: rows whose store recorded the label before
+    it named the CPU's extensions, relabelled in the table) and the row's values are the table's bit for bit."""
+    if not out_csv.is_file():
+        return main
+    old = pd.read_csv(out_csv)
+    if "device" not in old.columns or "uid" not in old.columns:
+        return main
+    old = old.set_index("uid")
+    main = main.copy()
+    for i, row in main.iterrows():
+        uid, label = int(row["uid"]), str(row["device"])
+        if uid not in old.index:
+            continue
+        kept = str(old.at[uid, "device"])
+        if not kept.startswith(label + " ("):
+            continue
+        same = all(float(row[q]) == float(old.at[uid, q]) or (np.isnan(float(row[q])) and np.isnan(float(old.at[uid, q])))
+                   for q in proxies)
+        if same:
+            main.at[i, "device"] = kept
+    return main
+
+
 def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | Path | None = None,
                  data: str = "CIFAR-10 test images (../shared/data/cifar10_test.npz), npz train split",
                  threads: int = 1) -> dict[str, Any]:
@@ -205,6 +230,7 @@ def export_table(store: str | Path, out_csv: str | Path, *, seeds_store: str | P
         # no seeds store here (another machine, a new sitting): the seed rows already written stay, and so does
         # their seed noise, as long as their seed-0 rows are still the table's (checked before anything is written)
         kept_noise = _kept_seed_noise(seeds_csv, main, proxies, seed0)
+    main = _kept_device_labels(out_csv, main, proxies)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     main[["arch_str", "uid", *proxies, "device"]].to_csv(out_csv, index=False, float_format="%.17g")
     p = facts["protocol"] or {}
