@@ -112,3 +112,12 @@ def _with_builtin_pools(net: nn.Module) -> nn.Module:
         if type(m) is AvgPool2d:
             m.__class__ = nn.AvgPool2d
     return net
+
+
+def test_torch_func_transforms_take_the_builtin_op() -> None:
+    pool = AvgPool2d(3, 1, 1, count_include_pad=False)
+    x = torch.rand(2, 3, 6, 6)
+    jac = torch.func.jacrev(lambda t: pool(t).sum(dim=(2, 3)))(x)  # raised in the autograd.Function before
+    with builtin_avg_pool():
+        ref = torch.func.jacrev(lambda t: pool(t).sum(dim=(2, 3)))(x)
+    _assert_bitwise(jac, ref)

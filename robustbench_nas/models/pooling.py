@@ -88,7 +88,15 @@ def builtin_avg_pool() -> Iterator[None]:
 
 def _takes_fast_path(x: torch.Tensor) -> bool:
     return (not _BUILTIN[0] and x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
-            and x.is_contiguous() and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
+            and x.is_contiguous() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+            and not _functorch_active())
+
+
+def _functorch_active() -> bool:
+    # torch.func transforms (jacrev, vmap, ...) need an autograd.Function with setup_context / vmap rules: there the
+    # built-in op runs (same values)
+    probe = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(probe()) if probe is not None else False
 
 
 def channels_last_avg_pool2d(module: nn.AvgPool2d, x: torch.Tensor) -> torch.Tensor:
