@@ -56,14 +56,11 @@ def _run_side(ours: bool, uids: list[int], data_root: str) -> dict[str, Any]:
     import dask
     from distributed import Client, LocalCluster
 
-    from robustbench_nas.pipelines.worker_env import pre_spawn_config
+    from robustbench_nas.pipelines.worker_env import dask_default_config, pre_spawn_config
 
     for k in MALLOC_KEYS:  # an earlier nanny of this process left its values here; a set variable would win
         os.environ.pop(k, None)
-    env_config = pre_spawn_config() if ours else {f"distributed.nanny.pre-spawn-environ.{k}": None
-                                                  for k in MALLOC_KEYS}
-    if not ours:
-        env_config["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = 65536  # Dask's default
+    env_config = pre_spawn_config() if ours else dask_default_config()
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn", **env_config}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
                          env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}) as lc, Client(lc) as client:

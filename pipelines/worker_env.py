@@ -30,10 +30,18 @@ def pre_spawn_config() -> dict[str, str]:
     return {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in MALLOC_ENV.items()}
 
 
+def dask_default_config() -> dict[str, object]:
+    """``dask.config.set`` entries for Dask's own worker environment (``MALLOC_TRIM_THRESHOLD_=65536`` alone): the
+    baseline of record ``worker_malloc_env_vs_dask_default`` and of the tests."""
+    cfg: dict[str, object] = {f"distributed.nanny.pre-spawn-environ.{k}": None for k in MALLOC_ENV}
+    cfg["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = 65536
+    return cfg
+
+
 def export_line() -> str:
     """The shell line a SLURM job runs before its workers start (the nanny takes an exported value over its
     configuration, and the worker inherits it)."""
     return "export " + " ".join(f"{k}={v}" for k, v in {**THREAD_ENV, **MALLOC_ENV}.items())
 
 
-__all__ = ["MALLOC_ENV", "THREAD_ENV", "export_line", "pre_spawn_config"]
+__all__ = ["MALLOC_ENV", "THREAD_ENV", "dask_default_config", "export_line", "pre_spawn_config"]

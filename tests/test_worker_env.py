@@ -11,7 +11,7 @@ import pytest
 
 from robustbench_nas.pipelines.runner import make_client
 from robustbench_nas.pipelines.slurm import slurm_job_script
-from robustbench_nas.pipelines.worker_env import MALLOC_ENV, THREAD_ENV, export_line
+from robustbench_nas.pipelines.worker_env import MALLOC_ENV, THREAD_ENV, dask_default_config, export_line
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,9 +57,7 @@ def test_tensors_stay_in_the_heap_in_a_worker_and_not_with_dasks_default(monkeyp
     for k in MALLOC_ENV:  # the nanny above left its values in this process's environment
         monkeypatch.delenv(k, raising=False)
     # the same worker with Dask's default environment (MALLOC_TRIM_THRESHOLD_=65536, no mmap threshold)
-    default = {f"distributed.nanny.pre-spawn-environ.{k}": None for k in MALLOC_ENV}
-    default["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = 65536
-    with dask.config.set(default):
+    with dask.config.set(dask_default_config()):
         from distributed import Client, LocalCluster
 
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), \
